@@ -1,0 +1,15 @@
+"""Errors a user can act on.
+
+Every error raised for bad input names the problem and the fix, so that a user never has to read
+a traceback from deep inside numpy or torch to understand what went wrong.
+"""
+
+from __future__ import annotations
+
+
+class CellWeaveInputError(ValueError):
+    """The input data cannot be used as given; the message says why and how to fix it."""
+
+
+class CellWeaveModelError(RuntimeError):
+    """A model folder or shipped model name could not be resolved or loaded."""
