@@ -1,0 +1,15 @@
+"""cellweave: multimodal foundation models for molecular cell biology."""
+
+from __future__ import annotations
+
+import logging
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+from . import datasets, genes, io, tl  # noqa: E402
+from .models import CellWeave  # noqa: E402
+from .nn import CellWeaveConfig  # noqa: E402
+
+__all__ = ["CellWeave", "CellWeaveConfig", "__version__", "datasets", "genes", "io", "tl"]

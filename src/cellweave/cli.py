@@ -1,0 +1,157 @@
+"""The ``cellweave`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("cellweave")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _read_named(paths: list[str]) -> tuple[dict, dict[str, str]]:
+    """Read input files into {name: AnnData|MuData} and their SHA-256."""
+    from cellweave import io
+    from cellweave._io_utils import sha256_file
+
+    datasets, hashes = {}, {}
+    for p in paths:
+        name = Path(p).name.split(".")[0]
+        if name in datasets:
+            name = f"{name}_{len(datasets)}"
+        datasets[name] = io.read(p)
+        hashes[name] = sha256_file(p)
+    return datasets, hashes
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from cellweave.train import pretrain
+
+    datasets, hashes = _read_named(args.data)
+    model = pretrain(
+        datasets,
+        out=args.out,
+        preset=args.preset,
+        max_epochs=args.max_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        max_cells_per_dataset=args.max_cells_per_dataset,
+        resume=args.resume,
+        name=args.name,
+        command="cellweave " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        data_hashes=hashes,
+        accelerator=args.accelerator,
+        devices=args.devices,
+    )
+    m = model.card["metrics"]
+    logger.info(
+        "validation masked-value MSE: %.4f after, %.4f before (epoch 0); per-feature mean baselines %.4f / %.4f",
+        m["val_masked_mse"], m["val_masked_mse_epoch0"], m["val_feature_mean_mse"], m["val_token_mean_mse"],
+    )
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from cellweave import io, tl
+    from cellweave.models import CellWeave
+
+    data = io.read(args.input)
+    model = CellWeave.load(args.model)
+    tl.embed(data, model=model, layer=args.layer, batch_size=args.batch_size, seed=args.seed,
+             organism=args.organism)
+    io.write(data, args.out)
+    logger.info("Wrote %s", args.out)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cellweave.demo import run_demo
+
+    run_demo(args.out, model=args.model, from_scratch=args.from_scratch, max_epochs=args.max_epochs,
+             max_cells_per_dataset=args.max_cells_per_dataset, seed=args.seed)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from cellweave.models import CellWeave, available_models
+
+    for name in available_models():
+        sys.stdout.write(f"{name}\t{CellWeave.load(name)!r}\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cellweave import __version__
+
+    p = argparse.ArgumentParser(prog="cellweave", description="Multimodal single-cell foundation models.")
+    p.add_argument("--version", action="version", version=f"cellweave {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    model_help = "model folder or shipped model name (default: the shipped default model)"
+
+    sp = sub.add_parser("pretrain", help="pretrain a model on .h5ad/.h5mu files")
+    sp.add_argument("--data", nargs="+", required=True, help="input .h5ad / .h5mu files (all modalities are used)")
+    sp.add_argument("--preset", default="tiny", choices=["tiny", "small", "base"])
+    sp.add_argument("--out", required=True, help="output model folder")
+    sp.add_argument("--max-epochs", type=int, default=5)
+    sp.add_argument("--batch-size", type=int, default=64)
+    sp.add_argument("--lr", type=float, default=1e-3)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--max-cells-per-dataset", type=int, default=None)
+    sp.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    sp.add_argument("--name", default=None, help="model name recorded in the model card")
+    sp.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
+    sp.add_argument("--devices", default=1, help="Lightning devices (e.g. 2 for DDP)")
+    sp.set_defaults(func=cmd_pretrain)
+
+    sp = sub.add_parser("embed", help="embed cells: writes obsm['X_cellweave'] and uns['cellweave']")
+    sp.add_argument("input", help=".h5ad, .h5mu, 10x .h5, 10x mtx folder or .loom")
+    sp.add_argument("--model", default=None, help=model_help)
+    sp.add_argument("--out", required=True, help="output .h5ad (or .h5mu for MuData input)")
+    sp.add_argument("--layer", default=None, help="layer holding raw counts (default: X)")
+    sp.add_argument("--organism", default=None, choices=["human", "mouse"], help="default: inferred")
+    sp.add_argument("--batch-size", type=int, default=128)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_embed)
+
+    sp = sub.add_parser("demo", help="embed every bundled dataset and write an HTML report")
+    sp.add_argument("--out", default="demo_out", help="output folder (report.html, embeddings, metrics)")
+    sp.add_argument("--model", default=None, help=model_help)
+    sp.add_argument("--from-scratch", action="store_true", help="pretrain the tiny preset on the bundled corpus first")
+    sp.add_argument("--max-epochs", type=int, default=None, help="epochs for --from-scratch")
+    sp.add_argument("--max-cells-per-dataset", type=int, default=None, help="cap per dataset for --from-scratch")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("models", help="list the shipped models")
+    sp.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cellweave._exceptions import CellWeaveInputError, CellWeaveModelError
+
+    args = build_parser().parse_args(argv)
+    _setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except (CellWeaveInputError, CellWeaveModelError, FileExistsError) as err:
+        # Bad input is the user's to fix: one clear line, no traceback.
+        sys.stderr.write(f"cellweave {args.command}: error: {err}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Cells to tokens: corpus preparation, tokenizer, torch datasets, synthetic test data."""
+
+from ._corpus import TARGET_SUM, CellCorpus, ModalityBlock, build_vocabulary, prepare_cells
+from ._tokenize import Tokenizer, TokenDataset, collate_tokens
+from .synthetic import synthetic_adata, synthetic_mudata
+
+__all__ = [
+    "TARGET_SUM",
+    "CellCorpus",
+    "ModalityBlock",
+    "TokenDataset",
+    "Tokenizer",
+    "build_vocabulary",
+    "collate_tokens",
+    "prepare_cells",
+    "synthetic_adata",
+    "synthetic_mudata",
+]

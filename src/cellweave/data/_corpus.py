@@ -1,0 +1,221 @@
+"""From AnnData/MuData to a corpus of cells ready to tokenize.
+
+A :class:`CellCorpus` holds, per modality, a CSR matrix of normalized values restricted to the
+features the model's vocabulary knows, the vocabulary id of each column, and which cells were
+measured in that modality (a cell of an unpaired or partly measured MuData lacks some). Features
+outside the vocabulary are never silently dropped: they are counted in the coverage report that
+travels with the corpus.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from cellweave._constants import MODALITIES
+from cellweave._exceptions import CellWeaveInputError
+from cellweave.genes import Vocabulary, coverage, infer_organism, map_features
+from cellweave.io import as_modalities, validate_matrix
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from mudata import MuData
+
+logger = logging.getLogger(__name__)
+
+#: Library size that counts are scaled to before log1p (the scanpy / Seurat convention).
+TARGET_SUM = 1e4
+
+
+@dataclass
+class ModalityBlock:
+    """One modality of a corpus: normalized values of in-vocabulary features."""
+
+    modality: str
+    values: sp.csr_matrix
+    """(n_cells, n_columns) float32, log1p(counts per 10k) or the user's log-normalized values."""
+    token_ids: np.ndarray
+    """(n_columns,) vocabulary id of each column."""
+    present: np.ndarray
+    """(n_cells,) bool: whether the cell was measured in this modality."""
+    x_kind: str
+
+
+@dataclass
+class CellCorpus:
+    """Cells of one dataset, normalized and mapped onto a vocabulary."""
+
+    blocks: list[ModalityBlock]
+    obs: pd.DataFrame
+    coverage: list[dict[str, Any]] = field(default_factory=list)
+    name: str = "data"
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    @property
+    def modalities(self) -> list[str]:
+        return [b.modality for b in self.blocks]
+
+    def subset(self, idx: np.ndarray) -> CellCorpus:
+        """The corpus restricted to the cells at positions ``idx``."""
+        idx = np.asarray(idx)
+        blocks = [
+            ModalityBlock(b.modality, b.values[idx], b.token_ids, b.present[idx], b.x_kind)
+            for b in self.blocks
+        ]
+        return CellCorpus(blocks, self.obs.iloc[idx], self.coverage, self.name)
+
+
+def _aggregate_columns(X: sp.csr_matrix, ids: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Sum columns that map to the same vocabulary id (duplicate symbols, peaks in one bin)."""
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    if len(uniq) == len(ids):
+        order = np.argsort(ids)
+        return X[:, order], ids[order]
+    agg = sp.csr_matrix(
+        (np.ones(len(ids), dtype=np.float32), (np.arange(len(ids)), inverse)), shape=(len(ids), len(uniq))
+    )
+    return (X @ agg).tocsr(), uniq
+
+
+def _normalize(X: sp.csr_matrix, x_kind: str) -> sp.csr_matrix:
+    X = X.astype(np.float32)
+    if x_kind == "counts":
+        lib = np.asarray(X.sum(axis=1)).ravel()
+        scale = np.divide(TARGET_SUM, lib, out=np.zeros_like(lib), where=lib > 0)
+        X = sp.diags(scale.astype(np.float32)) @ X
+        X = X.tocsr()
+        np.log1p(X.data, out=X.data)
+    X.eliminate_zeros()
+    X.sort_indices()
+    return X
+
+
+def prepare_cells(
+    data: AnnData | MuData,
+    vocab: Vocabulary,
+    *,
+    modalities: list[str] | None = None,
+    layer: str | None = None,
+    organism: str | None = None,
+    dataset: str | None = None,
+) -> CellCorpus:
+    """Validate, normalize and map every modality of ``data`` onto ``vocab``.
+
+    Parameters
+    ----------
+    data
+        AnnData (taken as RNA) or MuData with modalities among ``rna``, ``prot``, ``atac``,
+        ``gene_activity`` (``guide``/``hto`` are skipped).
+    vocab
+        The model's feature vocabulary.
+    modalities
+        Restrict to these modalities (default: all model modalities present).
+    layer
+        Layer holding counts (default ``X``).
+    organism
+        ``"human"`` or ``"mouse"``; inferred from the features when not given.
+    dataset
+        Name used in logs and in the coverage report.
+
+    Returns
+    -------
+    The corpus, with one coverage record per modality in ``corpus.coverage``.
+    """
+    mods = as_modalities(data)
+    if modalities is not None:
+        missing = [m for m in modalities if m not in mods]
+        if missing:
+            raise CellWeaveInputError(
+                f"Modalities {missing} were asked for but the data has {sorted(mods)}. "
+                "Pass modalities= a subset of those."
+            )
+        mods = {m: mods[m] for m in modalities}
+    if not mods:
+        raise CellWeaveInputError("The data holds no modality the model knows (rna, prot, atac, gene_activity).")
+    obs_names = data.obs_names
+    name = dataset or "data"
+    blocks: list[ModalityBlock] = []
+    reports: list[dict[str, Any]] = []
+    for mod, adata in mods.items():
+        report = validate_matrix(adata, modality=mod, layer=layer if mod == "rna" else None, dataset=name)
+        X = adata.layers[layer] if (layer is not None and mod == "rna") else adata.X
+        X = sp.csr_matrix(X)
+        org = organism or infer_organism(adata.var_names, adata.var.get("gene_id"))
+        fmap = map_features(adata.var, modality=mod, organism=org)
+        cov = coverage(fmap, vocab, dataset=name)
+        reports.append({**cov.to_dict(), "x_kind": report.x_kind, "organism": org})
+        logger.info("%s/%s: %d of %d features in the vocabulary", name, mod, cov.n_in_vocab, cov.n_features)
+        ids = vocab.lookup(fmap.keys)
+        X = _normalize(X, report.x_kind)
+        keep = ids >= 0
+        Xk, tok = _aggregate_columns(X[:, keep].tocsr(), ids[keep])
+        # Align this modality's cells to the container's obs (unpaired MuData have disjoint cells).
+        rows = obs_names.get_indexer(adata.obs_names) if adata.n_obs != len(obs_names) or not (
+            adata.obs_names.equals(obs_names)
+        ) else np.arange(len(obs_names))
+        if (rows < 0).any():
+            raise CellWeaveInputError(
+                f"Modality {mod!r} has cells that are not in the container's obs_names; "
+                "call mdata.update() after editing modalities."
+            )
+        present = np.zeros(len(obs_names), dtype=bool)
+        present[rows] = True
+        if len(rows) != len(obs_names) or not np.array_equal(rows, np.arange(len(obs_names))):
+            P = sp.csr_matrix(
+                (np.ones(len(rows), dtype=np.float32), (rows, np.arange(len(rows)))),
+                shape=(len(obs_names), len(rows)),
+            )
+            Xk = (P @ Xk).tocsr()
+        blocks.append(ModalityBlock(mod, Xk.astype(np.float32), tok.astype(np.int64), present, report.x_kind))
+    if all(b.token_ids.size == 0 for b in blocks):
+        raise CellWeaveInputError(
+            f"None of the features of {name!r} are in the model's vocabulary (zero overlap). "
+            "Check that var_names are gene symbols or var['gene_id'] holds Ensembl IDs of a human or "
+            "mouse dataset, or pretrain a model on data like this one."
+        )
+    obs = pd.DataFrame(index=obs_names.copy())
+    obs["dataset"] = name
+    return CellCorpus(blocks, obs, reports, name)
+
+
+def build_vocabulary(
+    datasets: dict[str, AnnData | MuData], *, min_cells: int = 3, organisms: dict[str, str] | None = None
+) -> tuple[Vocabulary, pd.DataFrame]:
+    """A vocabulary of every feature detected in at least ``min_cells`` cells of the datasets.
+
+    Keys are ordered by modality and then by first appearance, so the vocabulary is
+    deterministic for a given list of datasets. Returns the vocabulary and a table of how many
+    features each dataset/modality contributed.
+    """
+    counts: dict[str, int] = {}
+    order: list[str] = []
+    rows = []
+    for name, data in datasets.items():
+        for mod, adata in as_modalities(data).items():
+            org = (organisms or {}).get(name) or infer_organism(adata.var_names, adata.var.get("gene_id"))
+            fmap = map_features(adata.var, modality=mod, organism=org)
+            X = sp.csr_matrix(adata.X)
+            n_cells = np.diff(X.tocsc().indptr)
+            per_key = pd.Series(n_cells[fmap.mapped_mask]).groupby(fmap.keys[fmap.mapped_mask]).sum()
+            for key, n in per_key.items():
+                if key not in counts:
+                    order.append(key)
+                    counts[key] = 0
+                counts[key] += int(n)
+            rows.append({"dataset": name, "modality": mod, "n_features": fmap.n_features, "n_mapped": fmap.n_mapped})
+    mod_rank = {m: i for i, m in enumerate(MODALITIES)}
+
+    def _rank(key: str) -> int:
+        prefix = key.split(":", 1)[0]
+        return {"prot": mod_rank["prot"], "atac": mod_rank["atac"]}.get(prefix, 0)
+
+    keys = [k for k in order if counts[k] >= min_cells]
+    keys.sort(key=_rank)  # stable: keeps first-appearance order within a modality
+    return Vocabulary(keys), pd.DataFrame(rows)

@@ -1,0 +1,240 @@
+"""``cellweave demo``: embed every bundled dataset with the shipped (or a fresh) model and report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cellweave import datasets as cw_datasets
+from cellweave._exceptions import CellWeaveInputError
+from cellweave._io_utils import atomic_write_json, sha256_file
+from cellweave.bench import HtmlReport, knn_accuracy, pca_hvg_embedding
+from cellweave.models import CellWeave
+from cellweave.pl import embedding_scatter, loss_curves
+
+logger = logging.getLogger(__name__)
+
+#: Demo defaults for ``--from-scratch`` on a 2-core CPU (about 8 minutes of training).
+SCRATCH_EPOCHS = 4
+SCRATCH_MAX_CELLS = 3000
+#: Cells per dataset shown in the joint UMAP (the 20k-cell screen would crowd out the rest).
+UMAP_MAX_CELLS = 2500
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 if platform.system() != "Darwin" else rss / 2**20
+
+
+def _labels_of(data: Any, label_key: str | None) -> np.ndarray | None:
+    if not label_key or label_key not in data.obs:
+        return None
+    return data.obs[label_key].astype(str).to_numpy()
+
+
+def _rna_view(data: Any):
+    """The RNA AnnData of a dataset (for the PCA baseline), or None."""
+    if hasattr(data, "mod"):
+        return data.mod.get("rna")
+    return data
+
+
+def pretrain_on_bundled(
+    out: str | os.PathLike,
+    *,
+    max_epochs: int = SCRATCH_EPOCHS,
+    max_cells_per_dataset: int | None = SCRATCH_MAX_CELLS,
+    seed: int = 0,
+    name: str = "cellweave-tiny",
+    command: str | None = None,
+    progress: bool = True,
+) -> CellWeave:
+    """Pretrain the ``tiny`` preset on every bundled dataset usable for pretraining."""
+    from cellweave.train import pretrain
+
+    table = cw_datasets.list()
+    names = table.loc[table["pretrain"], "name"].tolist()
+    data = {n: cw_datasets.load(n) for n in names}
+    hashes = {n: sha256_file(cw_datasets.path(n)) for n in names}
+    return pretrain(
+        data, out=out, preset="tiny", max_epochs=max_epochs, max_cells_per_dataset=max_cells_per_dataset,
+        seed=seed, name=name, command=command, data_hashes=hashes, progress=progress,
+    )
+
+
+def run_demo(
+    out: str | os.PathLike = "demo_out",
+    *,
+    model: str | None = None,
+    from_scratch: bool = False,
+    max_epochs: int | None = None,
+    max_cells_per_dataset: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the demo and write ``out/report.html``, ``out/metrics.json`` and ``out/embeddings.h5ad``.
+
+    Returns the metrics written to ``metrics.json``.
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+
+    t = time.perf_counter()
+    if from_scratch:
+        cw_model = pretrain_on_bundled(
+            out / "model",
+            max_epochs=max_epochs or SCRATCH_EPOCHS,
+            max_cells_per_dataset=max_cells_per_dataset or SCRATCH_MAX_CELLS,
+            seed=seed,
+            name="cellweave-tiny-demo",
+            command="cellweave demo --from-scratch",
+            progress=progress,
+        )
+        timings["pretrain"] = time.perf_counter() - t
+    else:
+        cw_model = CellWeave.load(model)
+        timings["load model"] = time.perf_counter() - t
+    logger.info("Model: %r", cw_model)
+
+    table = cw_datasets.list()
+    embeddings, coverage_rows, skipped, knn_rows = [], [], [], []
+    t_embed = 0.0
+    n_embedded = 0
+    for row in table.itertuples():
+        data = cw_datasets.load(row.name)
+        t = time.perf_counter()
+        try:
+            emb, cov = cw_model.embed(data, seed=seed, progress=progress, dataset=row.name)
+        except CellWeaveInputError as err:
+            skipped.append({"dataset": row.name, "reason": str(err)})
+            logger.warning("Skipped %s: %s", row.name, err)
+            continue
+        t_embed += time.perf_counter() - t
+        n_embedded += emb.shape[0]
+        for c in cov:
+            coverage_rows.append({
+                "dataset": row.name, "modality": c["modality"], "input": c.get("x_kind"),
+                "organism": c.get("organism"), "features": c["n_features"], "mapped to an ID": c["n_mapped"],
+                "in vocabulary": c["n_in_vocab"], "coverage": c["fraction_in_vocab"],
+            })
+        labels = _labels_of(data, row.label_key)
+        if labels is not None and row.label_key != "perturbation":
+            res = {"dataset": row.name, "label": row.label_key, "cells": len(labels), "types": len(set(labels))}
+            cw = knn_accuracy(emb, labels, seed=seed)
+            res.update({"cellweave accuracy": cw["accuracy"], "cellweave ±": cw["accuracy_std"],
+                        "cellweave macro-F1": cw["macro_f1"]})
+            rna = _rna_view(data)
+            pca = pca_hvg_embedding(rna, seed=seed)
+            base = knn_accuracy(pca, labels, seed=seed)
+            res.update({"PCA-HVG accuracy": base["accuracy"], "PCA-HVG ±": base["accuracy_std"],
+                        "PCA-HVG macro-F1": base["macro_f1"]})
+            knn_rows.append(res)
+        keep = np.arange(emb.shape[0])
+        if emb.shape[0] > UMAP_MAX_CELLS:
+            keep = np.sort(np.random.default_rng(seed).choice(emb.shape[0], UMAP_MAX_CELLS, replace=False))
+        obs = pd.DataFrame({
+            "dataset": row.name,
+            "cell_type": labels[keep] if labels is not None else "unlabelled",
+        }, index=[f"{row.name}:{o}" for o in np.asarray(data.obs_names)[keep]])
+        embeddings.append(ad.AnnData(X=emb[keep], obs=obs))
+    timings["embed all datasets"] = t_embed
+
+    t = time.perf_counter()
+    joint = ad.concat(embeddings)
+    joint.obsm["X_cellweave"] = joint.X
+    sc.pp.neighbors(joint, use_rep="X_cellweave", n_neighbors=15, random_state=seed)
+    sc.tl.umap(joint, random_state=seed)
+    timings["UMAP"] = time.perf_counter() - t
+    joint.obs["cell_type"] = joint.obs["cell_type"].astype(str)
+    joint.obs["dataset"] = joint.obs["dataset"].astype(str)
+
+    coverage_df = pd.DataFrame(coverage_rows)
+    knn_df = pd.DataFrame(knn_rows)
+    total = time.perf_counter() - t_start
+    metrics = {
+        "model": cw_model.name,
+        "model_sha256": cw_model.model_hash,
+        "from_scratch": from_scratch,
+        "seed": seed,
+        "wall_seconds": round(total, 1),
+        "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "cells_embedded": n_embedded,
+        "embedding_cells_per_second": round(n_embedded / max(t_embed, 1e-9), 1),
+        "coverage": coverage_rows,
+        "knn_label_transfer": knn_rows,
+        "skipped": skipped,
+        "pretraining": cw_model.card.get("metrics", {}),
+    }
+
+    report = HtmlReport("cellweave demo")
+    report.text(
+        f"Model {cw_model.name} ({'pretrained here from scratch' if from_scratch else 'shipped default'}); "
+        f"{cw_model!r}. Model SHA-256 {cw_model.model_hash[:16]}…"
+    )
+    report.heading("Cell embeddings (UMAP of X_cellweave, all bundled datasets)")
+    report.text(f"{joint.n_obs:,} cells shown (at most {UMAP_MAX_CELLS:,} per dataset).", css_class="note")
+    report.figure(embedding_scatter(joint.obsm["X_umap"], joint.obs["dataset"], title="coloured by dataset"))
+    report.figure(embedding_scatter(joint.obsm["X_umap"], joint.obs["cell_type"], title="coloured by cell type / label"))
+
+    report.heading("Cell-type label transfer: kNN (k=15, 5-fold by cells)")
+    report.text(
+        "cellweave = X_cellweave from the model, zero-shot. Baseline = PCA (50 components) on log-normalized "
+        "highly variable genes of the same cells. Mean over folds; ± = standard deviation.",
+        css_class="note",
+    )
+    if not knn_df.empty:
+        report.table(knn_df)
+
+    report.heading("Pretraining")
+    m = cw_model.card.get("metrics", {})
+    if m:
+        rows = [
+            ("model, before training (epoch 0)", m.get("val_masked_mse_epoch0")),
+            ("model, after training", m.get("val_masked_mse")),
+            ("per-feature mean over training cells", m.get("val_feature_mean_mse")),
+            ("per-feature mean over training tokens", m.get("val_token_mean_mse")),
+        ]
+        report.text("Masked-value MSE on held-out validation cells (log1p counts per 10k):", css_class="note")
+        report.table(pd.DataFrame(rows, columns=["predictor", "validation MSE"]))
+    if cw_model.history:
+        report.figure(loss_curves(cw_model.history))
+    card = cw_model.card
+    report.text(f"Command: {card.get('command', 'n/a')}; seed {card.get('seed', 'n/a')}; "
+                f"{card.get('epochs', '?')} epochs, {card.get('train_seconds', '?')} s.", css_class="note")
+
+    report.heading("Vocabulary coverage per dataset")
+    report.table(coverage_df)
+    if skipped:
+        report.heading("Datasets not embedded")
+        report.table(pd.DataFrame(skipped))
+
+    report.heading("Time and memory")
+    time_rows = [(k, v) for k, v in metrics["timings_seconds"].items()] + [
+        ("total wall time (s)", metrics["wall_seconds"]),
+        ("peak resident memory (MB)", metrics["peak_rss_mb"]),
+        ("embedding throughput (cells/s)", metrics["embedding_cells_per_second"]),
+    ]
+    report.table(pd.DataFrame(time_rows, columns=["step", "value"]), float_format="{:.1f}")
+    report.text(f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores.", css_class="note")
+
+    report.write(out / "report.html")
+    atomic_write_json(out / "metrics.json", metrics)
+    from cellweave.io import write
+
+    write(joint, out / "embeddings.h5ad")
+    logger.info("Demo finished in %.0f s; report at %s", total, out / "report.html")
+    return metrics

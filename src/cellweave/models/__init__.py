@@ -1,0 +1,19 @@
+"""User-facing models: configuration presets, save/load, shipped checkpoints."""
+
+from ._cellweave import (
+    DEFAULT_MODEL,
+    CellWeave,
+    available_models,
+    environment_versions,
+    render_model_card,
+    resolve_model_path,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "CellWeave",
+    "available_models",
+    "environment_versions",
+    "render_model_card",
+    "resolve_model_path",
+]

@@ -1,0 +1,293 @@
+"""The model a user meets: configuration + vocabulary + weights + model card, AnnData in and out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save
+
+from cellweave._exceptions import CellWeaveModelError
+from cellweave._io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+from cellweave.data import CellCorpus, Tokenizer, TokenDataset, collate_tokens, prepare_cells
+from cellweave.genes import Vocabulary
+from cellweave.nn import CellWeaveConfig, CellWeaveModule
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from mudata import MuData
+
+logger = logging.getLogger(__name__)
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+#: The shipped model used whenever ``--model`` / ``model=`` is not given.
+DEFAULT_MODEL = "cellweave-tiny"
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+VOCAB_FILE = "vocab.json"
+CARD_FILE = "model_card.json"
+CARD_MD_FILE = "MODEL_CARD.md"
+HISTORY_FILE = "history.json"
+
+
+def available_models() -> list[str]:
+    """Names of the models shipped with the package."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / WEIGHTS_FILE).is_file())
+
+
+def resolve_model_path(model: str | os.PathLike | None) -> Path:
+    """A model folder from a path, a shipped model's name, or ``None`` (the shipped default)."""
+    if model is None:
+        model = DEFAULT_MODEL
+    path = Path(model)
+    if path.is_dir():
+        if not (path / WEIGHTS_FILE).is_file() or not (path / CONFIG_FILE).is_file():
+            raise CellWeaveModelError(
+                f"{path} is a folder but not a cellweave model (it needs {CONFIG_FILE}, {WEIGHTS_FILE} "
+                f"and {VOCAB_FILE}). Point --model at the --out folder of `cellweave pretrain`."
+            )
+        return path
+    shipped = PRETRAINED_DIR / str(model)
+    if (shipped / WEIGHTS_FILE).is_file():
+        return shipped
+    raise CellWeaveModelError(
+        f"No model folder or shipped model named {str(model)!r}. Shipped models: {available_models() or 'none'}; "
+        "or give the folder written by `cellweave pretrain --out`."
+    )
+
+
+class CellWeave:
+    """A pretrained CellWeave model.
+
+    Parameters
+    ----------
+    config
+        Architecture; ``config.vocab_size`` must equal ``len(vocab)``.
+    vocab
+        Feature vocabulary (genes, proteins, peak bins).
+    module
+        The torch module; a freshly initialized one when not given.
+    card
+        Model card fields (data, command, seed, metrics...).
+
+    Examples
+    --------
+    >>> model = cellweave.CellWeave.load()          # the shipped default
+    >>> cellweave.tl.embed(adata, model=model)
+    >>> adata.obsm["X_cellweave"].shape
+    """
+
+    def __init__(
+        self,
+        config: CellWeaveConfig,
+        vocab: Vocabulary,
+        module: CellWeaveModule | None = None,
+        card: dict[str, Any] | None = None,
+    ) -> None:
+        if config.vocab_size != len(vocab):
+            raise ValueError(f"config.vocab_size={config.vocab_size} but the vocabulary has {len(vocab)} keys.")
+        self.config = config
+        self.vocab = vocab
+        self.module = module if module is not None else CellWeaveModule(config)
+        self.card: dict[str, Any] = dict(card or {})
+        self.history: list[dict[str, Any]] = []
+        self.path: Path | None = None
+        self._hash: str | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_preset(cls, preset: str, vocab: Vocabulary, **overrides: Any) -> CellWeave:
+        config = CellWeaveConfig.from_preset(preset, vocab_size=len(vocab), **overrides)
+        return cls(config, vocab)
+
+    @classmethod
+    def load(cls, model: str | os.PathLike | None = None, *, map_location: str = "cpu") -> CellWeave:
+        """Load a model folder or a shipped model by name (``None``: the shipped default).
+
+        Only ``config.json``, ``vocab.json``, ``model_card.json`` and ``model.safetensors`` are
+        read: no pickle is ever unpickled.
+        """
+        path = resolve_model_path(model)
+        try:
+            config = CellWeaveConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
+            vocab = Vocabulary.load(path / VOCAB_FILE)
+            state = load_file(str(path / WEIGHTS_FILE), device=map_location)
+        except (OSError, ValueError, KeyError) as err:
+            raise CellWeaveModelError(f"Could not load the model in {path}: {err}") from err
+        card = json.loads((path / CARD_FILE).read_text()) if (path / CARD_FILE).is_file() else {}
+        model_obj = cls(config, vocab, card=card)
+        missing, unexpected = model_obj.module.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CellWeaveModelError(
+                f"Weights in {path} do not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}."
+            )
+        model_obj.module.eval()
+        if (path / HISTORY_FILE).is_file():
+            model_obj.history = json.loads((path / HISTORY_FILE).read_text())
+        model_obj.path = path
+        model_obj._hash = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
+        return model_obj
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """Write ``config.json``, ``model.safetensors``, ``vocab.json`` and the model card.
+
+        Each file is written atomically (temporary file, then rename).
+        """
+        path = Path(path)
+        if path.exists() and not overwrite and any(path.iterdir()):
+            raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True.")
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+        blob = save(state, metadata={"format": "pt", "cellweave_config": json.dumps(self.config.to_dict())})
+        atomic_write_bytes(path / WEIGHTS_FILE, blob)
+        atomic_write_json(path / CONFIG_FILE, self.config.to_dict())
+        self.vocab.save(path / VOCAB_FILE)
+        self._hash = hashlib.sha256(blob).hexdigest()
+        card = {**self.card, "model_sha256": self._hash, "vocab_sha256": self.vocab.sha256}
+        self.card = card
+        atomic_write_json(path / CARD_FILE, card)
+        atomic_write_text(path / CARD_MD_FILE, render_model_card(self))
+        if self.history:
+            atomic_write_json(path / HISTORY_FILE, self.history)
+        self.path = path
+        return path
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def name(self) -> str:
+        return self.card.get("name") or (self.path.name if self.path else "cellweave (unsaved)")
+
+    @property
+    def model_hash(self) -> str:
+        """SHA-256 of the weights as saved in ``model.safetensors``."""
+        if self._hash is None:
+            state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+            blob = save(state, metadata={"format": "pt", "cellweave_config": json.dumps(self.config.to_dict())})
+            self._hash = hashlib.sha256(blob).hexdigest()
+        return self._hash
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer.from_config(self.config)
+
+    def __repr__(self) -> str:
+        n = self.module.num_parameters()
+        return (
+            f"CellWeave(name={self.name!r}, preset={self.config.preset!r}, d_model={self.config.d_model}, "
+            f"n_layers={self.config.n_layers}, vocab={len(self.vocab)}, parameters={n:,})"
+        )
+
+    # ------------------------------------------------------------------ inference
+    def prepare(self, data: AnnData | MuData, **kwargs: Any) -> CellCorpus:
+        """Validate, normalize and map ``data`` onto this model's vocabulary."""
+        return prepare_cells(data, self.vocab, **kwargs)
+
+    @torch.inference_mode()
+    def embed_corpus(
+        self, corpus: CellCorpus, *, batch_size: int = 128, seed: int = 0, progress: bool = True
+    ) -> np.ndarray:
+        """Cell embeddings ``(n_cells, d_model)`` of a prepared corpus (deterministic for a seed)."""
+        from tqdm.auto import tqdm
+
+        self.module.eval()
+        dataset = TokenDataset([corpus], self.tokenizer, mode="embed", seed=seed)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_tokens)
+        device = next(self.module.parameters()).device
+        out = np.zeros((len(dataset), self.config.d_model), dtype=np.float32)
+        for batch in tqdm(loader, desc=f"embedding {corpus.name}", disable=not progress, leave=False):
+            cell, _ = self.module.encode(
+                batch["token_ids"].to(device),
+                batch["values"].to(device),
+                batch["modality_ids"].to(device),
+                batch["padding_mask"].to(device),
+            )
+            out[batch["index"].numpy()] = cell.float().cpu().numpy()
+        return out
+
+    def embed(
+        self,
+        data: AnnData | MuData,
+        *,
+        batch_size: int = 128,
+        seed: int = 0,
+        progress: bool = True,
+        **prepare_kwargs: Any,
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Cell embeddings of ``data`` and its per-modality coverage report."""
+        corpus = self.prepare(data, **prepare_kwargs)
+        return self.embed_corpus(corpus, batch_size=batch_size, seed=seed, progress=progress), corpus.coverage
+
+
+def render_model_card(model: CellWeave) -> str:
+    """A human-readable model card (Markdown) from ``model.card``."""
+    c = model.card
+    cfg = model.config
+    lines = [
+        f"# Model card: {c.get('name', 'cellweave model')}",
+        "",
+        c.get("description", "A CellWeave transformer pretrained with masked value modelling on single-cell data."),
+        "",
+        "## Architecture",
+        f"- preset `{cfg.preset}`: d_model {cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} heads, "
+        f"MLP {cfg.d_ff}, pooling `{cfg.pooling}`",
+        f"- context per modality: {cfg.context_length}; zero share {cfg.zero_fraction}; mask ratio {cfg.mask_ratio}",
+        f"- vocabulary: {len(model.vocab):,} features; parameters: {model.module.num_parameters():,}",
+        "",
+        "## Training",
+        f"- command: `{c.get('command', 'n/a')}`",
+        f"- seed: {c.get('seed', 'n/a')}; epochs: {c.get('epochs', 'n/a')}; steps: {c.get('steps', 'n/a')}",
+        f"- wall time: {c.get('train_seconds', 'n/a')} s on {c.get('hardware', 'n/a')}",
+        "",
+        "## Data",
+        "| dataset | cells (train/val) | modalities | sha256 |",
+        "|---|---|---|---|",
+    ]
+    for d in c.get("data", []):
+        lines.append(
+            f"| {d.get('name')} | {d.get('n_train', '?')}/{d.get('n_val', '?')} | {', '.join(d.get('modalities', []))} "
+            f"| `{str(d.get('sha256', ''))[:12]}` |"
+        )
+    metrics = c.get("metrics", {})
+    if metrics:
+        lines += ["", "## Validation metrics (held-out cells, masked values)", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    lines += [
+        "",
+        "## Versions",
+        f"- {', '.join(f'{k} {v}' for k, v in c.get('versions', {}).items())}",
+        f"- model sha256: `{c.get('model_sha256', '')}`",
+        "",
+        "## Intended use and limits",
+        "Embedding, annotation and transfer for human and mouse single-cell data whose features overlap the "
+        "vocabulary. Trained on a small bundled corpus: compare against the baselines that `cellweave` reports "
+        "beside every result before trusting it.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def environment_versions() -> dict[str, str]:
+    """Versions recorded in model cards and ``uns['cellweave']``."""
+    import anndata
+    import scanpy
+
+    from cellweave import __version__
+
+    return {
+        "cellweave": __version__,
+        "torch": torch.__version__,
+        "anndata": anndata.__version__,
+        "scanpy": scanpy.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }

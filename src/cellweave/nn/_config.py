@@ -1,0 +1,92 @@
+"""The architecture's configuration: one small dataclass with named presets (pure Python)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cellweave._constants import MODALITIES
+
+
+def _default_context() -> dict[str, int]:
+    # Tokens per modality and cell. RNA dominates cost; proteins and peaks are few per cell.
+    return {"rna": 256, "prot": 64, "atac": 128, "gene_activity": 128}
+
+
+@dataclass
+class CellWeaveConfig:
+    """Architecture and tokenization of a CellWeave model.
+
+    Cost per cell is set here: the encoder runs over ``sum(context_length[m])`` tokens for the
+    modalities a cell carries, so throughput scales with tokens x layers x width^2.
+    """
+
+    vocab_size: int = 0
+    """Number of feature tokens (genes, proteins, peak bins); set from the vocabulary."""
+    n_modalities: int = len(MODALITIES)
+    """Modality embeddings: rna, prot, atac, gene_activity (ids from ``cellweave._constants``)."""
+    d_model: int = 128
+    """Width of token and cell embeddings."""
+    n_layers: int = 4
+    n_heads: int = 4
+    d_ff: int = 256
+    """Hidden width of each block's MLP."""
+    dropout: float = 0.0
+    """Dropout in attention and MLP; small data and short schedules do better without it."""
+    context_length: dict[str, int] = field(default_factory=_default_context)
+    """Maximum tokens per modality and cell: measured (nonzero) features first, then sampled zeros."""
+    zero_fraction: float = 0.1
+    """Share of each modality's context given to features measured as zero, so the model learns
+    what absence means (scGPT and scFoundation sample zeros the same way)."""
+    mask_ratio: float = 0.3
+    """Fraction of value tokens hidden and predicted during pretraining."""
+    pooling: Literal["cls", "mean"] = "cls"
+    """How the cell embedding is read off the encoder."""
+    value_encoding: Literal["continuous"] = "continuous"
+    """Values (log1p of counts per 10k) go through a small MLP rather than being binned."""
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}).")
+        unknown = set(self.context_length) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"context_length has unknown modalities {sorted(unknown)}; known: {MODALITIES}.")
+
+    @property
+    def max_tokens(self) -> int:
+        """Upper bound of the sequence length of one cell (all modalities, plus the CLS token)."""
+        return sum(self.context_length.values()) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CellWeaveConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"Unknown config fields {sorted(unknown)}; this cellweave knows {sorted(names)}.")
+        return cls(**d)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> CellWeaveConfig:
+        """A named preset (``tiny``, ``small``, ``base``), optionally with fields overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+        params = {**PRESETS[name], "preset": name, **overrides}
+        return cls(**params)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU: the demo, the shipped default model and tests. ~0.1-0.3 GFLOP per cell.
+    "tiny": dict(d_model=128, n_layers=4, n_heads=4, d_ff=256,
+                 context_length={"rna": 256, "prot": 64, "atac": 128, "gene_activity": 128}),
+    # A workstation GPU.
+    "small": dict(d_model=256, n_layers=6, n_heads=8, d_ff=1024,
+                  context_length={"rna": 1024, "prot": 128, "atac": 512, "gene_activity": 512}),
+    # Cluster pretraining.
+    "base": dict(d_model=512, n_layers=12, n_heads=8, d_ff=2048,
+                 context_length={"rna": 2048, "prot": 256, "atac": 1024, "gene_activity": 1024}),
+}

@@ -1,0 +1,108 @@
+"""``cellweave.tl.embed``: cell embeddings from a pretrained model, written into AnnData/MuData."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from cellweave._constants import EMBEDDING_KEY, UNS_KEY
+from cellweave.models import CellWeave, environment_versions
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from mudata import MuData
+
+logger = logging.getLogger(__name__)
+
+
+def _resolve(model: CellWeave | str | None) -> CellWeave:
+    return model if isinstance(model, CellWeave) else CellWeave.load(model)
+
+
+def embed(
+    adata: AnnData | MuData,
+    *,
+    model: CellWeave | str | None = None,
+    key_added: str = EMBEDDING_KEY,
+    layer: str | None = None,
+    modalities: list[str] | None = None,
+    organism: str | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+    copy: bool = False,
+) -> AnnData | MuData | None:
+    """Embed every cell with a pretrained CellWeave model.
+
+    Parameters
+    ----------
+    adata
+        AnnData with RNA counts (or log-normalized values) in ``X`` or ``layer``, or a MuData
+        with any of the modalities ``rna``, ``prot``, ``atac``, ``gene_activity``.
+    model
+        A :class:`~cellweave.CellWeave`, a model folder, a shipped model's name, or ``None`` for
+        the shipped default model.
+    key_added
+        Key in ``obsm`` for the embedding.
+    layer
+        Layer of the RNA modality holding counts (default ``X``).
+    modalities
+        Embed from these modalities only (default: all the data carries).
+    organism
+        ``"human"`` or ``"mouse"``; inferred from gene names and IDs when not given.
+    batch_size, seed, progress
+        Inference batch size, seed of the token sampling, progress bar.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``. Writes:
+
+    ``.obsm[key_added]``
+        ``(n_obs, d_model)`` float32 cell embeddings.
+    ``.uns["cellweave"][key_added]``
+        model name and SHA-256, cellweave/torch versions, seed, modalities, input kind
+        (counts or log-normalized) and the vocabulary coverage per modality.
+
+    Examples
+    --------
+    >>> import cellweave
+    >>> adata = cellweave.datasets.load("multibatch_cellbench_sc_mixology")
+    >>> cellweave.tl.embed(adata)
+    >>> sc.pp.neighbors(adata, use_rep="X_cellweave")
+    """
+    adata = adata.copy() if copy else adata
+    model = _resolve(model)
+    emb, cov = model.embed(
+        adata, batch_size=batch_size, seed=seed, progress=progress,
+        layer=layer, modalities=modalities, organism=organism,
+    )
+    adata.obsm[key_added] = emb
+    record: dict[str, Any] = {
+        "model": model.name,
+        "model_sha256": model.model_hash,
+        "preset": model.config.preset,
+        "seed": seed,
+        "layer": layer,
+        "modalities": sorted({c["modality"] for c in cov}),
+        "x_kind": {c["modality"]: c.get("x_kind") for c in cov},
+        "coverage": {c["modality"]: {k: v for k, v in c.items() if k not in ("examples",)} for c in cov},
+        "coverage_examples": {c["modality"]: c.get("examples", {}) for c in cov},
+        "versions": environment_versions(),
+        "pretraining_seed": model.card.get("seed"),
+    }
+    uns = dict(adata.uns.get(UNS_KEY, {}))
+    uns[key_added] = _h5_safe(record)
+    adata.uns[UNS_KEY] = uns
+    logger.info("Wrote .obsm[%r] (%d x %d)", key_added, *emb.shape)
+    return adata if copy else None
+
+
+def _h5_safe(obj: Any) -> Any:
+    """Drop ``None`` values, which AnnData cannot write to .h5ad."""
+    if isinstance(obj, dict):
+        return {str(k): _h5_safe(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_h5_safe(v) for v in obj if v is not None]
+    return obj
