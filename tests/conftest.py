@@ -1,0 +1,36 @@
+"""Shared fixtures and the slow/gpu/internet markers (skipped unless asked for)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
+    parser.addoption("--rungpu", action="store_true", default=False, help="run tests that need a CUDA GPU")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skips = {
+        "slow": (config.getoption("--runslow"), "slow: run with --runslow"),
+        "gpu": (config.getoption("--rungpu"), "needs a GPU: run with --rungpu"),
+        "internet": (False, "needs the internet"),
+    }
+    for item in items:
+        for marker, (enabled, reason) in skips.items():
+            if marker in item.keywords and not enabled:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def tiny_vocab_and_data():
+    """A synthetic AnnData and a vocabulary built from it."""
+    from cellweave.data import build_vocabulary, synthetic_adata
+
+    adata = synthetic_adata(n_cells=120, n_genes=200, seed=0)
+    vocab, _ = build_vocabulary({"synthetic": adata}, min_cells=1)
+    return vocab, adata

@@ -1,0 +1,96 @@
+"""Corpus preparation and tokenization on synthetic and real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from cellweave._constants import MODALITY_ID
+from cellweave.data import TokenDataset, Tokenizer, build_vocabulary, collate_tokens, prepare_cells, synthetic_mudata
+
+
+def test_prepare_normalizes_counts(tiny_vocab_and_data) -> None:
+    vocab, adata = tiny_vocab_and_data
+    corpus = prepare_cells(adata, vocab, dataset="syn")
+    block = corpus.blocks[0]
+    assert block.modality == "rna" and block.x_kind == "counts"
+    # log1p(counts per 10k): expm1 of a row sums to 1e4 when every gene is in the vocabulary.
+    covered = corpus.coverage[0]["n_in_vocab"] == adata.n_vars
+    row = np.expm1(block.values[0].toarray()).sum()
+    if covered:
+        assert row == pytest.approx(1e4, rel=1e-3)
+    assert len(corpus) == adata.n_obs
+    assert corpus.coverage[0]["n_features"] == adata.n_vars
+
+
+def test_tokenizer_respects_budget_and_zero_share(tiny_vocab_and_data) -> None:
+    vocab, adata = tiny_vocab_and_data
+    corpus = prepare_cells(adata, vocab)
+    tok = Tokenizer({"rna": 40}, zero_fraction=0.25, mask_ratio=0.3)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        ids, vals, mods = tok.tokenize(corpus, i, rng)
+        assert ids.size <= 40
+        assert len(set(ids.tolist())) == ids.size  # no feature twice
+        assert (mods == MODALITY_ID["rna"]).all()
+        n_nonzero_cell = corpus.blocks[0].values[i].nnz
+        n_zero_tokens = int((vals == 0).sum())
+        if n_nonzero_cell >= 40:
+            assert n_zero_tokens == 10  # 25% of the budget goes to measured zeros
+        # Every nonzero token carries the cell's true value for that feature.
+        row = dict(zip(corpus.blocks[0].token_ids[corpus.blocks[0].values[i].indices], corpus.blocks[0].values[i].data))
+        for t, v in zip(ids, vals):
+            assert row.get(t, 0.0) == pytest.approx(v)
+
+
+def test_eval_mode_is_deterministic_and_train_mode_is_not(tiny_vocab_and_data) -> None:
+    vocab, adata = tiny_vocab_and_data
+    corpus = prepare_cells(adata, vocab)
+    tok = Tokenizer({"rna": 30}, 0.1, 0.3)
+    a = TokenDataset([corpus], tok, mode="eval", seed=3)[5]
+    b = TokenDataset([corpus], tok, mode="eval", seed=3)[5]
+    np.testing.assert_array_equal(a["token_ids"], b["token_ids"])
+    np.testing.assert_array_equal(a["value_mask"], b["value_mask"])
+    train = TokenDataset([corpus], tok, mode="train", seed=3)
+    draws = {tuple(train[5]["token_ids"].tolist()) for _ in range(5)}
+    assert len(draws) > 1
+
+
+def test_mask_ratio_and_collate(tiny_vocab_and_data) -> None:
+    vocab, adata = tiny_vocab_and_data
+    corpus = prepare_cells(adata, vocab)
+    ds = TokenDataset([corpus], Tokenizer({"rna": 50}, 0.1, 0.3), mode="train", seed=0)
+    batch = collate_tokens([ds[i] for i in range(8)])
+    n_real = batch["padding_mask"].sum(1)
+    n_masked = batch["value_mask"].sum(1)
+    assert ((n_masked.float() / n_real.float() - 0.3).abs() < 0.05).all()
+    assert not (batch["value_mask"] & ~batch["padding_mask"]).any()  # never mask padding
+    assert batch["token_ids"].shape == batch["values"].shape == batch["modality_ids"].shape
+
+
+def test_multimodal_with_missing_cells() -> None:
+    mdata = synthetic_mudata(n_cells=60, modalities=("rna", "prot", "atac"), seed=1, missing={"prot": 0.5})
+    vocab, _ = build_vocabulary({"m": mdata}, min_cells=1)
+    corpus = prepare_cells(mdata, vocab, dataset="m")
+    assert sorted(corpus.modalities) == ["atac", "prot", "rna"]
+    prot = next(b for b in corpus.blocks if b.modality == "prot")
+    assert 0 < prot.present.sum() < len(corpus)
+    tok = Tokenizer({"rna": 32, "prot": 8, "atac": 16}, 0.1, 0.3)
+    rng = np.random.default_rng(0)
+    for i in range(len(corpus)):
+        _, _, mods = tok.tokenize(corpus, i, rng)
+        assert (MODALITY_ID["prot"] in mods) == bool(prot.present[i])
+
+
+def test_duplicate_features_are_summed_not_dropped(tiny_vocab_and_data) -> None:
+    import anndata as ad
+
+    vocab, adata = tiny_vocab_and_data
+    a = adata[:, :10].copy()
+    b = ad.concat([a[:, :5], a[:, :5]], axis=1, merge="first")
+    b.var_names = [f"copy{i}" for i in range(10)]
+    b.var["gene_id"] = list(a.var["gene_id"][:5]) * 2
+    b.X = sp.csr_matrix(b.X)
+    corpus = prepare_cells(b, vocab)
+    assert corpus.blocks[0].values.shape[1] == 5

@@ -1,0 +1,71 @@
+"""Save/load round trip, shipped-model resolution and safe loading."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cellweave._exceptions import CellWeaveModelError
+from cellweave.models import CellWeave, available_models, resolve_model_path
+
+
+@pytest.fixture()
+def tiny_model(tiny_vocab_and_data):
+    vocab, _ = tiny_vocab_and_data
+    return CellWeave.from_preset("tiny", vocab, d_model=32, n_layers=2, n_heads=4, d_ff=64)
+
+
+def test_round_trip_gives_identical_embeddings(tmp_path, tiny_model, tiny_vocab_and_data) -> None:
+    _, adata = tiny_vocab_and_data
+    tiny_model.card = {"name": "t", "seed": 0}
+    emb, cov = tiny_model.embed(adata, progress=False)
+    tiny_model.save(tmp_path / "m")
+    loaded = CellWeave.load(tmp_path / "m")
+    emb2, _ = loaded.embed(adata, progress=False)
+    np.testing.assert_array_equal(emb, emb2)
+    assert loaded.model_hash == tiny_model.model_hash
+    assert loaded.vocab == tiny_model.vocab
+    assert loaded.config == tiny_model.config
+    files = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert {"config.json", "model.safetensors", "vocab.json", "model_card.json", "MODEL_CARD.md"} <= set(files)
+    assert not [f for f in files if f.endswith(".tmp") or ".tmp" in f]
+    assert cov[0]["n_features"] == adata.n_vars
+
+
+def test_changed_weights_change_hash(tmp_path, tiny_model) -> None:
+    h = tiny_model.model_hash
+    tiny_model.module.cls_embedding.data += 1
+    tiny_model._hash = None
+    assert tiny_model.model_hash != h
+
+
+def test_unknown_model_name_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(CellWeaveModelError, match="Shipped models"):
+        resolve_model_path("no-such-model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CellWeaveModelError, match="not a cellweave model"):
+        resolve_model_path(tmp_path / "empty")
+
+
+def test_mismatched_weights_are_refused(tmp_path, tiny_model) -> None:
+    tiny_model.save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["n_layers"] = 3
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CellWeaveModelError, match="do not match"):
+        CellWeave.load(tmp_path / "m")
+
+
+def test_shipped_default_model_loads_and_has_a_card() -> None:
+    assert "cellweave-tiny" in available_models()
+    model = CellWeave.load()
+    card = model.card
+    assert card["seed"] == 0 and "pretrain" in card["command"]
+    assert model.config.vocab_size == len(model.vocab)
+    for d in card["data"]:
+        assert len(d["sha256"]) == 64
+    m = card["metrics"]
+    assert m["val_masked_mse"] < m["val_masked_mse_epoch0"]
+    assert m["val_masked_mse"] < min(m["val_feature_mean_mse"], m["val_token_mean_mse"])

@@ -1,0 +1,42 @@
+"""The command line: end to end on real data, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+
+import cellweave
+from cellweave.cli import main
+
+
+def test_embed_with_the_shipped_model(tmp_path) -> None:
+    src = cellweave.datasets.load("spatial_osmfish_scvi")[:300].copy()
+    src.write_h5ad(tmp_path / "in.h5ad")
+    rc = main(["-q", "embed", str(tmp_path / "in.h5ad"), "--out", str(tmp_path / "out.h5ad")])
+    assert rc == 0
+    out = ad.read_h5ad(tmp_path / "out.h5ad")
+    assert out.obsm["X_cellweave"].shape[0] == 300 and np.isfinite(out.obsm["X_cellweave"]).all()
+    rec = out.uns["cellweave"]["X_cellweave"]
+    assert rec["model"] == "cellweave-tiny" and len(rec["model_sha256"]) == 64
+    assert rec["x_kind"]["rna"] == "counts"
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_scaled_input_is_refused_with_the_fix(tmp_path, capsys) -> None:
+    src = cellweave.datasets.load("scanpy_pbmc68k_reduced")
+    src.write_h5ad(tmp_path / "scaled.h5ad")
+    rc = main(["-q", "embed", str(tmp_path / "scaled.h5ad"), "--out", str(tmp_path / "o.h5ad")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "scaled" in err and "counts" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+def test_missing_file_and_unknown_model(tmp_path, capsys) -> None:
+    assert main(["-q", "embed", str(tmp_path / "nope.h5ad"), "--out", str(tmp_path / "o.h5ad")]) == 2
+    assert "nope.h5ad" in capsys.readouterr().err
+    src = cellweave.datasets.load("spatial_osmfish_scvi")[:20].copy()
+    src.write_h5ad(tmp_path / "in.h5ad")
+    assert main(["-q", "embed", str(tmp_path / "in.h5ad"), "--model", "nonexistent", "--out", str(tmp_path / "o.h5ad")]) == 2
+    assert "Shipped models" in capsys.readouterr().err
