@@ -84,12 +84,11 @@ def test_golden_value() -> None:
     with torch.no_grad():
         out = m(*batch)
         loss = masked_value_loss(out, batch[1], batch[4])["loss"]
-    assert float(out["cell_embedding"].sum()) == pytest.approx(GOLDEN_EMBED_SUM, abs=1e-4)
-    assert float(loss) == pytest.approx(GOLDEN_LOSS, abs=1e-4)
-
-
-GOLDEN_EMBED_SUM = float("nan")
-GOLDEN_LOSS = float("nan")
+    # LayerNorm output sums to ~0, so weigh the dimensions before summing.
+    weights = torch.linspace(-1, 1, 32)
+    assert float((out["cell_embedding"] * weights).sum()) == pytest.approx(-2.2181118, abs=1e-4)
+    assert float(out["token_pred"].sum()) == pytest.approx(-0.0140186, abs=1e-4)
+    assert float(loss) == pytest.approx(6.3091803, abs=1e-4)
 
 
 def test_presets_build_and_validate() -> None:

@@ -39,6 +39,9 @@ class CellWeaveConfig:
     zero_fraction: float = 0.1
     """Share of each modality's context given to features measured as zero, so the model learns
     what absence means (scGPT and scFoundation sample zeros the same way)."""
+    selection_jitter: float = 0.5
+    """When a cell measures more features than the context holds, its highest values are kept;
+    in training, uniform noise of this scale (log1p units) is added before ranking."""
     mask_ratio: float = 0.3
     """Fraction of value tokens hidden and predicted during pretraining."""
     pooling: Literal["cls", "mean"] = "cls"

@@ -1,0 +1,20 @@
+"""Gene identity: Ensembl ID normalization, symbol and ortholog mapping, vocabularies, coverage."""
+
+from ._coverage import CoverageReport, coverage, coverage_table
+from ._ids import infer_organism, normalize_ensembl_id
+from ._mapping import FeatureMap, map_features, symbol_for
+from ._tf import tf_list
+from ._vocab import Vocabulary
+
+__all__ = [
+    "CoverageReport",
+    "FeatureMap",
+    "Vocabulary",
+    "coverage",
+    "coverage_table",
+    "infer_organism",
+    "map_features",
+    "normalize_ensembl_id",
+    "symbol_for",
+    "tf_list",
+]

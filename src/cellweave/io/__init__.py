@@ -1,0 +1,25 @@
+"""Reading, writing and validating AnnData / MuData input."""
+
+from . import _validate as validate
+from ._read_write import SUPPORTED_SUFFIXES, read, write
+from ._validate import (
+    MODALITY_ALIASES,
+    ValidationReport,
+    as_modalities,
+    check_modalities,
+    detect_x_kind,
+    validate_matrix,
+)
+
+__all__ = [
+    "MODALITY_ALIASES",
+    "SUPPORTED_SUFFIXES",
+    "ValidationReport",
+    "as_modalities",
+    "check_modalities",
+    "detect_x_kind",
+    "read",
+    "validate",
+    "validate_matrix",
+    "write",
+]

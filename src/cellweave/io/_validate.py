@@ -1,0 +1,426 @@
+"""Checks that run before any data reaches the model: clear errors instead of silent garbage.
+
+What the model wants is raw counts per modality. Everything here answers one of three questions:
+what kind of values does ``X`` hold (:func:`detect_x_kind`), can this matrix be used as it is
+(:func:`validate_matrix`), and which modalities of a container does the model know
+(:func:`check_modalities`, :func:`as_modalities`).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from cellweave._constants import MODALITIES, NON_MODEL_MODALITIES
+from cellweave._exceptions import CellWeaveInputError
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from mudata import MuData
+
+logger = logging.getLogger(__name__)
+
+XKind = Literal["counts", "log_normalized", "scaled", "normalized_other"]
+X_KINDS: tuple[str, ...] = ("counts", "log_normalized", "scaled", "normalized_other")
+
+#: Rows looked at by :func:`detect_x_kind`; enough to be sure, few enough to be instant.
+MAX_SAMPLE_ROWS = 2000
+#: log1p of library-size-normalized data rarely exceeds this (log1p(1e6) ~ 13.8).
+LOG_MAX = 15.0
+#: Relative spread of expm1 row sums below which rows count as normalized to one total.
+ROW_SUM_RTOL = 0.01
+
+#: Common names for model modalities, lower-cased, as written by 10x, Seurat, muon and others.
+MODALITY_ALIASES: dict[str, str] = {
+    "rna": "rna",
+    "gex": "rna",
+    "gene expression": "rna",
+    "gene_expression": "rna",
+    "prot": "prot",
+    "adt": "prot",
+    "protein": "prot",
+    "proteins": "prot",
+    "antibody capture": "prot",
+    "antibody_capture": "prot",
+    "atac": "atac",
+    "peaks": "atac",
+    "gene_activity": "gene_activity",
+    "gene activity": "gene_activity",
+}
+
+
+@dataclass
+class ValidationReport:
+    """What :func:`validate_matrix` found in one modality's matrix."""
+
+    x_kind: str
+    n_cells: int
+    n_features: int
+    n_empty_cells: int
+    warnings: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# What kind of values
+
+
+def _sample_rows(X: Any, max_rows: int = MAX_SAMPLE_ROWS) -> Any:
+    """At most ``max_rows`` rows of ``X`` (seeded, sorted), as CSR or a dense float array."""
+    n = X.shape[0]
+    if n > max_rows:
+        idx = np.sort(np.random.default_rng(0).choice(n, size=max_rows, replace=False))
+        X = X[idx]
+    if sp.issparse(X):
+        return sp.csr_matrix(X)
+    return np.asarray(X)
+
+
+def _row_values(X: Any) -> list[np.ndarray]:
+    """Nonzero finite values of each row, as float64."""
+    rows = []
+    if sp.issparse(X):
+        X = X.tocsr()
+        for i in range(X.shape[0]):
+            v = X.data[X.indptr[i] : X.indptr[i + 1]].astype(np.float64)
+            rows.append(v[np.isfinite(v) & (v != 0)])
+    else:
+        for row in np.asarray(X, dtype=np.float64):
+            rows.append(row[np.isfinite(row) & (row != 0)])
+    return rows
+
+
+def _is_log_of_counts(rows: list[np.ndarray]) -> bool:
+    """True when rows look like ``log(1 + counts * s_i)`` for a per-cell scale ``s_i``.
+
+    Three signatures, any of which is enough:
+
+    * the inverse transform sums to one constant per cell (``normalize_total`` + ``log1p``, all
+      features kept), in natural or base-2 logarithm;
+    * within a cell, the inverse-transformed values are integer multiples of the smallest one
+      (counts times one scale factor; holds after subsetting to highly variable genes too);
+    * a cell's values take few distinct levels (counts are discrete; continuous measurements
+      such as in-situ intensities are not).
+    """
+    rows = [r for r in rows if r.size]
+    if not rows:
+        return False
+    for inverse in (np.expm1, lambda v: np.exp2(v) - 1.0):
+        sums = np.array([inverse(r).sum() for r in rows])
+        med = np.median(sums)
+        if med > 0 and len(rows) > 1 and (sums.max() - sums.min()) / med <= 2 * ROW_SUM_RTOL:
+            return True
+        # Integer ratios: look only at rows with enough values and at small ratios, where the
+        # test discriminates (a random real number lands near an integer 8% of the time here).
+        passed, tested = 0, 0
+        for r in rows:
+            if r.size < 5:
+                continue
+            e = inverse(r)
+            ratio = e / e.min()
+            ratio = ratio[ratio <= 30]
+            if ratio.size < 5:
+                continue
+            tested += 1
+            passed += np.mean(np.abs(ratio - np.round(ratio)) < 0.04) >= 0.9
+        if tested and passed / tested >= 0.8:
+            return True
+    # Few distinct levels per cell (rounded or otherwise transformed log counts).
+    big = [r for r in rows if r.size >= 20]
+    if big:
+        distinct = np.median([np.unique(r).size / r.size for r in big])
+        if distinct <= 0.5:
+            return True
+    return False
+
+
+def detect_x_kind(X: Any) -> XKind:
+    """Guess what a cells x features matrix holds.
+
+    Looks at no more than ``MAX_SAMPLE_ROWS`` (2000) rows, chosen with a fixed seed, so the
+    answer is fast and reproducible. Non-finite values are ignored here (see
+    :func:`validate_matrix`, which rejects them).
+
+    Parameters
+    ----------
+    X
+        Dense array or scipy sparse matrix, cells in rows.
+
+    Returns
+    -------
+    ``"scaled"`` if any value is negative (z-scored or regressed data); ``"counts"`` if every
+    value is a non-negative integer; ``"log_normalized"`` if the values look like ``log1p`` of
+    library-size-normalized counts (see :func:`_is_log_of_counts`) and do not exceed 15;
+    ``"normalized_other"`` for anything else non-negative (for example CPM without a log, or
+    continuous intensities).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> detect_x_kind(np.array([[0, 3], [1, 0]], dtype=np.float32))
+    'counts'
+    """
+    Xs = _sample_rows(X)
+    values = Xs.data if sp.issparse(Xs) else np.ravel(Xs)
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = values[finite]
+    if values.size == 0 or not np.any(values):
+        return "counts"  # all zero: nothing contradicts counts
+    if values.min() < 0:
+        return "scaled"
+    # Exact test in the stored precision: float32 holds every integer count below 2**24 exactly.
+    if np.array_equal(values, np.rint(values)):
+        return "counts"
+    if values.max() <= LOG_MAX and _is_log_of_counts(_row_values(Xs)):
+        return "log_normalized"
+    return "normalized_other"
+
+
+# --------------------------------------------------------------------------------------------
+# One matrix
+
+
+def _count_nonfinite(X: Any) -> int:
+    data = X.data if sp.issparse(X) else np.asarray(X)
+    if not np.issubdtype(np.asarray(data).dtype, np.floating):
+        return 0
+    return int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+
+
+def _nonzero_per_row(X: Any) -> np.ndarray:
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        X = X.copy()
+        X.eliminate_zeros()
+        return np.diff(X.indptr)
+    return np.count_nonzero(np.asarray(X), axis=1)
+
+
+def _raw_hint(adata: AnnData) -> str:
+    """A sentence about ``adata.raw``, when it holds something better than ``X``."""
+    if getattr(adata, "raw", None) is None:
+        return ""
+    try:
+        raw_kind = detect_x_kind(adata.raw.X)
+    except Exception:  # an exotic raw should never mask the real error
+        return ""
+    if raw_kind == "counts":
+        return " This object has adata.raw with counts: use adata.raw.to_adata()."
+    if raw_kind == "log_normalized":
+        return (
+            " adata.raw holds log-normalized values (accepted, though raw counts are preferred): "
+            "adata.raw.to_adata() can be used."
+        )
+    return ""
+
+
+def validate_matrix(
+    adata: AnnData,
+    *,
+    modality: str = "rna",
+    layer: str | None = None,
+    dataset: str | None = None,
+) -> ValidationReport:
+    """Check that one modality's matrix can be given to the model.
+
+    Parameters
+    ----------
+    adata
+        Cells x features; features are ``adata.var``.
+    modality
+        Modality name, used in messages.
+    layer
+        Layer with the counts; ``None`` means ``adata.X``.
+    dataset
+        Dataset name, used in messages.
+
+    Returns
+    -------
+    A :class:`ValidationReport`. Log-normalized input is accepted with a ``UserWarning`` (raw
+    counts are preferred); cells without any nonzero feature are reported as a warning.
+
+    Raises
+    ------
+    CellWeaveInputError
+        Missing layer, no cells or features, NaN/inf values, negative (scaled) values, values
+        that are neither counts nor log-normalized, duplicate feature names, or only empty cells.
+    """
+    where = f"{dataset}/{modality}" if dataset else modality
+    source = f"layer {layer!r}" if layer is not None else "X"
+    if layer is not None and layer not in adata.layers:
+        available = list(adata.layers.keys())
+        raise CellWeaveInputError(
+            f"{where}: layer {layer!r} not found; available layers: {available or 'none'}. "
+            "Pass one of those as layer=, or layer=None to use X."
+        )
+    X = adata.layers[layer] if layer is not None else adata.X
+    n_cells, n_features = adata.n_obs, adata.n_vars
+    if n_cells == 0 or n_features == 0:
+        raise CellWeaveInputError(
+            f"{where}: the matrix has {n_cells} cells and {n_features} features. "
+            "Check the filtering that produced it, or drop this modality."
+        )
+    if X is None:
+        raise CellWeaveInputError(f"{where}: X is empty (None). Put the counts in X or pass layer=.")
+    n_bad = _count_nonfinite(X)
+    if n_bad:
+        raise CellWeaveInputError(
+            f"{where}: {source} holds {n_bad} NaN or infinite values. Check the upstream processing "
+            "that produced them, or replace them (e.g. X = np.nan_to_num(X)) before running cellweave."
+        )
+    dup = adata.var_names.duplicated()
+    if dup.any():
+        examples = list(dict.fromkeys(adata.var_names[dup]))[:5]
+        raise CellWeaveInputError(
+            f"{where}: {int(dup.sum())} duplicate feature names (e.g. {examples}). "
+            "Make them unique with adata.var_names_make_unique(), or aggregate the duplicates."
+        )
+    x_kind = detect_x_kind(X)
+    report_warnings: list[str] = []
+    if x_kind == "scaled":
+        raise CellWeaveInputError(
+            f"{where}: {source} has negative values; it looks scaled (z-scored) — pass raw counts, "
+            "e.g. layer='counts' or adata.raw.to_adata()." + _raw_hint(adata)
+        )
+    if x_kind == "normalized_other":
+        raise CellWeaveInputError(
+            f"{where}: {source} is neither counts nor log-normalized (non-integer values that do not "
+            "look like log1p of library-size-normalized counts). Pass raw counts, e.g. "
+            "layer='counts' or adata.raw.to_adata()." + _raw_hint(adata)
+        )
+    declared = adata.uns.get("x_kind") if hasattr(adata, "uns") else None
+    if isinstance(declared, str) and declared in X_KINDS and declared != x_kind:
+        msg = (
+            f"{where}: uns['x_kind'] says {declared!r} but the values look {x_kind!r}; "
+            f"using {x_kind!r}. Fix uns['x_kind'] if the data were changed."
+        )
+        report_warnings.append(msg)
+        logger.warning(msg)
+    if x_kind == "log_normalized":
+        msg = f"{where}: log-normalized input detected; raw counts are preferred."
+        report_warnings.append(msg)
+        warnings.warn(msg, UserWarning, stacklevel=2)
+    n_empty = int(np.sum(_nonzero_per_row(X) == 0))
+    if n_empty == n_cells:
+        raise CellWeaveInputError(
+            f"{where}: all {n_cells} cells have only zeros in {source}. "
+            "Check that the right layer or modality was passed."
+        )
+    if n_empty:
+        msg = (
+            f"{where}: {n_empty} of {n_cells} cells have no nonzero feature; they are embedded from "
+            "their other tokens only. Filter them (sc.pp.filter_cells(adata, min_counts=1)) if unwanted."
+        )
+        report_warnings.append(msg)
+        logger.warning(msg)
+    return ValidationReport(
+        x_kind=x_kind,
+        n_cells=int(n_cells),
+        n_features=int(n_features),
+        n_empty_cells=n_empty,
+        warnings=report_warnings,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Modalities
+
+
+def _canonical_modality(name: str) -> str | None:
+    """Model or non-model modality name for ``name``, or None when unknown."""
+    if name in MODALITIES or name in NON_MODEL_MODALITIES:
+        return name
+    key = str(name).strip().lower()
+    if key in MODALITY_ALIASES:
+        return MODALITY_ALIASES[key]
+    if key in NON_MODEL_MODALITIES:
+        return key
+    return None
+
+
+def check_modalities(names: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Sort modality names into the ones the model uses and the ones it skips.
+
+    Common aliases are mapped with an info log: ``RNA``, ``GEX``, ``Gene Expression`` -> ``rna``;
+    ``ADT``, ``protein``, ``Antibody Capture`` -> ``prot``; ``ATAC``, ``Peaks`` -> ``atac``.
+
+    Parameters
+    ----------
+    names
+        Modality names, e.g. ``mdata.mod.keys()``.
+
+    Returns
+    -------
+    ``(used, skipped)``: canonical model modalities (in the given order) and the non-model
+    modalities (``guide``, ``hto``) present.
+
+    Raises
+    ------
+    CellWeaveInputError
+        For a name that is neither a known modality nor an alias of one.
+    """
+    used: list[str] = []
+    skipped: list[str] = []
+    for name in names:
+        canon = _canonical_modality(name)
+        if canon is None:
+            raise CellWeaveInputError(
+                f"Unknown modality {name!r}. Known modalities: {list(MODALITIES)} (model) and "
+                f"{list(NON_MODEL_MODALITIES)} (skipped). Rename it, e.g. "
+                f"mdata.mod['rna'] = mdata.mod.pop({name!r}); mdata.update()."
+            )
+        if canon != name:
+            logger.info("Modality %r taken as %r.", name, canon)
+        target = skipped if canon in NON_MODEL_MODALITIES else used
+        if canon in used or canon in skipped:
+            raise CellWeaveInputError(
+                f"Two modalities map to {canon!r} (one of them is {name!r}). "
+                "Keep one of them or rename the other."
+            )
+        target.append(canon)
+    return used, skipped
+
+
+def as_modalities(obj: AnnData | MuData, *, modality_for_anndata: str = "rna") -> dict[str, AnnData]:
+    """The model modalities of ``obj``, under canonical names.
+
+    Parameters
+    ----------
+    obj
+        An AnnData (taken as ``modality_for_anndata``) or a MuData.
+    modality_for_anndata
+        Modality an AnnData holds.
+
+    Returns
+    -------
+    ``{modality: AnnData}``. ``guide``/``hto`` modalities are skipped with an info log. Each
+    AnnData keeps its own ``obs_names``: the cells of a MuData may differ between modalities
+    (unpaired data, or cells missing a modality), so the caller aligns them to
+    ``mdata.obs_names`` (e.g. ``mdata.obs_names.get_indexer(adata.obs_names)``).
+    """
+    if hasattr(obj, "mod"):
+        used, skipped = check_modalities(list(obj.mod.keys()))
+        if skipped:
+            logger.info("Skipping non-model modalities %s.", skipped)
+        out: dict[str, AnnData] = {}
+        for name in obj.mod.keys():
+            canon = _canonical_modality(name)
+            if canon in used:
+                out[canon] = obj.mod[name]
+        return out
+    used, skipped = check_modalities([modality_for_anndata])
+    if not used:
+        raise CellWeaveInputError(
+            f"modality_for_anndata={modality_for_anndata!r} is not a model modality; "
+            f"pass one of {list(MODALITIES)}."
+        )
+    return {used[0]: obj}
