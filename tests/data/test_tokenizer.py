@@ -94,3 +94,45 @@ def test_duplicate_features_are_summed_not_dropped(tiny_vocab_and_data) -> None:
     b.X = sp.csr_matrix(b.X)
     corpus = prepare_cells(b, vocab)
     assert corpus.blocks[0].values.shape[1] == 5
+
+
+def test_top_values_are_kept_and_targets_lie_outside_the_input(tiny_vocab_and_data) -> None:
+    vocab, adata = tiny_vocab_and_data
+    corpus = prepare_cells(adata, vocab)
+    block = corpus.blocks[0]
+    tok = Tokenizer({"rna": 20}, zero_fraction=0.0, mask_ratio=0.3)
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        ids, vals, _, t_ids, t_vals, _ = tok.tokenize(corpus, i, rng, n_targets=16)
+        row = block.values[i]
+        if row.nnz > 20:
+            # Inference keeps the cell's 20 highest values (ties broken at random).
+            assert vals.min() >= np.sort(row.data)[-20] - 1e-6
+        assert not set(ids.tolist()) & set(t_ids.tolist())
+        truth = dict(zip(block.token_ids[row.indices], row.data))
+        np.testing.assert_allclose(t_vals, [truth.get(t, 0.0) for t in t_ids], rtol=1e-6)
+        assert 0 < t_ids.size <= 16
+
+
+def test_quantile_encoding_ignores_how_the_input_was_normalized(tiny_vocab_and_data) -> None:
+    from cellweave.data._corpus import within_cell_quantiles
+
+    X = sp.csr_matrix(np.array([[0, 1, 1, 3, 0], [2, 0, 0, 0, 0], [5, 4, 1, 1, 1]], dtype=np.float32))
+    np.testing.assert_allclose(within_cell_quantiles(X), [0.5, 0.5, 1.0, 1.0, 1.0, 0.8, 0.4, 0.4, 0.4])
+
+    vocab, adata = tiny_vocab_and_data
+    # The same cells given as log-normalized values (target sum 1e6, not 1e4): a monotone
+    # transform of each cell, so the quantiles must not change; log1p values would.
+    import scanpy as sc
+
+    lognorm = adata.copy()
+    sc.pp.normalize_total(lognorm, target_sum=1e6)
+    sc.pp.log1p(lognorm)
+    a = prepare_cells(adata, vocab, value_encoding="quantile").blocks[0].values
+    with pytest.warns(UserWarning, match="log-normalized"):
+        b = prepare_cells(lognorm, vocab, value_encoding="quantile").blocks[0].values
+    assert not np.allclose(prepare_cells(adata, vocab).blocks[0].values.data, b.data)
+    np.testing.assert_allclose(a.toarray(), b.toarray(), rtol=1e-6)
+    assert a.data.min() > 0 and a.data.max() <= 1
+    with pytest.raises(ValueError, match="value_encoding"):
+        prepare_cells(adata, vocab, value_encoding="bins")

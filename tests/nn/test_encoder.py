@@ -29,7 +29,10 @@ def random_batch(b: int = 3, n: int = 12, vocab: int = 50, seed: int = 0):
 def test_forward_shapes_and_finite() -> None:
     torch.manual_seed(0)
     m = CellWeaveModule(tiny_config())
-    out = m(*random_batch())
+    batch = random_batch()
+    targets = torch.randint(0, 50, (3, 5)), torch.zeros(3, 5, dtype=torch.long)
+    out = m(*batch, *targets)
+    assert out["target_pred"].shape == (3, 5)
     assert out["cell_embedding"].shape == (3, 32)
     assert out["token_pred"].shape == (3, 12)
     assert out["cell_pred"].shape == (3, 12)
@@ -40,24 +43,28 @@ def test_backward_reaches_every_parameter() -> None:
     torch.manual_seed(0)
     m = CellWeaveModule(tiny_config())
     batch = random_batch()
-    loss = masked_value_loss(m(*batch), batch[1], batch[4])["loss"]
-    loss.backward()
+    t_ids, t_mods = torch.randint(0, 50, (3, 5)), torch.zeros(3, 5, dtype=torch.long)
+    out = m(*batch, t_ids, t_mods)
+    losses = masked_value_loss(out, batch[1], batch[4], torch.rand(3, 5), torch.ones(3, 5, dtype=torch.bool))
+    assert set(losses) == {"loss", "token_mse", "cell_mse", "target_mse"}
+    losses["loss"].backward()
     no_grad = [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert no_grad == []
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "bag", "cls+bag"])
 def test_padding_does_not_change_the_cell_embedding(pooling: str) -> None:
     torch.manual_seed(0)
     m = CellWeaveModule(tiny_config(pooling=pooling)).eval()
     ids, vals, mods, pad, _ = random_batch(b=1, n=6)
-    short = m.encode(ids, vals, mods, pad)[0]
+    short = m.embed_cells(ids, vals, mods, pad)
+    assert short.shape == (1, m.embedding_dim)
     extra = 5
     ids2 = torch.cat([ids, torch.randint(0, 50, (1, extra))], 1)
     vals2 = torch.cat([vals, torch.rand(1, extra) * 9], 1)
     mods2 = torch.cat([mods, torch.zeros(1, extra, dtype=torch.long)], 1)
     pad2 = torch.cat([pad, torch.zeros(1, extra, dtype=torch.bool)], 1)
-    padded = m.encode(ids2, vals2, mods2, pad2)[0]
+    padded = m.embed_cells(ids2, vals2, mods2, pad2)
     torch.testing.assert_close(short, padded, atol=1e-5, rtol=1e-5)
 
 
@@ -86,9 +93,9 @@ def test_golden_value() -> None:
         loss = masked_value_loss(out, batch[1], batch[4])["loss"]
     # LayerNorm output sums to ~0, so weigh the dimensions before summing.
     weights = torch.linspace(-1, 1, 32)
-    assert float((out["cell_embedding"] * weights).sum()) == pytest.approx(-2.2181118, abs=1e-4)
-    assert float(out["token_pred"].sum()) == pytest.approx(-0.0140186, abs=1e-4)
-    assert float(loss) == pytest.approx(6.3091803, abs=1e-4)
+    assert float((out["cell_embedding"] * weights).sum()) == pytest.approx(-5.0679221, abs=1e-4)
+    assert float(out["token_pred"].sum()) == pytest.approx(-0.0802003, abs=1e-4)
+    assert float(loss) == pytest.approx(6.3104343, abs=1e-4)
 
 
 def test_presets_build_and_validate() -> None:

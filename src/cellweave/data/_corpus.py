@@ -84,7 +84,9 @@ def _aggregate_columns(X: sp.csr_matrix, ids: np.ndarray) -> tuple[sp.csr_matrix
     return (X @ agg).tocsr(), uniq
 
 
-def _normalize(X: sp.csr_matrix, x_kind: str) -> sp.csr_matrix:
+def _normalize(X: sp.csr_matrix, x_kind: str, value_encoding: str = "log1p") -> sp.csr_matrix:
+    """Counts -> log1p(counts per 10k); then, for ``value_encoding="quantile"``, each nonzero
+    value -> its within-cell quantile in (0, 1] (ties share their mean rank)."""
     X = X.astype(np.float32)
     if x_kind == "counts":
         lib = np.asarray(X.sum(axis=1)).ravel()
@@ -94,7 +96,35 @@ def _normalize(X: sp.csr_matrix, x_kind: str) -> sp.csr_matrix:
         np.log1p(X.data, out=X.data)
     X.eliminate_zeros()
     X.sort_indices()
+    if value_encoding == "quantile":
+        X.data = within_cell_quantiles(X)
+    elif value_encoding != "log1p":
+        raise ValueError(f"value_encoding must be 'log1p' or 'quantile', not {value_encoding!r}")
     return X
+
+
+def within_cell_quantiles(X: sp.csr_matrix) -> np.ndarray:
+    """Quantile of every stored value among its row's stored values, in (0, 1].
+
+    Rank encodings (Geneformer's ranks, scGPT's per-cell bins) make values comparable between
+    cells sequenced to different depths and with different protocols; ties (the many genes with
+    one count) share their mean rank so that equal measurements get equal values.
+    """
+    n_rows = X.shape[0]
+    nnz = np.diff(X.indptr)
+    rows = np.repeat(np.arange(n_rows), nnz)
+    order = np.lexsort((X.data, rows))
+    r_sorted, v_sorted = rows[order], X.data[order]
+    pos = np.arange(order.size) - X.indptr[r_sorted]  # 0-based rank within the row
+    new_run = np.ones(order.size, dtype=bool)
+    new_run[1:] = (r_sorted[1:] != r_sorted[:-1]) | (v_sorted[1:] != v_sorted[:-1])
+    run_id = np.cumsum(new_run) - 1
+    run_first = pos[new_run]
+    run_len = np.bincount(run_id)
+    mean_rank = run_first + (run_len - 1) / 2.0
+    q = np.empty(order.size, dtype=np.float32)
+    q[order] = ((mean_rank[run_id] + 1.0) / nnz[r_sorted]).astype(np.float32)
+    return q
 
 
 def prepare_cells(
@@ -105,6 +135,7 @@ def prepare_cells(
     layer: str | None = None,
     organism: str | None = None,
     dataset: str | None = None,
+    value_encoding: str = "log1p",
 ) -> CellCorpus:
     """Validate, normalize and map every modality of ``data`` onto ``vocab``.
 
@@ -123,6 +154,9 @@ def prepare_cells(
         ``"human"`` or ``"mouse"``; inferred from the features when not given.
     dataset
         Name used in logs and in the coverage report.
+    value_encoding
+        ``"log1p"`` (log1p of counts per 10k) or ``"quantile"`` (each value's quantile within
+        its cell and modality); a model's own setting is ``config.value_encoding``.
 
     Returns
     -------
@@ -153,7 +187,7 @@ def prepare_cells(
         reports.append({**cov.to_dict(), "x_kind": report.x_kind, "organism": org})
         logger.info("%s/%s: %d of %d features in the vocabulary", name, mod, cov.n_in_vocab, cov.n_features)
         ids = vocab.lookup(fmap.keys)
-        X = _normalize(X, report.x_kind)
+        X = _normalize(X, report.x_kind, value_encoding)
         keep = ids >= 0
         Xk, tok = _aggregate_columns(X[:, keep].tocsr(), ids[keep])
         # Align this modality's cells to the container's obs (unpaired MuData have disjoint cells).

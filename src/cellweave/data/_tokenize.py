@@ -39,46 +39,71 @@ class Tokenizer:
         return cls(dict(config.context_length), config.zero_fraction, config.mask_ratio, config.selection_jitter)
 
     def tokenize(
-        self, corpus: CellCorpus, i: int, rng: np.random.Generator, *, train: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self,
+        corpus: CellCorpus,
+        i: int,
+        rng: np.random.Generator,
+        *,
+        train: bool = False,
+        n_targets: int = 0,
+    ) -> tuple[np.ndarray, ...]:
         """Token ids, values and modality ids of cell ``i``.
 
         ``train=True`` ranks values with noise of scale ``jitter``; otherwise the noise only
         breaks ties (1e-3), seeded by ``rng``, so equal values are not chosen by column order.
+
+        With ``n_targets > 0`` three more arrays follow: ids, values and modality ids of up to
+        ``n_targets`` features of the cell that are *not* in its input (half measured, half zero,
+        split across modalities by context share). The cell embedding is trained to predict them,
+        so it has to summarize the whole profile, not only the tokens it saw.
         """
         noise = self.jitter if train else 1e-3
-        ids, vals, mods = [], [], []
-        for block in corpus.blocks:
-            if not block.present[i]:
-                continue
-            budget = self.context_length.get(block.modality, 0)
-            if budget <= 0 or block.token_ids.size == 0:
-                continue
+        ids, vals, mods, t_ids, t_vals, t_mods = [], [], [], [], [], []
+        present = [b for b in corpus.blocks if b.present[i] and b.token_ids.size and self.context_length.get(b.modality, 0) > 0]
+        total_budget = sum(self.context_length[b.modality] for b in present) or 1
+        for block in present:
+            budget = self.context_length[block.modality]
             start, end = block.values.indptr[i], block.values.indptr[i + 1]
             measured = block.values.indices[start:end]
-            cols = measured
-            v = block.values.data[start:end]
+            measured_v = block.values.data[start:end]
             n_cols = block.token_ids.size
             n_zero_avail = n_cols - measured.size
             n_zero_target = min(n_zero_avail, int(round(self.zero_fraction * budget)))
-            n_nz = min(cols.size, budget - n_zero_target) if n_zero_target else min(cols.size, budget)
-            if n_nz < cols.size:
-                score = v + noise * rng.random(cols.size, dtype=np.float32)
-                pick = np.argpartition(-score, n_nz - 1)[:n_nz] if n_nz > 0 else np.zeros(0, dtype=np.int64)
-                cols, v = cols[pick], v[pick]
+            n_nz = min(measured.size, budget - n_zero_target) if n_zero_target else min(measured.size, budget)
+            rest = np.zeros(0, dtype=np.int64)
+            if n_nz < measured.size:
+                score = measured_v + noise * rng.random(measured.size, dtype=np.float32)
+                order = np.argpartition(-score, n_nz - 1) if n_nz > 0 else np.arange(measured.size)
+                pick, rest = order[:n_nz], order[n_nz:]
+                cols, v = measured[pick], measured_v[pick]
+            else:
+                cols, v = measured, measured_v
             n_zero = min(n_zero_avail, budget - n_nz, n_zero_target)
-            if n_zero > 0:
-                # Absent = not measured in this cell (not merely left out of the sample above).
-                zeros = _sample_absent(measured, n_cols, n_zero, rng)
-                cols = np.concatenate([cols, zeros])
-                v = np.concatenate([v, np.zeros(zeros.size, dtype=np.float32)])
+            k_t = int(round(n_targets * budget / total_budget)) if n_targets else 0
+            k_t_zero = min(n_zero_avail - max(n_zero, 0), k_t - min(rest.size, k_t // 2)) if k_t else 0
+            n_draw = max(n_zero, 0) + max(k_t_zero, 0)
+            if n_draw > 0:
+                # Absent = not measured in this cell (not merely left out of the selection above).
+                zeros = _sample_absent(measured, n_cols, n_draw, rng)
+                z_in, z_t = zeros[:n_zero], zeros[n_zero:]
+                cols = np.concatenate([cols, z_in])
+                v = np.concatenate([v, np.zeros(z_in.size, dtype=np.float32)])
+            else:
+                z_t = np.zeros(0, dtype=np.int64)
             ids.append(block.token_ids[cols])
             vals.append(v.astype(np.float32, copy=False))
             mods.append(np.full(cols.size, MODALITY_ID[block.modality], dtype=np.int64))
-        if not ids:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, np.zeros(0, dtype=np.float32), empty
-        return np.concatenate(ids), np.concatenate(vals), np.concatenate(mods)
+            if k_t:
+                k_nz = min(rest.size, k_t - z_t.size)
+                nz_t = rng.choice(rest, size=k_nz, replace=False) if k_nz > 0 else rest[:0]
+                tc = np.concatenate([measured[nz_t], z_t]).astype(np.int64)
+                t_ids.append(block.token_ids[tc])
+                t_vals.append(np.concatenate([measured_v[nz_t], np.zeros(z_t.size, dtype=np.float32)]))
+                t_mods.append(np.full(tc.size, MODALITY_ID[block.modality], dtype=np.int64))
+        out = tuple(_cat(x, dt) for x, dt in ((ids, np.int64), (vals, np.float32), (mods, np.int64)))
+        if n_targets:
+            out += tuple(_cat(x, dt) for x, dt in ((t_ids, np.int64), (t_vals, np.float32), (t_mods, np.int64)))
+        return out
 
     def mask(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Boolean mask of the values to hide: ``mask_ratio`` of the tokens, at least one."""
@@ -88,6 +113,10 @@ class Tokenizer:
         m = np.zeros(n, dtype=bool)
         m[rng.choice(n, size=k, replace=False)] = True
         return m
+
+
+def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
 
 
 def _sample_absent(present: np.ndarray, n_cols: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -108,16 +137,21 @@ class TokenDataset(torch.utils.data.Dataset):
 
     ``mode="train"``: fresh token and mask samples at every visit. ``mode="eval"``: samples and
     masks fixed by ``(seed, cell)`` so validation losses are comparable between epochs.
-    ``mode="embed"``: fixed samples, no mask.
+    ``mode="embed"``: fixed samples, no mask. ``n_targets``: features outside the input for
+    the cell embedding to predict (train and eval modes).
     """
 
-    def __init__(self, corpora: Sequence[CellCorpus], tokenizer: Tokenizer, *, mode: str = "train", seed: int = 0):
+    def __init__(
+        self, corpora: Sequence[CellCorpus], tokenizer: Tokenizer, *, mode: str = "train", seed: int = 0,
+        n_targets: int = 0,
+    ):
         if mode not in ("train", "eval", "embed"):
             raise ValueError(f"mode must be 'train', 'eval' or 'embed', not {mode!r}")
         self.corpora = list(corpora)
         self.tokenizer = tokenizer
         self.mode = mode
         self.seed = seed
+        self.n_targets = n_targets
         self.offsets = np.cumsum([0] + [len(c) for c in self.corpora])
         self._rng = np.random.default_rng(seed)
 
@@ -128,10 +162,13 @@ class TokenDataset(torch.utils.data.Dataset):
         k = int(np.searchsorted(self.offsets, idx, side="right") - 1)
         i = idx - int(self.offsets[k])
         rng = self._rng if self.mode == "train" else np.random.default_rng([self.seed, idx])
-        ids, vals, mods = self.tokenizer.tokenize(self.corpora[k], i, rng, train=self.mode == "train")
-        item = {"token_ids": ids, "values": vals, "modality_ids": mods, "index": idx}
+        n_targets = self.n_targets if self.mode != "embed" else 0
+        out = self.tokenizer.tokenize(self.corpora[k], i, rng, train=self.mode == "train", n_targets=n_targets)
+        item = {"token_ids": out[0], "values": out[1], "modality_ids": out[2], "index": idx}
         if self.mode != "embed":
-            item["value_mask"] = self.tokenizer.mask(ids.size, rng)
+            item["value_mask"] = self.tokenizer.mask(out[0].size, rng)
+        if n_targets:
+            item.update(target_ids=out[3], target_values=out[4], target_modality_ids=out[5])
         return item
 
 
@@ -161,4 +198,17 @@ def collate_tokens(items: list[dict]) -> dict[str, torch.Tensor]:
     }
     if value_mask is not None:
         out["value_mask"] = value_mask
+    if "target_ids" in items[0]:
+        nt = max(1, max(it["target_ids"].size for it in items))
+        t_ids = torch.zeros(b, nt, dtype=torch.long)
+        t_vals = torch.zeros(b, nt, dtype=torch.float32)
+        t_mods = torch.zeros(b, nt, dtype=torch.long)
+        t_mask = torch.zeros(b, nt, dtype=torch.bool)
+        for j, it in enumerate(items):
+            L = it["target_ids"].size
+            t_ids[j, :L] = torch.from_numpy(it["target_ids"])
+            t_vals[j, :L] = torch.from_numpy(it["target_values"])
+            t_mods[j, :L] = torch.from_numpy(it["target_modality_ids"])
+            t_mask[j, :L] = True
+        out.update(target_ids=t_ids, target_values=t_vals, target_modality_ids=t_mods, target_mask=t_mask)
     return out

@@ -190,22 +190,22 @@ class CellWeave:
     # ------------------------------------------------------------------ inference
     def prepare(self, data: AnnData | MuData, **kwargs: Any) -> CellCorpus:
         """Validate, normalize and map ``data`` onto this model's vocabulary."""
-        return prepare_cells(data, self.vocab, **kwargs)
+        return prepare_cells(data, self.vocab, value_encoding=self.config.value_encoding, **kwargs)
 
     @torch.inference_mode()
     def embed_corpus(
         self, corpus: CellCorpus, *, batch_size: int = 128, seed: int = 0, progress: bool = True
     ) -> np.ndarray:
-        """Cell embeddings ``(n_cells, d_model)`` of a prepared corpus (deterministic for a seed)."""
+        """Cell embeddings ``(n_cells, embedding_dim)`` of a prepared corpus (deterministic for a seed)."""
         from tqdm.auto import tqdm
 
         self.module.eval()
         dataset = TokenDataset([corpus], self.tokenizer, mode="embed", seed=seed)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_tokens)
         device = next(self.module.parameters()).device
-        out = np.zeros((len(dataset), self.config.d_model), dtype=np.float32)
+        out = np.zeros((len(dataset), self.module.embedding_dim), dtype=np.float32)
         for batch in tqdm(loader, desc=f"embedding {corpus.name}", disable=not progress, leave=False):
-            cell, _ = self.module.encode(
+            cell = self.module.embed_cells(
                 batch["token_ids"].to(device),
                 batch["values"].to(device),
                 batch["modality_ids"].to(device),

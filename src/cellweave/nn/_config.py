@@ -39,20 +39,31 @@ class CellWeaveConfig:
     zero_fraction: float = 0.1
     """Share of each modality's context given to features measured as zero, so the model learns
     what absence means (scGPT and scFoundation sample zeros the same way)."""
-    selection_jitter: float = 0.5
+    selection_jitter: float = 0.05
     """When a cell measures more features than the context holds, its highest values are kept;
-    in training, uniform noise of this scale (log1p units) is added before ranking."""
+    in training, uniform noise of this scale (in value units: quantiles by default) is added
+    before ranking, so neighbours of the cut-off are seen too."""
+    n_cell_targets: int = 128
+    """Features outside a cell's input (half measured, half zero) whose values the cell
+    embedding must predict during pretraining; 0 turns this objective off."""
     mask_ratio: float = 0.3
     """Fraction of value tokens hidden and predicted during pretraining."""
-    pooling: Literal["cls", "mean"] = "cls"
-    """How the cell embedding is read off the encoder."""
-    value_encoding: Literal["continuous"] = "continuous"
-    """Values (log1p of counts per 10k) go through a small MLP rather than being binned."""
+    pooling: Literal["cls", "mean", "bag", "cls+bag"] = "cls+bag"
+    """How the cell embedding is read off the model: the CLS state, the mean of token states,
+    the value-weighted mean of the input feature embeddings ("bag", GenePT-w style), or the
+    L2-normalized CLS and bag side by side (2 x d_model). Training always uses the CLS state;
+    pooling only changes what ``embed`` returns, so it can be switched on a trained model."""
+    value_encoding: Literal["quantile", "log1p"] = "quantile"
+    """What a token's value is: its quantile among the cell's measured values in (0, 1]
+    (depth- and protocol-invariant, like Geneformer's ranks and scGPT's per-cell bins), or
+    log1p of counts per 10k. Either goes through a small MLP rather than being binned."""
     preset: str = "custom"
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}).")
+        if self.value_encoding not in ("quantile", "log1p"):
+            raise ValueError(f"value_encoding must be 'quantile' or 'log1p', not {self.value_encoding!r}.")
         unknown = set(self.context_length) - set(MODALITIES)
         if unknown:
             raise ValueError(f"context_length has unknown modalities {sorted(unknown)}; known: {MODALITIES}.")

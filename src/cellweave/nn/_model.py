@@ -89,6 +89,9 @@ class CellWeaveModule(nn.Module):
         # alone (scGPT's GEPC/MVC idea). It forces the cell embedding to summarize the cell.
         self.cell_query = nn.Linear(d, d)
         self.cell_key = nn.Linear(d, d)
+        # Per-feature offset of the cell head: the typical value of a feature needs no cell
+        # information, so the cell embedding only has to encode how this cell deviates from it.
+        self.cell_bias = nn.Linear(d, 1)
         self.apply(self._init_weights)
         # Scaled init of residual projections (GPT-2): keeps the residual stream's variance flat
         # with depth.
@@ -119,7 +122,7 @@ class CellWeaveModule(nn.Module):
         padding_mask: torch.Tensor,
         value_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (cell_embedding ``(B, d)``, token states ``(B, L, d)``)."""
+        """Return (CLS state ``(B, d)``, token states ``(B, L, d)``); the CLS state feeds the heads."""
         b = token_ids.shape[0]
         x = (
             self.feature_embedding(token_ids)
@@ -134,13 +137,44 @@ class CellWeaveModule(nn.Module):
         for block in self.blocks:
             x = block(x, attn_mask)
         x = self.ln_f(x)
-        tokens = x[:, 1:]
-        if self.config.pooling == "cls":
-            cell = x[:, 0]
-        else:
-            w = padding_mask.unsqueeze(-1).to(x.dtype)
-            cell = (tokens * w).sum(1) / w.sum(1).clamp_min(1.0)
-        return cell, tokens
+        return x[:, 0], x[:, 1:]
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the cell embedding that :meth:`embed_cells` returns."""
+        return 2 * self.config.d_model if self.config.pooling == "cls+bag" else self.config.d_model
+
+    def embed_cells(
+        self,
+        token_ids: torch.Tensor,
+        values: torch.Tensor,
+        modality_ids: torch.Tensor,
+        padding_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Cell embeddings ``(B, embedding_dim)`` read off as ``config.pooling`` says."""
+        pooling = self.config.pooling
+        cls, tokens = self.encode(token_ids, values, modality_ids, padding_mask)
+        if pooling == "cls":
+            return cls
+        w = padding_mask.unsqueeze(-1).to(cls.dtype)
+        if pooling == "mean":
+            return (tokens * w).sum(1) / w.sum(1).clamp_min(1.0)
+        # Value-weighted mean of the input feature embeddings: the learned identity of the
+        # features a cell expresses, weighted by how much it expresses them.
+        vw = values.unsqueeze(-1) * w
+        bag = (self.feature_embedding(token_ids) * vw).sum(1) / vw.sum(1).clamp_min(1e-6)
+        if pooling == "bag":
+            return bag
+        return torch.cat([F.normalize(cls, dim=-1), F.normalize(bag, dim=-1)], dim=-1)
+
+    def predict_from_cell(
+        self, cell: torch.Tensor, token_ids: torch.Tensor, modality_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """Values of features ``token_ids`` (B, T) predicted from cell embeddings (B, d) alone."""
+        feature = self.feature_embedding(token_ids) + self.modality_embedding(modality_ids)
+        query = self.cell_query(feature)
+        bias = self.cell_bias(feature).squeeze(-1)
+        return (query * self.cell_key(cell).unsqueeze(1)).sum(-1) / math.sqrt(cell.shape[-1]) + bias
 
     def forward(
         self,
@@ -149,20 +183,43 @@ class CellWeaveModule(nn.Module):
         modality_ids: torch.Tensor,
         padding_mask: torch.Tensor,
         value_mask: torch.Tensor | None = None,
+        target_ids: torch.Tensor | None = None,
+        target_modality_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         cell, tokens = self.encode(token_ids, values, modality_ids, padding_mask, value_mask)
-        token_pred = self.value_head(tokens).squeeze(-1)
-        query = self.cell_query(self.feature_embedding(token_ids) + self.modality_embedding(modality_ids))
-        cell_pred = (query * self.cell_key(cell).unsqueeze(1)).sum(-1) / math.sqrt(cell.shape[-1])
-        return {"cell_embedding": cell, "token_pred": token_pred, "cell_pred": cell_pred}
+        out = {
+            "cell_embedding": cell,
+            "token_pred": self.value_head(tokens).squeeze(-1),
+            "cell_pred": self.predict_from_cell(cell, token_ids, modality_ids),
+        }
+        if target_ids is not None:
+            out["target_pred"] = self.predict_from_cell(cell, target_ids, target_modality_ids)
+        return out
 
 
 def masked_value_loss(
-    out: dict[str, torch.Tensor], values: torch.Tensor, value_mask: torch.Tensor
+    out: dict[str, torch.Tensor],
+    values: torch.Tensor,
+    value_mask: torch.Tensor,
+    target_values: torch.Tensor | None = None,
+    target_mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Mean squared error on hidden values, for the token head and the cell head."""
+    """Mean squared errors of hidden input values (token head) and of the values of features
+    outside the input (cell head); without targets, the cell head is scored on the hidden values."""
     m = value_mask.to(values.dtype)
     n = m.sum().clamp_min(1.0)
     token = (((out["token_pred"] - values) ** 2) * m).sum() / n
     cell = (((out["cell_pred"] - values) ** 2) * m).sum() / n
-    return {"loss": token + cell, "token_mse": token, "cell_mse": cell}
+    losses = {"token_mse": token, "cell_mse": cell}
+    if target_values is not None and "target_pred" in out:
+        # With targets, the cell head is trained on features outside the input only: a masked
+        # input token is known to be among the cell's top values, a target is not, and one head
+        # asked to do both learns neither well.
+        tm = target_mask.to(values.dtype)
+        target = (((out["target_pred"] - target_values) ** 2) * tm).sum() / tm.sum().clamp_min(1.0)
+        losses["target_mse"] = target
+        loss = token + target
+    else:
+        loss = token + cell
+    losses["loss"] = loss
+    return losses

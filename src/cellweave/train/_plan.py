@@ -39,9 +39,12 @@ class PretrainPlan(L.LightningModule):
 
     def _step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.module(
-            batch["token_ids"], batch["values"], batch["modality_ids"], batch["padding_mask"], batch["value_mask"]
+            batch["token_ids"], batch["values"], batch["modality_ids"], batch["padding_mask"], batch["value_mask"],
+            batch.get("target_ids"), batch.get("target_modality_ids"),
         )
-        return masked_value_loss(out, batch["values"], batch["value_mask"])
+        return masked_value_loss(
+            out, batch["values"], batch["value_mask"], batch.get("target_values"), batch.get("target_mask")
+        )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self._step(batch)
@@ -50,12 +53,26 @@ class PretrainPlan(L.LightningModule):
         self.log("train_token_mse", losses["token_mse"], on_step=False, on_epoch=True, batch_size=bs)
         return losses["loss"]
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums: dict[str, float] = {}
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # Errors are averaged over masked values (not over batches), the same weighting as
+        # ``evaluate_masked`` uses for epoch 0, so the loss curve is comparable end to end.
         losses = self._step(batch)
-        bs = batch["token_ids"].shape[0]
-        self.log("val_loss", losses["loss"], prog_bar=True, on_epoch=True, batch_size=bs, sync_dist=True)
-        self.log("val_token_mse", losses["token_mse"], on_epoch=True, batch_size=bs, sync_dist=True)
-        self.log("val_cell_mse", losses["cell_mse"], on_epoch=True, batch_size=bs, sync_dist=True)
+        weights = {"token_mse": batch["value_mask"].sum(), "cell_mse": batch["value_mask"].sum()}
+        if "target_mse" in losses:
+            weights["target_mse"] = batch["target_mask"].sum()
+        for key, w in weights.items():
+            self._val_sums[key] = self._val_sums.get(key, 0.0) + float(losses[key]) * float(w)
+            self._val_sums[key + "_n"] = self._val_sums.get(key + "_n", 0.0) + float(w)
+
+    def on_validation_epoch_end(self) -> None:
+        keys = [k for k in self._val_sums if not k.endswith("_n")]
+        metrics = {f"val_{k}": self._val_sums[k] / max(self._val_sums[k + "_n"], 1.0) for k in keys}
+        metrics["val_loss"] = metrics["val_token_mse"] + metrics.get("val_target_mse", metrics["val_cell_mse"])
+        for k, v in metrics.items():
+            self.log(k, v, prog_bar=k == "val_loss", sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay = [], []
@@ -85,7 +102,9 @@ class HistoryCallback(L.Callback):
     def __init__(self) -> None:
         self.history: list[dict[str, Any]] = []
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not on_validation_epoch_end: callbacks run before the module's hook of that name,
+        # where the epoch's validation metrics are logged.
         if trainer.sanity_checking:
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}

@@ -77,12 +77,21 @@ def evaluate_masked(
 
     was_training = module.training
     module.eval()
-    ds = TokenDataset(val, tokenizer, mode="eval", seed=seed)
+    n_targets = module.config.n_cell_targets
+    ds = TokenDataset(val, tokenizer, mode="eval", seed=seed, n_targets=n_targets)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate_tokens)
     tot = {"token_mse": 0.0, "cell_mse": 0.0, "feature_mean_mse": 0.0, "token_mean_mse": 0.0}
+    target_se, target_mean_se, n_target = 0.0, 0.0, 0
     n_masked = 0
     for batch in loader:
-        out = module(batch["token_ids"], batch["values"], batch["modality_ids"], batch["padding_mask"], batch["value_mask"])
+        out = module(batch["token_ids"], batch["values"], batch["modality_ids"], batch["padding_mask"],
+                     batch["value_mask"], batch.get("target_ids"), batch.get("target_modality_ids"))
+        if n_targets:
+            tm = batch["target_mask"]
+            ty = batch["target_values"][tm]
+            target_se += float(((out["target_pred"][tm] - ty) ** 2).sum())
+            target_mean_se += float(((cell_mean[batch["target_ids"][tm].numpy()] - ty.numpy()) ** 2).sum())
+            n_target += int(tm.sum())
         m = batch["value_mask"]
         y = batch["values"][m]
         ids = batch["token_ids"][m].numpy()
@@ -95,6 +104,10 @@ def evaluate_masked(
     module.train(was_training)
     res = {k: v / max(n_masked, 1) for k, v in tot.items()}
     res["n_masked_values"] = n_masked
+    if n_targets:
+        res["target_mse"] = target_se / max(n_target, 1)
+        res["target_feature_mean_mse"] = target_mean_se / max(n_target, 1)
+    res["loss"] = res["token_mse"] + (res["target_mse"] if n_targets else res["cell_mse"])
     return res
 
 
@@ -177,7 +190,7 @@ def pretrain(
 
     train_corpora, val_corpora, data_records = [], [], []
     for i, (dname, data) in enumerate(datasets.items()):
-        corpus = prepare_cells(data, vocab, dataset=dname)
+        corpus = prepare_cells(data, vocab, dataset=dname, value_encoding=config.value_encoding)
         if max_cells_per_dataset is not None and len(corpus) > max_cells_per_dataset:
             keep = np.sort(np.random.default_rng(seed + 1000 + i).choice(len(corpus), max_cells_per_dataset, replace=False))
             corpus = corpus.subset(keep)
@@ -199,8 +212,9 @@ def pretrain(
         raise CellWeaveInputError("Too few cells for a validation split (need at least 10 cells per dataset).")
 
     model = CellWeave(config, vocab)
-    train_ds = TokenDataset(train_corpora, tokenizer, mode="train", seed=seed)
-    val_ds = TokenDataset(val_corpora, tokenizer, mode="eval", seed=seed)
+    n_targets = config.n_cell_targets
+    train_ds = TokenDataset(train_corpora, tokenizer, mode="train", seed=seed, n_targets=n_targets)
+    val_ds = TokenDataset(val_corpora, tokenizer, mode="eval", seed=seed, n_targets=n_targets)
     train_loader = torch.utils.data.DataLoader(
         train_ds, batch_size=batch_size, shuffle=True, collate_fn=collate_tokens,
         generator=torch.Generator().manual_seed(seed),
@@ -247,8 +261,11 @@ def pretrain(
     logger.info("Validation masked-value MSE after training: %.4f", after["token_mse"])
 
     train_seconds = time.perf_counter() - t0
-    model.history = [{"epoch": 0, "step": 0, "val_token_mse": before["token_mse"], "val_cell_mse": before["cell_mse"],
-                      "val_loss": before["token_mse"] + before["cell_mse"]}] + history.history
+    epoch0 = {"epoch": 0, "step": 0, "val_loss": before["loss"], "val_token_mse": before["token_mse"],
+              "val_cell_mse": before["cell_mse"]}
+    if "target_mse" in before:
+        epoch0["val_target_mse"] = before["target_mse"]
+    model.history = [epoch0] + history.history
     model.card = {
         "name": name or out.name,
         "description": "CellWeave transformer pretrained with masked value modelling (token and cell heads) "
@@ -273,6 +290,8 @@ def pretrain(
             "val_feature_mean_mse": after["feature_mean_mse"],
             "val_token_mean_mse": after["token_mean_mse"],
             "val_masked_values": after["n_masked_values"],
+            **({"val_cell_target_mse": after["target_mse"],
+                "val_cell_target_feature_mean_mse": after["target_feature_mean_mse"]} if "target_mse" in after else {}),
         },
         "versions": environment_versions(),
     }
