@@ -285,7 +285,7 @@ def environment_versions() -> dict[str, str]:
 
     return {
         "cellweave": __version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "anndata": anndata.__version__,
         "scanpy": scanpy.__version__,
         "numpy": np.__version__,

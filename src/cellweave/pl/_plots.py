@@ -57,7 +57,8 @@ def loss_curves(history: list[dict[str, Any]], *, title: str = "Pretraining loss
         if pts:
             ax.plot(*zip(*pts), marker="o", label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("mean squared error")
+    ax.set_ylabel("mean squared error (log scale)")
+    ax.set_yscale("log")
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
