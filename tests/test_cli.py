@@ -40,3 +40,17 @@ def test_missing_file_and_unknown_model(tmp_path, capsys) -> None:
     src.write_h5ad(tmp_path / "in.h5ad")
     assert main(["-q", "embed", str(tmp_path / "in.h5ad"), "--model", "nonexistent", "--out", str(tmp_path / "o.h5ad")]) == 2
     assert "Shipped models" in capsys.readouterr().err
+
+
+def test_uns_record_survives_a_round_trip(tmp_path) -> None:
+    """Coverage reasons contain '/', which HDF5 would turn into nested groups."""
+    import warnings
+
+    src = cellweave.datasets.load("celltypist_sample_559cells")[:50].copy()
+    cellweave.tl.embed(src, progress=False)
+    src.write_h5ad(tmp_path / "e.h5ad")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = ad.read_h5ad(tmp_path / "e.h5ad")
+    examples = back.uns["cellweave"]["X_cellweave"]["coverage_examples"]["rna"]
+    assert all("/" not in k for k in examples) and len(examples) >= 1

@@ -75,6 +75,23 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from cellweave import io, tl
+    from cellweave.models import CellWeave
+
+    reference = io.read(args.reference)
+    query = io.read(args.query)
+    model = CellWeave.load(args.model)
+    tl.annotate(query, reference=reference, label_key=args.label_key, model=model,
+                novelty_quantile=args.novelty_quantile, seed=args.seed)
+    counts = query.obs["cellweave_prediction"].value_counts()
+    for label, n in counts.items():
+        logger.info("predicted %s: %d cells", label, n)
+    io.write(query, args.out)
+    logger.info("Wrote %s", args.out)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from cellweave.demo import run_demo
 
@@ -126,6 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=int, default=128)
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_embed)
+
+    sp = sub.add_parser("annotate", help="transfer labels from a reference: writes obs['cellweave_prediction'] etc.")
+    sp.add_argument("--reference", required=True, help="labelled reference .h5ad")
+    sp.add_argument("--label-key", required=True, help="column of the reference's obs with the labels")
+    sp.add_argument("--query", required=True, help="query .h5ad to annotate")
+    sp.add_argument("--model", default=None, help=model_help)
+    sp.add_argument("--out", required=True, help="output .h5ad (the annotated query)")
+    sp.add_argument("--novelty-quantile", type=float, default=0.99,
+                    help="quantile of held-out reference novelty used as the 'unknown' threshold")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_annotate)
 
     sp = sub.add_parser("demo", help="embed every bundled dataset and write an HTML report")
     sp.add_argument("--out", default="demo_out", help="output folder (report.html, embeddings, metrics)")

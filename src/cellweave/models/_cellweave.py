@@ -278,16 +278,21 @@ def render_model_card(model: CellWeave) -> str:
 
 def environment_versions() -> dict[str, str]:
     """Versions recorded in model cards and ``uns['cellweave']``."""
-    import anndata
-    import scanpy
+    from importlib.metadata import PackageNotFoundError, version
 
     from cellweave import __version__
+
+    def _version(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
 
     return {
         "cellweave": __version__,
         "torch": str(torch.__version__),
-        "anndata": anndata.__version__,
-        "scanpy": scanpy.__version__,
+        "anndata": _version("anndata"),
+        "scanpy": _version("scanpy"),
         "numpy": np.__version__,
         "python": platform.python_version(),
     }

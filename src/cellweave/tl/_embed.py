@@ -100,9 +100,10 @@ def embed(
 
 
 def _h5_safe(obj: Any) -> Any:
-    """Drop ``None`` values, which AnnData cannot write to .h5ad."""
+    """Make a record writable to .h5ad: drop ``None`` values and replace "/" in keys (HDF5
+    would read it as a group separator)."""
     if isinstance(obj, dict):
-        return {str(k): _h5_safe(v) for k, v in obj.items() if v is not None}
+        return {str(k).replace("/", "|"): _h5_safe(v) for k, v in obj.items() if v is not None}
     if isinstance(obj, (list, tuple)):
         return [_h5_safe(v) for v in obj if v is not None]
     return obj

@@ -1,0 +1,209 @@
+"""``cellweave.tl.annotate``: label transfer from a labelled reference, with a novelty score."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from cellweave._constants import EMBEDDING_KEY, UNS_KEY
+from cellweave._exceptions import CellWeaveInputError
+from cellweave.models import CellWeave, environment_versions
+
+from ._embed import _h5_safe, _resolve, embed
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+#: Label given to query cells whose novelty is above the threshold.
+UNKNOWN_LABEL = "unknown"
+#: Neighbours averaged in the novelty score.
+N_NOVELTY_NEIGHBORS = 15
+#: Share of the reference held out to calibrate the novelty threshold.
+CALIBRATION_FRACTION = 0.2
+
+
+def annotate(
+    adata: AnnData,
+    *,
+    reference: AnnData,
+    label_key: str,
+    model: CellWeave | str | None = None,
+    key_added: str = "cellweave",
+    novelty_quantile: float = 0.99,
+    seed: int = 0,
+    progress: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Transfer cell labels from a labelled reference to ``adata`` through CellWeave embeddings.
+
+    Both datasets are embedded with the same frozen model. A multinomial logistic regression
+    (``C=1.0``) on standardized reference embeddings predicts the label of each query cell. A
+    novelty score flags cells unlike anything in the reference: the mean Euclidean distance, in
+    the standardized space, to the ``k=15`` nearest reference cells. Its threshold is set on the
+    reference alone: 80% of the reference cells (stratified by label, seeded) form the
+    neighbour index, and the threshold is the ``novelty_quantile`` quantile of the scores of the
+    held-out 20%. Query cells are scored against that same 80% index, so that query and
+    calibration scores are comparable; cells above the threshold are predicted ``"unknown"``.
+
+    Parameters
+    ----------
+    adata
+        Query AnnData with RNA counts (or log-normalized values) in ``X``. An existing
+        ``.obsm["X_cellweave"]`` is reused when ``.uns["cellweave"]["X_cellweave"]`` records
+        the same model (by SHA-256); otherwise the query is embedded.
+    reference
+        Labelled AnnData, same conventions as ``adata``. Its embedding is reused under the same
+        rule and is never written into ``reference``.
+    label_key
+        Column of ``reference.obs`` with the labels. Cells with a missing label are left out.
+    model
+        A :class:`~cellweave.CellWeave`, a model folder, a shipped model's name, or ``None`` for
+        the shipped default model.
+    key_added
+        Prefix of the ``obs`` columns written.
+    novelty_quantile
+        Quantile (in ``(0, 1]``) of held-out reference novelty scores used as the threshold;
+        higher flags fewer cells as unknown.
+    seed
+        Seed of the embedding's token sampling and of the reference split.
+    progress
+        Show a progress bar while embedding.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``. Writes:
+
+    ``.obs[f"{key_added}_prediction"]``
+        categorical predicted label; ``"unknown"`` where the novelty is above the threshold.
+    ``.obs[f"{key_added}_confidence"]``
+        float32, the classifier's highest class probability (0..1), computed for every cell,
+        unknown ones included.
+    ``.obs[f"{key_added}_novelty"]``
+        float32, mean distance to the 15 nearest reference cells (standardized space, >= 0);
+        higher is more novel.
+    ``.uns["cellweave"]["annotate"]``
+        model name and SHA-256, ``label_key``, ``key_added``, classes, ``novelty_quantile``,
+        threshold, number of unknown cells, number of reference cells, seed and versions.
+    ``.obsm["X_cellweave"]`` and ``.uns["cellweave"]["X_cellweave"]``
+        as written by :func:`cellweave.tl.embed`, when the query had to be embedded.
+
+    Examples
+    --------
+    >>> import cellweave
+    >>> reference = cellweave.datasets.load("multibatch_cellbench_sc_mixology")
+    >>> query = reference[reference.obs["batch"] == reference.obs["batch"].iloc[0]].copy()
+    >>> cellweave.tl.annotate(query, reference=reference, label_key="cell_type")
+    >>> query.obs[["cellweave_prediction", "cellweave_confidence", "cellweave_novelty"]]
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.preprocessing import StandardScaler
+
+    if not 0.0 < novelty_quantile <= 1.0:
+        raise CellWeaveInputError(f"novelty_quantile must be in (0, 1], got {novelty_quantile}.")
+    labels = _reference_labels(reference, label_key)
+    adata = adata.copy() if copy else adata
+    model = _resolve(model)
+
+    query_emb = _embedding(adata, model, seed=seed, progress=progress, write=True)
+    ref_emb = _embedding(reference, model, seed=seed, progress=progress, write=False)
+    keep = labels.notna().to_numpy()
+    ref_emb, ref_labels = ref_emb[keep], labels[keep].astype(str).to_numpy()
+
+    scaler = StandardScaler().fit(ref_emb)
+    ref_z, query_z = scaler.transform(ref_emb), scaler.transform(query_emb)
+
+    # lbfgs fits the multinomial (softmax) model for more than two classes.
+    clf = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(ref_z, ref_labels)
+    proba = clf.predict_proba(query_z)
+    classes = [str(c) for c in clf.classes_]
+    predicted = clf.classes_[proba.argmax(axis=1)].astype(object)
+    confidence = proba.max(axis=1).astype(np.float32)
+
+    # Held-out cells are not in the index, so their scores are those of unseen cells of known
+    # types: the right yardstick for query cells scored against the same index.
+    n_test = max(len(classes), math.ceil(CALIBRATION_FRACTION * len(ref_labels)))
+    fit_idx, calib_idx = train_test_split(
+        np.arange(len(ref_labels)), test_size=n_test, stratify=ref_labels, random_state=seed
+    )
+    k = min(N_NOVELTY_NEIGHBORS, len(fit_idx))
+    index = NearestNeighbors(n_neighbors=k).fit(ref_z[fit_idx])
+    threshold = float(np.quantile(index.kneighbors(ref_z[calib_idx])[0].mean(axis=1), novelty_quantile))
+    novelty = index.kneighbors(query_z)[0].mean(axis=1).astype(np.float32)
+
+    unknown = novelty > threshold
+    predicted[unknown] = UNKNOWN_LABEL
+    categories = classes + ([UNKNOWN_LABEL] if UNKNOWN_LABEL not in classes else [])
+    adata.obs[f"{key_added}_prediction"] = pd.Categorical(predicted, categories=categories)
+    adata.obs[f"{key_added}_confidence"] = confidence
+    adata.obs[f"{key_added}_novelty"] = novelty
+
+    record: dict[str, Any] = {
+        "model": model.name,
+        "model_sha256": model.model_hash,
+        "label_key": label_key,
+        "key_added": key_added,
+        "classes": classes,
+        "novelty_quantile": novelty_quantile,
+        "threshold": threshold,
+        "n_neighbors": k,
+        "n_unknown": int(unknown.sum()),
+        "n_reference": len(ref_labels),
+        "seed": seed,
+        "versions": environment_versions(),
+    }
+    uns = dict(adata.uns.get(UNS_KEY, {}))
+    uns["annotate"] = _h5_safe(record)
+    adata.uns[UNS_KEY] = uns
+    logger.info(
+        "Annotated %d cells from %d reference cells (%d classes); %d unknown (novelty > %.3f)",
+        adata.n_obs, len(ref_labels), len(classes), int(unknown.sum()), threshold,
+    )
+    return adata if copy else None
+
+
+def _reference_labels(reference: AnnData, label_key: str) -> pd.Series:
+    """The reference labels, checked to be usable for training and a stratified split."""
+    if label_key not in reference.obs.columns:
+        raise CellWeaveInputError(
+            f"label_key {label_key!r} is not a column of reference.obs. Pass one of: "
+            f"{', '.join(map(str, reference.obs.columns)) or '(reference.obs has no columns)'}."
+        )
+    labels = reference.obs[label_key]
+    n_missing = int(labels.isna().sum())
+    if n_missing:
+        logger.info("Leaving out %d reference cells with no %r label", n_missing, label_key)
+    counts = labels.dropna().astype(str).value_counts()
+    if len(counts) < 2:
+        raise CellWeaveInputError(
+            f"reference.obs[{label_key!r}] has {len(counts)} class(es); label transfer needs at least 2. "
+            "Use a reference with more cell types, or a finer label column."
+        )
+    rare = counts[counts < 2]
+    if len(rare):
+        raise CellWeaveInputError(
+            f"reference.obs[{label_key!r}] has classes with fewer than 2 cells: "
+            f"{', '.join(map(str, rare.index))}. Remove those cells or merge the classes."
+        )
+    return labels
+
+
+def _embedding(data: AnnData, model: CellWeave, *, seed: int, progress: bool, write: bool) -> np.ndarray:
+    """``data``'s embedding by ``model``: reused when recorded with the same weights, else computed."""
+    record = data.uns.get(UNS_KEY, {}).get(EMBEDDING_KEY, {})
+    if EMBEDDING_KEY in data.obsm and record.get("model_sha256") == model.model_hash:
+        logger.info("Reusing .obsm[%r] (same model weights)", EMBEDDING_KEY)
+        return np.asarray(data.obsm[EMBEDDING_KEY], dtype=np.float32)
+    if write:
+        embed(data, model=model, seed=seed, progress=progress)
+        return np.asarray(data.obsm[EMBEDDING_KEY], dtype=np.float32)
+    return model.embed(data, seed=seed, progress=progress)[0]
