@@ -154,10 +154,16 @@ def run_demo(
         keep = np.arange(emb.shape[0])
         if emb.shape[0] > UMAP_MAX_CELLS:
             keep = np.sort(np.random.default_rng(seed).choice(emb.shape[0], UMAP_MAX_CELLS, replace=False))
-        obs = pd.DataFrame({
-            "dataset": row.name,
-            "cell_type": labels[keep] if labels is not None else "unlabelled",
-        }, index=[f"{row.name}:{o}" for o in np.asarray(data.obs_names)[keep]])
+        # Colour by cell-type-like labels only (perturbation targets are not cell types); labels
+        # other than cell_type say what they are ("zone=3").
+        if labels is None or row.label_key == "perturbation":
+            shown = np.full(keep.size, "unlabelled", dtype=object)
+        elif row.label_key == "cell_type":
+            shown = labels[keep]
+        else:
+            shown = np.array([f"{row.label_key}={v}" for v in labels[keep]], dtype=object)
+        obs = pd.DataFrame({"dataset": row.name, "cell_type": shown},
+                           index=[f"{row.name}:{o}" for o in np.asarray(data.obs_names)[keep]])
         embeddings.append(ad.AnnData(X=emb[keep], obs=obs))
     timings["embed all datasets"] = t_embed
 
