@@ -172,43 +172,29 @@ class TokenDataset(torch.utils.data.Dataset):
         return item
 
 
-def collate_tokens(items: list[dict]) -> dict[str, torch.Tensor]:
-    """Pad a list of tokenized cells to the longest one."""
-    n = max(1, max(it["token_ids"].size for it in items))
+def _pad(items: list[dict], fields: dict[str, torch.dtype], length_key: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Pad the ``fields`` of every item to the longest ``length_key``; also return the mask of real entries."""
     b = len(items)
-    token_ids = torch.zeros(b, n, dtype=torch.long)
-    values = torch.zeros(b, n, dtype=torch.float32)
-    modality_ids = torch.zeros(b, n, dtype=torch.long)
-    padding_mask = torch.zeros(b, n, dtype=torch.bool)
-    value_mask = torch.zeros(b, n, dtype=torch.bool) if "value_mask" in items[0] else None
+    n = max(1, max(it[length_key].size for it in items))
+    out = {k: torch.zeros(b, n, dtype=dt) for k, dt in fields.items()}
+    mask = torch.zeros(b, n, dtype=torch.bool)
     for j, it in enumerate(items):
-        L = it["token_ids"].size
-        token_ids[j, :L] = torch.from_numpy(it["token_ids"])
-        values[j, :L] = torch.from_numpy(it["values"])
-        modality_ids[j, :L] = torch.from_numpy(it["modality_ids"])
-        padding_mask[j, :L] = True
-        if value_mask is not None:
-            value_mask[j, :L] = torch.from_numpy(it["value_mask"])
-    out = {
-        "token_ids": token_ids,
-        "values": values,
-        "modality_ids": modality_ids,
-        "padding_mask": padding_mask,
-        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
-    }
-    if value_mask is not None:
-        out["value_mask"] = value_mask
+        L = it[length_key].size
+        for k in fields:
+            out[k][j, :L] = torch.from_numpy(it[k])
+        mask[j, :L] = True
+    return out, mask
+
+
+def collate_tokens(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Pad a list of tokenized cells to the longest one (targets to the most targets)."""
+    fields = {"token_ids": torch.long, "values": torch.float32, "modality_ids": torch.long}
+    if "value_mask" in items[0]:
+        fields["value_mask"] = torch.bool
+    out, out["padding_mask"] = _pad(items, fields, "token_ids")
+    out["index"] = torch.tensor([it["index"] for it in items], dtype=torch.long)
     if "target_ids" in items[0]:
-        nt = max(1, max(it["target_ids"].size for it in items))
-        t_ids = torch.zeros(b, nt, dtype=torch.long)
-        t_vals = torch.zeros(b, nt, dtype=torch.float32)
-        t_mods = torch.zeros(b, nt, dtype=torch.long)
-        t_mask = torch.zeros(b, nt, dtype=torch.bool)
-        for j, it in enumerate(items):
-            L = it["target_ids"].size
-            t_ids[j, :L] = torch.from_numpy(it["target_ids"])
-            t_vals[j, :L] = torch.from_numpy(it["target_values"])
-            t_mods[j, :L] = torch.from_numpy(it["target_modality_ids"])
-            t_mask[j, :L] = True
-        out.update(target_ids=t_ids, target_values=t_vals, target_modality_ids=t_mods, target_mask=t_mask)
+        targets = {"target_ids": torch.long, "target_values": torch.float32, "target_modality_ids": torch.long}
+        padded, out["target_mask"] = _pad(items, targets, "target_ids")
+        out.update(padded)
     return out
