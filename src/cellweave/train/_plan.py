@@ -49,8 +49,9 @@ class PretrainPlan(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self._step(batch)
         bs = batch["token_ids"].shape[0]
-        self.log("train_loss", losses["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=bs)
-        self.log("train_token_mse", losses["token_mse"], on_step=False, on_epoch=True, batch_size=bs)
+        self.log("train_loss", losses["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=bs,
+                 sync_dist=True)
+        self.log("train_token_mse", losses["token_mse"], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         return losses["loss"]
 
     def on_validation_epoch_start(self) -> None:

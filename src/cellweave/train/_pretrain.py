@@ -295,6 +295,7 @@ def pretrain(
         },
         "versions": environment_versions(),
     }
-    model.save(out)
-    logger.info("Saved model to %s (%.0f s)", out, train_seconds)
+    if trainer.is_global_zero:  # under DDP every rank holds the same weights; one writes them
+        model.save(out)
+        logger.info("Saved model to %s (%.0f s)", out, train_seconds)
     return model
