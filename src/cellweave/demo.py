@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,11 @@ import pandas as pd
 
 from cellweave import datasets as cw_datasets
 from cellweave._exceptions import CellWeaveInputError
+from cellweave._system import peak_rss_mb
 from cellweave._io_utils import atomic_write_json, sha256_file
-from cellweave.bench import HtmlReport, knn_accuracy, pca_hvg_embedding
+from cellweave.bench import HtmlReport, knn_accuracy, pca_hvg_embedding, umap_coordinates
 from cellweave.models import CellWeave
 from cellweave.pl import embedding_scatter, loss_curves
-from cellweave.tl._umap import umap_coordinates
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +28,6 @@ SCRATCH_MAX_CELLS = 3000
 #: Cells per dataset shown in the joint UMAP (the 20k-cell screen would crowd out the rest).
 UMAP_MAX_CELLS = 2500
 
-
-def _peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024 if platform.system() != "Darwin" else rss / 2**20
 
 
 def _labels_of(data: Any, label_key: str | None) -> np.ndarray | None:
@@ -185,7 +180,7 @@ def run_demo(
         "seed": seed,
         "wall_seconds": round(total, 1),
         "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "cells_embedded": n_embedded,
         "embedding_cells_per_second": round(n_embedded / max(t_embed, 1e-9), 1),
         "coverage": coverage_rows,

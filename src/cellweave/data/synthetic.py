@@ -15,8 +15,6 @@ import functools
 import logging
 import re
 from collections.abc import Sequence
-from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -24,6 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellweave._exceptions import CellWeaveInputError
+from cellweave.genes import bundled_table
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -35,9 +34,6 @@ _GENE_TABLES = {
     "human": "gencode_v44_human_gene_id2name.tsv.gz",
     "mouse": "biomart_mouse_gene_ids.tsv.gz",
 }
-#: Where the tables live while the genes package is being assembled (repository checkouts).
-_FALLBACK_DIR = Path("/work/shared/data/resources")
-
 #: Symbol patterns of named genes: no clone-based names (AC000061.1), mitochondrial genes,
 #: small RNAs, lincRNAs, predicted genes (Gm1234) or pseudogenes (RPL7P1, MBL3P).
 _SYMBOL_RE = {
@@ -57,21 +53,11 @@ _ANTIBODIES: tuple[tuple[str, str], ...] = (
 )
 
 
-@functools.lru_cache(maxsize=None)
 def _gene_table(organism: str) -> pd.DataFrame:
-    """Ensembl ID / symbol table of ``organism``: the package copy first, the shared copy second."""
+    """Ensembl ID / symbol table of ``organism``, read (once) by the genes layer."""
     if organism not in _GENE_TABLES:
         raise CellWeaveInputError(f"organism={organism!r} is not supported; use 'human' or 'mouse'.")
-    name = _GENE_TABLES[organism]
-    package_file = resources.files("cellweave.genes").joinpath("resources", name)
-    source = package_file if package_file.is_file() else _FALLBACK_DIR / name
-    if not source.is_file():
-        raise CellWeaveInputError(
-            f"Gene table {name} not found in cellweave/genes/resources/ nor in {_FALLBACK_DIR}. "
-            "Reinstall cellweave (pip install -e .) so the bundled resources are present."
-        )
-    with source.open("rb") as fh:
-        return pd.read_csv(fh, sep="\t", compression="gzip", dtype=str, keep_default_na=False)
+    return bundled_table(_GENE_TABLES[organism])
 
 
 @functools.lru_cache(maxsize=None)

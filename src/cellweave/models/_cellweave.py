@@ -147,8 +147,7 @@ class CellWeave:
         if path.exists() and not overwrite and any(path.iterdir()):
             raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True.")
         path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-        blob = save(state, metadata={"format": "pt", "cellweave_config": json.dumps(self.config.to_dict())})
+        blob = self._weights_blob()
         atomic_write_bytes(path / WEIGHTS_FILE, blob)
         atomic_write_json(path / CONFIG_FILE, self.config.to_dict())
         self.vocab.save(path / VOCAB_FILE)
@@ -171,10 +170,13 @@ class CellWeave:
     def model_hash(self) -> str:
         """SHA-256 of the weights as saved in ``model.safetensors``."""
         if self._hash is None:
-            state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-            blob = save(state, metadata={"format": "pt", "cellweave_config": json.dumps(self.config.to_dict())})
-            self._hash = hashlib.sha256(blob).hexdigest()
+            self._hash = hashlib.sha256(self._weights_blob()).hexdigest()
         return self._hash
+
+    def _weights_blob(self) -> bytes:
+        """The bytes of ``model.safetensors``: what is saved and what the hash is taken of."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+        return save(state, metadata={"format": "pt", "cellweave_config": json.dumps(self.config.to_dict())})
 
     @property
     def tokenizer(self) -> Tokenizer:

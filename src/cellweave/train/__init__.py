@@ -1,6 +1,6 @@
 """Training: Lightning plans, atomic checkpoints, pretraining."""
 
 from ._plan import AtomicCheckpointIO, HistoryCallback, PretrainPlan
-from ._pretrain import evaluate_masked, pretrain, split_cells
+from ._pretrain import evaluate_masked, feature_mean_baselines, pretrain, split_cells
 
-__all__ = ["AtomicCheckpointIO", "HistoryCallback", "PretrainPlan", "evaluate_masked", "pretrain", "split_cells"]
+__all__ = ["AtomicCheckpointIO", "HistoryCallback", "PretrainPlan", "evaluate_masked", "feature_mean_baselines", "pretrain", "split_cells"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import resource
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from cellweave._exceptions import CellWeaveInputError
+from cellweave._system import peak_rss_mb
 from cellweave.data import CellCorpus, TokenDataset, Tokenizer, build_vocabulary, collate_tokens, prepare_cells
 from cellweave.genes import Vocabulary
 from cellweave.models import CellWeave, environment_versions
@@ -40,24 +40,15 @@ def split_cells(n: int, *, val_fraction: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-@torch.inference_mode()
-def evaluate_masked(
-    module: torch.nn.Module,
-    train: list[CellCorpus],
-    val: list[CellCorpus],
-    tokenizer: Tokenizer,
-    *,
-    seed: int,
-    batch_size: int = 128,
-) -> dict[str, float]:
-    """Masked-value MSE on held-out cells, beside two per-feature mean predictors.
+def feature_mean_baselines(
+    train: list[CellCorpus], tokenizer: Tokenizer, vocab_size: int, *, seed: int
+) -> dict[str, np.ndarray]:
+    """Two constant-per-feature predictors learned from the training cells.
 
-    Both baselines learn one constant per feature from the training cells: its mean over all
-    training cells (zeros included), and its mean over the tokens the tokenizer actually emits
-    (which over-represents measured values, as masked tokens do). The second is the stronger
-    constant predictor and the one the model must beat.
+    ``cell_mean``: a feature's mean over all training cells, zeros included. ``token_mean``: its
+    mean over the tokens the tokenizer actually emits (which over-represents measured values, as
+    masked tokens do): the stronger constant predictor, and the one the model must beat.
     """
-    vocab_size = module.config.vocab_size
     sums = np.zeros(vocab_size)
     counts = np.zeros(vocab_size)
     cell_sums = np.zeros(vocab_size)
@@ -72,9 +63,25 @@ def evaluate_masked(
             item = ds[i]
             np.add.at(sums, item["token_ids"], item["values"])
             np.add.at(counts, item["token_ids"], 1)
-    token_mean = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
-    cell_mean = np.divide(cell_sums, cell_counts, out=np.zeros_like(cell_sums), where=cell_counts > 0)
+    return {
+        "token_mean": np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0),
+        "cell_mean": np.divide(cell_sums, cell_counts, out=np.zeros_like(cell_sums), where=cell_counts > 0),
+    }
 
+
+@torch.inference_mode()
+def evaluate_masked(
+    module: torch.nn.Module,
+    val: list[CellCorpus],
+    tokenizer: Tokenizer,
+    baselines: dict[str, np.ndarray],
+    *,
+    seed: int,
+    batch_size: int = 128,
+) -> dict[str, float]:
+    """Masked-value MSE on held-out cells, beside the per-feature mean predictors of
+    :func:`feature_mean_baselines` scored on the same hidden values."""
+    token_mean, cell_mean = baselines["token_mean"], baselines["cell_mean"]
     was_training = module.training
     module.eval()
     n_targets = module.config.n_cell_targets
@@ -110,10 +117,6 @@ def evaluate_masked(
     res["loss"] = res["token_mse"] + (res["target_mse"] if n_targets else res["cell_mse"])
     return res
 
-
-def _peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024 if platform.system() != "Darwin" else rss / 1024 / 1024
 
 
 def pretrain(
@@ -226,7 +229,8 @@ def pretrain(
         model.module, lr=lr, warmup_steps=min(200, max(1, total_steps // 10)), total_steps=total_steps
     )
 
-    before = evaluate_masked(model.module, train_corpora, val_corpora, tokenizer, seed=seed)
+    baselines = feature_mean_baselines(train_corpora, tokenizer, len(vocab), seed=seed)
+    before = evaluate_masked(model.module, val_corpora, tokenizer, baselines, seed=seed)
     logger.info("Validation masked-value MSE before training: %.4f (token-mean baseline %.4f)",
                 before["token_mse"], before["token_mean_mse"])
 
@@ -257,7 +261,7 @@ def pretrain(
         ckpt_path=str(ckpt_path) if resume else None, weights_only=True if resume else None,
     )
     model.module = plan.module.cpu()
-    after = evaluate_masked(model.module, train_corpora, val_corpora, tokenizer, seed=seed)
+    after = evaluate_masked(model.module, val_corpora, tokenizer, baselines, seed=seed)
     logger.info("Validation masked-value MSE after training: %.4f", after["token_mse"])
 
     train_seconds = time.perf_counter() - t0
@@ -280,7 +284,7 @@ def pretrain(
         "max_cells_per_dataset": max_cells_per_dataset,
         "val_fraction": val_fraction,
         "train_seconds": round(train_seconds, 1),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}",
         "data": data_records,
         "metrics": {
