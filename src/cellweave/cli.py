@@ -92,11 +92,25 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from cellweave.bench import comparison_table, run_benchmark
+
+    records = run_benchmark(
+        args.task, args.out, model=args.model, seeds=tuple(args.seeds), quick=args.quick, data=args.data,
+        label_key=args.label_key, batch_key=args.batch_key,
+    )
+    table = comparison_table(records)
+    if not table.empty:
+        logger.info("Results (mean ± sd over seeds):\n%s", table.to_string(index=False))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from cellweave.demo import run_demo
 
     run_demo(args.out, model=args.model, from_scratch=args.from_scratch, max_epochs=args.max_epochs,
-             max_cells_per_dataset=args.max_cells_per_dataset, seed=args.seed)
+             max_cells_per_dataset=args.max_cells_per_dataset, seed=args.seed,
+             benchmark=not args.no_benchmark)
     return 0
 
 
@@ -155,6 +169,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_annotate)
 
+    from cellweave.bench import TASKS
+
+    sp = sub.add_parser("benchmark", help="run cellweave and the baselines on the same splits; results.json + report.html")
+    sp.add_argument("--task", nargs="+", default=["all"], choices=[*TASKS, "all"], help="task(s) to run")
+    sp.add_argument("--out", required=True, help="output folder")
+    sp.add_argument("--model", default=None, help=model_help)
+    sp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    sp.add_argument("--quick", action="store_true", help="one seed and fewer folds/datasets (the demo's setting)")
+    sp.add_argument("--data", default=None, help="run the protocol on this file instead of the bundled data")
+    sp.add_argument("--label-key", default=None, help="obs column with cell labels (with --data)")
+    sp.add_argument("--batch-key", default=None, help="obs column with batches (with --data)")
+    sp.set_defaults(func=cmd_benchmark)
+
+    import importlib
+
+    from cellweave._cli import GROUPS
+
+    for group in GROUPS:
+        importlib.import_module(f"cellweave._cli.{group}").register(sub, model_help)
+
     sp = sub.add_parser("demo", help="embed every bundled dataset and write an HTML report")
     sp.add_argument("--out", default="demo_out", help="output folder (report.html, embeddings, metrics)")
     sp.add_argument("--model", default=None, help=model_help)
@@ -162,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-epochs", type=int, default=None, help="epochs for --from-scratch")
     sp.add_argument("--max-cells-per-dataset", type=int, default=None, help="cap per dataset for --from-scratch")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--no-benchmark", action="store_true", help="skip the quick benchmark sections")
     sp.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("models", help="list the shipped models")

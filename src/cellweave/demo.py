@@ -16,7 +16,17 @@ from cellweave import datasets as cw_datasets
 from cellweave._exceptions import CellWeaveInputError
 from cellweave._system import peak_rss_mb
 from cellweave._io_utils import atomic_write_json, sha256_file
-from cellweave.bench import HtmlReport, knn_accuracy, pca_hvg_embedding, umap_coordinates
+from cellweave.bench import (
+    BenchmarkContext,
+    HtmlReport,
+    available_tasks,
+    knn_accuracy,
+    pca_hvg_embedding,
+    run_tasks,
+    summarize,
+    umap_coordinates,
+    write_results,
+)
 from cellweave.models import CellWeave
 from cellweave.pl import embedding_scatter, loss_curves
 
@@ -75,6 +85,7 @@ def run_demo(
     max_cells_per_dataset: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    benchmark: bool = True,
 ) -> dict[str, Any]:
     """Run the demo and write ``out/report.html``, ``out/metrics.json`` and ``out/embeddings.h5ad``.
 
@@ -232,6 +243,20 @@ def run_demo(
     if skipped:
         report.heading("Datasets not embedded")
         report.table(pd.DataFrame(skipped))
+
+    # Every benchmark task in quick mode (one seed, fewer folds/datasets): the same code and
+    # record shape as `cellweave benchmark`, which runs the full protocol over 3 seeds.
+    tasks = available_tasks() if benchmark else []
+    if tasks:
+        ctx = BenchmarkContext(model=cw_model, seeds=(seed,), quick=True, out=out, progress=progress)
+        bench_records, bench_seconds = run_tasks(ctx, tasks, report)
+        write_results(bench_records, out / "results.json")
+        metrics["benchmark_quick"] = summarize(bench_records).replace({np.nan: None}).to_dict(orient="records")
+        for name, sec in bench_seconds.items():
+            metrics["timings_seconds"][f"benchmark: {name}"] = round(sec, 1)
+        total = time.perf_counter() - t_start
+        metrics["wall_seconds"] = round(total, 1)
+        metrics["peak_rss_mb"] = round(peak_rss_mb(), 1)
 
     report.heading("Time and memory")
     time_rows = [(k, v) for k, v in metrics["timings_seconds"].items()] + [

@@ -2,6 +2,27 @@
 
 from ._knn import knn_accuracy, pca_hvg_embedding
 from ._report import HtmlReport
+from ._results import CELLWEAVE, Record, comparison_table, make_records, read_results, records_frame, summarize, write_results
+from ._runner import TASKS, BenchmarkContext, available_tasks, resolve_tasks, run_benchmark, run_tasks
 from ._umap import umap_coordinates
 
-__all__ = ["HtmlReport", "knn_accuracy", "pca_hvg_embedding", "umap_coordinates"]
+__all__ = [
+    "CELLWEAVE",
+    "BenchmarkContext",
+    "HtmlReport",
+    "Record",
+    "TASKS",
+    "available_tasks",
+    "comparison_table",
+    "knn_accuracy",
+    "make_records",
+    "pca_hvg_embedding",
+    "read_results",
+    "records_frame",
+    "resolve_tasks",
+    "run_benchmark",
+    "run_tasks",
+    "summarize",
+    "umap_coordinates",
+    "write_results",
+]

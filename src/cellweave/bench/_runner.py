@@ -1,0 +1,202 @@
+"""The benchmark runner: ``cellweave benchmark --task ...`` and the demo's benchmark sections.
+
+A task is a module under :mod:`cellweave.bench.tasks` with
+
+``DESCRIPTION``
+    one sentence shown under the task's heading;
+``run(ctx: BenchmarkContext, report: HtmlReport) -> list[Record]``
+    runs cellweave and its baselines on the same splits, over ``ctx.seeds``, and writes its
+    own plots and notes into ``report`` (a section the runner places under the summary table).
+
+Tasks honour ``ctx.quick`` (the demo's setting: one seed, fewer folds or datasets, a minute or
+so each) and, where they can, ``ctx.data`` (a user's file with ``ctx.label_key`` /
+``ctx.batch_key``) in place of the bundled datasets.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellweave._exceptions import CellWeaveInputError
+from cellweave._io_utils import atomic_write_json
+
+from ._report import HtmlReport
+from ._results import Record, comparison_table, records_frame, summarize, write_results  # noqa: F401
+
+logger = logging.getLogger(__name__)
+
+#: Task name -> module. Order is the order of ``--task all`` and of the report.
+TASKS: dict[str, str] = {
+    "annotate": "cellweave.bench.tasks.annotate",
+    "integrate": "cellweave.bench.tasks.integrate",
+    "map": "cellweave.bench.tasks.map_query",
+    "impute": "cellweave.bench.tasks.impute",
+    "multimodal": "cellweave.bench.tasks.multimodal",
+    "spatial": "cellweave.bench.tasks.spatial",
+    "perturb": "cellweave.bench.tasks.perturb",
+    "grn": "cellweave.bench.tasks.grn",
+    "markers": "cellweave.bench.tasks.markers",
+    "genes": "cellweave.bench.tasks.gene_map",
+}
+
+
+@dataclass
+class BenchmarkContext:
+    """What every task gets: the model, the seeds, the user's data (if any) and a shared cache."""
+
+    model: Any  # cellweave.CellWeave
+    seeds: tuple[int, ...] = (0, 1, 2)
+    quick: bool = False
+    data: Any = None  # AnnData / MuData given with --data, else None (bundled datasets)
+    data_name: str | None = None
+    label_key: str | None = None
+    batch_key: str | None = None
+    out: Path | None = None
+    progress: bool = True
+    cache: dict = field(default_factory=dict)
+
+    def embedding(self, key: str, data: Any, *, seed: int = 0, **kwargs) -> np.ndarray:
+        """The model's embedding of ``data`` (cached under ``(key, seed)`` for this run)."""
+        ck = ("embedding", key, seed, tuple(sorted(kwargs.items())))
+        if ck not in self.cache:
+            emb, _ = self.model.embed(data, seed=seed, progress=self.progress, dataset=key, **kwargs)
+            self.cache[ck] = emb
+        return self.cache[ck]
+
+
+def _import_task(name: str):
+    if name not in TASKS:
+        raise CellWeaveInputError(f"Unknown benchmark task {name!r}; choose from {', '.join(TASKS)} or 'all'.")
+    try:
+        return importlib.import_module(TASKS[name])
+    except ModuleNotFoundError as err:
+        if err.name == TASKS[name]:
+            return None
+        raise
+
+
+def available_tasks() -> list[str]:
+    """Tasks implemented in this version of cellweave, in report order."""
+    return [t for t in TASKS if _import_task(t) is not None]
+
+
+def resolve_tasks(tasks: str | list[str]) -> list[str]:
+    """``"all"`` or a list of names -> the task names, checked."""
+    names = [tasks] if isinstance(tasks, str) else list(tasks)
+    if "all" in names:
+        return available_tasks()
+    for n in names:
+        if _import_task(n) is None:
+            raise CellWeaveInputError(f"Benchmark task {n!r} is not available in this version; "
+                                      f"available: {', '.join(available_tasks())}.")
+    return names
+
+
+def run_tasks(ctx: BenchmarkContext, tasks: list[str], report: HtmlReport) -> tuple[list[Record], dict[str, float]]:
+    """Run ``tasks`` and add one section per task to ``report``. Returns records and seconds per task."""
+    records: list[Record] = []
+    seconds: dict[str, float] = {}
+    for name in tasks:
+        module = _import_task(name)
+        logger.info("Benchmark task %s ...", name)
+        t = time.perf_counter()
+        section = HtmlReport(name)
+        task_records = list(module.run(ctx, section))
+        seconds[name] = time.perf_counter() - t
+        records.extend(task_records)
+        report.heading(f"Benchmark: {name}")
+        report.text(getattr(module, "DESCRIPTION", ""), css_class="note")
+        table = comparison_table(task_records, task=name)
+        if not table.empty:
+            report.text(
+                f"Mean ± standard deviation over seeds and folds ({len(set(r.seed for r in task_records))} seed(s)). "
+                "'cellweave vs best baseline': signed difference of the best cellweave variant from the best "
+                "baseline (positive = cellweave better).",
+                css_class="note",
+            )
+            report.table(table)
+        report.parts.extend(section.parts)
+        report.text(f"Task time: {seconds[name]:.0f} s.", css_class="note")
+        logger.info("Benchmark task %s: %d records in %.0f s", name, len(task_records), seconds[name])
+    return records, seconds
+
+
+def run_benchmark(
+    tasks: str | list[str],
+    out: str | os.PathLike,
+    *,
+    model: Any = None,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    quick: bool = False,
+    data: str | os.PathLike | None = None,
+    label_key: str | None = None,
+    batch_key: str | None = None,
+    progress: bool = True,
+) -> list[Record]:
+    """Run benchmark tasks and write ``out/results.json`` and ``out/report.html``.
+
+    Parameters
+    ----------
+    tasks
+        A task name, a list of names, or ``"all"`` (see :data:`TASKS`).
+    out
+        Output folder (created).
+    model
+        A :class:`~cellweave.CellWeave`, a model folder or shipped name; ``None`` = the default.
+    seeds
+        Seeds to repeat each split with (at least 3 for reported numbers).
+    quick
+        The demo's setting: fewer seeds, folds and datasets.
+    data, label_key, batch_key
+        Run the protocol on a user's file instead of the bundled datasets.
+    """
+    from cellweave import io
+    from cellweave.models import CellWeave, environment_versions
+
+    names = resolve_tasks(tasks)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cw = model if isinstance(model, CellWeave) else CellWeave.load(model)
+    user = None
+    if data is not None:
+        if not label_key:
+            raise CellWeaveInputError("--data needs --label-key (the obs column with cell labels).")
+        user = io.read(data)
+        obs = user.obs
+        for key in [label_key] + ([batch_key] if batch_key else []):
+            if key not in obs:
+                raise CellWeaveInputError(f"{data}: obs has no column {key!r}; columns: {', '.join(map(str, obs.columns))}.")
+    ctx = BenchmarkContext(
+        model=cw, seeds=tuple(seeds), quick=quick, data=user,
+        data_name=Path(data).name.split(".")[0] if data is not None else None,
+        label_key=label_key, batch_key=batch_key, out=out, progress=progress,
+    )
+    t0 = time.perf_counter()
+    report = HtmlReport("cellweave benchmark")
+    report.text(f"Model {cw.name}, SHA-256 {cw.model_hash[:16]}…; tasks: {', '.join(names)}; seeds: "
+                f"{', '.join(map(str, seeds))}{'; quick mode' if quick else ''}"
+                f"{f'; data: {data}' if data is not None else '; bundled datasets'}.")
+    records, seconds = run_tasks(ctx, names, report)
+    write_results(records, out / "results.json")
+    summary = summarize(records)
+    atomic_write_json(out / "summary.json", {
+        "model": cw.name, "model_sha256": cw.model_hash, "tasks": names, "seeds": list(seeds), "quick": quick,
+        "data": str(data) if data is not None else None, "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "wall_seconds": round(time.perf_counter() - t0, 1), "versions": environment_versions(),
+        "summary": summary.replace({np.nan: None}).to_dict(orient="records"),
+    })
+    report.write(out / "report.html")
+    logger.info("Benchmark: %d records; wrote %s and %s", len(records), out / "results.json", out / "report.html")
+    return records
+
+
+__all__ = ["BenchmarkContext", "TASKS", "available_tasks", "records_frame", "resolve_tasks", "run_benchmark",
+           "run_tasks"]

@@ -1,0 +1,85 @@
+"""The benchmark record format, the comparison table and the runner's task interface."""
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from cellweave._exceptions import CellWeaveInputError
+from cellweave.bench import (
+    HtmlReport,
+    Record,
+    comparison_table,
+    make_records,
+    read_results,
+    resolve_tasks,
+    summarize,
+    write_results,
+)
+from cellweave.bench import _runner
+
+
+def _records():
+    recs = []
+    for seed in (0, 1, 2):
+        recs += make_records("annotate", "d1", "5-fold", seed, "cellweave", {"accuracy": 0.8 + 0.01 * seed, "mse": 0.5})
+        recs += make_records("annotate", "d1", "5-fold", seed, "logreg", {"accuracy": 0.9, "mse": 0.4},
+                             higher_is_better={"mse": False})
+    # cellweave's mse records must agree on direction with the baseline's.
+    return [Record(**{**r.to_dict(), "higher_is_better": False}) if r.metric == "mse" else r for r in recs]
+
+
+def test_records_roundtrip_and_summary(tmp_path):
+    recs = _records() + [Record("annotate", "d1", "5-fold", 0, "pca", "accuracy", float("nan"), True)]
+    write_results(recs, tmp_path / "results.json")
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert set(rows[0]) == {"task", "dataset", "split", "seed", "method", "metric", "value", "higher_is_better"}
+    assert rows[-1]["value"] is None  # NaN is written as null, valid JSON
+    back = read_results(tmp_path / "results.json")
+    assert back[:-1] == recs[:-1] and np.isnan(back[-1].value)
+    s = summarize(recs)
+    row = s[(s.method == "cellweave") & (s.metric == "accuracy")].iloc[0]
+    assert row["n"] == 3 and row["mean"] == pytest.approx(0.81) and row["std"] == pytest.approx(np.std([0.8, 0.81, 0.82]))
+
+
+def test_comparison_table_marks_best_and_signed_gap():
+    t = comparison_table(_records()).set_index("metric")
+    assert t.loc["accuracy", "best"] == "logreg"
+    assert t.loc["accuracy", "cellweave vs best baseline"] == pytest.approx(0.81 - 0.9)
+    # Lower is better: cellweave's 0.5 loses to 0.4, so the gap is negative too.
+    assert t.loc["mse (lower better)", "best"] == "logreg"
+    assert t.loc["mse (lower better)", "cellweave vs best baseline"] == pytest.approx(-0.1)
+    assert "±" in t.loc["accuracy", "cellweave"]
+
+
+def test_read_results_rejects_bad_file(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps([{"task": "x"}]))
+    with pytest.raises(CellWeaveInputError, match="lacks"):
+        read_results(tmp_path / "r.json")
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(CellWeaveInputError, match="Unknown benchmark task"):
+        resolve_tasks(["nope"])
+
+
+def test_runner_runs_a_task_module(monkeypatch, tmp_path):
+    module = types.ModuleType("fake_task")
+    module.DESCRIPTION = "A fake task."
+
+    def run(ctx, report):
+        report.text("fake section")
+        return [r for s in ctx.seeds for r in make_records("fake", "d", "all", s, "cellweave", {"score": s})]
+
+    module.run = run
+    monkeypatch.setitem(sys.modules, "fake_task", module)
+    monkeypatch.setattr(_runner, "TASKS", {"fake": "fake_task"})
+    ctx = _runner.BenchmarkContext(model=None, seeds=(0, 1))
+    report = HtmlReport("t")
+    records, seconds = _runner.run_tasks(ctx, ["fake"], report)
+    assert [r.value for r in records] == [0.0, 1.0] and set(seconds) == {"fake"}
+    html = report.render()
+    assert "Benchmark: fake" in html and "fake section" in html and "A fake task." in html
+    assert resolve_tasks("all") == ["fake"]
