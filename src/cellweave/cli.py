@@ -83,10 +83,39 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     query = io.read(args.query)
     model = CellWeave.load(args.model)
     tl.annotate(query, reference=reference, label_key=args.label_key, model=model,
-                novelty_quantile=args.novelty_quantile, seed=args.seed)
+                novelty_quantile=args.novelty_quantile, finetune=args.finetune, finetune_epochs=args.finetune_epochs,
+                seed=args.seed)
     counts = query.obs["cellweave_prediction"].value_counts()
     for label, n in counts.items():
         logger.info("predicted %s: %d cells", label, n)
+    io.write(query, args.out)
+    logger.info("Wrote %s", args.out)
+    return 0
+
+
+def cmd_integrate(args: argparse.Namespace) -> int:
+    from cellweave import io, tl
+    from cellweave.models import CellWeave
+
+    data = io.read(args.input)
+    model = CellWeave.load(args.model)
+    tl.integrate(data, batch_key=args.batch_key, model=model, method=args.method, seed=args.seed)
+    io.write(data, args.out)
+    logger.info("Wrote %s (obsm['X_cellweave_integrated'])", args.out)
+    return 0
+
+
+def cmd_map_query(args: argparse.Namespace) -> int:
+    from cellweave import io, tl
+    from cellweave.models import CellWeave
+
+    reference = io.read(args.reference)  # only read: the reference file is never written
+    query = io.read(args.query)
+    model = CellWeave.load(args.model)
+    tl.map_query(query, reference=reference, label_key=args.label_key, model=model, n_neighbors=args.n_neighbors,
+                 index=args.index, novelty_quantile=args.novelty_quantile, seed=args.seed)
+    for label, n in query.obs["cellweave_prediction"].value_counts().items():
+        logger.info("mapped %s: %d cells", label, n)
     io.write(query, args.out)
     logger.info("Wrote %s", args.out)
     return 0
@@ -166,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="output .h5ad (the annotated query)")
     sp.add_argument("--novelty-quantile", type=float, default=0.99,
                     help="quantile of held-out reference novelty used as the 'unknown' threshold")
+    sp.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=False,
+                    help="fine-tune the encoder on the reference labels (default: --no-finetune, a classifier on "
+                         "frozen embeddings)")
+    sp.add_argument("--finetune-epochs", type=int, default=3)
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_annotate)
 
@@ -188,6 +221,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     for group in GROUPS:
         importlib.import_module(f"cellweave._cli.{group}").register(sub, model_help)
+
+    sp = sub.add_parser("integrate", help="batch-corrected embedding: writes obsm['X_cellweave_integrated']")
+    sp.add_argument("input", help=".h5ad with RNA counts and a batch column")
+    sp.add_argument("--batch-key", required=True, help="obs column with the batch of each cell")
+    sp.add_argument("--model", default=None, help=model_help)
+    sp.add_argument("--method", default="harmony", choices=["harmony", "adversarial"],
+                    help="correction on top of the embedding (default: harmony; see the benchmark)")
+    sp.add_argument("--out", required=True, help="output .h5ad")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_integrate)
+
+    sp = sub.add_parser("map-query", help="map query cells onto a labelled reference (the reference is not modified)")
+    sp.add_argument("--reference", required=True, help="labelled reference .h5ad (read only)")
+    sp.add_argument("--query", required=True, help="query .h5ad")
+    sp.add_argument("--label-key", required=True, help="column of the reference's obs with the labels")
+    sp.add_argument("--model", default=None, help=model_help)
+    sp.add_argument("--n-neighbors", type=int, default=15)
+    sp.add_argument("--index", default="faiss", choices=["faiss", "pynndescent"], help="nearest-neighbour library")
+    sp.add_argument("--novelty-quantile", type=float, default=0.99)
+    sp.add_argument("--out", required=True, help="output .h5ad (the mapped query)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_map_query)
 
     sp = sub.add_parser("demo", help="embed every bundled dataset and write an HTML report")
     sp.add_argument("--out", default="demo_out", help="output folder (report.html, embeddings, metrics)")

@@ -125,7 +125,7 @@ def comparison_table(records: Iterable[Record | dict], *, task: str | None = Non
             row[r.method] = "–" if pd.isna(r.mean) else (
                 f"{r.mean:.3f}" if pd.isna(r.std) or r.n < 2 else f"{r.mean:.3f} ± {r.std:.3f}")
         valid = {m: v for m, v in means.items() if not pd.isna(v)}
-        if valid:
+        if len(valid) >= 2:
             best = max(valid, key=valid.get) if hib else min(valid, key=valid.get)
             row["best"] = best
             ours = [m for m in valid if m.startswith(CELLWEAVE)]

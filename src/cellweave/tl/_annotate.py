@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,18 +13,12 @@ from cellweave._exceptions import CellWeaveInputError
 from cellweave.models import CellWeave, environment_versions
 
 from ._embed import _h5_safe, _resolve, embed
+from ._transfer import UNKNOWN_LABEL, LabelTransfer
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 logger = logging.getLogger(__name__)
-
-#: Label given to query cells whose novelty is above the threshold.
-UNKNOWN_LABEL = "unknown"
-#: Neighbours averaged in the novelty score.
-N_NOVELTY_NEIGHBORS = 15
-#: Share of the reference held out to calibrate the novelty threshold.
-CALIBRATION_FRACTION = 0.2
 
 
 def annotate(
@@ -36,6 +29,8 @@ def annotate(
     model: CellWeave | str | None = None,
     key_added: str = "cellweave",
     novelty_quantile: float = 0.99,
+    finetune: bool = False,
+    finetune_epochs: int = 3,
     seed: int = 0,
     progress: bool = True,
     copy: bool = False,
@@ -70,8 +65,15 @@ def annotate(
     novelty_quantile
         Quantile (in ``(0, 1]``) of held-out reference novelty scores used as the threshold;
         higher flags fewer cells as unknown.
+    finetune
+        Fine-tune a copy of the model's encoder on the reference labels first (a linear head on
+        the cell embedding, cross-entropy, ``finetune_epochs`` epochs; see
+        :func:`cellweave.train.finetune_classifier`), then embed both datasets with it. Off by
+        default: the classifier is then fit on frozen embeddings.
+    finetune_epochs
+        Epochs of fine-tuning.
     seed
-        Seed of the embedding's token sampling and of the reference split.
+        Seed of the embedding's token sampling, the fine-tuning and the reference split.
     progress
         Show a progress bar while embedding.
     copy
@@ -93,7 +95,11 @@ def annotate(
         model name and SHA-256, ``label_key``, ``key_added``, classes, ``novelty_quantile``,
         threshold, number of unknown cells, number of reference cells, seed and versions.
     ``.obsm["X_cellweave"]`` and ``.uns["cellweave"]["X_cellweave"]``
-        as written by :func:`cellweave.tl.embed`, when the query had to be embedded.
+        as written by :func:`cellweave.tl.embed`, when the query had to be embedded (frozen
+        model only).
+    ``.obsm[f"X_{key_added}_finetuned"]``
+        with ``finetune=True``: the query's embedding by the fine-tuned encoder; the record in
+        ``uns`` then holds the fine-tuning summary (epochs, loss per epoch, seconds).
 
     Examples
     --------
@@ -103,49 +109,37 @@ def annotate(
     >>> cellweave.tl.annotate(query, reference=reference, label_key="cell_type")
     >>> query.obs[["cellweave_prediction", "cellweave_confidence", "cellweave_novelty"]]
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-    from sklearn.neighbors import NearestNeighbors
-    from sklearn.preprocessing import StandardScaler
-
-    if not 0.0 < novelty_quantile <= 1.0:
-        raise CellWeaveInputError(f"novelty_quantile must be in (0, 1], got {novelty_quantile}.")
     labels = _reference_labels(reference, label_key)
     adata = adata.copy() if copy else adata
     model = _resolve(model)
+    transfer = LabelTransfer(novelty_quantile=novelty_quantile, seed=seed)  # checks the quantile
 
-    query_emb = _embedding(adata, model, seed=seed, progress=progress, write=True)
-    ref_emb = _embedding(reference, model, seed=seed, progress=progress, write=False)
     keep = labels.notna().to_numpy()
-    ref_emb, ref_labels = ref_emb[keep], labels[keep].astype(str).to_numpy()
+    finetune_summary = None
+    if finetune:
+        from cellweave.train import finetune_classifier
 
-    scaler = StandardScaler().fit(ref_emb)
-    ref_z, query_z = scaler.transform(ref_emb), scaler.transform(query_emb)
+        ref = reference[keep] if not keep.all() else reference
+        ref_labels = labels[keep].astype(str).to_numpy()
+        model, finetune_summary = finetune_classifier(
+            model, model.prepare(ref, dataset="reference"), ref_labels, max_epochs=finetune_epochs, seed=seed,
+            progress=progress,
+        )
+        ref_emb = model.embed(ref, seed=seed, progress=progress)[0]
+        query_emb = model.embed(adata, seed=seed, progress=progress)[0]
+        adata.obsm[f"X_{key_added}_finetuned"] = query_emb
+    else:
+        query_emb = _embedding(adata, model, seed=seed, progress=progress, write=True)
+        ref_emb = _embedding(reference, model, seed=seed, progress=progress, write=False)
+        ref_emb, ref_labels = ref_emb[keep], labels[keep].astype(str).to_numpy()
 
-    # lbfgs fits the multinomial (softmax) model for more than two classes.
-    clf = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(ref_z, ref_labels)
-    proba = clf.predict_proba(query_z)
-    classes = [str(c) for c in clf.classes_]
-    predicted = clf.classes_[proba.argmax(axis=1)].astype(object)
-    confidence = proba.max(axis=1).astype(np.float32)
-
-    # Held-out cells are not in the index, so their scores are those of unseen cells of known
-    # types: the right yardstick for query cells scored against the same index.
-    n_test = max(len(classes), math.ceil(CALIBRATION_FRACTION * len(ref_labels)))
-    fit_idx, calib_idx = train_test_split(
-        np.arange(len(ref_labels)), test_size=n_test, stratify=ref_labels, random_state=seed
-    )
-    k = min(N_NOVELTY_NEIGHBORS, len(fit_idx))
-    index = NearestNeighbors(n_neighbors=k).fit(ref_z[fit_idx])
-    threshold = float(np.quantile(index.kneighbors(ref_z[calib_idx])[0].mean(axis=1), novelty_quantile))
-    novelty = index.kneighbors(query_z)[0].mean(axis=1).astype(np.float32)
-
-    unknown = novelty > threshold
-    predicted[unknown] = UNKNOWN_LABEL
+    transfer.fit(ref_emb, ref_labels)
+    res = transfer.predict(query_emb)
+    classes, threshold, k, unknown = transfer.classes_, transfer.threshold_, transfer.k_, res.unknown
     categories = classes + ([UNKNOWN_LABEL] if UNKNOWN_LABEL not in classes else [])
-    adata.obs[f"{key_added}_prediction"] = pd.Categorical(predicted, categories=categories)
-    adata.obs[f"{key_added}_confidence"] = confidence
-    adata.obs[f"{key_added}_novelty"] = novelty
+    adata.obs[f"{key_added}_prediction"] = pd.Categorical(res.prediction, categories=categories)
+    adata.obs[f"{key_added}_confidence"] = res.confidence
+    adata.obs[f"{key_added}_novelty"] = res.novelty
 
     record: dict[str, Any] = {
         "model": model.name,
@@ -158,6 +152,7 @@ def annotate(
         "n_neighbors": k,
         "n_unknown": int(unknown.sum()),
         "n_reference": len(ref_labels),
+        "finetune": finetune_summary or False,
         "seed": seed,
         "versions": environment_versions(),
     }

@@ -1,0 +1,126 @@
+"""Shared pieces of the cell-level tasks (annotate, integrate, map): data, splits, baseline features."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+logger = logging.getLogger(__name__)
+
+#: Bundled labelled datasets of the cell-level tasks: name -> (label key, batch key or None).
+LABELLED = {
+    "multibatch_cellbench_sc_mixology": ("cell_type", "batch"),
+    "spatial_osmfish_scvi": ("cell_type", None),
+    "spatial_novosparc_intestine": ("zone", None),
+}
+SHORT = {
+    "multibatch_cellbench_sc_mixology": "cellbench",
+    "spatial_osmfish_scvi": "osmFISH",
+    "spatial_novosparc_intestine": "intestine",
+}
+#: Extra "across" groupings of the bundled data (train on some groups, test on the held-out one).
+ACROSS = {"multibatch_cellbench_sc_mixology": ["protocol", "batch"]}
+
+
+@dataclass
+class CellTaskData:
+    """One labelled dataset: the RNA AnnData, labels, batches and the log-normalized matrix."""
+
+    name: str
+    adata: Any
+    labels: np.ndarray
+    label_key: str
+    batch_key: str | None
+    across: list[str]
+    lognorm: sp.csr_matrix
+
+    @property
+    def short(self) -> str:
+        return SHORT.get(self.name, self.name)
+
+
+def log_normalize(adata) -> sp.csr_matrix:
+    """log1p of counts scaled to 1e4 per cell (log-normalized input is used as it is)."""
+    from cellweave.io import detect_x_kind
+
+    X = sp.csr_matrix(adata.X, dtype=np.float32)
+    if detect_x_kind(X) != "counts":
+        return X
+    depth = np.asarray(X.sum(axis=1)).ravel()
+    depth[depth == 0] = 1.0
+    X = sp.diags(1e4 / depth) @ X
+    X.data = np.log1p(X.data)
+    return sp.csr_matrix(X, dtype=np.float32)
+
+
+def load_cell_tasks(ctx, *, need_batch: bool = False) -> list[CellTaskData]:
+    """The datasets of a cell-level task: the user's file (``--data``) or the bundled ones."""
+    from cellweave import datasets
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave.io import as_modalities
+
+    out = []
+    if ctx.data is not None:
+        rna = as_modalities(ctx.data).get("rna")
+        if rna is None:
+            raise CellWeaveInputError("--data has no RNA modality; the cell-level benchmarks need RNA.")
+        if hasattr(ctx.data, "mod"):
+            rna = rna.copy()
+            for col in ctx.data.obs.columns:
+                rna.obs[col] = ctx.data.obs[col].to_numpy()
+        items = [(ctx.data_name or "user_data", rna, ctx.label_key, ctx.batch_key,
+                  [ctx.batch_key] if ctx.batch_key else [])]
+    else:
+        names = list(LABELLED)[:1] if ctx.quick else list(LABELLED)
+        items = []
+        for n in names:
+            label_key, batch_key = LABELLED[n]
+            if need_batch and batch_key is None:
+                continue
+            items.append((n, datasets.load(n), label_key, batch_key, ACROSS.get(n, [])))
+    for name, adata, label_key, batch_key, across in items:
+        keep = adata.obs[label_key].notna().to_numpy()
+        if not keep.all():
+            adata = adata[keep].copy()
+        labels = adata.obs[label_key].astype(str).to_numpy()
+        out.append(CellTaskData(name, adata, labels, label_key, batch_key, across, log_normalize(adata)))
+    return out
+
+
+def hvg_features(train: sp.csr_matrix, n_top: int = 2000) -> np.ndarray:
+    """Indices of the ``n_top`` highly variable genes of the training cells (scanpy, flavor
+    "seurat" on log-normalized values), chosen on the training split only."""
+    import anndata as ad
+    import scanpy as sc
+
+    if train.shape[1] <= n_top:
+        return np.arange(train.shape[1])
+    a = ad.AnnData(X=train)
+    sc.pp.highly_variable_genes(a, n_top_genes=n_top, flavor="seurat")
+    return np.flatnonzero(a.var["highly_variable"].to_numpy())
+
+
+def stratified_folds(labels: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedKFold
+
+    _, counts = np.unique(labels, return_counts=True)
+    n = int(max(2, min(n_splits, counts.min())))
+    return list(StratifiedKFold(n_splits=n, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
+
+
+def across_splits(obs: pd.DataFrame, key: str, labels: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Leave-one-group-out splits of ``obs[key]``; the test group keeps only labels seen in training."""
+    groups = obs[key].astype(str).to_numpy()
+    out = []
+    for g in sorted(set(groups)):
+        train = np.flatnonzero(groups != g)
+        test = np.flatnonzero(groups == g)
+        test = test[np.isin(labels[test], labels[train])]
+        if len(test) and len(set(labels[train])) >= 2:
+            out.append((g, train, test))
+    return out

@@ -1,0 +1,193 @@
+"""``cellweave.tl.map_query``: place query cells in a reference's embedding and transfer its labels."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from cellweave._constants import UNS_KEY
+from cellweave._exceptions import CellWeaveInputError
+from cellweave.models import CellWeave, environment_versions
+
+from ._annotate import _embedding, _reference_labels
+from ._embed import _h5_safe, _resolve
+from ._transfer import UNKNOWN_LABEL
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+INDEXES = ("faiss", "pynndescent")
+
+
+class NeighborIndex:
+    """k-nearest-neighbour search over reference points through faiss (exact L2) or pynndescent."""
+
+    def __init__(self, points: np.ndarray, *, backend: str = "faiss", seed: int = 0) -> None:
+        if backend not in INDEXES:
+            raise CellWeaveInputError(f"Unknown neighbour index {backend!r}; choose from {', '.join(INDEXES)}.")
+        self.backend = backend
+        self.points = np.ascontiguousarray(points, dtype=np.float32)
+        if backend == "faiss":
+            import faiss
+
+            self._index = faiss.IndexFlatL2(self.points.shape[1])
+            self._index.add(self.points)
+        else:
+            import pynndescent
+
+            self._index = pynndescent.NNDescent(self.points, n_neighbors=30, random_state=seed)
+            self._index.prepare()
+
+    def query(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and Euclidean distances of the ``k`` nearest reference points, nearest first."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        k = min(k, len(self.points))
+        if self.backend == "faiss":
+            d2, idx = self._index.search(x, k)
+            return idx, np.sqrt(np.maximum(d2, 0.0))
+        idx, dist = self._index.query(x, k=k)
+        return idx, dist
+
+
+def _kernel_vote(idx: np.ndarray, dist: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Label probabilities from neighbours, weighted by a Gaussian kernel of their distance.
+
+    The kernel width per cell is the standard deviation of its neighbour distances (as in
+    scArches' label transfer), so weights are scale-free.
+    """
+    sigma = dist.std(axis=1, keepdims=True) + 1e-8
+    w = np.exp(-((dist - dist[:, :1]) / sigma) ** 2 / 2.0)
+    w /= w.sum(axis=1, keepdims=True)
+    proba = np.zeros((len(idx), n_classes))
+    np.add.at(proba, (np.repeat(np.arange(len(idx)), idx.shape[1]), codes[idx].ravel()), w.ravel())
+    return proba
+
+
+def map_query(
+    adata: AnnData,
+    *,
+    reference: AnnData,
+    label_key: str,
+    model: CellWeave | str | None = None,
+    n_neighbors: int = 15,
+    index: str = "faiss",
+    novelty_quantile: float = 0.99,
+    key_added: str = "cellweave",
+    seed: int = 0,
+    progress: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Map query cells onto a labelled reference through nearest neighbours in the model's space.
+
+    Reference and query are embedded by the same frozen model, so they share one space; the
+    embedding is standardized on the reference. Each query cell's ``n_neighbors`` nearest
+    reference cells (faiss exact L2 search, or pynndescent) vote for its label with Gaussian
+    distance weights; the uncertainty is one minus the winning share. A cell is
+    ``"unknown"`` when its mean neighbour distance exceeds the ``novelty_quantile`` of the
+    reference cells' own (leave-one-out) mean neighbour distances. Query cells are also
+    placed on a UMAP of the reference: the weighted mean of their neighbours' coordinates.
+    The reference object is only read; nothing is written into it.
+
+    Parameters
+    ----------
+    adata
+        Query AnnData (RNA counts or log-normalized values in ``X``).
+    reference
+        Labelled reference AnnData.
+    label_key
+        Column of ``reference.obs`` with the labels.
+    model
+        A :class:`~cellweave.CellWeave`, a model folder, a shipped model's name, or ``None``.
+    n_neighbors
+        Reference neighbours per query cell.
+    index
+        ``"faiss"`` (exact) or ``"pynndescent"`` (approximate, for large references).
+    novelty_quantile
+        Quantile of the reference's own neighbour distances used as the "unknown" threshold.
+    key_added
+        Prefix of the ``obs`` columns and ``obsm`` keys written.
+    seed, progress, copy
+        Seed, progress bars, return a copy.
+
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``. Writes into the query:
+
+    ``.obs[f"{key_added}_prediction"]``
+        categorical transferred label, ``"unknown"`` above the novelty threshold.
+    ``.obs[f"{key_added}_uncertainty"]``
+        float32 in [0, 1): one minus the weighted share of the winning label.
+    ``.obs[f"{key_added}_novelty"]``
+        float32 mean distance to the ``n_neighbors`` reference neighbours (standardized space).
+    ``.obsm["X_cellweave"]``
+        the query's embedding in the reference's space (when it had to be computed).
+    ``.obsm[f"X_{key_added}_reference_umap"]``
+        2-d position of each query cell on the reference UMAP.
+    ``.uns["cellweave"]["map_query"]``
+        model SHA-256, index backend, ``n_neighbors``, label classes, threshold, number of
+        reference cells, the reference UMAP coordinates and labels (for plotting the query over
+        it), seed and versions.
+    """
+    from sklearn.preprocessing import StandardScaler
+
+    from cellweave.bench import umap_coordinates
+
+    if index not in INDEXES:
+        raise CellWeaveInputError(f"Unknown neighbour index {index!r}; choose from {', '.join(INDEXES)}.")
+    if not 0.0 < novelty_quantile <= 1.0:
+        raise CellWeaveInputError(f"novelty_quantile must be in (0, 1], got {novelty_quantile}.")
+    labels = _reference_labels(reference, label_key)
+    adata = adata.copy() if copy else adata
+    model = _resolve(model)
+    query_emb = _embedding(adata, model, seed=seed, progress=progress, write=True)
+    ref_emb = _embedding(reference, model, seed=seed, progress=progress, write=False)
+    keep = labels.notna().to_numpy()
+    ref_emb, ref_labels = ref_emb[keep], labels[keep].astype(str).to_numpy()
+
+    scaler = StandardScaler().fit(ref_emb)
+    ref_z, query_z = scaler.transform(ref_emb), scaler.transform(query_emb)
+    codes, classes = pd.factorize(ref_labels, sort=True)
+    nn_index = NeighborIndex(ref_z, backend=index, seed=seed)
+    k = min(n_neighbors, len(ref_z) - 1)
+    idx, dist = nn_index.query(query_z, k)
+    proba = _kernel_vote(idx, dist, codes, len(classes))
+    predicted = np.asarray(classes)[proba.argmax(axis=1)].astype(object)
+    uncertainty = (1.0 - proba.max(axis=1)).astype(np.float32)
+    novelty = dist.mean(axis=1).astype(np.float32)
+    # The reference's own cells, each without itself: the distances a known cell type gets.
+    ref_idx, ref_dist = nn_index.query(ref_z, k + 1)
+    own = ref_idx == np.arange(len(ref_z))[:, None]
+    ref_dist = np.where(own, np.nan, ref_dist)[:, :]
+    ref_novelty = np.array([row[~np.isnan(row)][:k].mean() for row in ref_dist])
+    threshold = float(np.quantile(ref_novelty, novelty_quantile))
+    unknown = novelty > threshold
+    predicted[unknown] = UNKNOWN_LABEL
+
+    ref_umap = umap_coordinates(ref_z.astype(np.float32), seed=seed)
+    w = np.exp(-((dist - dist[:, :1]) / (dist.std(axis=1, keepdims=True) + 1e-8)) ** 2 / 2.0)
+    w /= w.sum(axis=1, keepdims=True)
+    query_umap = (ref_umap[idx] * w[:, :, None]).sum(axis=1).astype(np.float32)
+
+    categories = [str(c) for c in classes] + ([UNKNOWN_LABEL] if UNKNOWN_LABEL not in classes else [])
+    adata.obs[f"{key_added}_prediction"] = pd.Categorical(predicted, categories=categories)
+    adata.obs[f"{key_added}_uncertainty"] = uncertainty
+    adata.obs[f"{key_added}_novelty"] = novelty
+    adata.obsm[f"X_{key_added}_reference_umap"] = query_umap
+    record: dict[str, Any] = {
+        "model": model.name, "model_sha256": model.model_hash, "label_key": label_key, "index": index,
+        "n_neighbors": k, "classes": [str(c) for c in classes], "novelty_quantile": novelty_quantile,
+        "threshold": threshold, "n_unknown": int(unknown.sum()), "n_reference": len(ref_z),
+        "reference_umap": ref_umap.astype(np.float32), "reference_labels": [str(x) for x in ref_labels],
+        "seed": seed, "versions": environment_versions(),
+    }
+    uns = dict(adata.uns.get(UNS_KEY, {}))
+    uns["map_query"] = _h5_safe(record)
+    adata.uns[UNS_KEY] = uns
+    logger.info("Mapped %d query cells onto %d reference cells (%s, k=%d); %d unknown",
+                adata.n_obs, len(ref_z), index, k, int(unknown.sum()))
+    return adata if copy else None
