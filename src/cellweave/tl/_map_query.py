@@ -157,7 +157,7 @@ def map_query(
     idx, dist = nn_index.query(query_z, k)
     proba = _kernel_vote(idx, dist, codes, len(classes))
     predicted = np.asarray(classes)[proba.argmax(axis=1)].astype(object)
-    uncertainty = (1.0 - proba.max(axis=1)).astype(np.float32)
+    uncertainty = np.clip(1.0 - proba.max(axis=1), 0.0, 1.0).astype(np.float32)
     novelty = dist.mean(axis=1).astype(np.float32)
     # The reference's own cells, each without itself: the distances a known cell type gets.
     ref_idx, ref_dist = nn_index.query(ref_z, k + 1)

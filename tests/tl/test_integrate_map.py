@@ -1,0 +1,151 @@
+"""Batch integration, reference mapping and fine-tuned annotation: real data for the behaviour,
+a tiny synthetic model for fine-tuning mechanics, and the bad-input paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import silhouette_score
+from sklearn.model_selection import cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+
+import cellweave
+from cellweave._exceptions import CellWeaveInputError
+from cellweave._io_utils import sha256_file
+from cellweave.cli import main
+from cellweave.models import CellWeave
+from cellweave.tl._integrate import integrate_embedding
+
+
+@pytest.fixture(scope="module")
+def model() -> CellWeave:
+    return CellWeave.load(None)
+
+
+@pytest.fixture(scope="module")
+def cellbench(model):
+    adata = cellweave.datasets.load("multibatch_cellbench_sc_mixology")
+    cellweave.tl.embed(adata, model=model, progress=False)
+    return adata
+
+
+def _knn_acc(x, y) -> float:
+    return float(cross_val_score(KNeighborsClassifier(15), x, y, cv=3).mean())
+
+
+def test_integrate_mixes_batches_and_keeps_cell_types(cellbench, model) -> None:
+    out = cellweave.tl.integrate(cellbench, batch_key="batch", model=model, progress=False, copy=True)
+    z, raw = out.obsm["X_cellweave_integrated"], out.obsm["X_cellweave"]
+    batch, label = out.obs["batch"].astype(str), out.obs["cell_type"].astype(str)
+    # Batches are less separable after integration, cell types no less.
+    assert silhouette_score(z, batch) < silhouette_score(raw, batch) - 0.02
+    assert _knn_acc(z, label) >= _knn_acc(raw, label) - 0.02
+    rec = out.uns["cellweave"]["integrate"]
+    assert rec["method"] == "harmony" and rec["model_sha256"] == model.model_hash and len(rec["batches"]) == 5
+    assert "X_cellweave_integrated" not in cellbench.obsm  # copy=True left the input alone
+
+
+def test_adversarial_adapter_removes_a_batch_shift() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 600)
+    batch = rng.integers(0, 2, 600)
+    x = rng.normal(size=(600, 16)) + 4.0 * np.eye(16)[labels] + 3.0 * np.eye(16)[8 + batch]
+    z = integrate_embedding(x.astype(np.float32), batch.astype(str), method="adversarial", max_epochs=60, seed=0)
+    assert z.shape == (600, 32)
+    assert _knn_acc(x, batch) > 0.95
+    assert _knn_acc(z, batch) < 0.75  # batch is hard to predict from z
+    assert _knn_acc(z, labels) > 0.75  # cell types stay apart (chance: 0.33)
+
+
+def test_integrate_bad_batch_key(cellbench) -> None:
+    with pytest.raises(CellWeaveInputError, match="not a column of obs"):
+        cellweave.tl.integrate(cellbench, batch_key="sample", copy=True)
+    one = cellbench[cellbench.obs["batch"] == "sc_dropseq"].copy()
+    with pytest.raises(CellWeaveInputError, match="single batch"):
+        cellweave.tl.integrate(one, batch_key="batch", copy=True)
+    with pytest.raises(CellWeaveInputError, match="Unknown integration method"):
+        cellweave.tl.integrate(cellbench, batch_key="batch", method="combat", copy=True)
+
+
+@pytest.fixture(scope="module")
+def protocols(cellbench):
+    """Reference = the CEL-seq2 batches, query = the Drop-seq batch (a different protocol)."""
+    ref = cellbench[cellbench.obs["protocol"] == "CEL-seq2"].copy()
+    query = cellbench[cellbench.obs["protocol"] == "Drop-seq"].copy()
+    del query.obs["cell_type"]
+    truth = cellbench.obs.loc[query.obs_names, "cell_type"].astype(str).to_numpy()
+    return ref, query, truth
+
+
+def test_map_query_across_protocols(protocols, model) -> None:
+    ref, query, truth = protocols
+    out = cellweave.tl.map_query(query, reference=ref, label_key="cell_type", model=model, progress=False, copy=True)
+    pred = out.obs["cellweave_prediction"].astype(str).to_numpy()
+    known = pred != "unknown"
+    acc = float(np.mean(pred[known] == truth[known]))
+    assert acc > 0.5  # 3 lines in the query: chance is about 0.33
+    unc = out.obs["cellweave_uncertainty"].to_numpy()
+    assert ((0 <= unc) & (unc < 1)).all()
+    wrong = pred != truth
+    assert unc[wrong].mean() > unc[~wrong].mean()  # the uncertainty points at the errors
+    assert out.obsm["X_cellweave_reference_umap"].shape == (query.n_obs, 2)
+    rec = out.uns["cellweave"]["map_query"]
+    assert rec["index"] == "faiss" and np.asarray(rec["reference_umap"]).shape == (ref.n_obs, 2)
+
+
+@pytest.mark.slow  # pynndescent compiles with numba on first use (a minute or more on 2 cores)
+def test_pynndescent_index_agrees_with_faiss() -> None:
+    from cellweave.tl._map_query import NeighborIndex
+
+    rng = np.random.default_rng(0)
+    ref, query = rng.normal(size=(2000, 20)), rng.normal(size=(200, 20))
+    exact, _ = NeighborIndex(ref, backend="faiss").query(query, 10)
+    approx, dist = NeighborIndex(ref, backend="pynndescent", seed=0).query(query, 10)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall > 0.9 and (np.diff(dist, axis=1) >= -1e-5).all()
+
+
+def test_map_query_cli_leaves_reference_untouched(protocols, tmp_path, capsys) -> None:
+    ref, query, truth = protocols
+    ref_path, query_path, out = tmp_path / "ref.h5ad", tmp_path / "query.h5ad", tmp_path / "out.h5ad"
+    ref.write_h5ad(ref_path)
+    query.write_h5ad(query_path)
+    before = sha256_file(ref_path)
+    args = ["map-query", "--reference", str(ref_path), "--query", str(query_path), "--out", str(out)]
+    assert main([*args, "--label-key", "cell_type"]) == 0
+    assert sha256_file(ref_path) == before
+    mapped = cellweave.io.read(out)
+    assert mapped.obs["cellweave_prediction"].notna().all() and "X_cellweave" in mapped.obsm
+    assert main([*args[:-1], str(tmp_path / "bad.h5ad"), "--label-key", "celltype"]) == 2
+    assert "label_key 'celltype' is not a column" in capsys.readouterr().err
+    assert not (tmp_path / "bad.h5ad").exists()
+
+
+def test_finetune_learns_labels_and_leaves_the_base_model(tiny_vocab_and_data) -> None:
+    from cellweave.train import finetune_classifier
+
+    vocab, adata = tiny_vocab_and_data
+    base = CellWeave.from_preset("tiny", vocab, d_model=32, n_layers=1, n_heads=2, d_ff=64)
+    before = base.model_hash
+    corpus = base.prepare(adata, dataset="synthetic")
+    tuned, summary = finetune_classifier(base, corpus, adata.obs["cell_type"].to_numpy(), max_epochs=4,
+                                         lr=1e-3, seed=0, progress=False)
+    assert summary["train_loss"][-1] < summary["train_loss"][0]
+    assert base.model_hash == before and tuned.model_hash != before
+    assert tuned.card["finetune"]["base_model_sha256"] == before
+    # Same seed, same result: fine-tuning is reproducible on the CPU.
+    again, _ = finetune_classifier(base, corpus, adata.obs["cell_type"].to_numpy(), max_epochs=4, lr=1e-3, seed=0,
+                                   progress=False)
+    assert again.model_hash == tuned.model_hash
+
+
+def test_annotate_finetune_writes_its_embedding(tiny_vocab_and_data) -> None:
+    vocab, adata = tiny_vocab_and_data
+    base = CellWeave.from_preset("tiny", vocab, d_model=32, n_layers=1, n_heads=2, d_ff=64)
+    ref, query = adata[:90].copy(), adata[90:].copy()
+    cellweave.tl.annotate(query, reference=ref, label_key="cell_type", model=base, finetune=True,
+                          finetune_epochs=2, progress=False)
+    assert query.obsm["X_cellweave_finetuned"].shape == (30, base.module.embedding_dim)
+    assert "X_cellweave" not in query.obsm
+    rec = query.uns["cellweave"]["annotate"]
+    assert len(rec["finetune"]["train_loss"]) == 2 and rec["finetune"]["base_model_sha256"] == base.model_hash
