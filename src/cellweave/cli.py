@@ -69,7 +69,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     data = io.read(args.input)
     model = CellWeave.load(args.model)
     tl.embed(data, model=model, layer=args.layer, batch_size=args.batch_size, seed=args.seed,
-             organism=args.organism)
+             organism=args.organism, spatial=args.spatial, section_key=args.section_key)
     io.write(data, args.out)
     logger.info("Wrote %s", args.out)
     return 0
@@ -185,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--organism", default=None, choices=["human", "mouse"], help="default: inferred")
     sp.add_argument("--batch-size", type=int, default=128)
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--spatial", action=argparse.BooleanOptionalAction, default=None,
+                    help="append the mean embedding of each cell's nearest cells in space (obsm['spatial'], within a "
+                         "section); default: only if the model was pretrained with spatial context")
+    sp.add_argument("--section-key", default=None,
+                    help="obs column of tissue sections (default: section/library_id/sample/batch)")
     sp.set_defaults(func=cmd_embed)
 
     sp = sub.add_parser("annotate", help="transfer labels from a reference: writes obs['cellweave_prediction'] etc.")

@@ -1,9 +1,57 @@
-"""``cellweave`` subcommands of this area; registered by :mod:`cellweave.cli`."""
+"""``cellweave impute``: predict a missing modality (registered by :mod:`cellweave.cli`)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+
+logger = logging.getLogger("cellweave")
+
+
+def cmd_impute(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cellweave import io, tl
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave.models import CellWeave
+
+    out = Path(args.out)
+    data = io.read(args.input)
+    is_mudata = hasattr(data, "mod")
+    want = ".h5mu" if is_mudata else ".h5ad"
+    if out.suffix != want:
+        raise CellWeaveInputError(f"--out must end in {want} for {'MuData' if is_mudata else 'AnnData'} input, "
+                                  f"not {out.name!r}.")
+    model = CellWeave.load(args.model)
+    tl.impute(data, target=args.target, model=model, input_modalities=args.input_modalities, layer=args.layer,
+              organism=args.organism, batch_size=args.batch_size, seed=args.seed)
+    key = f"cellweave_{args.target}"
+    n_feat = data.obsm[key].shape[1]
+    logger.info("predicted %d %s features for %d cells -> obsm[%r]%s", n_feat, args.target, data.n_obs, key,
+                f" and modality {args.target!r}" if is_mudata else "")
+    io.write(data, out)
+    logger.info("Wrote %s", out)
+    return 0
 
 
 def register(sub: argparse._SubParsersAction, model_help: str) -> None:
-    """Add this area's subcommands to the cellweave parser (none yet)."""
+    """Add ``cellweave impute`` to the cellweave parser."""
+    sp = sub.add_parser(
+        "impute",
+        help="predict a missing modality (protein, ATAC, RNA) of every cell from the measured ones",
+        description="Writes obsm['cellweave_<target>'] (features in uns['cellweave']['cellweave_<target>']); "
+        "for .h5mu input also adds the modality, or extends it to every cell with the predictions in "
+        "layers['cellweave_imputed'].",
+    )
+    sp.add_argument("input", help=".h5ad (RNA) or .h5mu")
+    sp.add_argument("--target", required=True, choices=["prot", "atac", "rna", "gene_activity"],
+                    help="modality to predict")
+    sp.add_argument("--model", default=None, help=model_help)
+    sp.add_argument("--out", required=True, help="output .h5ad (or .h5mu for MuData input)")
+    sp.add_argument("--input-modalities", nargs="+", default=None,
+                    help="predict from these modalities only (default: all but the target)")
+    sp.add_argument("--layer", default=None, help="layer holding raw RNA counts (default: X)")
+    sp.add_argument("--organism", default=None, choices=["human", "mouse"], help="default: inferred")
+    sp.add_argument("--batch-size", type=int, default=128)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_impute)

@@ -33,10 +33,29 @@ class Tokenizer:
     mask_ratio: float = 0.3
     jitter: float = 0.5
     """Scale of the uniform noise added to values before ranking them during training."""
+    modality_dropout: float = 0.0
+    """Probability, per training cell that carries two or more modalities, that one of them
+    (chosen uniformly) is left out of the input and its features become cell-head targets:
+    cross-modal masking, which teaches the model to predict a missing modality."""
 
     @classmethod
     def from_config(cls, config) -> Tokenizer:  # config: CellWeaveConfig (nn layer; not imported here)
-        return cls(dict(config.context_length), config.zero_fraction, config.mask_ratio, config.selection_jitter)
+        return cls(dict(config.context_length), config.zero_fraction, config.mask_ratio, config.selection_jitter,
+                   getattr(config, "modality_dropout", 0.0))
+
+    def draw_dropped_modality(
+        self, corpus: CellCorpus, i: int, rng: np.random.Generator, p: float | None = None
+    ) -> str | None:
+        """The modality to leave out of cell ``i``'s input (or ``None``), with probability ``p``
+        (default ``modality_dropout``) when the cell carries at least two modalities."""
+        p = self.modality_dropout if p is None else p
+        if p <= 0:
+            return None
+        present = [b.modality for b in corpus.blocks
+                   if b.present[i] and b.token_ids.size and self.context_length.get(b.modality, 0) > 0]
+        if len(present) < 2 or rng.random() >= p:
+            return None
+        return present[int(rng.integers(len(present)))]
 
     def tokenize(
         self,
@@ -46,6 +65,8 @@ class Tokenizer:
         *,
         train: bool = False,
         n_targets: int = 0,
+        drop_modality: str | None = None,
+        modalities: Sequence[str] | None = None,
     ) -> tuple[np.ndarray, ...]:
         """Token ids, values and modality ids of cell ``i``.
 
@@ -56,10 +77,20 @@ class Tokenizer:
         ``n_targets`` features of the cell that are *not* in its input (half measured, half zero,
         split across modalities by context share). The cell embedding is trained to predict them,
         so it has to summarize the whole profile, not only the tokens it saw.
+
+        ``drop_modality``: leave that modality out of the input; with ``n_targets > 0`` up to
+        ``n_targets`` of its features (half measured, half zero) become targets instead
+        (cross-modal masking). ``modalities``: tokenize only these (e.g. ``["rna"]`` to embed a
+        CITE-seq cell from its RNA alone).
         """
         noise = self.jitter if train else 1e-3
         ids, vals, mods, t_ids, t_vals, t_mods = [], [], [], [], [], []
-        present = [b for b in corpus.blocks if b.present[i] and b.token_ids.size and self.context_length.get(b.modality, 0) > 0]
+        present = [b for b in corpus.blocks if b.present[i] and b.token_ids.size and self.context_length.get(b.modality, 0) > 0
+                   and (modalities is None or b.modality in modalities)]
+        dropped = [b for b in present if b.modality == drop_modality]
+        present = [b for b in present if b.modality != drop_modality]
+        if dropped and n_targets:
+            t_ids, t_vals, t_mods = _modality_targets(dropped[0], i, n_targets, rng)
         total_budget = sum(self.context_length[b.modality] for b in present) or 1
         for block in present:
             budget = self.context_length[block.modality]
@@ -79,7 +110,7 @@ class Tokenizer:
             else:
                 cols, v = measured, measured_v
             n_zero = min(n_zero_avail, budget - n_nz, n_zero_target)
-            k_t = int(round(n_targets * budget / total_budget)) if n_targets else 0
+            k_t = int(round(n_targets * budget / total_budget)) if (n_targets and not dropped) else 0
             k_t_zero = min(n_zero_avail - max(n_zero, 0), k_t - min(rest.size, k_t // 2)) if k_t else 0
             n_draw = max(n_zero, 0) + max(k_t_zero, 0)
             if n_draw > 0:
@@ -115,6 +146,31 @@ class Tokenizer:
         return m
 
 
+def _modality_targets(
+    block, i: int, n_targets: int, rng: np.random.Generator
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Targets from a modality left out of the input: every feature when the modality has at
+    most ``n_targets``, else ``n_targets`` of them, half measured and half zero where possible."""
+    start, end = block.values.indptr[i], block.values.indptr[i + 1]
+    measured = block.values.indices[start:end]
+    measured_v = block.values.data[start:end]
+    n_cols = block.token_ids.size
+    if n_cols <= n_targets:
+        dense = np.zeros(n_cols, dtype=np.float32)
+        dense[measured] = measured_v
+        cols, v = np.arange(n_cols), dense
+    else:
+        n_zero_avail = n_cols - measured.size
+        k_nz = min(measured.size, max(n_targets - n_zero_avail, n_targets // 2))
+        k_zero = min(n_zero_avail, n_targets - k_nz)
+        pick = rng.choice(measured.size, size=k_nz, replace=False) if k_nz else np.zeros(0, dtype=np.int64)
+        zeros = _sample_absent(measured, n_cols, k_zero, rng) if k_zero else np.zeros(0, dtype=np.int64)
+        cols = np.concatenate([measured[pick], zeros]).astype(np.int64)
+        v = np.concatenate([measured_v[pick], np.zeros(zeros.size, dtype=np.float32)])
+    return ([block.token_ids[cols]], [v.astype(np.float32, copy=False)],
+            [np.full(cols.size, MODALITY_ID[block.modality], dtype=np.int64)])
+
+
 def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
 
@@ -138,12 +194,15 @@ class TokenDataset(torch.utils.data.Dataset):
     ``mode="train"``: fresh token and mask samples at every visit. ``mode="eval"``: samples and
     masks fixed by ``(seed, cell)`` so validation losses are comparable between epochs.
     ``mode="embed"``: fixed samples, no mask. ``n_targets``: features outside the input for
-    the cell embedding to predict (train and eval modes).
+    the cell embedding to predict (train and eval modes). ``modality_dropout`` (train and eval
+    modes; default: the tokenizer's): probability of leaving one modality of a multimodal cell
+    out of the input and predicting it (fixed per cell in eval mode). ``modalities``: tokenize
+    only these modalities.
     """
 
     def __init__(
         self, corpora: Sequence[CellCorpus], tokenizer: Tokenizer, *, mode: str = "train", seed: int = 0,
-        n_targets: int = 0,
+        n_targets: int = 0, modality_dropout: float | None = None, modalities: Sequence[str] | None = None,
     ):
         if mode not in ("train", "eval", "embed"):
             raise ValueError(f"mode must be 'train', 'eval' or 'embed', not {mode!r}")
@@ -152,6 +211,8 @@ class TokenDataset(torch.utils.data.Dataset):
         self.mode = mode
         self.seed = seed
         self.n_targets = n_targets
+        self.modality_dropout = tokenizer.modality_dropout if modality_dropout is None else modality_dropout
+        self.modalities = list(modalities) if modalities is not None else None
         self.offsets = np.cumsum([0] + [len(c) for c in self.corpora])
         self._rng = np.random.default_rng(seed)
 
@@ -163,7 +224,11 @@ class TokenDataset(torch.utils.data.Dataset):
         i = idx - int(self.offsets[k])
         rng = self._rng if self.mode == "train" else np.random.default_rng([self.seed, idx])
         n_targets = self.n_targets if self.mode != "embed" else 0
-        out = self.tokenizer.tokenize(self.corpora[k], i, rng, train=self.mode == "train", n_targets=n_targets)
+        drop = None
+        if self.mode != "embed" and self.modality_dropout > 0:
+            drop = self.tokenizer.draw_dropped_modality(self.corpora[k], i, rng, self.modality_dropout)
+        out = self.tokenizer.tokenize(self.corpora[k], i, rng, train=self.mode == "train", n_targets=n_targets,
+                                      drop_modality=drop, modalities=self.modalities)
         item = {"token_ids": out[0], "values": out[1], "modality_ids": out[2], "index": idx}
         if self.mode != "embed":
             item["value_mask"] = self.tokenizer.mask(out[0].size, rng)

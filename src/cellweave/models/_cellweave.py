@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from cellweave._exceptions import CellWeaveModelError
+from cellweave._exceptions import CellWeaveInputError, CellWeaveModelError
 from cellweave._io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 from cellweave.data import CellCorpus, Tokenizer, TokenDataset, collate_tokens, prepare_cells
 from cellweave.genes import Vocabulary
@@ -103,6 +103,7 @@ class CellWeave:
         self.history: list[dict[str, Any]] = []
         self.path: Path | None = None
         self._hash: str | None = None
+        self.last_spatial: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -196,24 +197,84 @@ class CellWeave:
 
     @torch.inference_mode()
     def embed_corpus(
-        self, corpus: CellCorpus, *, batch_size: int = 128, seed: int = 0, progress: bool = True
+        self, corpus: CellCorpus, *, batch_size: int = 128, seed: int = 0, progress: bool = True,
+        modalities: list[str] | None = None, pooling: str = "config",
     ) -> np.ndarray:
-        """Cell embeddings ``(n_cells, embedding_dim)`` of a prepared corpus (deterministic for a seed)."""
+        """Cell embeddings ``(n_cells, embedding_dim)`` of a prepared corpus (deterministic for a seed).
+
+        ``modalities``: embed from these modalities only (e.g. ``["rna"]`` for the RNA-only
+        embedding of a CITE-seq cell). ``pooling="cls"`` returns the CLS state ``(n, d_model)``
+        that the cell head reads (what :meth:`predict_features` uses), whatever the config says.
+        """
         from tqdm.auto import tqdm
 
         self.module.eval()
-        dataset = TokenDataset([corpus], self.tokenizer, mode="embed", seed=seed)
+        dataset = TokenDataset([corpus], self.tokenizer, mode="embed", seed=seed, modalities=modalities)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_tokens)
         device = next(self.module.parameters()).device
-        out = np.zeros((len(dataset), self.module.embedding_dim), dtype=np.float32)
+        width = self.config.d_model if pooling == "cls" else self.module.embedding_dim
+        out = np.zeros((len(dataset), width), dtype=np.float32)
         for batch in tqdm(loader, desc=f"embedding {corpus.name}", disable=not progress, leave=False):
-            cell = self.module.embed_cells(
-                batch["token_ids"].to(device),
-                batch["values"].to(device),
-                batch["modality_ids"].to(device),
-                batch["padding_mask"].to(device),
-            )
+            args = (batch["token_ids"].to(device), batch["values"].to(device), batch["modality_ids"].to(device),
+                    batch["padding_mask"].to(device))
+            cell = self.module.encode(*args)[0] if pooling == "cls" else self.module.embed_cells(*args)
             out[batch["index"].numpy()] = cell.float().cpu().numpy()
+        return out
+
+    def modality_features(self, modality: str) -> list[str]:
+        """Vocabulary keys of a modality: ``prot:...``, ``atac:...``, or gene IDs (``rna`` and
+        ``gene_activity`` share gene keys; the modality embedding tells them apart)."""
+        from cellweave._constants import MODALITIES
+
+        if modality not in MODALITIES:
+            raise CellWeaveInputError(f"Unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}.")
+        keys = self.vocab.keys
+        if modality in ("prot", "atac"):
+            return [k for k in keys if k.startswith(modality + ":")]
+        return [k for k in keys if not k.startswith(("prot:", "atac:"))]
+
+    @torch.inference_mode()
+    def predict_features(
+        self,
+        corpus: CellCorpus,
+        features: list[str],
+        *,
+        target: str,
+        input_modalities: list[str] | None = None,
+        batch_size: int = 128,
+        seed: int = 0,
+        progress: bool = True,
+        cell_states: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Values ``(n_cells, n_features)`` of vocabulary ``features`` of modality ``target``,
+        predicted by the cell head from each cell's state computed on ``input_modalities``
+        (default: every modality except ``target``). Values are on the model's value scale
+        (``config.value_encoding``: within-cell quantile in (0, 1], 0 = not detected).
+        ``cell_states``: precomputed CLS states (``embed_corpus(..., pooling="cls")``)."""
+        from cellweave._constants import MODALITY_ID
+
+        ids = self.vocab.lookup(features)
+        if (ids < 0).any():
+            bad = [f for f, i in zip(features, ids) if i < 0][:5]
+            raise CellWeaveInputError(f"Features not in the model's vocabulary: {bad}. Use model.modality_features().")
+        if cell_states is None:
+            if input_modalities is None:
+                input_modalities = [m for m in corpus.modalities if m != target]
+            if not input_modalities:
+                raise CellWeaveInputError(
+                    f"No modality to predict {target!r} from: the data carries only {corpus.modalities}."
+                )
+            cell_states = self.embed_corpus(corpus, batch_size=batch_size, seed=seed, progress=progress,
+                                            modalities=input_modalities, pooling="cls")
+        device = next(self.module.parameters()).device
+        fid = torch.as_tensor(ids, dtype=torch.long, device=device)
+        mid = torch.full_like(fid, MODALITY_ID[target])
+        out = np.zeros((cell_states.shape[0], len(features)), dtype=np.float32)
+        for start in range(0, cell_states.shape[0], 1024):
+            cell = torch.as_tensor(cell_states[start:start + 1024], device=device)
+            for f0 in range(0, len(features), 4096):
+                pred = self.module.predict_features(cell, fid[f0:f0 + 4096], mid[f0:f0 + 4096])
+                out[start:start + cell.shape[0], f0:f0 + pred.shape[1]] = pred.float().cpu().numpy()
         return out
 
     def embed(
@@ -223,11 +284,42 @@ class CellWeave:
         batch_size: int = 128,
         seed: int = 0,
         progress: bool = True,
+        spatial: bool | None = None,
+        spatial_key: str = "spatial",
+        section_key: str | None = None,
+        n_spatial_neighbors: int | None = None,
         **prepare_kwargs: Any,
     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Cell embeddings of ``data`` and its per-modality coverage report."""
+        """Cell embeddings of ``data`` and its per-modality coverage report.
+
+        ``spatial``: append the mean embedding of each cell's ``n_spatial_neighbors`` nearest
+        cells in space (``obsm[spatial_key]``, searched within the cell's section:
+        ``obs[section_key]`` or the first of ``section``/``library_id``/``sample``/``batch``)
+        to its own embedding, doubling the width. ``None``: only when the data has coordinates
+        and ``config.spatial_neighbors > 0``. The spatial settings used are recorded in
+        ``self.last_spatial`` (``None`` when no spatial context was used).
+        ``modalities`` (a ``prepare`` keyword) restricts the input modalities.
+        """
+        from cellweave.data._spatial import neighbourhood_mean, section_labels, spatial_coordinates, spatial_neighbors
+
         corpus = self.prepare(data, **prepare_kwargs)
-        return self.embed_corpus(corpus, batch_size=batch_size, seed=seed, progress=progress), corpus.coverage
+        emb = self.embed_corpus(corpus, batch_size=batch_size, seed=seed, progress=progress)
+        self.last_spatial = None
+        coords = spatial_coordinates(data, spatial_key) if spatial is not False else None
+        use = bool(spatial) if spatial is not None else (coords is not None and self.config.spatial_neighbors > 0)
+        if use:
+            if coords is None:
+                raise CellWeaveInputError(
+                    f"spatial=True but the data has no obsm[{spatial_key!r}] coordinates; "
+                    "embed with spatial=False (or --no-spatial), or add the coordinates."
+                )
+            k = n_spatial_neighbors or self.config.spatial_neighbors or 10
+            sections, col = section_labels(data.obs, section_key)
+            nbr = spatial_neighbors(coords, sections, n_neighbors=k)
+            emb = np.concatenate([emb, neighbourhood_mean(emb, nbr)], axis=1)
+            self.last_spatial = {"spatial_key": spatial_key, "n_neighbors": int(k), "section_key": col or "",
+                                 "n_sections": int(len(set(sections)))}
+        return emb, corpus.coverage
 
 
 def render_model_card(model: CellWeave) -> str:
@@ -242,7 +334,8 @@ def render_model_card(model: CellWeave) -> str:
         "## Architecture",
         f"- preset `{cfg.preset}`: d_model {cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} heads, "
         f"MLP {cfg.d_ff}, pooling `{cfg.pooling}`",
-        f"- context per modality: {cfg.context_length}; zero share {cfg.zero_fraction}; mask ratio {cfg.mask_ratio}",
+        f"- context per modality: {cfg.context_length}; zero share {cfg.zero_fraction}; mask ratio {cfg.mask_ratio}; "
+        f"modality dropout (cross-modal masking) {cfg.modality_dropout}",
         f"- vocabulary: {len(model.vocab):,} features; parameters: {model.module.num_parameters():,}",
         "",
         "## Training",

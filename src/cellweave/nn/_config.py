@@ -48,6 +48,12 @@ class CellWeaveConfig:
     embedding must predict during pretraining; 0 turns this objective off."""
     mask_ratio: float = 0.3
     """Fraction of value tokens hidden and predicted during pretraining."""
+    modality_dropout: float = 0.0
+    """Probability that a pretraining cell carrying two or more modalities has one of them left
+    out of its input, its features becoming cell-head targets (cross-modal masking): what teaches
+    the model to predict protein or chromatin from RNA. 0 (the default of older models) never
+    drops a modality, and a cell's input then holds every protein it measured, so no protein
+    was ever a target."""
     pooling: Literal["cls", "mean", "bag", "cls+bag"] = "cls+bag"
     """How the cell embedding is read off the model: the CLS state, the mean of token states,
     the value-weighted mean of the input feature embeddings ("bag", GenePT-w style), or the
@@ -57,6 +63,11 @@ class CellWeaveConfig:
     """What a token's value is: its quantile among the cell's measured values in (0, 1]
     (depth- and protocol-invariant, like Geneformer's ranks and scGPT's per-cell bins), or
     log1p of counts per 10k. Either goes through a small MLP rather than being binned."""
+    spatial_neighbors: int = 0
+    """Spatial context when embedding data with ``obsm["spatial"]``: the mean embedding of this
+    many nearest neighbours in space (within a section) is appended to each cell's embedding.
+    It is used automatically (``spatial=None``) only when > 0; ``spatial=True`` asks for it with
+    any model (10 neighbours unless set here). Training does not depend on it."""
     preset: str = "custom"
 
     def __post_init__(self) -> None:

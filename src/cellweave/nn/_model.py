@@ -176,6 +176,16 @@ class CellWeaveModule(nn.Module):
         bias = self.cell_bias(feature).squeeze(-1)
         return (query * self.cell_key(cell).unsqueeze(1)).sum(-1) / math.sqrt(cell.shape[-1]) + bias
 
+    def predict_features(self, cell: torch.Tensor, feature_ids: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
+        """Values of the same features ``feature_ids`` (T,) for every cell ``(B, d)`` -> ``(B, T)``.
+
+        The same cell head as :meth:`predict_from_cell`, with the feature side computed once
+        for all cells (cross-modal imputation asks every cell for every protein or peak)."""
+        feature = self.feature_embedding(feature_ids) + self.modality_embedding(modality_ids)
+        query = self.cell_query(feature)
+        bias = self.cell_bias(feature).squeeze(-1)
+        return self.cell_key(cell) @ query.T / math.sqrt(cell.shape[-1]) + bias
+
     def forward(
         self,
         token_ids: torch.Tensor,

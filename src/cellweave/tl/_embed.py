@@ -30,6 +30,10 @@ def embed(
     batch_size: int = 128,
     seed: int = 0,
     progress: bool = True,
+    spatial: bool | None = None,
+    spatial_key: str = "spatial",
+    section_key: str | None = None,
+    n_spatial_neighbors: int | None = None,
     copy: bool = False,
 ) -> AnnData | MuData | None:
     """Embed every cell with a pretrained CellWeave model.
@@ -52,6 +56,16 @@ def embed(
         ``"human"`` or ``"mouse"``; inferred from gene names and IDs when not given.
     batch_size, seed, progress
         Inference batch size, seed of the token sampling, progress bar.
+    spatial
+        Tissue context for data with ``obsm[spatial_key]``: ``True`` appends to each cell's
+        embedding the mean embedding of its ``n_spatial_neighbors`` nearest cells in space
+        (2 x width); ``False`` never; ``None`` (default) only when the data has coordinates and
+        the model sets ``config.spatial_neighbors``. Neighbours are searched within one section
+        only: ``obs[section_key]``, else the first of ``section``, ``library_id``, ``sample``,
+        ``batch``; coordinates of different sections are never compared.
+    spatial_key, section_key, n_spatial_neighbors
+        Where the coordinates and sections are; neighbours averaged (default: the model's
+        ``config.spatial_neighbors``, else 10).
     copy
         Return a modified copy instead of writing into ``adata``.
 
@@ -60,10 +74,12 @@ def embed(
     ``None``, or the modified copy when ``copy=True``. Writes:
 
     ``.obsm[key_added]``
-        ``(n_obs, d_model)`` float32 cell embeddings.
+        ``(n_obs, embedding_dim)`` float32 cell embeddings (twice as wide with spatial context).
     ``.uns["cellweave"][key_added]``
         model name and SHA-256, cellweave/torch versions, seed, modalities, input kind
-        (counts or log-normalized) and the vocabulary coverage per modality.
+        (counts or log-normalized), the vocabulary coverage per modality and ``spatial``
+        (whether tissue context was used; with it ``spatial_context``: key, neighbours,
+        section column, number of sections).
 
     Examples
     --------
@@ -76,6 +92,7 @@ def embed(
     model = _resolve(model)
     emb, cov = model.embed(
         adata, batch_size=batch_size, seed=seed, progress=progress,
+        spatial=spatial, spatial_key=spatial_key, section_key=section_key, n_spatial_neighbors=n_spatial_neighbors,
         layer=layer, modalities=modalities, organism=organism,
     )
     adata.obsm[key_added] = emb
@@ -91,6 +108,8 @@ def embed(
         "coverage_examples": {c["modality"]: c.get("examples", {}) for c in cov},
         "versions": environment_versions(),
         "pretraining_seed": model.card.get("seed"),
+        "spatial": model.last_spatial is not None,
+        "spatial_context": model.last_spatial,
     }
     uns = dict(adata.uns.get(UNS_KEY, {}))
     uns[key_added] = _h5_safe(record)

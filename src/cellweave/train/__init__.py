@@ -1,7 +1,8 @@
 """Training: Lightning plans, atomic checkpoints, pretraining."""
 
 from ._finetune import finetune_classifier
+from ._perturb import PerturbationModel, finetune_perturbation
 from ._plan import AtomicCheckpointIO, HistoryCallback, PretrainPlan
 from ._pretrain import evaluate_masked, feature_mean_baselines, pretrain, split_cells
 
-__all__ = ["AtomicCheckpointIO", "finetune_classifier", "HistoryCallback", "PretrainPlan", "evaluate_masked", "feature_mean_baselines", "pretrain", "split_cells"]
+__all__ = ["AtomicCheckpointIO", "PerturbationModel", "finetune_classifier", "finetune_perturbation", "HistoryCallback", "PretrainPlan", "evaluate_masked", "feature_mean_baselines", "pretrain", "split_cells"]

@@ -1,0 +1,146 @@
+"""tl.impute, spatial context in tl.embed, and `cellweave impute` on tiny synthetic models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import cellweave
+from cellweave._exceptions import CellWeaveInputError
+from cellweave.cli import main
+from cellweave.data import synthetic_adata, synthetic_mudata
+from cellweave.models import CellWeave
+
+TINY = dict(d_model=32, n_layers=2, n_heads=2, d_ff=64, n_cell_targets=32,
+            context_length={"rna": 64, "prot": 16, "atac": 32, "gene_activity": 32})
+
+
+def _cells():
+    # One draw: synthetic programs (which protein marks which type) depend on the seed, so
+    # held-out cells must come from the same draw as the training cells.
+    return synthetic_mudata(n_cells=420, n_genes=200, n_proteins=12, n_peaks=60, seed=0)
+
+
+def _train(tmp_path_factory, modality_dropout: float) -> CellWeave:
+    from cellweave.train import pretrain
+
+    train = _cells()[:300].copy()
+    out = tmp_path_factory.mktemp(f"model_md{modality_dropout}")
+    return pretrain({"train": train}, out=out, max_epochs=6, batch_size=32, lr=3e-3, seed=0, progress=False,
+                    config_overrides={**TINY, "modality_dropout": modality_dropout})
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> CellWeave:
+    return _train(tmp_path_factory, 1.0)
+
+
+@pytest.fixture(scope="module")
+def query():
+    """Cells never seen in pretraining, with their measured protein."""
+    return _cells()[300:].copy()
+
+
+def test_cross_modal_masking_teaches_the_missing_modality(model, tmp_path_factory) -> None:
+    """Held-out cells with one modality left out of the input: trained with modality dropout,
+    the cell head predicts the missing values better than each feature's mean; trained without
+    it (no protein was ever a target: a cell's input holds all its proteins), it does worse."""
+    with_dropout = model.card["metrics"]
+    without = _train(tmp_path_factory, 0.0).card["metrics"]
+    assert with_dropout["val_cross_modal_values"] > 100
+    assert with_dropout["val_cross_modal_mse"] < with_dropout["val_cross_modal_feature_mean_mse"]
+    assert with_dropout["val_cross_modal_mse"] < 0.7 * without["val_cross_modal_mse"]
+
+
+def test_impute_does_not_read_the_target(model, query) -> None:
+    a = query.copy()
+    b = query.copy()
+    b["prot"].X = np.full(b["prot"].shape, 7.0, dtype=np.float32)  # other measured protein: same prediction
+    cellweave.tl.impute(a, target="prot", model=model, progress=False)
+    cellweave.tl.impute(b, target="prot", model=model, progress=False)
+    np.testing.assert_allclose(a.obsm["cellweave_prot"], b.obsm["cellweave_prot"], rtol=1e-5, atol=1e-6)
+
+
+def test_impute_anndata_writes_obsm_and_uns(model) -> None:
+    adata = synthetic_adata(n_cells=30, n_genes=200, seed=2)
+    cellweave.tl.impute(adata, target="prot", model=model, progress=False)
+    rec = adata.uns["cellweave"]["cellweave_prot"]
+    keys = model.modality_features("prot")
+    assert adata.obsm["cellweave_prot"].shape == (30, len(keys))
+    assert list(rec["features"]) == keys and rec["input_modalities"] == ["rna"]
+    assert rec["model_sha256"] == model.model_hash
+    assert np.isfinite(adata.obsm["cellweave_prot"]).all()
+    assert (adata.obsm["cellweave_prot"].std(0) > 0).all()  # predictions depend on the cell
+
+
+def test_impute_mudata_adds_or_fills_the_modality(model) -> None:
+    md = synthetic_mudata(n_cells=40, n_genes=200, n_proteins=12, n_peaks=60, modalities=("rna", "atac"), seed=3)
+    cellweave.tl.impute(md, target="prot", model=model, progress=False)
+    assert "prot" in md.mod and md["prot"].n_obs == 40
+    np.testing.assert_allclose(md["prot"].X, md.obsm["cellweave_prot"])
+    part = synthetic_mudata(n_cells=40, n_genes=200, n_proteins=12, n_peaks=60, missing={"prot": 0.5}, seed=4)
+    n_measured = part["prot"].n_obs
+    cellweave.tl.impute(part, target="prot", model=model, progress=False)
+    filled = part["prot"]
+    assert filled.n_obs == 40 and int(filled.obs["cellweave_measured"].sum()) == n_measured
+    assert np.isfinite(filled.layers["cellweave_imputed"]).any(axis=1).all()
+
+
+def test_impute_errors_name_the_fix(model, tmp_path) -> None:
+    adata = synthetic_adata(n_cells=20, n_genes=200, seed=2)
+    with pytest.raises(CellWeaveInputError, match="not a modality"):
+        cellweave.tl.impute(adata, target="hto", model=model)
+    with pytest.raises(CellWeaveInputError, match="nothing to predict"):
+        cellweave.tl.impute(adata, target="rna", model=model)
+    vocab = type(model.vocab)(model.modality_features("rna")[:50])
+    config = type(model.config).from_dict({**model.config.to_dict(), "vocab_size": 50})
+    rna_only = CellWeave(config, vocab)
+    with pytest.raises(CellWeaveInputError, match="knows no 'prot' features"):
+        cellweave.tl.impute(adata, target="prot", model=rna_only)
+
+
+def test_predict_features_matches_the_cell_head(model) -> None:
+    m = model.module
+    torch.manual_seed(0)
+    cell = torch.randn(3, m.config.d_model)
+    ids = torch.tensor([1, 5, 9])
+    mods = torch.tensor([1, 1, 1])
+    batched = m.predict_from_cell(cell, ids.expand(3, -1), mods.expand(3, -1))
+    np.testing.assert_allclose(m.predict_features(cell, ids, mods).detach(), batched.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_embed_spatial_context(model) -> None:
+    adata = synthetic_adata(n_cells=60, n_genes=200, spatial=True, seed=1)
+    plain = cellweave.tl.embed(adata, model=model, progress=False, copy=True)
+    assert plain.uns["cellweave"]["X_cellweave"]["spatial"] is False  # the model does not ask for it
+    ctx = cellweave.tl.embed(adata, model=model, progress=False, spatial=True, n_spatial_neighbors=4, copy=True)
+    d = plain.obsm["X_cellweave"].shape[1]
+    assert ctx.obsm["X_cellweave"].shape == (60, 2 * d)
+    np.testing.assert_allclose(ctx.obsm["X_cellweave"][:, :d], plain.obsm["X_cellweave"], rtol=1e-5, atol=1e-6)
+    rec = ctx.uns["cellweave"]["X_cellweave"]["spatial_context"]
+    assert rec["n_neighbors"] == 4 and rec["section_key"] == "batch" and rec["n_sections"] == 2
+    # the context is the mean over 4 neighbours of the same section (never the other section)
+    from cellweave.data._spatial import spatial_neighbors
+
+    b = adata.obs["batch"].astype(str).to_numpy()
+    nbr = spatial_neighbors(adata.obsm["spatial"], b, n_neighbors=4)
+    assert (b[nbr] == b[:, None]).all()
+    expected = plain.obsm["X_cellweave"][nbr].mean(1)
+    np.testing.assert_allclose(ctx.obsm["X_cellweave"][:, d:], expected, rtol=1e-4, atol=1e-5)
+    del adata.obsm["spatial"]
+    with pytest.raises(CellWeaveInputError, match="no obsm"):
+        cellweave.tl.embed(adata, model=model, progress=False, spatial=True)
+
+
+def test_cli_impute(model, tmp_path) -> None:
+    adata = synthetic_adata(n_cells=25, n_genes=200, seed=6)
+    src = tmp_path / "in.h5ad"
+    adata.write_h5ad(src)
+    out = tmp_path / "out.h5ad"
+    assert main(["-q", "impute", str(src), "--target", "prot", "--model", str(model.path), "--out", str(out)]) == 0
+    res = cellweave.io.read(out)
+    assert res.obsm["cellweave_prot"].shape == (25, len(model.modality_features("prot")))
+    assert list(res.uns["cellweave"]["cellweave_prot"]["features"]) == model.modality_features("prot")
+    assert main(["-q", "impute", str(src), "--target", "prot", "--model", str(model.path),
+                 "--out", str(tmp_path / "out.h5mu")]) == 2
