@@ -29,7 +29,7 @@ from cellweave._exceptions import CellWeaveInputError
 from cellweave._io_utils import atomic_write_json
 
 from ._report import HtmlReport
-from ._results import Record, comparison_table, records_frame, summarize, write_results  # noqa: F401
+from ._results import Record, comparison_table, summarize, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -198,5 +198,4 @@ def run_benchmark(
     return records
 
 
-__all__ = ["BenchmarkContext", "TASKS", "available_tasks", "records_frame", "resolve_tasks", "run_benchmark",
-           "run_tasks"]
+__all__ = ["BenchmarkContext", "TASKS", "available_tasks", "resolve_tasks", "run_benchmark", "run_tasks"]

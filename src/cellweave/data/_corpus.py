@@ -103,6 +103,25 @@ def _normalize(X: sp.csr_matrix, x_kind: str, value_encoding: str = "log1p") -> 
     return X
 
 
+def log_normalize(data: Any, *, layer: str | None = None) -> sp.csr_matrix:
+    """log1p(counts per 10k) as a float32 CSR matrix, from an AnnData (``X`` or ``layer``) or a
+    matrix. Log-normalized input is returned as it is; any other kind (scaled, normalized
+    otherwise) is refused with the fix, since a baseline or a readout on it would be wrong."""
+    from cellweave.io import detect_x_kind
+
+    X = data if not hasattr(data, "X") else (data.layers[layer] if layer else data.X)
+    X = sp.csr_matrix(X, dtype=np.float32)
+    kind = detect_x_kind(X)
+    if kind == "log_normalized":
+        return X
+    if kind != "counts":
+        raise CellWeaveInputError(
+            f"Expected counts or log-normalized values, found {kind!r}. Pass raw counts (or layer=) "
+            "or `adata.raw.to_adata()` when X is scaled."
+        )
+    return _normalize(X, "counts", "log1p")
+
+
 def within_cell_quantiles(X: sp.csr_matrix) -> np.ndarray:
     """Quantile of every stored value among its row's stored values, in (0, 1].
 

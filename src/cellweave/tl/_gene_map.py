@@ -159,7 +159,7 @@ def gene_map(
     sc.tl.leiden(g, adjacency=conn, resolution=resolution, random_state=seed, key_added="program",
                  flavor="igraph", n_iterations=2, directed=False)
     if umap:
-        from cellweave.bench import umap_coordinates
+        from ._umap import umap_coordinates
 
         g.obsm["X_umap"] = umap_coordinates(X, n_neighbors=n_neighbors, seed=seed)
     g.uns[UNS_KEY] = {"gene_map": _h5_safe({

@@ -141,24 +141,7 @@ def subsample(n: int, k: int | None, rng: np.random.Generator, idx: np.ndarray |
 
 
 def log_normalized(adata: AnnData, layer: str | None = None) -> Any:
-    """log1p(counts per 10k) of ``adata`` (a CSR matrix), or the values as they are when they are
-    already log-normalized. Scaled values are refused by the caller's validation first."""
-    import scipy.sparse as sp
+    """log1p(counts per 10k) of ``adata`` as CSR (see :func:`cellweave.data.log_normalize`)."""
+    from cellweave.data import log_normalize
 
-    from cellweave.data import TARGET_SUM
-    from cellweave.io import detect_x_kind
-
-    X = adata.layers[layer] if layer else adata.X
-    X = sp.csr_matrix(X, dtype=np.float32)
-    kind = detect_x_kind(X)
-    if kind == "counts":
-        lib = np.asarray(X.sum(axis=1)).ravel()
-        scale = np.divide(TARGET_SUM, lib, out=np.zeros_like(lib), where=lib > 0)
-        X = sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ X)
-        np.log1p(X.data, out=X.data)
-    elif kind not in ("log_normalized",):
-        raise CellWeaveInputError(
-            f"Expected counts or log-normalized values, found {kind!r}. Pass raw counts (or layer=) "
-            "or `adata.raw.to_adata()` when X is scaled."
-        )
-    return X
+    return log_normalize(adata, layer=layer)

@@ -41,6 +41,16 @@ def _batches(obs: pd.DataFrame, batch_key: str) -> pd.Series:
     return b
 
 
+def harmony(X: np.ndarray, batches: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """Harmony (harmonypy) on the rows of ``X`` (cells x PCs) with ``batches`` as the covariate."""
+    import harmonypy
+
+    ho = harmonypy.run_harmony(X, pd.DataFrame({"batch": np.asarray(batches).astype(str)}), "batch",
+                               random_state=seed, verbose=False)
+    out = np.asarray(ho.Z_corr)
+    return (out.T if out.shape[0] != X.shape[0] else out).astype(np.float32)
+
+
 def integrate_embedding(
     embedding: np.ndarray,
     batches: np.ndarray,
@@ -66,13 +76,8 @@ def integrate_embedding(
     z = StandardScaler().fit_transform(np.asarray(embedding, dtype=np.float64))
     batches = np.asarray(batches).astype(str)
     if method == "harmony":
-        import harmonypy
-
         n = int(min(n_comps, z.shape[1], z.shape[0] - 1))
-        pcs = PCA(n_components=n, random_state=seed).fit_transform(z)
-        ho = harmonypy.run_harmony(pcs, pd.DataFrame({"batch": batches}), "batch", random_state=seed, verbose=False)
-        out = np.asarray(ho.Z_corr)
-        return (out.T if out.shape[0] != pcs.shape[0] else out).astype(np.float32)
+        return harmony(PCA(n_components=n, random_state=seed).fit_transform(z), batches, seed=seed)
     return _adversarial(z.astype(np.float32), batches, max_epochs=max_epochs, seed=seed, progress=progress)
 
 

@@ -54,15 +54,20 @@ class NeighborIndex:
         return idx, dist
 
 
-def _kernel_vote(idx: np.ndarray, dist: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
-    """Label probabilities from neighbours, weighted by a Gaussian kernel of their distance.
+def _kernel_weights(dist: np.ndarray) -> np.ndarray:
+    """Neighbour weights (rows sum to 1) from a Gaussian kernel of the distance beyond the nearest.
 
     The kernel width per cell is the standard deviation of its neighbour distances (as in
     scArches' label transfer), so weights are scale-free.
     """
     sigma = dist.std(axis=1, keepdims=True) + 1e-8
     w = np.exp(-((dist - dist[:, :1]) / sigma) ** 2 / 2.0)
-    w /= w.sum(axis=1, keepdims=True)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def _kernel_vote(idx: np.ndarray, dist: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Label probabilities from neighbours, weighted by :func:`_kernel_weights`."""
+    w = _kernel_weights(dist)
     proba = np.zeros((len(idx), n_classes))
     np.add.at(proba, (np.repeat(np.arange(len(idx)), idx.shape[1]), codes[idx].ravel()), w.ravel())
     return proba
@@ -135,7 +140,7 @@ def map_query(
     """
     from sklearn.preprocessing import StandardScaler
 
-    from cellweave.bench import umap_coordinates
+    from ._umap import umap_coordinates
 
     if index not in INDEXES:
         raise CellWeaveInputError(f"Unknown neighbour index {index!r}; choose from {', '.join(INDEXES)}.")
@@ -160,18 +165,14 @@ def map_query(
     uncertainty = np.clip(1.0 - proba.max(axis=1), 0.0, 1.0).astype(np.float32)
     novelty = dist.mean(axis=1).astype(np.float32)
     # The reference's own cells, each without itself: the distances a known cell type gets.
-    ref_idx, ref_dist = nn_index.query(ref_z, k + 1)
-    own = ref_idx == np.arange(len(ref_z))[:, None]
-    ref_dist = np.where(own, np.nan, ref_dist)[:, :]
-    ref_novelty = np.array([row[~np.isnan(row)][:k].mean() for row in ref_dist])
+    # Each cell finds itself first (distance 0), so its k nearest others are columns 1..k.
+    ref_novelty = nn_index.query(ref_z, k + 1)[1][:, 1:].mean(axis=1)
     threshold = float(np.quantile(ref_novelty, novelty_quantile))
     unknown = novelty > threshold
     predicted[unknown] = UNKNOWN_LABEL
 
     ref_umap = umap_coordinates(ref_z.astype(np.float32), seed=seed)
-    w = np.exp(-((dist - dist[:, :1]) / (dist.std(axis=1, keepdims=True) + 1e-8)) ** 2 / 2.0)
-    w /= w.sum(axis=1, keepdims=True)
-    query_umap = (ref_umap[idx] * w[:, :, None]).sum(axis=1).astype(np.float32)
+    query_umap = (ref_umap[idx] * _kernel_weights(dist)[:, :, None]).sum(axis=1).astype(np.float32)
 
     categories = [str(c) for c in classes] + ([UNKNOWN_LABEL] if UNKNOWN_LABEL not in classes else [])
     adata.obs[f"{key_added}_prediction"] = pd.Categorical(predicted, categories=categories)

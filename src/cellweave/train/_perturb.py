@@ -28,7 +28,7 @@ import torch
 from cellweave._constants import UNS_KEY
 from cellweave._exceptions import CellWeaveInputError, CellWeaveModelError
 from cellweave._io_utils import atomic_write_bytes, atomic_write_json
-from cellweave.data import TARGET_SUM
+from cellweave.data import log_normalize
 from cellweave.models import CellWeave, environment_versions
 from cellweave.nn._perturb import PerturbationHead
 
@@ -45,24 +45,12 @@ CONTROL_FILE = "control_cells.h5ad"
 # ---------------------------------------------------------------------- expression helpers
 def log_normalized(adata: AnnData, *, layer: str | None = None) -> np.ndarray:
     """Dense float32 log1p(counts per 10k) of ``adata`` (log-normalized input is used as is)."""
-    from cellweave.io import detect_x_kind
-
-    X = adata.layers[layer] if layer is not None else adata.X
-    X = sp.csr_matrix(X, dtype=np.float32)
-    kind = detect_x_kind(X)
-    if kind == "counts":
-        lib = np.asarray(X.sum(axis=1)).ravel()
-        scale = np.divide(TARGET_SUM, lib, out=np.zeros_like(lib), where=lib > 0)
-        X = sp.diags(scale.astype(np.float32)) @ X
-        out = X.toarray()
-        np.log1p(out, out=out)
-        return out.astype(np.float32)
-    if kind == "log_normalized":
-        return X.toarray().astype(np.float32)
-    raise CellWeaveInputError(
-        f"Perturbation models need counts or log-normalized expression; this data looks {kind}. "
-        "Pass raw counts (or layer='counts')."
-    )
+    try:
+        return log_normalize(adata, layer=layer).toarray()
+    except CellWeaveInputError as err:
+        raise CellWeaveInputError(
+            f"Perturbation models need counts or log-normalized expression; {err}"
+        ) from None
 
 
 def align_genes(adata: AnnData, genes: list[str], *, layer: str | None = None) -> tuple[sp.csr_matrix, list[str]]:

@@ -44,23 +44,10 @@ class CellTaskData:
         return SHORT.get(self.name, self.name)
 
 
-def log_normalize(adata) -> sp.csr_matrix:
-    """log1p of counts scaled to 1e4 per cell (log-normalized input is used as it is)."""
-    from cellweave.io import detect_x_kind
-
-    X = sp.csr_matrix(adata.X, dtype=np.float32)
-    if detect_x_kind(X) != "counts":
-        return X
-    depth = np.asarray(X.sum(axis=1)).ravel()
-    depth[depth == 0] = 1.0
-    X = sp.diags(1e4 / depth) @ X
-    X.data = np.log1p(X.data)
-    return sp.csr_matrix(X, dtype=np.float32)
-
-
 def load_cell_tasks(ctx, *, need_batch: bool = False) -> list[CellTaskData]:
     """The datasets of a cell-level task: the user's file (``--data``) or the bundled ones."""
     from cellweave import datasets
+    from cellweave.data import log_normalize
     from cellweave._exceptions import CellWeaveInputError
     from cellweave.io import as_modalities
 

@@ -16,10 +16,10 @@ def dense(X: Any) -> np.ndarray:
 
 
 def log_normalize(X: Any) -> np.ndarray:
-    """log1p(counts per 10k), dense (the baselines' input)."""
-    X = dense(X)
-    lib = X.sum(1, keepdims=True)
-    return np.log1p(np.divide(X * 1e4, lib, out=np.zeros_like(X), where=lib > 0))
+    """log1p(counts per 10k), dense float64 (the baselines' input); see :func:`cellweave.data.log_normalize`."""
+    from cellweave.data import log_normalize as _log_normalize
+
+    return _log_normalize(X).toarray().astype(np.float64)
 
 
 def clr(X: Any) -> np.ndarray:

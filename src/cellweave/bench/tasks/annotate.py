@@ -108,7 +108,7 @@ def run(ctx, report) -> list[Record]:
                     preds["cellweave (fine-tuned)"] = _finetuned(ctx, d, tr, te, seed)
                 for method, yp in preds.items():
                     records += make_records(TASK, d.short, split, seed, method, _scores(d.labels[te], yp))
-                    if split == "5-fold" and seed == ctx.seeds[0] and d is not None:
+                    if split == "5-fold" and seed == ctx.seeds[0]:
                         pooled.setdefault(d.short, {}).setdefault(method, []).append((d.labels[te], yp))
             # Novel type: each label left out of the reference in turn.
             classes = sorted(set(d.labels))

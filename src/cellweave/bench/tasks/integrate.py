@@ -27,15 +27,6 @@ SCVI_EPOCHS = 200
 SCVI_EPOCHS_QUICK = 20
 
 
-def _harmony(X: np.ndarray, batches: np.ndarray, seed: int) -> np.ndarray:
-    import harmonypy
-    import pandas as pd
-
-    ho = harmonypy.run_harmony(X, pd.DataFrame({"batch": batches}), "batch", random_state=seed, verbose=False)
-    Z = np.asarray(ho.Z_corr)
-    return (Z.T if Z.shape[0] != X.shape[0] else Z).astype(np.float32)
-
-
 def _scvi(adata, hv: np.ndarray, batches: np.ndarray, *, seed: int, max_epochs: int) -> np.ndarray | None:
     import anndata as ad
     import scipy.sparse as sp
@@ -63,7 +54,7 @@ def run(ctx, report) -> list[Record]:
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
-    from cellweave.tl._integrate import integrate_embedding
+    from cellweave.tl._integrate import harmony, integrate_embedding
 
     records: list[Record] = []
     umaps = []
@@ -71,12 +62,12 @@ def run(ctx, report) -> list[Record]:
         if not d.batch_key:
             continue
         batches = d.adata.obs[d.batch_key].astype(str).to_numpy()
+        hv = hvg_features(d.lognorm)
+        z = StandardScaler().fit_transform(d.lognorm[:, hv].toarray())
         for seed in ctx.seeds:
             emb = ctx.embedding(d.name, d.adata, seed=seed)
-            hv = hvg_features(d.lognorm)
-            z = StandardScaler().fit_transform(d.lognorm[:, hv].toarray())
             pcs = PCA(n_components=min(50, z.shape[1] - 1), random_state=seed).fit_transform(z).astype(np.float32)
-            reps = {"HVG+PCA": pcs, "Harmony": _harmony(pcs, batches, seed)}
+            reps = {"HVG+PCA": pcs, "Harmony": harmony(pcs, batches, seed=seed)}
             latent = _scvi(d.adata, hv, batches, seed=seed, max_epochs=SCVI_EPOCHS_QUICK if ctx.quick else SCVI_EPOCHS)
             if latent is not None:
                 reps["scVI"] = latent

@@ -37,9 +37,9 @@ def _vote_knn(ref: np.ndarray, ytr: np.ndarray, query: np.ndarray) -> tuple[np.n
 
 
 def _harmony_joint(X: np.ndarray, is_query: np.ndarray, seed: int) -> np.ndarray:
-    from .integrate import _harmony
+    from cellweave.tl._integrate import harmony
 
-    return _harmony(X, np.where(is_query, "query", "reference"), seed)
+    return harmony(X, np.where(is_query, "query", "reference"), seed=seed)
 
 
 def _scarches(adata, hv, tr, te, ytr, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -114,8 +114,9 @@ def run(ctx, report) -> list[Record]:
                 results["cellweave (harmony)"] = (np.asarray(classes)[hp.argmax(1)], 1.0 - hp.max(1))
 
                 hv = hvg_features(d.lognorm[tr])
-                sc_ = StandardScaler().fit(d.lognorm[tr][:, hv].toarray())
-                xr, xq = sc_.transform(d.lognorm[tr][:, hv].toarray()), sc_.transform(d.lognorm[te][:, hv].toarray())
+                xr, xq = d.lognorm[tr][:, hv].toarray(), d.lognorm[te][:, hv].toarray()
+                sc_ = StandardScaler().fit(xr)
+                xr, xq = sc_.transform(xr), sc_.transform(xq)
                 pca = PCA(n_components=min(50, xr.shape[1] - 1), random_state=seed).fit(xr)
                 pr, pq = pca.transform(xr), pca.transform(xq)
                 results["kNN (PCA)"] = _vote_knn(pr, ytr, pq)
