@@ -177,7 +177,8 @@ class CellWeave:
     def _weights_blob(self) -> bytes:
         """The bytes of ``model.safetensors``: what is saved and what the hash is taken of."""
         state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-        return save(state, metadata={"format": "pt", "cellweave_config": json.dumps(self.config.to_dict())})
+        blob = save(state, metadata={"format": "pt", "cellweave_config": json.dumps(self.config.to_dict())})
+        return _canonical_safetensors(blob)
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -320,6 +321,21 @@ class CellWeave:
             self.last_spatial = {"spatial_key": spatial_key, "n_neighbors": int(k), "section_key": col or "",
                                  "n_sections": int(len(set(sections)))}
         return emb, corpus.coverage
+
+
+def _canonical_safetensors(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header written with sorted keys.
+
+    safetensors keeps the metadata in a Rust ``HashMap``, whose iteration order depends on
+    the process's history, so the same weights could serialize (and hash) two ways. Tensor
+    offsets are relative to the data section, so reordering the header changes nothing else.
+    """
+    import struct
+
+    n = struct.unpack("<Q", blob[:8])[0]
+    header = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format pads the header to 8 bytes with spaces
+    return struct.pack("<Q", len(header)) + header + blob[8 + n:]
 
 
 def render_model_card(model: CellWeave) -> str:
