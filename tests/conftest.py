@@ -34,3 +34,17 @@ def tiny_vocab_and_data():
     adata = synthetic_adata(n_cells=120, n_genes=200, seed=0)
     vocab, _ = build_vocabulary({"synthetic": adata}, min_cells=1)
     return vocab, adata
+
+
+@pytest.fixture(scope="module")
+def tiny_rna_model(tiny_vocab_and_data):
+    """A tiny untrained, seeded CellWeave (RNA context only) over ``tiny_vocab_and_data``'s vocabulary."""
+    import torch
+
+    from cellweave.models import CellWeave
+
+    torch.manual_seed(0)
+    model = CellWeave.from_preset("tiny", tiny_vocab_and_data[0], d_model=16, n_layers=2, n_heads=2, d_ff=32,
+                                  context_length={"rna": 48, "prot": 0, "atac": 0, "gene_activity": 0})
+    model.module.eval()
+    return model

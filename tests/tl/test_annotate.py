@@ -11,22 +11,8 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 import cellweave
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.cli import main
-from cellweave.models import CellWeave
 
 LABEL = "cell_type"
-
-
-@pytest.fixture(scope="module")
-def model() -> CellWeave:
-    return CellWeave.load(None)
-
-
-@pytest.fixture(scope="module")
-def cellbench(model):
-    """The cell-line mixture, embedded once so that every test reuses ``obsm['X_cellweave']``."""
-    adata = cellweave.datasets.load("multibatch_cellbench_sc_mixology")
-    cellweave.tl.embed(adata, model=model, progress=False)
-    return adata
 
 
 @pytest.fixture(scope="module")

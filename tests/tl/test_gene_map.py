@@ -4,20 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from cellweave._exceptions import CellWeaveInputError
-
-
-def tiny_model(vocab):
-    """A tiny untrained, seeded CellWeave."""
-    from cellweave.models import CellWeave
-
-    torch.manual_seed(0)
-    model = CellWeave.from_preset("tiny", vocab, d_model=16, n_layers=2, n_heads=2, d_ff=32,
-                                  context_length={"rna": 48, "prot": 0, "atac": 0, "gene_activity": 0})
-    model.module.eval()
-    return model
 
 
 def test_bundled_gene_sets():
@@ -32,11 +20,11 @@ def test_bundled_gene_sets():
     assert "CD79A" in markers["CD19+ B"] and "GNLY" in markers["CD56+ NK"]
 
 
-def test_gene_map_is_the_embedding_table(tiny_vocab_and_data):
+def test_gene_map_is_the_embedding_table(tiny_vocab_and_data, tiny_rna_model):
     from cellweave.tl import gene_map
 
     vocab, adata = tiny_vocab_and_data
-    model = tiny_model(vocab)
+    model = tiny_rna_model
     genes = list(map(str, adata.var_names[:60]))
     g = gene_map(model=model, genes=genes, umap=False, n_neighbors=5)
     assert g.n_obs == 60 and g.n_vars == 16

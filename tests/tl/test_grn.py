@@ -17,21 +17,10 @@ from cellweave.tl._grn import (
 
 
 
-def tiny_model(vocab):
-    """A tiny untrained, seeded CellWeave."""
-    from cellweave.models import CellWeave
-
-    torch.manual_seed(0)
-    model = CellWeave.from_preset("tiny", vocab, d_model=16, n_layers=2, n_heads=2, d_ff=32,
-                                  context_length={"rna": 48, "prot": 0, "atac": 0, "gene_activity": 0})
-    model.module.eval()
-    return model
-
-
 @pytest.fixture(scope="module")
-def setup(tiny_vocab_and_data):
+def setup(tiny_vocab_and_data, tiny_rna_model):
     vocab, adata = tiny_vocab_and_data
-    model = tiny_model(vocab)
+    model = tiny_rna_model
     corpus, tok = prepare_rna(adata, model)
     return model, adata, corpus, tok
 

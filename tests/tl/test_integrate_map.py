@@ -17,18 +17,6 @@ from cellweave.models import CellWeave
 from cellweave.tl._integrate import integrate_embedding
 
 
-@pytest.fixture(scope="module")
-def model() -> CellWeave:
-    return CellWeave.load(None)
-
-
-@pytest.fixture(scope="module")
-def cellbench(model):
-    adata = cellweave.datasets.load("multibatch_cellbench_sc_mixology")
-    cellweave.tl.embed(adata, model=model, progress=False)
-    return adata
-
-
 def _knn_acc(x, y) -> float:
     return float(cross_val_score(KNeighborsClassifier(15), x, y, cv=3).mean())
 

@@ -11,21 +11,10 @@ from cellweave.tl._gene_utils import prepare_rna, token_batches
 from cellweave.tl._markers import attribution_scores, fit_group_classifier
 
 
-def tiny_model(vocab):
-    """A tiny untrained, seeded CellWeave."""
-    from cellweave.models import CellWeave
-
-    torch.manual_seed(0)
-    model = CellWeave.from_preset("tiny", vocab, d_model=16, n_layers=2, n_heads=2, d_ff=32,
-                                  context_length={"rna": 48, "prot": 0, "atac": 0, "gene_activity": 0})
-    model.module.eval()
-    return model
-
-
 @pytest.fixture(scope="module")
-def setup(tiny_vocab_and_data):
+def setup(tiny_vocab_and_data, tiny_rna_model):
     vocab, adata = tiny_vocab_and_data
-    model = tiny_model(vocab)
+    model = tiny_rna_model
     corpus, tok = prepare_rna(adata, model)
     emb = model.embed_corpus(corpus, progress=False)
     labels = adata.obs["cell_type"].astype(str).to_numpy()
