@@ -84,7 +84,8 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     model = CellWeave.load(args.model)
     tl.annotate(query, reference=reference, label_key=args.label_key, model=model,
                 novelty_quantile=args.novelty_quantile, finetune=args.finetune, finetune_epochs=args.finetune_epochs,
-                seed=args.seed)
+                spatial=args.spatial, spatial_key=args.spatial_key, section_key=args.section_key,
+                n_spatial_neighbors=args.n_spatial_neighbors, seed=args.seed)
     counts = query.obs["cellweave_prediction"].value_counts()
     for label, n in counts.items():
         logger.info("predicted %s: %d cells", label, n)
@@ -204,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fine-tune the encoder on the reference labels (default: --no-finetune, a classifier on "
                          "frozen embeddings)")
     sp.add_argument("--finetune-epochs", type=int, default=3)
+    sp.add_argument("--spatial", action=argparse.BooleanOptionalAction, default=None,
+                    help="append to each cell's embedding the mean embedding of its nearest cells in space (within "
+                         "a section; reference and query each on their own); default: only if reference and query "
+                         "both have obsm[SPATIAL_KEY]")
+    sp.add_argument("--spatial-key", default="spatial", help="obsm key of the coordinates (default: spatial)")
+    sp.add_argument("--section-key", default=None,
+                    help="obs column of tissue sections (default: section/library_id/sample/batch)")
+    sp.add_argument("--n-spatial-neighbors", type=int, default=None,
+                    help="neighbours averaged (default: the model's setting, else 10)")
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_annotate)
 

@@ -23,8 +23,12 @@ def cmd_impute(args: argparse.Namespace) -> int:
         raise CellWeaveInputError(f"--out must end in {want} for {'MuData' if is_mudata else 'AnnData'} input, "
                                   f"not {out.name!r}.")
     model = CellWeave.load(args.model)
+    reference = None
+    if args.reference is not None:
+        reference = data if Path(args.reference).resolve() == Path(args.input).resolve() else io.read(args.reference)
     tl.impute(data, target=args.target, model=model, input_modalities=args.input_modalities, layer=args.layer,
-              organism=args.organism, batch_size=args.batch_size, seed=args.seed)
+              organism=args.organism, batch_size=args.batch_size, seed=args.seed, reference=reference,
+              max_epochs=args.max_epochs)
     key = f"cellweave_{args.target}"
     n_feat = data.obsm[key].shape[1]
     logger.info("predicted %d %s features for %d cells -> obsm[%r]%s", n_feat, args.target, data.n_obs, key,
@@ -48,6 +52,12 @@ def register(sub: argparse._SubParsersAction, model_help: str) -> None:
                     help="modality to predict")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--out", required=True, help="output .h5ad (or .h5mu for MuData input)")
+    sp.add_argument("--reference", default=None,
+                    help=".h5mu whose cells measured the target and the input modalities (CITE-seq, multiome; "
+                    "may be INPUT itself): fine-tune a decoder on its cells and predict its target features in "
+                    "its units (CLR protein, log1p CP10k otherwise). Without it: zero-shot from the pretrained "
+                    "cell head.")
+    sp.add_argument("--max-epochs", type=int, default=40, help="fine-tuning epochs at most (with --reference)")
     sp.add_argument("--input-modalities", nargs="+", default=None,
                     help="predict from these modalities only (default: all but the target)")
     sp.add_argument("--layer", default=None, help="layer holding raw RNA counts (default: X)")

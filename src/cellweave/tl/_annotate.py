@@ -10,6 +10,7 @@ import pandas as pd
 
 from cellweave._constants import EMBEDDING_KEY, UNS_KEY
 from cellweave._exceptions import CellWeaveInputError
+from cellweave.data._spatial import neighbourhood_mean, section_labels, spatial_coordinates, spatial_neighbors
 from cellweave.models import CellWeave, environment_versions
 
 from ._embed import _h5_safe, _resolve, embed
@@ -31,6 +32,10 @@ def annotate(
     novelty_quantile: float = 0.99,
     finetune: bool = False,
     finetune_epochs: int = 3,
+    spatial: bool | None = None,
+    spatial_key: str = "spatial",
+    section_key: str | None = None,
+    n_spatial_neighbors: int | None = None,
     seed: int = 0,
     progress: bool = True,
     copy: bool = False,
@@ -45,6 +50,14 @@ def annotate(
     neighbour index, and the threshold is the ``novelty_quantile`` quantile of the scores of the
     held-out 20%. Query cells are scored against that same 80% index, so that query and
     calibration scores are comparable; cells above the threshold are predicted ``"unknown"``.
+
+    With spatial context (by default whenever reference and query both carry
+    ``obsm[spatial_key]``), each cell's embedding is extended with the mean embedding of its
+    ``n_spatial_neighbors`` nearest cells in space, as :func:`cellweave.tl.embed` does with
+    ``spatial=True``; classifier and novelty score then work on that representation. The
+    neighbourhoods of reference and query are computed separately, each within its own tissue
+    sections: a query cell's neighbours are query cells of its own section, never reference
+    cells, and coordinates of different sections are never compared.
 
     Parameters
     ----------
@@ -72,6 +85,21 @@ def annotate(
         default: the classifier is then fit on frozen embeddings.
     finetune_epochs
         Epochs of fine-tuning.
+    spatial
+        Tissue context: ``None`` (default) uses it when reference and query both carry
+        ``obsm[spatial_key]``; ``True`` requires it (an error names the side without
+        coordinates); ``False`` never uses it. With ``finetune=True`` the fine-tuning itself sees
+        each cell alone (its head reads the cell embedding); the classifier is then fit on the
+        fine-tuned embedding plus the neighbourhood mean of the fine-tuned embedding.
+    spatial_key
+        Key of the 2-D coordinates in ``obsm`` of both datasets.
+    section_key
+        Column of ``obs`` (in both datasets) naming the tissue section of each cell; neighbours
+        are searched within a section only. Default: the first of ``section``, ``library_id``,
+        ``sample``, ``batch`` present in each dataset's ``obs``, else one section.
+    n_spatial_neighbors
+        Neighbours averaged per cell (default: the model's ``config.spatial_neighbors``, else 10).
+        Unlabelled reference cells count as neighbours; only their labels are left out.
     seed
         Seed of the embedding's token sampling, the fine-tuning and the reference split.
     progress
@@ -89,14 +117,19 @@ def annotate(
         float32, the classifier's highest class probability (0..1), computed for every cell,
         unknown ones included.
     ``.obs[f"{key_added}_novelty"]``
-        float32, mean distance to the 15 nearest reference cells (standardized space, >= 0);
-        higher is more novel.
+        float32, mean distance to the 15 nearest reference cells (standardized space, >= 0;
+        with spatial context, in the space of embedding plus neighbourhood mean); higher is
+        more novel.
     ``.uns["cellweave"]["annotate"]``
         model name and SHA-256, ``label_key``, ``key_added``, classes, ``novelty_quantile``,
-        threshold, number of unknown cells, number of reference cells, seed and versions.
+        threshold, number of unknown cells, number of reference cells, seed, versions and
+        ``spatial`` (whether tissue context was used; with it ``spatial_context``: key,
+        neighbours, and per side the section column used (``""``: one section) and the number
+        of sections).
     ``.obsm["X_cellweave"]`` and ``.uns["cellweave"]["X_cellweave"]``
-        as written by :func:`cellweave.tl.embed`, when the query had to be embedded (frozen
-        model only).
+        as written by :func:`cellweave.tl.embed` with ``spatial=False``, when the query had to
+        be embedded (frozen model only): each cell's own embedding; the neighbourhood part is
+        recomputed from it and the record above.
     ``.obsm[f"X_{key_added}_finetuned"]``
         with ``finetune=True``: the query's embedding by the fine-tuned encoder; the record in
         ``uns`` then holds the fine-tuning summary (epochs, loss per epoch, seconds).
@@ -115,6 +148,17 @@ def annotate(
     transfer = LabelTransfer(novelty_quantile=novelty_quantile, seed=seed)  # checks the quantile
 
     keep = labels.notna().to_numpy()
+    # Neighbourhoods first (cheap, and bad sections or coordinates fail before any embedding).
+    neighbourhoods = None
+    if _use_spatial(spatial, adata, reference, spatial_key):
+        if n_spatial_neighbors is not None and n_spatial_neighbors < 1:
+            raise CellWeaveInputError(f"n_spatial_neighbors must be at least 1, not {n_spatial_neighbors}.")
+        n_context = int(n_spatial_neighbors or model.config.spatial_neighbors or 10)
+        neighbourhoods = {
+            side: _section_neighbors(data, side, spatial_key=spatial_key, section_key=section_key,
+                                     n_neighbors=n_context)
+            for side, data in (("reference", reference), ("query", adata))
+        }
     finetune_summary = None
     if finetune:
         from cellweave.train import finetune_classifier
@@ -125,13 +169,30 @@ def annotate(
             model, model.prepare(ref, dataset="reference"), ref_labels, max_epochs=finetune_epochs, seed=seed,
             progress=progress,
         )
-        ref_emb = model.embed(ref, seed=seed, progress=progress)[0]
-        query_emb = model.embed(adata, seed=seed, progress=progress)[0]
+        # With tissue context, unlabelled reference cells are still neighbours: embed them all.
+        ref_emb = model.embed(reference if neighbourhoods is not None else ref, spatial=False, seed=seed,
+                              progress=progress)[0]
+        query_emb = model.embed(adata, spatial=False, seed=seed, progress=progress)[0]
         adata.obsm[f"X_{key_added}_finetuned"] = query_emb
     else:
         query_emb = _embedding(adata, model, seed=seed, progress=progress, write=True)
         ref_emb = _embedding(reference, model, seed=seed, progress=progress, write=False)
-        ref_emb, ref_labels = ref_emb[keep], labels[keep].astype(str).to_numpy()
+        ref_labels = labels[keep].astype(str).to_numpy()
+
+    spatial_context = None
+    if neighbourhoods is not None:
+        ref_nbr, ref_col, ref_n = neighbourhoods["reference"]
+        query_nbr, query_col, query_n = neighbourhoods["query"]
+        # The same construction as tl.embed(spatial=True): own embedding, then the neighbourhood mean.
+        ref_emb = np.concatenate([ref_emb, neighbourhood_mean(ref_emb, ref_nbr)], axis=1)
+        query_emb = np.concatenate([query_emb, neighbourhood_mean(query_emb, query_nbr)], axis=1)
+        spatial_context = {"spatial_key": spatial_key, "n_neighbors": int(ref_nbr.shape[1]),
+                           "reference_section_key": ref_col, "reference_n_sections": ref_n,
+                           "query_section_key": query_col, "query_n_sections": query_n}
+        logger.info("Spatial context: mean embedding of the %d nearest cells of the same section appended "
+                    "(reference: %d section(s), query: %d)", ref_nbr.shape[1], ref_n, query_n)
+    if ref_emb.shape[0] == reference.n_obs and not keep.all():
+        ref_emb = ref_emb[keep]  # unlabelled cells served as neighbours only
 
     transfer.fit(ref_emb, ref_labels)
     res = transfer.predict(query_emb)
@@ -153,6 +214,8 @@ def annotate(
         "n_unknown": int(unknown.sum()),
         "n_reference": len(ref_labels),
         "finetune": finetune_summary or False,
+        "spatial": spatial_context is not None,
+        "spatial_context": spatial_context,
         "seed": seed,
         "versions": environment_versions(),
     }
@@ -192,13 +255,64 @@ def _reference_labels(reference: AnnData, label_key: str) -> pd.Series:
     return labels
 
 
+def _use_spatial(spatial: bool | None, query: AnnData, reference: AnnData, spatial_key: str) -> bool:
+    """Whether to add tissue context: ``spatial``, or (``None``) whether both sides have coordinates."""
+    if spatial is False:
+        return False
+    missing = [side for side, data in (("reference", reference), ("query", query))
+               if spatial_coordinates(data, spatial_key) is None]
+    if spatial is None:
+        if missing and len(missing) < 2:
+            logger.info("No spatial context: the %s has no obsm[%r] (the other side has)", missing[0], spatial_key)
+        return not missing
+    if missing:
+        both = len(missing) == 2
+        raise CellWeaveInputError(
+            f"spatial=True but the {' and the '.join(missing)} {'have' if both else 'has'} no obsm[{spatial_key!r}] "
+            f"coordinates; tissue context needs coordinates on both sides. Add them to the "
+            f"{' and the '.join(missing)} (or pass spatial_key= where they are), or annotate without context: "
+            "spatial=False (--no-spatial)."
+        )
+    return True
+
+
+def _section_neighbors(
+    data: AnnData, side: str, *, spatial_key: str, section_key: str | None, n_neighbors: int,
+) -> tuple[np.ndarray, str, int]:
+    """Each cell's ``n_neighbors`` nearest cells of its own section within ``data`` (indices into
+    ``data``), the section column used (``""``: one section) and the number of sections."""
+    if section_key is not None and section_key not in data.obs:
+        raise CellWeaveInputError(
+            f"section_key {section_key!r} is not a column of {side}.obs; columns: "
+            f"{', '.join(map(str, data.obs.columns)) or 'none'}. Add the column to the {side}, pass another "
+            "section_key, or None (the first of section/library_id/sample/batch, else one section)."
+        )
+    coords = spatial_coordinates(data, spatial_key)
+    if not np.isfinite(coords).all():
+        raise CellWeaveInputError(
+            f"{side}.obsm[{spatial_key!r}] has NaN or infinite coordinates (or cells without coordinates); drop "
+            f"those cells from the {side} or annotate with spatial=False."
+        )
+    sections, col = section_labels(data.obs, section_key)
+    return spatial_neighbors(coords, sections, n_neighbors=n_neighbors), col or "", len(set(sections))
+
+
 def _embedding(data: AnnData, model: CellWeave, *, seed: int, progress: bool, write: bool) -> np.ndarray:
-    """``data``'s embedding by ``model``: reused when recorded with the same weights, else computed."""
+    """``data``'s own embedding by ``model`` (no tissue context): reused when recorded with the same
+    weights, else computed."""
     record = data.uns.get(UNS_KEY, {}).get(EMBEDDING_KEY, {})
     if EMBEDDING_KEY in data.obsm and record.get("model_sha256") == model.model_hash:
-        logger.info("Reusing .obsm[%r] (same model weights)", EMBEDDING_KEY)
-        return np.asarray(data.obsm[EMBEDDING_KEY], dtype=np.float32)
+        stored = np.asarray(data.obsm[EMBEDDING_KEY], dtype=np.float32)
+        width = model.module.embedding_dim
+        if not record.get("spatial", False) and stored.shape[1] == width:
+            logger.info("Reusing .obsm[%r] (same model weights)", EMBEDDING_KEY)
+            return stored
+        if record.get("spatial", False) and stored.shape[1] == 2 * width:
+            # tl.embed appends the neighbourhood mean after the cell's own embedding.
+            logger.info("Reusing the cell's own part of .obsm[%r] (same model weights, spatial context dropped)",
+                        EMBEDDING_KEY)
+            return stored[:, :width]
     if write:
-        embed(data, model=model, seed=seed, progress=progress)
+        embed(data, model=model, seed=seed, progress=progress, spatial=False)
         return np.asarray(data.obsm[EMBEDDING_KEY], dtype=np.float32)
-    return model.embed(data, seed=seed, progress=progress)[0]
+    return model.embed(data, spatial=False, seed=seed, progress=progress)[0]

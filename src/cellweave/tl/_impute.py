@@ -58,6 +58,8 @@ def impute(
     features: list[str] | None = None,
     input_modalities: list[str] | None = None,
     key_added: str | None = None,
+    reference: AnnData | MuData | None = None,
+    max_epochs: int = 40,
     layer: str | None = None,
     organism: str | None = None,
     batch_size: int = 128,
@@ -67,11 +69,22 @@ def impute(
 ) -> AnnData | MuData | None:
     """Predict every cell's ``target`` modality from the modalities it was measured in.
 
-    The cell state is computed from ``input_modalities`` only (by default every modality of
-    the data except ``target``: RNA for an .h5ad) and the model's cell head, trained with
-    cross-modal masking, predicts each ``target`` feature from it. No measured value of
-    ``target`` enters the prediction, so predictions for measured cells can be checked
-    against the measurement.
+    Two ways, both from ``input_modalities`` only (by default every modality of the data
+    except ``target``: RNA for an .h5ad):
+
+    * zero-shot (no ``reference``): the pretrained model's cell head predicts each ``target``
+      feature it saw in pretraining from the cell's state, on the model's value scale. Weak
+      with the small shipped model (see the benchmark); no training.
+    * fine-tuned (``reference``: cells measured in both, e.g. a CITE-seq or multiome MuData,
+      which may be ``adata`` itself when some of its cells carry ``target``): a
+      feature-query decoder over the encoder's token states is trained on the reference's
+      paired cells (:func:`cellweave.train.finetune_cross_modal`, frozen encoder, early
+      stopping on held-out reference cells) and predicts every feature of the reference's
+      ``target`` modality, in its units: CLR for protein, log1p counts per 10k otherwise.
+
+    No measured value of ``target`` of a cell enters its own prediction, so predictions for
+    measured cells can be checked against the measurement (when they were not in the
+    reference).
 
     Parameters
     ----------
@@ -89,6 +102,11 @@ def impute(
         Modalities the prediction is made from (default: all the data has, except ``target``).
     key_added
         ``obsm`` key of the predictions (default ``"cellweave_<target>"``).
+    reference
+        MuData whose cells measured ``target`` and the input modalities: fine-tune on them
+        and predict all of its ``target`` features (``features`` must then be ``None``).
+    max_epochs
+        Upper bound of fine-tuning epochs (with a reference; early stopping picks the best).
     layer, organism
         RNA layer holding counts; ``"human"``/``"mouse"`` (default: inferred).
     batch_size, seed, progress
@@ -101,27 +119,33 @@ def impute(
     ``None``, or the modified copy when ``copy=True``. Writes:
 
     ``.obsm[key_added]``
-        ``(n_obs, n_features)`` float32 predictions on the model's value scale (within-cell
-        quantile in (0, 1] for ``value_encoding="quantile"``; about 0 = not detected).
-        Cells with no input token get the population-level prediction (counted in uns).
+        ``(n_obs, n_features)`` float32 predictions. Zero-shot: on the model's value scale
+        (within-cell quantile in (0, 1] for ``value_encoding="quantile"``; about 0 = not
+        detected), cells with no input token get the population-level prediction (counted in
+        uns). With a reference: in the reference's units (``uns[...]["units"]``).
     ``.uns["cellweave"][key_added]``
         ``features`` (vocabulary keys), ``feature_names``, target, input modalities, value
         scale, model name and SHA-256, versions, seed, coverage of the input modalities and
-        ``n_cells_without_input``.
+        ``n_cells_without_input``; with a reference, ``mode="fine-tuned"``, ``units`` and the
+        fine-tuning summary (cells, best epoch, held-out error, seconds).
     ``.mod[target]`` (MuData only)
         Added when absent (``X`` = predictions, ``var_names`` = feature names); when present,
         extended to every cell of the MuData, with the predictions for every cell in
         ``.layers["cellweave_imputed"]``, measured values kept in ``X`` (0 for cells that
         were not measured) and ``.obs["cellweave_measured"]`` telling them apart.
     """
-    import anndata as ad
-    import scipy.sparse as sp
-
     if target not in MODALITIES:
         raise CellWeaveInputError(f"target={target!r} is not a modality cellweave predicts; choose one of {', '.join(MODALITIES)}.")
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     is_mudata = hasattr(adata, "mod")
+    if reference is not None:
+        if features is not None:
+            raise CellWeaveInputError("features= cannot be combined with reference=: the reference's own "
+                                      f"{target!r} features are predicted.")
+        return _impute_finetuned(adata, reference, target=target, model=model, input_modalities=input_modalities,
+                                 key_added=key_added, layer=layer, organism=organism, max_epochs=max_epochs,
+                                 batch_size=batch_size, seed=seed, progress=progress, copy=copy)
     if features is None:
         features, names = _target_features(model, adata, target, organism)
     else:
@@ -171,29 +195,149 @@ def impute(
     uns[key] = _h5_safe(record)
     adata.uns[UNS_KEY] = uns
     if is_mudata:
-        obs_index = adata.obs_names
-        if target not in adata.mod:
-            mod = ad.AnnData(X=pred.copy(), obs=pd.DataFrame(index=obs_index.copy()),
-                             var=pd.DataFrame({"cellweave_feature": features}, index=pd.Index(names, dtype=str)))
-            mod.uns["cellweave_imputed"] = True
-            adata.mod[target] = mod
-        else:
-            old = adata.mod[target]
-            rows = obs_index.get_indexer(old.obs_names)
-            X = sp.csr_matrix((len(obs_index), old.n_vars), dtype=np.float32)
-            X = sp.lil_matrix(X)
-            X[rows] = sp.csr_matrix(old.X)
-            col = old.var_names.get_indexer(pd.Index(names))
-            layer_vals = np.full((len(obs_index), old.n_vars), np.nan, dtype=np.float32)
-            layer_vals[:, col[col >= 0]] = pred[:, col >= 0]
-            measured = np.zeros(len(obs_index), dtype=bool)
-            measured[rows] = True
-            obs = pd.DataFrame(index=obs_index.copy())
-            obs["cellweave_measured"] = measured
-            new = ad.AnnData(X=X.tocsr(), obs=obs, var=old.var.copy(), uns=dict(old.uns))
-            new.layers[IMPUTED_LAYER] = layer_vals
-            adata.mod[target] = new
-        adata.update()
+        _write_modality(adata, target, pred, features, names)
     logger.info("Wrote .obsm[%r]: %d cells x %d %s features predicted from %s", key, pred.shape[0], pred.shape[1],
                 target, "+".join(inputs))
+    return adata if copy else None
+
+
+def _write_modality(adata: MuData, target: str, pred: np.ndarray, features: list[str], names: list[str]) -> None:
+    """Add ``target`` to a MuData (X = predictions), or extend the measured one to every cell
+    with the predictions in ``layers["cellweave_imputed"]``."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    obs_index = adata.obs_names
+    if target not in adata.mod:
+        mod = ad.AnnData(X=pred.copy(), obs=pd.DataFrame(index=obs_index.copy()),
+                         var=pd.DataFrame({"cellweave_feature": features}, index=pd.Index(names, dtype=str)))
+        mod.uns["cellweave_imputed"] = True
+        adata.mod[target] = mod
+    else:
+        old = adata.mod[target]
+        rows = obs_index.get_indexer(old.obs_names)
+        X = sp.csr_matrix((len(obs_index), old.n_vars), dtype=np.float32)
+        X = sp.lil_matrix(X)
+        X[rows] = sp.csr_matrix(old.X)
+        col = old.var_names.get_indexer(pd.Index(names))
+        layer_vals = np.full((len(obs_index), old.n_vars), np.nan, dtype=np.float32)
+        layer_vals[:, col[col >= 0]] = pred[:, col >= 0]
+        measured = np.zeros(len(obs_index), dtype=bool)
+        measured[rows] = True
+        obs = pd.DataFrame(index=obs_index.copy())
+        obs["cellweave_measured"] = measured
+        new = ad.AnnData(X=X.tocsr(), obs=obs, var=old.var.copy(), uns=dict(old.uns))
+        new.layers[IMPUTED_LAYER] = layer_vals
+        adata.mod[target] = new
+    adata.update()
+
+
+def reference_target_values(mod: AnnData, target: str) -> tuple[np.ndarray, str]:
+    """A measured modality as the dense matrix a fine-tuned predictor learns and returns, and
+    its units: protein counts -> CLR (``log1p(x) - mean_j log1p(x_j)`` per cell, the CITE-seq
+    convention); counts of other modalities -> log1p(counts per 10k); log-normalized values as
+    they are."""
+    import scipy.sparse as sp
+
+    from cellweave.data import log_normalize
+    from cellweave.io import detect_x_kind
+
+    X = mod.X
+    kind = detect_x_kind(X)
+    if target == "prot":
+        if kind != "counts":
+            raise CellWeaveInputError(
+                f"The reference's protein matrix holds {kind!r} values; pass raw ADT counts (CLR is computed here)."
+            )
+        L = np.log1p(np.asarray(X.todense() if sp.issparse(X) else X, dtype=np.float64))
+        return L - L.mean(1, keepdims=True), "CLR of ADT counts (log1p(x) minus the cell's mean over proteins)"
+    M = log_normalize(X).toarray().astype(np.float64)
+    return M, "log1p(counts per 10k)" if kind == "counts" else "the reference's log-normalized values"
+
+
+def _impute_finetuned(
+    adata: AnnData | MuData,
+    reference: AnnData | MuData,
+    *,
+    target: str,
+    model: CellWeave,
+    input_modalities: list[str] | None,
+    key_added: str | None,
+    layer: str | None,
+    organism: str | None,
+    max_epochs: int,
+    batch_size: int,
+    seed: int,
+    progress: bool,
+    copy: bool,
+) -> AnnData | MuData | None:
+    from cellweave.genes import infer_organism, map_features
+    from cellweave.io import as_modalities
+    from cellweave.train import finetune_cross_modal
+
+    ref_mods = as_modalities(reference)
+    if target not in ref_mods:
+        raise CellWeaveInputError(
+            f"The reference carries {sorted(ref_mods)}, not {target!r}: pass a MuData whose cells were measured "
+            f"in {target!r} (e.g. CITE-seq for protein, multiome for ATAC)."
+        )
+    available = list(as_modalities(adata))
+    inputs = input_modalities or [m for m in available if m != target]
+    if not inputs or target in inputs:
+        raise CellWeaveInputError(
+            f"Nothing to predict {target!r} from: the data carries {available} (input_modalities={input_modalities})."
+        )
+    lacking = [m for m in inputs if m not in ref_mods]
+    if lacking:
+        raise CellWeaveInputError(
+            f"The reference lacks the input modalities {lacking}: it must carry every modality the prediction is "
+            f"made from ({inputs}) and {target!r}. Pass input_modalities= to use fewer."
+        )
+    tmod = ref_mods[target]
+    values, units = reference_target_values(tmod, target)
+    ref_corpus = model.prepare(reference, modalities=inputs, layer=layer, organism=organism, dataset="reference")
+    pos = pd.Index(ref_corpus.obs.index).get_indexer(tmod.obs_names)
+    has_input = np.all([b.present for b in ref_corpus.blocks], axis=0)
+    ok = (pos >= 0) & has_input[np.clip(pos, 0, None)]
+    if ok.sum() < 20:
+        raise CellWeaveInputError(
+            f"Only {int(ok.sum())} reference cells carry both {target!r} and {inputs}: fine-tuning needs at least 20."
+        )
+    org = organism or (infer_organism(tmod.var_names, tmod.var.get("gene_id")) if target != "atac" else None)
+    fmap = map_features(tmod.var, modality=target, organism=org)
+    keys = [str(k) if i >= 0 else "" for k, i in zip(fmap.keys, model.vocab.lookup([str(k) for k in fmap.keys]))]
+    names = [str(n) for n in tmod.var_names]
+    predictor = finetune_cross_modal(
+        model, ref_corpus.subset(pos[ok]), values[ok], target=target, feature_names=names, feature_keys=keys,
+        input_modalities=inputs, max_epochs=max_epochs, seed=seed, progress=progress,
+    )
+    corpus = model.prepare(adata, modalities=inputs, layer=layer, organism=organism)
+    pred = predictor.predict(corpus, batch_size=batch_size, seed=seed, progress=progress)
+    key = key_added or f"cellweave_{target}"
+    adata.obsm[key] = pred
+    summary = {k: v for k, v in predictor.summary.items() if k != "history"}
+    record: dict[str, Any] = {
+        "mode": "fine-tuned",
+        "model": model.name,
+        "model_sha256": model.model_hash,
+        "target": target,
+        "features": keys,
+        "feature_names": names,
+        "input_modalities": list(inputs),
+        "units": units,
+        "value_scale": units,
+        "n_reference_cells": int(ok.sum()),
+        "finetune": summary,
+        "coverage": {c["modality"]: {k: v for k, v in c.items() if k not in ("examples",)} for c in corpus.coverage},
+        "seed": seed,
+        "versions": environment_versions(),
+    }
+    uns = dict(adata.uns.get(UNS_KEY, {}))
+    uns[key] = _h5_safe(record)
+    adata.uns[UNS_KEY] = uns
+    if hasattr(adata, "mod"):
+        _write_modality(adata, target, pred, keys, names)
+    logger.info("Wrote .obsm[%r]: %d cells x %d %s features (%s) predicted from %s by a decoder fine-tuned on "
+                "%d reference cells (best epoch %s)", key, pred.shape[0], pred.shape[1], target, units,
+                "+".join(inputs), int(ok.sum()), summary["best_epoch"])
     return adata if copy else None

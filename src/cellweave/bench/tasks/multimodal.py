@@ -12,7 +12,7 @@ coverage, and the effect of joint pretraining.
    vocabulary through 1:1 orthologs.
 3. Joint vs RNA-only pretraining: the ``impute`` and ``spatial`` numbers of a model pretrained
    on RNA alone beside the jointly pretrained model, read from
-   ``benchmarks/results/joint_vs_rna_pretraining.json`` (written by
+   ``benchmarks/published/joint_vs_rna/results.json`` (written by
    ``benchmarks/joint_vs_rna_pretraining.py``).
 """
 
@@ -42,7 +42,7 @@ DATASETS: list[tuple[str, str]] = [
     ("multiome_muon_test", "atac"),
 ]
 MOUSE_DATASETS = ["spatial_osmfish_scvi", "spatial_giotto_mini_visium_dg", "spatial_novosparc_intestine"]
-PRETRAINING_JSON = Path(__file__).resolve().parents[4] / "benchmarks" / "results" / "joint_vs_rna_pretraining.json"
+PRETRAINING_JSON = Path(__file__).resolve().parents[4] / "benchmarks" / "published" / "joint_vs_rna" / "results.json"
 K = 15
 
 
@@ -148,9 +148,10 @@ def _pretraining_effect(report) -> None:
                          values="value", aggfunc="first").reset_index()
     wide = wide[~wide["split"].astype(str).str.contains("held out")]
     report.text(
-        "Effect of joint pretraining: the same downstream numbers (impute and spatial tasks, 3 seeds) from a model "
-        "pretrained on RNA alone and from the jointly pretrained model, same preset, epochs, seed and cell caps "
-        f"(from benchmarks/results/{PRETRAINING_JSON.name}). The RNA-only model has no protein or peak tokens, so "
-        "it has no zero-shot cross-modal prediction; its kNN-on-embedding numbers are comparable.",
+        "Effect of joint pretraining: the same downstream numbers (quick protocol of the impute and spatial tasks) "
+        "from models pretrained on RNA alone and on every modality (modality dropout 0.5), same preset, epochs "
+        "and cell caps, 3 pretraining seeds, each benchmarked with its own seed (from "
+        "benchmarks/published/joint_vs_rna/results.json). The RNA-only model has no protein or peak tokens, so it "
+        "has no zero-shot cross-modal prediction; its fine-tuned and kNN-on-embedding numbers are comparable.",
         css_class="note")
     report.table(pd.DataFrame(wide))

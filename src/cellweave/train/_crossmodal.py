@@ -1,0 +1,236 @@
+"""Fine-tuning the encoder to predict one modality from others (cells measured in both)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from cellweave._constants import MODALITY_ID
+from cellweave._exceptions import CellWeaveInputError
+from cellweave.data import TokenDataset, Tokenizer, collate_tokens
+from cellweave.nn._decoder import FeatureQueryDecoder
+
+if TYPE_CHECKING:
+    from cellweave.data import CellCorpus
+    from cellweave.models import CellWeave
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CrossModalPredictor:
+    """A fine-tuned encoder and feature-query decoder that predict ``target`` from ``input_modalities``.
+
+    Predictions are in the units of the training matrix (e.g. CLR protein, log1p counts per
+    10k for ATAC), de-standardized with the training cells' per-feature mean and scale.
+    """
+
+    model: CellWeave
+    decoder: FeatureQueryDecoder
+    target: str
+    input_modalities: list[str]
+    feature_names: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    summary: dict[str, Any] = field(default_factory=dict)
+    tokenizer: Tokenizer | None = None
+
+    @torch.inference_mode()
+    def predict(self, corpus: CellCorpus, *, batch_size: int = 64, seed: int = 0, progress: bool = True) -> np.ndarray:
+        """Predictions ``(n_cells, n_features)`` for every cell of ``corpus`` (float32)."""
+        from tqdm.auto import tqdm
+
+        module = self.model.module
+        module.eval()
+        self.decoder.eval()
+        tokenizer = self.tokenizer or self.model.tokenizer
+        ds = TokenDataset([corpus], tokenizer, mode="embed", seed=seed, modalities=self.input_modalities)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate_tokens)
+        out = np.zeros((len(ds), len(self.feature_names)), dtype=np.float32)
+        for batch in tqdm(loader, desc=f"predicting {self.target}", disable=not progress, leave=False):
+            z = _decode(module, self.decoder, batch)
+            out[batch["index"].numpy()] = z.float().numpy()
+        return out * self.scale.astype(np.float32) + self.mean.astype(np.float32)
+
+
+def _decode(module: torch.nn.Module, decoder: FeatureQueryDecoder, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Decoder over the CLS state and every token's contextual state plus its input embedding
+    (feature + modality + value): the skip gives the decoder "gene g has value v" directly,
+    which a small encoder's contextual states carry only faintly."""
+    ids, vals, mods, pad = batch["token_ids"], batch["values"], batch["modality_ids"], batch["padding_mask"]
+    cls, tokens = module.encode(ids, vals, mods, pad)
+    inputs = module.feature_embedding(ids) + module.modality_embedding(mods) + module.value_encoder(vals, None)
+    states = torch.cat([cls.unsqueeze(1), tokens + inputs], dim=1)
+    keep = torch.cat([pad.new_ones(cls.shape[0], 1), pad], dim=1)
+    return decoder(states, keep)
+
+
+def finetune_cross_modal(
+    model: CellWeave,
+    corpus: CellCorpus,
+    values: np.ndarray,
+    *,
+    target: str,
+    feature_names: list[str],
+    feature_keys: list[str] | None = None,
+    input_modalities: list[str] | None = None,
+    max_epochs: int = 40,
+    patience: int = 8,
+    val_fraction: float = 0.15,
+    lr: float = 1e-4,
+    head_lr: float = 1e-3,
+    batch_size: int = 32,
+    freeze_encoder: bool = True,
+    context_length: dict[str, int] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> CrossModalPredictor:
+    """Fine-tune a copy of ``model`` to predict ``values`` of modality ``target`` from ``input_modalities``.
+
+    ``corpus`` holds the training cells (every one measured in the target: ``values`` is their
+    ``(n_cells, n_features)`` target matrix in the units predictions should come in). A
+    :class:`~cellweave.nn._decoder.FeatureQueryDecoder` reads the encoder's token states; its
+    queries start from the pretrained embeddings of the features the vocabulary knows
+    (``feature_keys``, "" for unknown ones). Targets are standardized per feature, so each
+    protein or peak weighs the same in the squared error, as in the per-feature correlations
+    it is judged by. The encoder (``lr``) and decoder (``head_lr``) train with AdamW;
+    ``val_fraction`` of the cells are held out and the epoch with the lowest held-out error is
+    kept (early stopping after ``patience`` epochs without improvement). Seeded: reproducible on
+    the CPU. The original ``model`` is left unchanged.
+
+    ``freeze_encoder=True`` (default) trains the decoder only: on the bundled 10x PBMC CITE-seq
+    (train on one batch, test on the other) it predicted as well as fine-tuning every weight
+    (mean per-protein Pearson 0.58 vs 0.55-0.56) at a third of the cost per epoch.
+    ``context_length`` overrides the tokenizer's tokens per modality; longer RNA contexts than
+    pretraining used hurt a frozen encoder (1024 RNA tokens: Pearson 0.20 on the same split).
+    """
+    from tqdm.auto import tqdm
+
+    from cellweave.models import CellWeave
+
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] != len(corpus):
+        raise CellWeaveInputError(f"values must be (n_cells={len(corpus)}, n_features); got {values.shape}.")
+    if values.shape[1] != len(feature_names):
+        raise CellWeaveInputError(f"{values.shape[1]} value columns but {len(feature_names)} feature names.")
+    if not np.isfinite(values).all():
+        raise CellWeaveInputError("The target values contain NaN or infinite entries; drop or fill those cells first.")
+    if len(corpus) < 20:
+        raise CellWeaveInputError(f"Only {len(corpus)} cells measured in {target!r}: fine-tuning needs at least 20.")
+    inputs = list(input_modalities or [m for m in corpus.modalities if m != target])
+    if not inputs or target in inputs:
+        raise CellWeaveInputError(f"input_modalities must be non-empty and exclude the target {target!r}; got {inputs}.")
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(corpus))
+    n_val = max(1, int(round(val_fraction * len(corpus))))
+    val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    mean = values[tr_idx].mean(0)
+    scale = values[tr_idx].std(0)
+    scale = np.where(scale > 1e-8, scale, 1.0)
+    Z = torch.as_tensor((values - mean) / scale, dtype=torch.float32)
+
+    module = copy.deepcopy(model.module)
+    init = _init_queries(module, model, feature_keys, target, len(feature_names))
+    decoder = FeatureQueryDecoder(module.config.d_model, len(feature_names), n_heads=module.config.n_heads,
+                                  init_queries=init)
+    if freeze_encoder:
+        for p in module.parameters():
+            p.requires_grad_(False)
+    groups = [{"params": decoder.parameters(), "lr": head_lr}]
+    if not freeze_encoder:
+        groups.append({"params": module.parameters(), "lr": lr})
+    opt = torch.optim.AdamW(groups, weight_decay=0.01)
+
+    tokenizer = model.tokenizer
+    if context_length:
+        tokenizer = dataclasses.replace(tokenizer, context_length={**tokenizer.context_length, **context_length})
+    train_ds = TokenDataset([corpus.subset(tr_idx)], tokenizer, mode="train", seed=seed, modalities=inputs)
+    val_ds = TokenDataset([corpus.subset(val_idx)], tokenizer, mode="embed", seed=seed, modalities=inputs)
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, collate_fn=collate_tokens,
+                                         generator=torch.Generator().manual_seed(seed))
+    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=128, collate_fn=collate_tokens)
+    warmup = max(1, len(loader))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+    Z_tr, Z_val = Z[tr_idx], Z[val_idx]
+
+    best = (float("inf"), -1, None)
+    history = []
+    t0 = time.perf_counter()
+    for epoch in range(max_epochs):
+        module.train(not freeze_encoder)
+        decoder.train()
+        total, n = 0.0, 0
+        for batch in tqdm(loader, desc=f"fine-tune {target} epoch {epoch + 1}", disable=not progress, leave=False):
+            pred = _decode(module, decoder, batch)
+            loss = torch.nn.functional.mse_loss(pred, Z_tr[batch["index"]])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(batch["index"])
+            n += len(batch["index"])
+        val = _val_mse(module, decoder, val_loader, Z_val)
+        history.append({"epoch": epoch + 1, "train_mse": total / max(n, 1), "val_mse": val})
+        logger.info("fine-tune %s epoch %d: train MSE %.4f, held-out MSE %.4f", target, epoch + 1, total / max(n, 1), val)
+        if val < best[0] - 1e-4:
+            best = (val, epoch + 1, (copy.deepcopy(module.state_dict()), copy.deepcopy(decoder.state_dict())))
+        elif epoch + 1 - best[1] >= patience:
+            break
+    if best[2] is not None:
+        module.load_state_dict(best[2][0])
+        decoder.load_state_dict(best[2][1])
+    module.eval()
+    decoder.eval()
+    summary = {
+        "target": target, "input_modalities": inputs, "n_cells": len(corpus), "n_train": int(tr_idx.size),
+        "n_val": int(val_idx.size), "n_features": len(feature_names),
+        "n_features_known_to_vocabulary": int(sum(bool(k) for k in (feature_keys or []))),
+        "best_epoch": best[1], "best_val_mse": best[0], "history": history, "max_epochs": max_epochs,
+        "patience": patience, "lr": lr, "head_lr": head_lr, "batch_size": batch_size,
+        "freeze_encoder": freeze_encoder, "context_length": dict(tokenizer.context_length), "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
+        "base_model_sha256": model.model_hash,
+    }
+    card = dict(model.card)
+    card["finetune_cross_modal"] = {k: v for k, v in summary.items() if k != "history"}
+    tuned = CellWeave(copy.deepcopy(model.config), model.vocab, module=module, card=card)
+    return CrossModalPredictor(tuned, decoder, target, inputs, [str(f) for f in feature_names], mean, scale, summary,
+                              tokenizer)
+
+
+def _init_queries(module, model, feature_keys, target, n_features) -> torch.Tensor | None:
+    """Pretrained embeddings (feature + modality) for the features the vocabulary knows, small
+    random vectors for the others; ``None`` when none is known."""
+    if not feature_keys:
+        return None
+    ids = model.vocab.lookup([k or "\0" for k in feature_keys])
+    if not (ids >= 0).any():
+        return None
+    with torch.no_grad():
+        q = torch.randn(n_features, module.config.d_model) * 0.02
+        known = torch.as_tensor(ids >= 0)
+        emb = module.feature_embedding.weight[torch.as_tensor(ids[ids >= 0])]
+        emb = emb + module.modality_embedding.weight[MODALITY_ID[target]]
+        q[known] = emb.float()
+    return q
+
+
+@torch.inference_mode()
+def _val_mse(module, decoder, loader, Z_val: torch.Tensor) -> float:
+    module.eval()
+    decoder.eval()
+    se, n = 0.0, 0
+    for batch in loader:
+        pred = _decode(module, decoder, batch)
+        se += float(((pred - Z_val[batch["index"]]) ** 2).sum())
+        n += pred.numel()
+    return se / max(n, 1)
