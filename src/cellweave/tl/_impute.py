@@ -138,7 +138,6 @@ def impute(
         raise CellWeaveInputError(f"target={target!r} is not a modality cellweave predicts; choose one of {', '.join(MODALITIES)}.")
     adata = adata.copy() if copy else adata
     model = _resolve(model)
-    is_mudata = hasattr(adata, "mod")
     if reference is not None:
         if features is not None:
             raise CellWeaveInputError("features= cannot be combined with reference=: the reference's own "
@@ -177,7 +176,6 @@ def impute(
     pred = model.predict_features(corpus, features, target=target, cell_states=states)
     no_input = ~np.any([b.present & (np.diff(b.values.indptr) > 0) for b in corpus.blocks], axis=0)
     key = key_added or f"cellweave_{target}"
-    adata.obsm[key] = pred
     record: dict[str, Any] = {
         "model": model.name,
         "model_sha256": model.model_hash,
@@ -187,18 +185,26 @@ def impute(
         "input_modalities": list(inputs),
         "value_scale": f"{model.config.value_encoding} (the model's value encoding)",
         "n_cells_without_input": int(no_input.sum()),
-        "coverage": {c["modality"]: {k: v for k, v in c.items() if k not in ("examples",)} for c in corpus.coverage},
-        "seed": seed,
-        "versions": environment_versions(),
     }
-    uns = dict(adata.uns.get(UNS_KEY, {}))
-    uns[key] = _h5_safe(record)
-    adata.uns[UNS_KEY] = uns
-    if is_mudata:
-        _write_modality(adata, target, pred, features, names)
+    _store(adata, key, pred, record, corpus, features, names, seed)
     logger.info("Wrote .obsm[%r]: %d cells x %d %s features predicted from %s", key, pred.shape[0], pred.shape[1],
                 target, "+".join(inputs))
     return adata if copy else None
+
+
+def _store(adata: AnnData | MuData, key: str, pred: np.ndarray, record: dict[str, Any], corpus, features: list[str],
+           names: list[str], seed: int) -> None:
+    """Predictions to ``obsm[key]``, the record (plus input coverage, seed, versions) to ``uns``,
+    and for a MuData the target modality (added or extended)."""
+    adata.obsm[key] = pred
+    record = {**record, "coverage": {c["modality"]: {k: v for k, v in c.items() if k != "examples"}
+                                     for c in corpus.coverage},
+              "seed": seed, "versions": environment_versions()}
+    uns = dict(adata.uns.get(UNS_KEY, {}))
+    uns[key] = _h5_safe(record)
+    adata.uns[UNS_KEY] = uns
+    if hasattr(adata, "mod"):
+        _write_modality(adata, record["target"], pred, features, names)
 
 
 def _write_modality(adata: MuData, target: str, pred: np.ndarray, features: list[str], names: list[str]) -> None:
@@ -314,7 +320,6 @@ def _impute_finetuned(
     corpus = model.prepare(adata, modalities=inputs, layer=layer, organism=organism)
     pred = predictor.predict(corpus, batch_size=batch_size, seed=seed, progress=progress)
     key = key_added or f"cellweave_{target}"
-    adata.obsm[key] = pred
     summary = {k: v for k, v in predictor.summary.items() if k != "history"}
     record: dict[str, Any] = {
         "mode": "fine-tuned",
@@ -328,15 +333,8 @@ def _impute_finetuned(
         "value_scale": units,
         "n_reference_cells": int(ok.sum()),
         "finetune": summary,
-        "coverage": {c["modality"]: {k: v for k, v in c.items() if k not in ("examples",)} for c in corpus.coverage},
-        "seed": seed,
-        "versions": environment_versions(),
     }
-    uns = dict(adata.uns.get(UNS_KEY, {}))
-    uns[key] = _h5_safe(record)
-    adata.uns[UNS_KEY] = uns
-    if hasattr(adata, "mod"):
-        _write_modality(adata, target, pred, keys, names)
+    _store(adata, key, pred, record, corpus, keys, names, seed)
     logger.info("Wrote .obsm[%r]: %d cells x %d %s features (%s) predicted from %s by a decoder fine-tuned on "
                 "%d reference cells (best epoch %s)", key, pred.shape[0], pred.shape[1], target, units,
                 "+".join(inputs), int(ok.sum()), summary["best_epoch"])
