@@ -54,3 +54,24 @@ def test_uns_record_survives_a_round_trip(tmp_path) -> None:
         back = ad.read_h5ad(tmp_path / "e.h5ad")
     examples = back.uns["cellweave"]["X_cellweave"]["coverage_examples"]["rna"]
     assert all("/" not in k for k in examples) and len(examples) >= 1
+
+
+def test_pretrain_cli_with_modality_dropout_and_rna_only(tmp_path) -> None:
+    import json
+
+    from cellweave.data import synthetic_mudata
+
+    md = synthetic_mudata(n_cells=120, n_genes=80, n_proteins=6, n_peaks=20, modalities=("rna", "prot"), seed=0)
+    src = tmp_path / "cite.h5mu"
+    md.write(src)
+    common = ["-q", "pretrain", "--data", str(src), "--max-epochs", "1", "--batch-size", "32"]
+    joint, rna = tmp_path / "joint", tmp_path / "rna"
+    assert main([*common, "--out", str(joint), "--modality-dropout", "1.0"]) == 0
+    assert json.loads((joint / "config.json").read_text())["modality_dropout"] == 1.0
+    card = json.loads((joint / "model_card.json").read_text())
+    assert card["metrics"]["val_cross_modal_values"] > 0  # one modality of held-out cells left out and predicted
+    assert main([*common, "--out", str(rna), "--modalities", "rna"]) == 0
+    rna_model = cellweave.CellWeave.load(rna)
+    assert rna_model.card["modalities"] == ["rna"] and rna_model.modality_features("prot") == []
+    assert main([*common, "--out", str(tmp_path / "bad"), "--modality-dropout", "1.5"]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -35,8 +35,11 @@ def _read_named(paths: list[str]) -> tuple[dict, dict[str, str]]:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from cellweave._exceptions import CellWeaveInputError
     from cellweave.train import pretrain
 
+    if args.modality_dropout is not None and not 0.0 <= args.modality_dropout <= 1.0:
+        raise CellWeaveInputError(f"--modality-dropout is a probability in [0, 1], not {args.modality_dropout}.")
     datasets, hashes = _read_named(args.data)
     model = pretrain(
         datasets,
@@ -53,6 +56,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         data_hashes=hashes,
         accelerator=args.accelerator,
         devices=args.devices,
+        modalities=args.modalities,
+        config_overrides={"modality_dropout": args.modality_dropout} if args.modality_dropout is not None else None,
     )
     m = model.card["metrics"]
     logger.info(
@@ -176,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", default=None, help="model name recorded in the model card")
     sp.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
     sp.add_argument("--devices", default=1, help="Lightning devices (e.g. 2 for DDP)")
+    sp.add_argument("--modality-dropout", type=float, default=None,
+                    help="probability that a multimodal cell has one modality left out of its input and predicted "
+                    "(cross-modal masking; e.g. 0.5). Default: the config's 0.0, as the shipped model")
+    sp.add_argument("--modalities", nargs="+", default=None, choices=["rna", "prot", "atac", "gene_activity"],
+                    help="pretrain on these modalities only (e.g. rna for an RNA-only model); default: all")
     sp.set_defaults(func=cmd_pretrain)
 
     sp = sub.add_parser("embed", help="embed cells: writes obsm['X_cellweave'] and uns['cellweave']")
