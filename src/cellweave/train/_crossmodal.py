@@ -41,6 +41,7 @@ class CrossModalPredictor:
     scale: np.ndarray
     summary: dict[str, Any] = field(default_factory=dict)
     tokenizer: Tokenizer | None = None
+    linear: LinearStart | None = None
 
     @torch.inference_mode()
     def predict(self, corpus: CellCorpus, *, batch_size: int = 64, seed: int = 0, progress: bool = True) -> np.ndarray:
@@ -57,7 +58,45 @@ class CrossModalPredictor:
         for batch in tqdm(loader, desc=f"predicting {self.target}", disable=not progress, leave=False):
             z = _decode(module, self.decoder, batch)
             out[batch["index"].numpy()] = z.float().numpy()
+        if self.linear is not None:
+            emb = self.model.embed_corpus(corpus, modalities=self.input_modalities, seed=seed, progress=False)
+            out += self.linear.predict(emb).astype(np.float32)
         return out * self.scale.astype(np.float32) + self.mean.astype(np.float32)
+
+
+@dataclass
+class LinearStart:
+    """Ridge regression from the standardized frozen cell embedding to the standardized targets:
+    the decoder learns the residual, so training starts from what the embedding already tells
+    (a small decoder otherwise spends its first epochs on a plateau, and sometimes never leaves)."""
+
+    emb_mean: np.ndarray
+    emb_scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    alpha: float
+
+    @classmethod
+    def fit(cls, emb: np.ndarray, Z: np.ndarray, train: np.ndarray, seed: int) -> tuple[LinearStart, np.ndarray]:
+        """Fit on the ``train`` rows; also return out-of-fold predictions for them (5-fold, the
+        decoder's residual targets must not be in-sample fits) and predictions for the others."""
+        from sklearn.linear_model import Ridge, RidgeCV
+        from sklearn.model_selection import KFold
+
+        mu, sd = emb[train].mean(0), emb[train].std(0)
+        sd = np.where(sd > 1e-8, sd, 1.0)
+        X = (emb - mu) / sd
+        full = RidgeCV(alphas=np.logspace(-1, 5, 13)).fit(X[train], Z[train])
+        offsets = full.predict(X)
+        folds = KFold(n_splits=min(5, len(train)), shuffle=True, random_state=seed)
+        for fit_idx, pred_idx in folds.split(train):
+            m = Ridge(alpha=full.alpha_).fit(X[train[fit_idx]], Z[train[fit_idx]])
+            offsets[train[pred_idx]] = m.predict(X[train[pred_idx]])
+        lin = cls(mu, sd, np.asarray(full.coef_), np.asarray(full.intercept_), float(full.alpha_))
+        return lin, offsets
+
+    def predict(self, emb: np.ndarray) -> np.ndarray:
+        return ((emb - self.emb_mean) / self.emb_scale) @ self.coef.T + self.intercept
 
 
 def _decode(module: torch.nn.Module, decoder: FeatureQueryDecoder, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -89,6 +128,7 @@ def finetune_cross_modal(
     batch_size: int = 32,
     freeze_encoder: bool = True,
     context_length: dict[str, int] | None = None,
+    linear_start: bool = True,
     seed: int = 0,
     progress: bool = True,
 ) -> CrossModalPredictor:
@@ -136,7 +176,13 @@ def finetune_cross_modal(
     mean = values[tr_idx].mean(0)
     scale = values[tr_idx].std(0)
     scale = np.where(scale > 1e-8, scale, 1.0)
-    Z = torch.as_tensor((values - mean) / scale, dtype=torch.float32)
+    Z_np = (values - mean) / scale
+    linear, offsets = None, np.zeros_like(Z_np)
+    if linear_start and freeze_encoder:
+        emb = model.embed_corpus(corpus, modalities=inputs, seed=seed, progress=False)
+        linear, offsets = LinearStart.fit(emb, Z_np, tr_idx, seed)
+    # The decoder's targets: what the linear start leaves (all of Z without it).
+    Z = torch.as_tensor(Z_np - offsets, dtype=torch.float32)
 
     module = copy.deepcopy(model.module)
     init = _init_queries(module, model, feature_keys, target, len(feature_names))
@@ -162,7 +208,9 @@ def finetune_cross_modal(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
     Z_tr, Z_val = Z[tr_idx], Z[val_idx]
 
-    best = (float("inf"), -1, None)
+    # Epoch 0: the linear start alone (decoder output ~0): kept when no epoch improves on it.
+    best = (float(((Z_val.numpy()) ** 2).mean()), 0, None) if linear is not None else (float("inf"), -1, None)
+    zero_state = (copy.deepcopy(module.state_dict()), _zeroed(decoder)) if linear is not None else None
     history = []
     t0 = time.perf_counter()
     for epoch in range(max_epochs):
@@ -186,9 +234,10 @@ def finetune_cross_modal(
             best = (val, epoch + 1, (copy.deepcopy(module.state_dict()), copy.deepcopy(decoder.state_dict())))
         elif epoch + 1 - best[1] >= patience:
             break
-    if best[2] is not None:
-        module.load_state_dict(best[2][0])
-        decoder.load_state_dict(best[2][1])
+    state = best[2] if best[2] is not None else zero_state
+    if state is not None:
+        module.load_state_dict(state[0])
+        decoder.load_state_dict(state[1])
     module.eval()
     decoder.eval()
     summary = {
@@ -197,14 +246,25 @@ def finetune_cross_modal(
         "n_features_known_to_vocabulary": int(sum(bool(k) for k in (feature_keys or []))),
         "best_epoch": best[1], "best_val_mse": best[0], "history": history, "max_epochs": max_epochs,
         "patience": patience, "lr": lr, "head_lr": head_lr, "batch_size": batch_size,
-        "freeze_encoder": freeze_encoder, "context_length": dict(tokenizer.context_length), "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
+        "freeze_encoder": freeze_encoder, "context_length": dict(tokenizer.context_length), "seed": seed,
+        "linear_start": None if linear is None else {"ridge_alpha": linear.alpha,
+                                                     "val_mse": float((Z_val.numpy() ** 2).mean())},
+        "seconds": round(time.perf_counter() - t0, 1),
         "base_model_sha256": model.model_hash,
     }
     card = dict(model.card)
     card["finetune_cross_modal"] = {k: v for k, v in summary.items() if k != "history"}
     tuned = CellWeave(copy.deepcopy(model.config), model.vocab, module=module, card=card)
     return CrossModalPredictor(tuned, decoder, target, inputs, [str(f) for f in feature_names], mean, scale, summary,
-                              tokenizer)
+                              tokenizer, linear)
+
+
+def _zeroed(decoder: FeatureQueryDecoder) -> dict[str, torch.Tensor]:
+    """The decoder's state with its output set to exactly 0 (readout and bias zeroed)."""
+    state = copy.deepcopy(decoder.state_dict())
+    state["readout"].zero_()
+    state["bias"].zero_()
+    return state
 
 
 def _init_queries(module, model, feature_keys, target, n_features) -> torch.Tensor | None:
