@@ -78,8 +78,9 @@ def impute(
     * fine-tuned (``reference``: cells measured in both, e.g. a CITE-seq or multiome MuData,
       which may be ``adata`` itself when some of its cells carry ``target``): a
       feature-query decoder over the encoder's token states is trained on the reference's
-      paired cells (:func:`cellweave.train.finetune_cross_modal`, frozen encoder, early
-      stopping on held-out reference cells) and predicts every feature of the reference's
+      paired cells (:func:`cellweave.train.finetune_cross_modal`: frozen encoder, starting
+      from ridge regression on the cell embedding, early stopping on held-out reference
+      cells) and predicts every feature of the reference's
       ``target`` modality, in its units: CLR for protein, log1p counts per 10k otherwise.
 
     No measured value of ``target`` of a cell enters its own prediction, so predictions for

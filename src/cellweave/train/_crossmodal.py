@@ -140,7 +140,9 @@ def finetune_cross_modal(
     queries start from the pretrained embeddings of the features the vocabulary knows
     (``feature_keys``, "" for unknown ones). Targets are standardized per feature, so each
     protein or peak weighs the same in the squared error, as in the per-feature correlations
-    it is judged by. The encoder (``lr``) and decoder (``head_lr``) train with AdamW;
+    it is judged by. With ``linear_start`` (and a frozen encoder) a ridge regression on the
+    standardized cell embedding predicts first (:class:`LinearStart`) and the decoder learns what
+    it leaves. The encoder (``lr``) and decoder (``head_lr``) train with AdamW;
     ``val_fraction`` of the cells are held out and the epoch with the lowest held-out error is
     kept (early stopping after ``patience`` epochs without improvement). Seeded: reproducible on
     the CPU. The original ``model`` is left unchanged.
