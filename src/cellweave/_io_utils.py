@@ -88,3 +88,13 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def h5_safe(obj: Any) -> Any:
+    """Make a record writable to .h5ad: drop ``None`` values and replace "/" in keys (HDF5
+    would read it as a group separator)."""
+    if isinstance(obj, dict):
+        return {str(k).replace("/", "|"): h5_safe(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [h5_safe(v) for v in obj if v is not None]
+    return obj

@@ -13,7 +13,7 @@ import cellweave
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.cli import main
 from cellweave.models import CellWeave
-from cellweave.tl._perturb import _edit_tokens
+from cellweave.models._insilico import _edit_tokens
 from cellweave.train._perturb import PerturbationModel, finetune_perturbation, spread_ratio
 
 TINY = dict(d_model=32, n_layers=1, n_heads=2, d_ff=64,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save
 
@@ -233,6 +234,23 @@ class CellWeave:
         if modality in ("prot", "atac"):
             return [k for k in keys if k.startswith(modality + ":")]
         return [k for k in keys if not k.startswith(("prot:", "atac:"))]
+
+    def gene_token_ids(self, genes: list[str], var: pd.DataFrame | None = None,
+                       organism: str | None = "human") -> np.ndarray:
+        """Vocabulary ids of ``genes`` (symbols or Ensembl IDs); -1 where a gene is not in the vocabulary.
+
+        When ``var`` (an AnnData ``.var``) lists a gene with a ``gene_id`` column, that ID is used
+        first, so renamed symbols of the user's data still resolve.
+        """
+        from cellweave.genes import map_features
+
+        names = [str(g).strip() for g in genes]
+        frame = pd.DataFrame(index=pd.Index(names, dtype=object))
+        if var is not None and "gene_id" in var.columns:
+            ids = var["gene_id"].astype(str)
+            frame["gene_id"] = [ids.get(n, "") if n in var.index else "" for n in names]
+        fmap = map_features(frame, modality="rna", organism=organism)
+        return self.vocab.lookup(fmap.keys).astype(np.int64)
 
     @torch.inference_mode()
     def predict_features(

@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from cellweave._constants import EMBEDDING_KEY, UNS_KEY
+from cellweave._io_utils import h5_safe as _h5_safe
 from cellweave.models import CellWeave, environment_versions
 
 if TYPE_CHECKING:
@@ -116,13 +117,3 @@ def embed(
     adata.uns[UNS_KEY] = uns
     logger.info("Wrote .obsm[%r] (%d x %d)", key_added, *emb.shape)
     return adata if copy else None
-
-
-def _h5_safe(obj: Any) -> Any:
-    """Make a record writable to .h5ad: drop ``None`` values and replace "/" in keys (HDF5
-    would read it as a group separator)."""
-    if isinstance(obj, dict):
-        return {str(k).replace("/", "|"): _h5_safe(v) for k, v in obj.items() if v is not None}
-    if isinstance(obj, (list, tuple)):
-        return [_h5_safe(v) for v in obj if v is not None]
-    return obj

@@ -40,7 +40,7 @@ def rna_adata(data: Any) -> AnnData:
     return data
 
 
-def gene_token_ids(adata: AnnData, model: CellWeave, *, organism: str | None = None) -> np.ndarray:
+def var_token_ids(adata: AnnData, model: CellWeave, *, organism: str | None = None) -> np.ndarray:
     """Vocabulary id of every gene (``var``) of ``adata``; -1 where the model does not know it."""
     from cellweave.genes import infer_organism, map_features
 

@@ -34,12 +34,12 @@ from cellweave.models import CellWeave, environment_versions
 from ._embed import _h5_safe, _resolve
 from ._gene_utils import (
     AttentionRecorder,
-    gene_token_ids,
     local_columns,
     prepare_rna,
     rna_adata,
     subsample,
     token_batches,
+    var_token_ids,
     vocab_to_col_map,
 )
 
@@ -300,7 +300,7 @@ def grn(
             f"groupby {groupby!r} is not a column of obs. Pass one of: {', '.join(map(str, rna.obs.columns))}."
         )
     corpus, col_tokens = prepare_rna(rna, model, layer=layer, organism=organism)
-    var_tokens = gene_token_ids(rna, model, organism=organism)
+    var_tokens = var_token_ids(rna, model, organism=organism)
     # Columns are ordered by vocabulary id; the first var of each token names it.
     first_var = {}
     for i, t in enumerate(var_tokens):

@@ -275,9 +275,9 @@ def markers(
 
 def _column_names(rna: AnnData, model: CellWeave, tok: np.ndarray, organism: str | None) -> np.ndarray:
     """``var_names`` of the corpus columns (the first var of each vocabulary token)."""
-    from ._gene_utils import gene_token_ids
+    from ._gene_utils import var_token_ids
 
-    var_tok = gene_token_ids(rna, model, organism=organism)
+    var_tok = var_token_ids(rna, model, organism=organism)
     first: dict[int, int] = {}
     for i, t in enumerate(var_tok):
         if t >= 0 and int(t) not in first:

@@ -85,12 +85,11 @@ class PerturbationIdentity:
 def resolve_perturbation(model: CellWeave, name: str, labels: list[str], var: pd.DataFrame | None = None
                          ) -> PerturbationIdentity:
     """A perturbation name -> its representation; a label wins over a gene of the same name."""
-    from cellweave.tl._perturb import gene_token_ids
 
     if name in labels:
         return PerturbationIdentity(name, "label", [], 1 + labels.index(name))
     parts = [p.strip() for p in str(name).split("+") if p.strip()]
-    ids = gene_token_ids(model, parts, var) if parts else np.zeros(0, dtype=np.int64)
+    ids = model.gene_token_ids(parts, var) if parts else np.zeros(0, dtype=np.int64)
     if parts and (ids >= 0).all():
         return PerturbationIdentity(name, "gene", [int(i) for i in ids], 0)
     raise CellWeaveInputError(
@@ -114,7 +113,7 @@ def zero_shot_features(model: CellWeave, control: AnnData, identities: list[Pert
                        cache: dict | None = None) -> np.ndarray:
     """Per perturbation, the pretrained model's zero-shot in silico knock-out profile over the readout
     genes (mean over ``n_cells`` control cells; zeros for labels and genes outside the vocabulary)."""
-    from cellweave.tl._perturb import in_silico_profiles
+    from cellweave.models._insilico import in_silico_profiles
 
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(control.n_obs, size=min(n_cells, control.n_obs), replace=False))
@@ -307,7 +306,7 @@ class PerturbationModel:
         """See :func:`cellweave.tl.predict_perturbation`."""
         import anndata
 
-        from cellweave.tl._embed import _h5_safe
+        from cellweave._io_utils import h5_safe
 
         if adata is None:
             if self.control is None:
@@ -346,7 +345,7 @@ class PerturbationModel:
             **self.collapse_diagnostic(emb, extra_names=[perturbation]),
             "versions": environment_versions(),
         }
-        out.uns[UNS_KEY] = {"predict_perturbation": _h5_safe(record)}
+        out.uns[UNS_KEY] = {"predict_perturbation": h5_safe(record)}
         logger.info("Predicted %s (%s) for %d cells; mean |change| %.4f; spread ratio %.3f",
                     perturbation, record["kind"], out.n_obs, float(np.abs(delta).mean()), record["spread_ratio"])
         return out
@@ -477,13 +476,12 @@ def finetune_perturbation(
     t_pert, t_group = np.asarray(t_pert), np.asarray(t_group)
 
     var = adata.var
-    from cellweave.tl._perturb import gene_token_ids
 
     labels: list[str] = []
     identities = []
     for name in names:
         parts = [p.strip() for p in name.split("+") if p.strip()]
-        ids = gene_token_ids(base, parts, var)
+        ids = base.gene_token_ids(parts, var)
         if parts and (ids >= 0).all():
             identities.append(PerturbationIdentity(name, "gene", [int(i) for i in ids], 0))
         else:
@@ -505,7 +503,7 @@ def finetune_perturbation(
         if _cache is not None:
             _cache[emb_key] = emb
 
-    readout = gene_token_ids(base, genes, var)
+    readout = base.gene_token_ids(genes, var)
     token_table = base.module.feature_embedding.weight.detach().cpu().numpy()
     gene_tokens = np.where((readout >= 0)[:, None], token_table[np.maximum(readout, 0)], 0.0).astype(np.float32)
     extra, zs_scale = None, 1.0

@@ -125,7 +125,7 @@ def run(ctx: Any, report: Any) -> list:
 
     from cellweave import datasets
     from cellweave.genes import tf_list
-    from cellweave.tl._gene_utils import gene_token_ids, prepare_rna
+    from cellweave.tl._gene_utils import prepare_rna, var_token_ids
     from cellweave.tl._grn import attention_scores, combine_scores, embedding_scores, perturbation_scores
 
     if ctx.data is not None:
@@ -139,7 +139,7 @@ def run(ctx: Any, report: Any) -> list:
         splits["control cells"] = np.flatnonzero(adata.obs["perturbation"].astype(str).to_numpy() == "control")
 
     corpus, tok = prepare_rna(adata, model)
-    var_tok = gene_token_ids(adata, model)
+    var_tok = var_token_ids(adata, model)
     genes = [str(adata.var_names[np.flatnonzero(var_tok == t)[0]]) for t in tok]
     ln = adata[:, genes].copy()
     sc.pp.normalize_total(ln, target_sum=1e4)

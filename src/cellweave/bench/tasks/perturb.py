@@ -145,7 +145,6 @@ def run(ctx, report) -> list[Any]:
     from sklearn.model_selection import KFold
 
     from cellweave import datasets
-    from cellweave.tl._perturb import gene_token_ids
     from cellweave.train._perturb import (
         PerturbationIdentity,
         _gene_vectors,
@@ -175,11 +174,11 @@ def run(ctx, report) -> list[Any]:
     logger.info("perturb: %d targets, %d genes, control %r", n_t, len(d.genes), control)
 
     # Pretrained representations (no perturbation data involved, so shared by every split).
-    tok_ids = gene_token_ids(model, d.targets, adata.var)
+    tok_ids = model.gene_token_ids(d.targets, adata.var)
     identities = [PerturbationIdentity(t, "gene", [int(i)], 0) if i >= 0 else PerturbationIdentity(t, "label", [], 0)
                   for t, i in zip(d.targets, tok_ids)]
     tokens = _gene_vectors(model, identities)
-    readout = gene_token_ids(model, d.genes, adata.var)
+    readout = model.gene_token_ids(d.genes, adata.var)
     table = model.module.feature_embedding.weight.detach().cpu().numpy()
     gene_tokens = np.where((readout >= 0)[:, None], table[np.maximum(readout, 0)], 0.0).astype(np.float32)
     rng = np.random.default_rng(0)
