@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellweave.bench.tasks._multimodal_common import clr, per_feature_correlations, pretraining_heldout, top_variable
+from cellweave.bench.tasks._multimodal_common import per_feature_correlations, pretraining_heldout, top_variable
 from cellweave.bench.tasks.multimodal import agreement
+from cellweave.data import clr
 
 
 def test_agreement_separates_matching_from_unrelated_views() -> None:

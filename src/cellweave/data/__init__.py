@@ -1,6 +1,6 @@
 """Cells to tokens: corpus preparation, tokenizer, torch datasets, synthetic test data."""
 
-from ._corpus import TARGET_SUM, CellCorpus, ModalityBlock, build_vocabulary, log_normalize, prepare_cells
+from ._corpus import TARGET_SUM, CellCorpus, ModalityBlock, build_vocabulary, clr, log_normalize, prepare_cells
 from ._tokenize import Tokenizer, TokenDataset, collate_tokens
 from .synthetic import synthetic_adata, synthetic_mudata
 
@@ -11,6 +11,7 @@ __all__ = [
     "TokenDataset",
     "Tokenizer",
     "build_vocabulary",
+    "clr",
     "collate_tokens",
     "log_normalize",
     "prepare_cells",

@@ -122,6 +122,13 @@ def log_normalize(data: Any, *, layer: str | None = None) -> sp.csr_matrix:
     return _normalize(X, "counts", "log1p")
 
 
+def clr(X: Any) -> np.ndarray:
+    """Centred log-ratio per cell, ``log1p(x) - mean_j log1p(x_j)`` (the CITE-seq convention for
+    protein counts), as a dense float64 array."""
+    L = np.log1p(np.asarray(X.todense() if sp.issparse(X) else X, dtype=np.float64))
+    return L - L.mean(1, keepdims=True)
+
+
 def within_cell_quantiles(X: sp.csr_matrix) -> np.ndarray:
     """Quantile of every stored value among its row's stored values, in (0, 1].
 

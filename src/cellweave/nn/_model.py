@@ -152,8 +152,19 @@ class CellWeaveModule(nn.Module):
         padding_mask: torch.Tensor,
     ) -> torch.Tensor:
         """Cell embeddings ``(B, embedding_dim)`` read off as ``config.pooling`` says."""
-        pooling = self.config.pooling
         cls, tokens = self.encode(token_ids, values, modality_ids, padding_mask)
+        return self.pool(cls, tokens, token_ids, values, padding_mask)
+
+    def pool(
+        self,
+        cls: torch.Tensor,
+        tokens: torch.Tensor,
+        token_ids: torch.Tensor,
+        values: torch.Tensor,
+        padding_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """The cell embedding of :meth:`embed_cells` from states :meth:`encode` already computed."""
+        pooling = self.config.pooling
         if pooling == "cls":
             return cls
         w = padding_mask.unsqueeze(-1).to(cls.dtype)

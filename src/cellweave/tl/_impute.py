@@ -244,9 +244,7 @@ def reference_target_values(mod: AnnData, target: str) -> tuple[np.ndarray, str]
     its units: protein counts -> CLR (``log1p(x) - mean_j log1p(x_j)`` per cell, the CITE-seq
     convention); counts of other modalities -> log1p(counts per 10k); log-normalized values as
     they are."""
-    import scipy.sparse as sp
-
-    from cellweave.data import log_normalize
+    from cellweave.data import clr, log_normalize
     from cellweave.io import detect_x_kind
 
     X = mod.X
@@ -256,8 +254,7 @@ def reference_target_values(mod: AnnData, target: str) -> tuple[np.ndarray, str]
             raise CellWeaveInputError(
                 f"The reference's protein matrix holds {kind!r} values; pass raw ADT counts (CLR is computed here)."
             )
-        L = np.log1p(np.asarray(X.todense() if sp.issparse(X) else X, dtype=np.float64))
-        return L - L.mean(1, keepdims=True), "CLR of ADT counts (log1p(x) minus the cell's mean over proteins)"
+        return clr(X), "CLR of ADT counts (log1p(x) minus the cell's mean over proteins)"
     M = log_normalize(X).toarray().astype(np.float64)
     return M, "log1p(counts per 10k)" if kind == "counts" else "the reference's log-normalized values"
 

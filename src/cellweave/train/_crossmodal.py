@@ -46,22 +46,35 @@ class CrossModalPredictor:
     @torch.inference_mode()
     def predict(self, corpus: CellCorpus, *, batch_size: int = 64, seed: int = 0, progress: bool = True) -> np.ndarray:
         """Predictions ``(n_cells, n_features)`` for every cell of ``corpus`` (float32)."""
-        from tqdm.auto import tqdm
-
-        module = self.model.module
-        module.eval()
-        self.decoder.eval()
-        tokenizer = self.tokenizer or self.model.tokenizer
-        ds = TokenDataset([corpus], tokenizer, mode="embed", seed=seed, modalities=self.input_modalities)
-        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate_tokens)
-        out = np.zeros((len(ds), len(self.feature_names)), dtype=np.float32)
-        for batch in tqdm(loader, desc=f"predicting {self.target}", disable=not progress, leave=False):
-            z = _decode(module, self.decoder, batch)
-            out[batch["index"].numpy()] = z.float().numpy()
-        if self.linear is not None:
-            emb = self.model.embed_corpus(corpus, modalities=self.input_modalities, seed=seed, progress=False)
-            out += self.linear.predict(emb).astype(np.float32)
+        decoded, emb = _run(self.model.module, self.tokenizer or self.model.tokenizer, corpus, self.input_modalities,
+                            decoder=self.decoder, batch_size=batch_size, seed=seed, progress=progress,
+                            desc=f"predicting {self.target}")
+        out = decoded if self.linear is None else decoded + self.linear.predict(emb).astype(np.float32)
         return out * self.scale.astype(np.float32) + self.mean.astype(np.float32)
+
+
+@torch.inference_mode()
+def _run(module, tokenizer: Tokenizer, corpus: CellCorpus, inputs: list[str], *,
+         decoder: FeatureQueryDecoder | None, batch_size: int, seed: int, progress: bool,
+         desc: str) -> tuple[np.ndarray | None, np.ndarray]:
+    """One encoder pass over ``corpus`` (embed-mode tokens of ``inputs``): the decoder's output
+    (``None`` without a decoder) and the pooled cell embedding the linear start reads."""
+    from tqdm.auto import tqdm
+
+    module.eval()
+    if decoder is not None:
+        decoder.eval()
+    ds = TokenDataset([corpus], tokenizer, mode="embed", seed=seed, modalities=inputs)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate_tokens)
+    decoded = None if decoder is None else np.zeros((len(ds), decoder.bias.shape[0]), dtype=np.float32)
+    emb = np.zeros((len(ds), module.embedding_dim), dtype=np.float32)
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        rows = batch["index"].numpy()
+        z, pooled = _decode(module, decoder, batch, pool=True)
+        emb[rows] = pooled.float().numpy()
+        if decoded is not None:
+            decoded[rows] = z.float().numpy()
+    return decoded, emb
 
 
 @dataclass
@@ -99,16 +112,21 @@ class LinearStart:
         return ((emb - self.emb_mean) / self.emb_scale) @ self.coef.T + self.intercept
 
 
-def _decode(module: torch.nn.Module, decoder: FeatureQueryDecoder, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Decoder over the CLS state and every token's contextual state plus its input embedding
-    (feature + modality + value): the skip gives the decoder "gene g has value v" directly,
-    which a small encoder's contextual states carry only faintly."""
+def _decode(module: torch.nn.Module, decoder: FeatureQueryDecoder | None, batch: dict[str, torch.Tensor],
+            *, pool: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Decoder output (over the CLS state and every token's contextual state plus its input
+    embedding: feature + modality + value; the skip gives the decoder "gene g has value v"
+    directly, which a small encoder's contextual states carry only faintly) and, with ``pool``,
+    the pooled cell embedding, from one encoder pass."""
     ids, vals, mods, pad = batch["token_ids"], batch["values"], batch["modality_ids"], batch["padding_mask"]
     cls, tokens = module.encode(ids, vals, mods, pad)
+    pooled = module.pool(cls, tokens, ids, vals, pad) if pool else None
+    if decoder is None:
+        return None, pooled
     inputs = module.feature_embedding(ids) + module.modality_embedding(mods) + module.value_encoder(vals, None)
     states = torch.cat([cls.unsqueeze(1), tokens + inputs], dim=1)
     keep = torch.cat([pad.new_ones(cls.shape[0], 1), pad], dim=1)
-    return decoder(states, keep)
+    return decoder(states, keep), pooled
 
 
 def finetune_cross_modal(
@@ -179,9 +197,13 @@ def finetune_cross_modal(
     scale = values[tr_idx].std(0)
     scale = np.where(scale > 1e-8, scale, 1.0)
     Z_np = (values - mean) / scale
+    tokenizer = model.tokenizer
+    if context_length:
+        tokenizer = dataclasses.replace(tokenizer, context_length={**tokenizer.context_length, **context_length})
     linear, offsets = None, np.zeros_like(Z_np)
     if linear_start and freeze_encoder:
-        emb = model.embed_corpus(corpus, modalities=inputs, seed=seed, progress=False)
+        _, emb = _run(model.module, tokenizer, corpus, inputs, decoder=None, batch_size=128, seed=seed,
+                      progress=False, desc="embedding")
         linear, offsets = LinearStart.fit(emb, Z_np, tr_idx, seed)
     # The decoder's targets: what the linear start leaves (all of Z without it).
     Z = torch.as_tensor(Z_np - offsets, dtype=torch.float32)
@@ -198,9 +220,6 @@ def finetune_cross_modal(
         groups.append({"params": module.parameters(), "lr": lr})
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
 
-    tokenizer = model.tokenizer
-    if context_length:
-        tokenizer = dataclasses.replace(tokenizer, context_length={**tokenizer.context_length, **context_length})
     train_ds = TokenDataset([corpus.subset(tr_idx)], tokenizer, mode="train", seed=seed, modalities=inputs)
     val_ds = TokenDataset([corpus.subset(val_idx)], tokenizer, mode="embed", seed=seed, modalities=inputs)
     loader = torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, collate_fn=collate_tokens,
@@ -220,7 +239,7 @@ def finetune_cross_modal(
         decoder.train()
         total, n = 0.0, 0
         for batch in tqdm(loader, desc=f"fine-tune {target} epoch {epoch + 1}", disable=not progress, leave=False):
-            pred = _decode(module, decoder, batch)
+            pred, _ = _decode(module, decoder, batch)
             loss = torch.nn.functional.mse_loss(pred, Z_tr[batch["index"]])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -292,7 +311,7 @@ def _val_mse(module, decoder, loader, Z_val: torch.Tensor) -> float:
     decoder.eval()
     se, n = 0.0, 0
     for batch in loader:
-        pred = _decode(module, decoder, batch)
+        pred, _ = _decode(module, decoder, batch)
         se += float(((pred - Z_val[batch["index"]]) ** 2).sum())
         n += pred.numel()
     return se / max(n, 1)

@@ -22,12 +22,6 @@ def log_normalize(X: Any) -> np.ndarray:
     return _log_normalize(X).toarray().astype(np.float64)
 
 
-def clr(X: Any) -> np.ndarray:
-    """Centred log-ratio per cell, ``log1p(x) - mean(log1p(x))`` (the CITE-seq convention)."""
-    L = np.log1p(dense(X))
-    return L - L.mean(1, keepdims=True)
-
-
 def top_variable(X: np.ndarray, train: np.ndarray, n: int = 2000) -> np.ndarray:
     """Columns of the ``n`` most variable features over the training cells only."""
     var = X[train].var(0)

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from cellweave.bench import CELLWEAVE, make_records
+from cellweave.data import clr
 
-from ._multimodal_common import clr, dense, log_normalize, per_feature_correlations, pretraining_heldout, top_variable
+from ._multimodal_common import dense, log_normalize, per_feature_correlations, pretraining_heldout, top_variable
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from cellweave.bench import CELLWEAVE, make_records
+from cellweave.data import clr
 
-from ._multimodal_common import clr, log_normalize, top_variable
+from ._multimodal_common import log_normalize, top_variable
 
 logger = logging.getLogger(__name__)
 
