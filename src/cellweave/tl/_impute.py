@@ -24,6 +24,17 @@ logger = logging.getLogger(__name__)
 IMPUTED_LAYER = "cellweave_imputed"
 
 
+def feature_keys(model: CellWeave, mod: AnnData, target: str, organism: str | None = None) -> list[str]:
+    """The vocabulary key of every feature (``var``) of a measured ``target`` modality, ``""``
+    where the model does not know it (ATAC peaks map to their genomic bins; no organism)."""
+    from cellweave.genes import infer_organism, map_features
+
+    org = organism or (infer_organism(mod.var_names, mod.var.get("gene_id")) if target != "atac" else None)
+    fmap = map_features(mod.var, modality=target, organism=org)
+    keys = [str(k) for k in fmap.keys]
+    return [k if i >= 0 else "" for k, i in zip(keys, model.vocab.lookup(keys))]
+
+
 def _target_features(model: CellWeave, data: Any, target: str, organism: str | None) -> tuple[list[str], list[str]]:
     """Vocabulary keys to predict and a readable name for each.
 
@@ -31,21 +42,15 @@ def _target_features(model: CellWeave, data: Any, target: str, organism: str | N
     knows (names = its var_names). Otherwise every feature of ``target`` in the vocabulary,
     i.e. every one seen in pretraining (names = the vocabulary keys).
     """
-    from cellweave.genes import infer_organism, map_features
-
     mod = getattr(data, "mod", None)
     if mod is not None and target in mod:
-        var = mod[target].var
-        org = organism or infer_organism(var.index, var.get("gene_id"))
-        fmap = map_features(var, modality=target, organism=org)
-        ids = model.vocab.lookup(fmap.keys)
-        keep = ids >= 0
-        keys = list(np.asarray(fmap.keys, dtype=object)[keep])
-        names = list(var.index[keep])
-        if keys:
+        all_keys = feature_keys(model, mod[target], target, organism)
+        known = [(k, str(n)) for k, n in zip(all_keys, mod[target].var_names) if k]
+        if known:
             # Several columns can share a key (duplicate antibodies of one target): keep the first.
-            first = ~pd.Index(keys).duplicated()
-            return [k for k, f in zip(keys, first) if f], [n for n, f in zip(names, first) if f]
+            first = dict(reversed(known))  # key -> name of its first column
+            keys = list(dict.fromkeys(k for k, _ in known))
+            return keys, [first[k] for k in keys]
     keys = model.modality_features(target)
     return keys, list(keys)
 
@@ -275,7 +280,6 @@ def _impute_finetuned(
     progress: bool,
     copy: bool,
 ) -> AnnData | MuData | None:
-    from cellweave.genes import infer_organism, map_features
     from cellweave.io import as_modalities
     from cellweave.train import finetune_cross_modal
 
@@ -307,9 +311,7 @@ def _impute_finetuned(
         raise CellWeaveInputError(
             f"Only {int(ok.sum())} reference cells carry both {target!r} and {inputs}: fine-tuning needs at least 20."
         )
-    org = organism or (infer_organism(tmod.var_names, tmod.var.get("gene_id")) if target != "atac" else None)
-    fmap = map_features(tmod.var, modality=target, organism=org)
-    keys = [str(k) if i >= 0 else "" for k, i in zip(fmap.keys, model.vocab.lookup([str(k) for k in fmap.keys]))]
+    keys = feature_keys(model, tmod, target, organism)
     names = [str(n) for n in tmod.var_names]
     predictor = finetune_cross_modal(
         model, ref_corpus.subset(pos[ok]), values[ok], target=target, feature_names=names, feature_keys=keys,

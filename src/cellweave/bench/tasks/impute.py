@@ -68,14 +68,10 @@ def _target_matrix(model, data, target: str) -> tuple[list[str], list[str], np.n
     """Every measured feature of ``target``: its vocabulary key ("" when the model lacks it),
     name, and values (cells x features) in the metric's units: CLR for protein, log1p counts
     per 10k per peak for ATAC. Peaks in one 10 kb bin share the bin's zero-shot prediction."""
-    from cellweave.genes import infer_organism, map_features
+    from cellweave.tl._impute import feature_keys
 
     mod = data[target]
-    org = infer_organism(mod.var_names, mod.var.get("gene_id")) if target != "atac" else None
-    fmap = map_features(mod.var, modality=target, organism=org)
-    keys = np.asarray(fmap.keys, dtype=object)
-    ids = model.vocab.lookup([str(k) for k in keys])
-    keys = [str(k) if i >= 0 else "" for k, i in zip(keys, ids)]
+    keys = feature_keys(model, mod, target)
     Y = clr(mod.X) if target == "prot" else log_normalize(mod.X)
     return keys, [str(n) for n in mod.var_names], Y
 
