@@ -117,7 +117,7 @@ def test_spatial_true_names_the_side_without_coordinates(tissue, tiny_rna_model)
 
 def test_neighbourhoods_stay_within_each_side_and_section(tissue, tiny_rna_model, monkeypatch) -> None:
     """Two query sections laid over the same coordinates: neighbours come from the cell's own section."""
-    import cellweave.tl._annotate as annotate_module
+    import cellweave.data._spatial as spatial_module  # where tl.annotate's neighbour search runs
 
     reference, query = tissue
     stacked = query.copy()
@@ -128,14 +128,14 @@ def test_neighbourhoods_stay_within_each_side_and_section(tissue, tiny_rna_model
     stacked.obsm["spatial"] = xy
 
     calls = []
-    real = annotate_module.spatial_neighbors
+    real = spatial_module.spatial_neighbors
 
     def recording(coords, sections, *, n_neighbors):
         out = real(coords, sections, n_neighbors=n_neighbors)
         calls.append((np.asarray(coords), np.asarray(sections), out))
         return out
 
-    monkeypatch.setattr(annotate_module, "spatial_neighbors", recording)
+    monkeypatch.setattr(spatial_module, "spatial_neighbors", recording)
     k = 6
     out = cellweave.tl.annotate(stacked, reference=reference, label_key=LABEL, model=tiny_rna_model,
                                 n_spatial_neighbors=k, progress=False, copy=True)

@@ -88,6 +88,36 @@ def spatial_neighbors(coords: np.ndarray, sections: np.ndarray, *, n_neighbors: 
     return out
 
 
+def section_neighbors(
+    data: AnnData | MuData, *, spatial_key: str = "spatial", section_key: str | None = None, n_neighbors: int = 10,
+    name: str = "data",
+) -> tuple[np.ndarray, dict[str, object]]:
+    """Each cell's ``n_neighbors`` nearest cells of its own section within ``data`` (indices into
+    ``data``), and a record of how they were found: ``spatial_key``, ``n_neighbors``,
+    ``section_key`` (the column used; ``""``: one section) and ``n_sections``. Errors name the
+    problem in ``name`` (e.g. ``"reference"``) and the fix."""
+    if section_key is not None and section_key not in data.obs:
+        raise CellWeaveInputError(
+            f"section_key {section_key!r} is not a column of {name}.obs; columns: "
+            f"{', '.join(map(str, data.obs.columns)) or 'none'}. Add the column to the {name}, pass another "
+            "section_key, or None (the first of section/library_id/sample/batch, else one section)."
+        )
+    coords = spatial_coordinates(data, spatial_key)
+    if coords is None:
+        raise CellWeaveInputError(f"The {name} has no obsm[{spatial_key!r}] coordinates; add them or work without "
+                                  "spatial context (spatial=False, --no-spatial).")
+    if not np.isfinite(coords).all():
+        raise CellWeaveInputError(
+            f"{name}.obsm[{spatial_key!r}] has NaN or infinite coordinates (or cells without coordinates); drop "
+            f"those cells from the {name} or work without spatial context (spatial=False)."
+        )
+    sections, col = section_labels(data.obs, section_key)
+    nbr = spatial_neighbors(coords, sections, n_neighbors=n_neighbors)
+    record = {"spatial_key": spatial_key, "n_neighbors": int(nbr.shape[1]), "section_key": col or "",
+              "n_sections": int(len(set(sections)))}
+    return nbr, record
+
+
 def neighbourhood_mean(X: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
     """Mean of ``X`` (dense ``(n, d)`` or sparse) over each cell's spatial neighbours."""
     import scipy.sparse as sp

@@ -319,7 +319,7 @@ class CellWeave:
         ``self.last_spatial`` (``None`` when no spatial context was used).
         ``modalities`` (a ``prepare`` keyword) restricts the input modalities.
         """
-        from cellweave.data._spatial import neighbourhood_mean, section_labels, spatial_coordinates, spatial_neighbors
+        from cellweave.data._spatial import neighbourhood_mean, section_neighbors, spatial_coordinates
 
         corpus = self.prepare(data, **prepare_kwargs)
         emb = self.embed_corpus(corpus, batch_size=batch_size, seed=seed, progress=progress)
@@ -333,11 +333,9 @@ class CellWeave:
                     "embed with spatial=False (or --no-spatial), or add the coordinates."
                 )
             k = n_spatial_neighbors or self.config.spatial_neighbors or 10
-            sections, col = section_labels(data.obs, section_key)
-            nbr = spatial_neighbors(coords, sections, n_neighbors=k)
+            nbr, self.last_spatial = section_neighbors(data, spatial_key=spatial_key, section_key=section_key,
+                                                       n_neighbors=k)
             emb = np.concatenate([emb, neighbourhood_mean(emb, nbr)], axis=1)
-            self.last_spatial = {"spatial_key": spatial_key, "n_neighbors": int(k), "section_key": col or "",
-                                 "n_sections": int(len(set(sections)))}
         return emb, corpus.coverage
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from cellweave._constants import EMBEDDING_KEY, UNS_KEY
 from cellweave._exceptions import CellWeaveInputError
-from cellweave.data._spatial import neighbourhood_mean, section_labels, spatial_coordinates, spatial_neighbors
+from cellweave.data._spatial import neighbourhood_mean, section_neighbors, spatial_coordinates
 from cellweave.models import CellWeave, environment_versions
 
 from ._embed import _h5_safe, _resolve, embed
@@ -155,8 +155,8 @@ def annotate(
             raise CellWeaveInputError(f"n_spatial_neighbors must be at least 1, not {n_spatial_neighbors}.")
         n_context = int(n_spatial_neighbors or model.config.spatial_neighbors or 10)
         neighbourhoods = {
-            side: _section_neighbors(data, side, spatial_key=spatial_key, section_key=section_key,
-                                     n_neighbors=n_context)
+            side: section_neighbors(data, spatial_key=spatial_key, section_key=section_key, n_neighbors=n_context,
+                                    name=side)
             for side, data in (("reference", reference), ("query", adata))
         }
     finetune_summary = None
@@ -181,8 +181,9 @@ def annotate(
 
     spatial_context = None
     if neighbourhoods is not None:
-        ref_nbr, ref_col, ref_n = neighbourhoods["reference"]
-        query_nbr, query_col, query_n = neighbourhoods["query"]
+        (ref_nbr, ref_rec), (query_nbr, query_rec) = neighbourhoods["reference"], neighbourhoods["query"]
+        ref_col, ref_n = ref_rec["section_key"], ref_rec["n_sections"]
+        query_col, query_n = query_rec["section_key"], query_rec["n_sections"]
         # The same construction as tl.embed(spatial=True): own embedding, then the neighbourhood mean.
         ref_emb = np.concatenate([ref_emb, neighbourhood_mean(ref_emb, ref_nbr)], axis=1)
         query_emb = np.concatenate([query_emb, neighbourhood_mean(query_emb, query_nbr)], axis=1)
@@ -274,27 +275,6 @@ def _use_spatial(spatial: bool | None, query: AnnData, reference: AnnData, spati
             "spatial=False (--no-spatial)."
         )
     return True
-
-
-def _section_neighbors(
-    data: AnnData, side: str, *, spatial_key: str, section_key: str | None, n_neighbors: int,
-) -> tuple[np.ndarray, str, int]:
-    """Each cell's ``n_neighbors`` nearest cells of its own section within ``data`` (indices into
-    ``data``), the section column used (``""``: one section) and the number of sections."""
-    if section_key is not None and section_key not in data.obs:
-        raise CellWeaveInputError(
-            f"section_key {section_key!r} is not a column of {side}.obs; columns: "
-            f"{', '.join(map(str, data.obs.columns)) or 'none'}. Add the column to the {side}, pass another "
-            "section_key, or None (the first of section/library_id/sample/batch, else one section)."
-        )
-    coords = spatial_coordinates(data, spatial_key)
-    if not np.isfinite(coords).all():
-        raise CellWeaveInputError(
-            f"{side}.obsm[{spatial_key!r}] has NaN or infinite coordinates (or cells without coordinates); drop "
-            f"those cells from the {side} or annotate with spatial=False."
-        )
-    sections, col = section_labels(data.obs, section_key)
-    return spatial_neighbors(coords, sections, n_neighbors=n_neighbors), col or "", len(set(sections))
 
 
 def _embedding(data: AnnData, model: CellWeave, *, seed: int, progress: bool, write: bool) -> np.ndarray:

@@ -60,7 +60,7 @@ def _logreg_scores(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.nda
 
 def run(ctx, report) -> list:
     import cellweave.datasets as cwd
-    from cellweave.data._spatial import neighbourhood_mean, section_labels, spatial_coordinates, spatial_neighbors
+    from cellweave.data._spatial import neighbourhood_mean, section_neighbors, spatial_coordinates
     from sklearn.model_selection import train_test_split
 
     records: list = []
@@ -80,8 +80,7 @@ def run(ctx, report) -> list:
         X = log_normalize(dense(adata.X))
         nbr = None
         if coords is not None:
-            sections, _ = section_labels(adata.obs)
-            nbr = spatial_neighbors(coords, sections, n_neighbors=N_NEIGHBORS)
+            nbr, _ = section_neighbors(adata, n_neighbors=N_NEIGHBORS, name=name)
         for seed in seeds:
             train, test = train_test_split(keep, test_size=0.3, random_state=seed, stratify=y[keep])
             emb = ctx.embedding(name, adata, seed=seed)
