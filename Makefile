@@ -8,10 +8,16 @@ CW := $(VENV)/bin/cellweave
 PYTHON ?= python3
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export MPLBACKEND ?= Agg
+# Datasets and referenced gene tables are read from a local mirror when there is one (the shared
+# data folder beside this checkout); elsewhere from the user cache or their pinned sources.
+SHARED_DATA := $(abspath $(CURDIR)/../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)/README.md),)
+export CELLWEAVE_DATA_DIR ?= $(SHARED_DATA)
+endif
 
-# Datasets of the shipped model's pretraining corpus (every bundled dataset with counts or
-# log-normalized values; the scaled pbmc68k and the Drosophila atlas are not usable).
-PRETRAIN_DATA = $(shell $(PY) -c "import cellweave.datasets as d; t = d.list(); print(' '.join(str(d.path(n).relative_to(d.path(n).parents[2])) for n in t[t.pretrain].name))")
+# The pretraining corpus: every registered dataset tagged for pretraining whose values a count
+# model can read (`cellweave datasets list --pretrain`); names are resolved through the registry.
+PRETRAIN_DATA = $(shell $(CW) datasets list --pretrain --names)
 
 .PHONY: install demo test test-all pretrained bench clean
 

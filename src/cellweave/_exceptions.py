@@ -13,3 +13,8 @@ class CellWeaveInputError(ValueError):
 
 class CellWeaveModelError(RuntimeError):
     """A model folder or shipped model name could not be resolved or loaded."""
+
+
+class CellWeaveDataError(CellWeaveInputError):
+    """A dataset or reference table could not be found locally nor fetched; the message names the
+    item, its source and the variable that points cellweave at a local mirror."""

@@ -20,17 +20,27 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _read_named(paths: list[str]) -> tuple[dict, dict[str, str]]:
-    """Read input files into {name: AnnData|MuData} and their SHA-256."""
+    """Read input files into {name: AnnData|MuData} and their SHA-256.
+
+    An argument that is not a file but a registered dataset's name (``cellweave datasets list``)
+    is loaded through the registry (mirror, cache or download).
+    """
+    from cellweave import datasets as registry
     from cellweave import io
     from cellweave._io_utils import sha256_file
 
     datasets, hashes = {}, {}
     for p in paths:
-        name = Path(p).name.split(".")[0]
+        registered = not Path(p).exists() and p in registry.REGISTRY
+        name = p if registered else Path(p).name.split(".")[0]
         if name in datasets:
             name = f"{name}_{len(datasets)}"
-        datasets[name] = io.read(p)
-        hashes[name] = sha256_file(p)
+        if registered:
+            datasets[name] = registry.load(p)
+            hashes[name] = sha256_file(registry.path(p))
+        else:
+            datasets[name] = io.read(p)
+            hashes[name] = sha256_file(p)
     return datasets, hashes
 
 
@@ -169,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_help = "model folder or shipped model name (default: the shipped default model)"
 
     sp = sub.add_parser("pretrain", help="pretrain a model on .h5ad/.h5mu files")
-    sp.add_argument("--data", nargs="+", required=True, help="input .h5ad / .h5mu files (all modalities are used)")
+    sp.add_argument("--data", nargs="+", required=True, help="input .h5ad / .h5mu files or registered dataset names (all modalities are used)")
     sp.add_argument("--preset", default="tiny", choices=["tiny", "small", "base"])
     sp.add_argument("--out", required=True, help="output model folder")
     sp.add_argument("--max-epochs", type=int, default=5)
@@ -235,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     sp.add_argument("--quick", action="store_true", help="one seed and fewer folds/datasets (the demo's setting)")
-    sp.add_argument("--data", default=None, help="run the protocol on this file instead of the bundled data")
+    sp.add_argument("--data", default=None, help="run the protocol on this file instead of the registered datasets")
     sp.add_argument("--label-key", default=None, help="obs column with cell labels (with --data)")
     sp.add_argument("--batch-key", default=None, help="obs column with batches (with --data)")
     sp.set_defaults(func=cmd_benchmark)
@@ -269,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_map_query)
 
-    sp = sub.add_parser("demo", help="embed every bundled dataset and write an HTML report")
+    sp = sub.add_parser("demo", help="embed every available registered dataset and write an HTML report")
     sp.add_argument("--out", default="demo_out", help="output folder (report.html, embeddings, metrics)")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--from-scratch", action="store_true", help="pretrain the tiny preset on the bundled corpus first")

@@ -1,4 +1,9 @@
-"""``cellweave demo``: embed every bundled dataset with the shipped (or a fresh) model and report."""
+"""``cellweave demo``: embed every available registered dataset with the shipped (or a fresh) model and report.
+
+Available means in the data mirror (``$CELLWEAVE_DATA_DIR``) or the cache; the datasets tagged
+``demo`` in the registry are downloaded and converted from their pinned sources when neither has
+them, so the demo runs anywhere with a network for the first run.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +42,15 @@ SCRATCH_EPOCHS = 3
 SCRATCH_MAX_CELLS = 3000
 #: Cells per dataset shown in the joint UMAP (the 20k-cell screen would crowd out the rest).
 UMAP_MAX_CELLS = 2500
+#: Cells embedded per dataset (a seeded random subset above it; the 422k-cell protein set).
+DEMO_MAX_CELLS = 25_000
+
+
+def demo_datasets() -> pd.DataFrame:
+    """Registry rows the demo uses: every dataset available locally, plus those tagged ``demo``
+    (fetched when missing)."""
+    table = cw_datasets.list()
+    return table[table["path"].notna() | table["tasks"].map(lambda t: "demo" in t)]
 
 
 
@@ -47,10 +61,18 @@ def _labels_of(data: Any, label_key: str | None) -> np.ndarray | None:
 
 
 def _rna_view(data: Any):
-    """The RNA AnnData of a dataset (for the PCA baseline), or None."""
+    """The RNA AnnData of a dataset for the PCA baseline (the only modality of a protein-only set)."""
     if hasattr(data, "mod"):
-        return data.mod.get("rna")
+        return data.mod.get("rna", next(iter(data.mod.values())))
     return data
+
+
+def _subsample(data: Any, max_cells: int, seed: int) -> Any:
+    if data.n_obs <= max_cells:
+        return data
+    keep = np.sort(np.random.default_rng(seed).choice(data.n_obs, max_cells, replace=False))
+    logger.info("Embedding a random %d of %d cells", max_cells, data.n_obs)
+    return data[keep].copy()
 
 
 def pretrain_on_bundled(
@@ -63,10 +85,10 @@ def pretrain_on_bundled(
     command: str | None = None,
     progress: bool = True,
 ) -> CellWeave:
-    """Pretrain the ``tiny`` preset on every bundled dataset usable for pretraining."""
+    """Pretrain the ``tiny`` preset on every available registered dataset of the pretraining corpus."""
     from cellweave.train import pretrain
 
-    table = cw_datasets.list()
+    table = demo_datasets()
     names = table.loc[table["pretrain"], "name"].tolist()
     data = {n: cw_datasets.load(n) for n in names}
     hashes = {n: sha256_file(cw_datasets.path(n)) for n in names}
@@ -115,12 +137,17 @@ def run_demo(
         timings["load model"] = time.perf_counter() - t
     logger.info("Model: %r", cw_model)
 
-    table = cw_datasets.list()
-    embeddings, coverage_rows, skipped, knn_rows = [], [], [], []
+    table = demo_datasets()
+    missing = sorted(set(cw_datasets.REGISTRY) - set(table["name"]))
+    if missing:
+        logger.warning("%d registered datasets are not available locally and are left out: %s. Set "
+                       "CELLWEAVE_DATA_DIR to a data mirror to include them.", len(missing), ", ".join(missing))
+    embeddings, coverage_rows, knn_rows = [], [], []
+    skipped = [{"dataset": n, "reason": "not in the mirror or the cache"} for n in missing]
     t_embed = 0.0
     n_embedded = 0
     for row in table.itertuples():
-        data = cw_datasets.load(row.name)
+        data = _subsample(cw_datasets.load(row.name), DEMO_MAX_CELLS, seed)
         t = time.perf_counter()
         try:
             emb, cov = cw_model.embed(data, seed=seed, progress=progress, dataset=row.name)
@@ -205,7 +232,7 @@ def run_demo(
         f"Model {cw_model.name} ({'pretrained here from scratch' if from_scratch else 'shipped default'}); "
         f"{cw_model!r}. Model SHA-256 {cw_model.model_hash[:16]}…"
     )
-    report.heading("Cell embeddings (UMAP of X_cellweave, all bundled datasets)")
+    report.heading("Cell embeddings (UMAP of X_cellweave, every available registered dataset)")
     report.text(f"{joint.n_obs:,} cells shown (at most {UMAP_MAX_CELLS:,} per dataset).", css_class="note")
     report.figure(embedding_scatter(joint.obsm["X_umap"], joint.obs["dataset"], title="coloured by dataset"))
     report.figure(embedding_scatter(joint.obsm["X_umap"], joint.obs["cell_type"], title="coloured by cell type / label"))

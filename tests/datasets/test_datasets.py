@@ -1,72 +1,112 @@
-"""cellweave.datasets: the static registry agrees with the real files; loading and errors."""
+"""cellweave.datasets: the registry agrees with the mirror's files; mirror -> cache -> download order;
+errors; the command line."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import anndata as ad
 import mudata as md
 import pytest
 
-import cellweave
 from cellweave import datasets
-from cellweave._exceptions import CellWeaveInputError
+from cellweave._exceptions import CellWeaveDataError, CellWeaveInputError
+from cellweave._io_utils import sha256_file
+from cellweave.cli import main
 from cellweave.io import detect_x_kind
 
-EXPECTED = {
-    "perturb_papalexi2021_sceptre", "multibatch_cellbench_sc_mixology", "citeseq_pbmc_10x_scvi_tests",
-    "citeseq_citefuse_eccite", "multiome_muon_test", "liger_bmmc_rna_gene_activity", "scanpy_pbmc68k_reduced",
-    "celltypist_sample_559cells", "spatial_osmfish_scvi", "spatial_giotto_mini_visium_multisample",
-    "spatial_giotto_mini_visium_dg", "spatial_novosparc_intestine", "spatial_novosparc_bdtnp_drosophila",
-    "spatial_visium_squidpy_test",
-}
+RAW = Path(__file__).resolve().parents[3] / "shared" / "raw"
 ORGANISM = {"Homo sapiens": "human", "Mus musculus": "mouse", "Drosophila melanogaster": "fly"}
+NEW = {
+    "scrna_pbmc4k_10x_soupx", "scrna_mouse_bone_marrow_stroma_cytosimplex", "scrna_pancreas_baron2016_human_mouse_cider",
+    "scrna_mouse_pancreas_endocrinogenesis_veloviz", "scrna_mouse_intestine_haber2017_scdesign2",
+    "scrna_mouse_ca1_zeisel2015_descend", "scrna_oligodendroglioma_tirosh2016_infercnv", "scrna_pbmc_1k_pisces",
+    "scrna_mouse_cerebellum_ref_spacexr", "scrna_mouse_hippocampus_ref_spacexr", "scrna_merfish_ref_spacexr",
+    "spatial_merfish_vignette_spacexr", "spatial_cosmx_nsclc_lung12_giotto_mini", "prot_citeseq_adt_13studies_adtnorm",
+    "prot_citeseq_87ab_kotliarov2020_dsb",
+}
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No mirror, an empty cache, and a network that refuses every download."""
+    import pooch
+
+    monkeypatch.delenv("CELLWEAVE_DATA_DIR", raising=False)
+    monkeypatch.setenv("CELLWEAVE_CACHE_DIR", str(tmp_path / "cache"))
+    calls: list[str] = []
+
+    def refuse(url, **kwargs):
+        calls.append(url)
+        raise ConnectionError("network unreachable")
+
+    monkeypatch.setattr(pooch, "retrieve", refuse)
+    return calls
 
 
 def test_list_table() -> None:
     table = datasets.list()
     assert datasets.list_datasets is datasets.list
-    assert set(table["name"]) == EXPECTED
-    for col in ["name", "path", "format", "modalities", "n_cells", "organism", "x_kind", "label_key",
-                "batch_key", "licence", "pretrain"]:
+    assert len(table) == 29 and NEW <= set(table["name"])
+    for col in ["name", "path", "format", "modalities", "n_cells", "organism", "x_kind", "label_key", "batch_key",
+                "licence", "source", "pretrain", "tasks", "converter"]:
         assert col in table.columns
     t = table.set_index("name")
     assert t.loc["multibatch_cellbench_sc_mixology", "label_key"] == "cell_type"
     assert t.loc["spatial_novosparc_intestine", "label_key"] == "zone"
-    assert t.loc["perturb_papalexi2021_sceptre", "label_key"] == "perturbation"
     assert t.loc["celltypist_sample_559cells", "label_key"] is None
     assert not t.loc["scanpy_pbmc68k_reduced", "pretrain"]
     assert not t.loc["spatial_novosparc_bdtnp_drosophila", "pretrain"]
-    assert t.loc["spatial_visium_squidpy_test", "pretrain"]
-    assert t["pretrain"].sum() == 12
+    assert not t.loc["scrna_oligodendroglioma_tirosh2016_infercnv", "pretrain"]  # normalized values
+    assert t.loc["prot_citeseq_adt_13studies_adtnorm", "pretrain"]
+    assert t["pretrain"].sum() == 26
+    assert set(t.index[t["converter"]]) == {"multibatch_cellbench_sc_mixology", "citeseq_pbmc_10x_scvi_tests",
+                                            "spatial_osmfish_scvi"}
+    # every source is pinned: a commit in the URL of a repository, or a versioned wheel
+    for entry in datasets.REGISTRY.values():
+        assert entry.files, entry.name
+        for f in entry.files:
+            assert f.url.startswith("https://"), f.url
+            pinned = any(len(part) == 40 and all(c in "0123456789abcdef" for c in part) for part in f.url.split("/"))
+            assert pinned or f.url.endswith(".whl"), f.url
 
 
-def test_registry_matches_the_files() -> None:
-    """Every field of the static registry, checked against the file it describes."""
-    for info in datasets.REGISTRY.values():
-        obj = datasets.load(info.name)
-        assert isinstance(obj, md.MuData if info.format == "h5mu" else ad.AnnData), info.name
-        assert obj.n_obs == info.n_cells, info.name
-        mods = dict(obj.mod) if info.format == "h5mu" else {"rna": obj}
-        assert tuple(mods) == info.modalities, info.name
+def test_registry_matches_the_mirror() -> None:
+    """Every field of every entry, checked against the converted file it describes."""
+    if datasets.data_dir() is None:
+        pytest.skip("no data mirror (set CELLWEAVE_DATA_DIR)")
+    for entry in datasets.REGISTRY.values():
+        p = datasets.path(entry.name)
+        assert sha256_file(p) == entry.sha256, entry.name
+        obj = datasets.load(entry.name)
+        multimodal = len(entry.modalities) > 1 or entry.protein_only
+        assert isinstance(obj, md.MuData if multimodal else ad.AnnData), entry.name
+        assert obj.n_obs == entry.n_cells, entry.name
+        mods = dict(obj.mod) if multimodal else {"rna": obj}
+        assert tuple(mods) == entry.modalities, entry.name
         model_mods = [m for m in mods if m not in ("guide", "hto")]
-        assert {detect_x_kind(mods[m].X) for m in model_mods} == {info.x_kind}, info.name
-        organism = obj.uns["dataset"]["organism"].split(" (")[0]
-        assert ORGANISM[organism] == info.organism, info.name
-        assert obj.uns["dataset"]["license"] == info.licence, info.name
-        for key in (info.label_key, info.batch_key):
+        assert {detect_x_kind(mods[m].X) for m in model_mods} == {entry.x_kind}, entry.name
+        organism = obj.uns["dataset"]["organism"].split(" (")[0].split(" + ")[0]
+        assert ORGANISM[organism] == entry.organism, entry.name
+        assert obj.uns["dataset"]["license"] == entry.licence, entry.name
+        for key in (entry.label_key, entry.batch_key):
             if key is not None:
-                assert key in obj.obs.columns, (info.name, key)
-                assert obj.obs[key].nunique() > 1, (info.name, key)
-        assert (datasets.path(info.name).parent / "PROVENANCE.md").is_file()
+                assert key in obj.obs.columns, (entry.name, key)
+                assert obj.obs[key].nunique() > 1, (entry.name, key)
+        assert (p.parent / "PROVENANCE.md").is_file()
 
 
-def test_path_and_data_dir() -> None:
-    p = datasets.path("spatial_osmfish_scvi")
-    assert p.name == "spatial_osmfish_scvi.h5ad" and p.is_file()
-    repo = Path(cellweave.__file__).resolve().parents[2]
-    assert datasets.data_dir() == repo / "data"
-    assert (repo / "data" / "README.md").is_file()
+def test_protein_only_loads_as_prot_modality() -> None:
+    if datasets.data_dir() is None:
+        pytest.skip("no data mirror (set CELLWEAVE_DATA_DIR)")
+    mdata = datasets.load("prot_citeseq_87ab_kotliarov2020_dsb")
+    assert list(mdata.mod) == ["prot"] and mdata.mod["prot"].shape == (2872, 87)
+    assert "batch" in mdata.obs.columns and mdata.obs["batch"].nunique() == 6
+    prot = datasets.load("prot_citeseq_87ab_kotliarov2020_dsb", modality="prot")
+    assert isinstance(prot, ad.AnnData) and "batch" in prot.obs.columns
+    with pytest.raises(CellWeaveInputError, match="not 'rna'"):
+        datasets.load("prot_citeseq_87ab_kotliarov2020_dsb", modality="rna")
 
 
 def test_unknown_name_lists_valid_names() -> None:
@@ -76,45 +116,105 @@ def test_unknown_name_lists_valid_names() -> None:
         datasets.path("pbmc3k")
 
 
-def test_env_var_overrides_and_bad_env_var(monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv("CELLWEAVE_DATA_DIR", str(tmp_path))
-    assert datasets.data_dir() == tmp_path
-    with pytest.raises(CellWeaveInputError, match="does not exist"):
-        datasets.path("spatial_osmfish_scvi")
-    assert datasets.list()["path"].iloc[0].startswith(str(tmp_path))
+def test_bad_mirror_variable(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("CELLWEAVE_DATA_DIR", str(tmp_path / "missing"))
-    with pytest.raises(CellWeaveInputError, match="Set it to the data/ folder"):
+    with pytest.raises(CellWeaveDataError, match="is not a folder"):
         datasets.data_dir()
+    assert datasets.list()["path"].isna().all()  # listing still works, with a warning
 
 
-def test_no_data_folder_explains_env_var(monkeypatch, tmp_path) -> None:
-    import cellweave.datasets._registry as reg
+def test_mirror_then_cache_order(monkeypatch, tmp_path, offline) -> None:
+    entry = datasets.info("spatial_visium_squidpy_test")
+    mirror, cache = tmp_path / "mirror", tmp_path / "cache"
+    for root in (mirror, cache):
+        (root / entry.name).mkdir(parents=True)
+    # only the cache has it
+    (cache / entry.relpath).write_bytes(b"cached")
+    assert datasets.path(entry.name) == cache / entry.relpath
+    # the mirror wins over the cache
+    monkeypatch.setenv("CELLWEAVE_DATA_DIR", str(mirror))
+    (mirror / entry.relpath).write_bytes(b"mirrored")
+    assert datasets.path(entry.name) == mirror / entry.relpath
+    assert datasets.is_available(entry.name)
+    assert offline == []  # nothing was downloaded
 
+
+def test_offline_without_a_copy_names_the_dataset_url_and_variable(offline) -> None:
+    with pytest.raises(CellWeaveDataError) as err:
+        datasets.load("spatial_osmfish_scvi")
+    msg = str(err.value)
+    assert "spatial_osmfish_scvi" in msg and "CELLWEAVE_DATA_DIR" in msg
+    assert "https://raw.githubusercontent.com/YosefLab/scVI-data/9a647afc" in msg
+    assert offline == [datasets.info("spatial_osmfish_scvi").files[0].url]  # it tried the pinned URL once
+    # a dataset without a converter says so instead of trying to download
+    with pytest.raises(CellWeaveDataError, match="no converter.*CELLWEAVE_DATA_DIR"):
+        datasets.load("scrna_pbmc4k_10x_soupx")
+    assert len(offline) == 1
+
+
+@pytest.mark.skipif(not (RAW / "spatial_osmfish_scvi").is_dir(), reason="no byte copies of the sources (shared/raw)")
+def test_download_and_convert_into_the_cache(monkeypatch, tmp_path) -> None:
+    """The whole download path with pooch's network call replaced by the byte copies of the source:
+    hashes checked, converted, written atomically into the cache, then served from there."""
+    import pooch
+
+    real_mirror = datasets.data_dir()
+    if real_mirror is None:
+        pytest.skip("the converter needs the referenced gene tables (set CELLWEAVE_DATA_DIR)")
+    # a mirror with the gene tables but without the dataset
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "resources").symlink_to(real_mirror / "resources")
+    monkeypatch.setenv("CELLWEAVE_DATA_DIR", str(tmp_path / "mirror"))
+    monkeypatch.setenv("CELLWEAVE_CACHE_DIR", str(tmp_path / "cache"))
+    fetched: list[str] = []
+
+    def from_raw(url, known_hash, fname, path, progressbar):
+        fetched.append(url)
+        target = Path(path) / fname
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(RAW / "spatial_osmfish_scvi" / fname, target)
+        assert known_hash == f"sha256:{sha256_file(target)}"  # the pinned hash is handed to pooch
+        return str(target)
+
+    monkeypatch.setattr(pooch, "retrieve", from_raw)
+    adata = datasets.load("spatial_osmfish_scvi")
+    assert adata.shape == (4530, 33) and "spatial" in adata.obsm and adata.obs["cell_type"].nunique() == 6
+    cached = tmp_path / "cache" / "spatial_osmfish_scvi" / "spatial_osmfish_scvi.h5ad"
+    assert datasets.path("spatial_osmfish_scvi") == cached and len(fetched) == 1
+    assert not [p for p in cached.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    datasets.load("spatial_osmfish_scvi")
+    assert len(fetched) == 1  # the second load reads the cache
+
+
+def test_corrupt_source_is_refused(tmp_path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "smfish.h5ad").write_bytes(b"not the published file")
+    with pytest.raises(CellWeaveDataError, match="SHA-256.*expected"):
+        datasets.convert("spatial_osmfish_scvi", raw_dir=raw)
+    with pytest.raises(CellWeaveDataError, match="missing"):
+        datasets.convert("spatial_osmfish_scvi", raw_dir=tmp_path)
+
+
+def test_cli_list_info_fetch(capsys, offline) -> None:
+    assert main(["datasets", "list", "--pretrain", "--names"]) == 0
+    names = capsys.readouterr().out.split()
+    assert len(names) == 26 and "scanpy_pbmc68k_reduced" not in names
+    assert main(["datasets", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "prot_citeseq_adt_13studies_adtnorm" in out and "mirror ($CELLWEAVE_DATA_DIR): not set" in out
+    assert main(["datasets", "info", "spatial_osmfish_scvi"]) == 0
+    out = capsys.readouterr().out
+    assert "49c6e5e0e00d963f6510b795d06d78752d24f8c8127c80c8563c73d7fa107ac6" in out and "Codeluppi" in out
+    assert main(["datasets", "fetch", "spatial_osmfish_scvi"]) == 2  # offline: one clear line
+    err = capsys.readouterr().err
+    assert err.startswith("cellweave datasets: error: Dataset 'spatial_osmfish_scvi'") and "CELLWEAVE_DATA_DIR" in err
+    assert main(["datasets", "info", "nope"]) == 2
+
+
+@pytest.mark.internet
+def test_real_download(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("CELLWEAVE_DATA_DIR", raising=False)
-    fake = tmp_path / "a" / "b" / "c" / "_registry.py"
-    monkeypatch.setattr(reg, "__file__", str(fake))
-    with pytest.raises(CellWeaveInputError, match="CELLWEAVE_DATA_DIR"):
-        datasets.data_dir()
-    assert datasets.list()["path"].isna().all()
-
-
-def test_mudata_obs_and_single_modality() -> None:
-    mdata = datasets.load("citeseq_pbmc_10x_scvi_tests")
-    assert "batch" in mdata.obs.columns
-    rna = datasets.load("citeseq_pbmc_10x_scvi_tests", modality="rna")
-    assert isinstance(rna, ad.AnnData) and rna.shape == (400, 15792)
-    assert (rna.obs["batch"].to_numpy() == mdata.obs.loc[rna.obs_names, "batch"].to_numpy()).all()
-    assert rna.uns["x_kind"] == "counts"
-    with pytest.raises(CellWeaveInputError, match=r"modalities \['rna', 'prot'\], not 'atac'"):
-        datasets.load("citeseq_pbmc_10x_scvi_tests", modality="atac")
-
-
-def test_single_modality_of_unpaired_data() -> None:
-    ga = datasets.load("liger_bmmc_rna_gene_activity", modality="gene_activity")
-    assert ga.n_obs == 340 and set(ga.obs["modality"]) == {"gene_activity"}
-
-
-def test_modality_of_an_anndata_dataset() -> None:
-    assert datasets.load("spatial_osmfish_scvi", modality="rna").n_obs == 4530
-    with pytest.raises(CellWeaveInputError, match="holds only"):
-        datasets.load("spatial_osmfish_scvi", modality="prot")
+    monkeypatch.setenv("CELLWEAVE_CACHE_DIR", str(tmp_path))
+    p = datasets.fetch("spatial_osmfish_scvi", progress=False)
+    assert datasets.load("spatial_osmfish_scvi").n_obs == 4530 and p.is_file()

@@ -143,7 +143,7 @@ def register(sub: argparse._SubParsersAction, model_help: str) -> None:
                     help="how edges are scored (default: embedding, the best on the Papalexi knock-outs)")
     sp.add_argument("--groupby", default=None, help="obs column: one network per group")
     sp.add_argument("--regulators", default=None,
-                    help="text file with one regulator symbol per line, or 'all' (default: bundled TF list)")
+                    help="text file with one regulator symbol per line, or 'all' (default: the organism's pySCENIC TF list)")
     sp.add_argument("--n-cells", type=int, default=500, help="cells per group for attention/perturbation")
     sp.add_argument("--n-top-targets", type=int, default=50, help="edges per regulator in the table")
     sp.add_argument("--layer", default=None, help="layer holding raw counts (default: X)")

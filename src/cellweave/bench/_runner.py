@@ -10,7 +10,7 @@ A task is a module under :mod:`cellweave.bench.tasks` with
 
 Tasks honour ``ctx.quick`` (the demo's setting: one seed, fewer folds or datasets, a minute or
 so each) and, where they can, ``ctx.data`` (a user's file with ``ctx.label_key`` /
-``ctx.batch_key``) in place of the bundled datasets.
+``ctx.batch_key``) in place of the registered datasets.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class BenchmarkContext:
     model: Any  # cellweave.CellWeave
     seeds: tuple[int, ...] = (0, 1, 2)
     quick: bool = False
-    data: Any = None  # AnnData / MuData given with --data, else None (bundled datasets)
+    data: Any = None  # AnnData / MuData given with --data, else None (registered datasets)
     data_name: str | None = None
     label_key: str | None = None
     batch_key: str | None = None
@@ -156,7 +156,7 @@ def run_benchmark(
     quick
         The demo's setting: fewer seeds, folds and datasets.
     data, label_key, batch_key
-        Run the protocol on a user's file instead of the bundled datasets.
+        Run the protocol on a user's file instead of the registered datasets.
     """
     from cellweave import io
     from cellweave.models import CellWeave, environment_versions
@@ -183,7 +183,7 @@ def run_benchmark(
     report = HtmlReport("cellweave benchmark")
     report.text(f"Model {cw.name}, SHA-256 {cw.model_hash[:16]}…; tasks: {', '.join(names)}; seeds: "
                 f"{', '.join(map(str, seeds))}{'; quick mode' if quick else ''}"
-                f"{f'; data: {data}' if data is not None else '; bundled datasets'}.")
+                f"{f'; data: {data}' if data is not None else '; registered datasets'}.")
     records, seconds = run_tasks(ctx, names, report)
     write_results(records, out / "results.json")
     summary = summarize(records)

@@ -208,7 +208,7 @@ def prepare_cells(
         X = adata.layers[layer] if (layer is not None and mod == "rna") else adata.X
         X = sp.csr_matrix(X)
         org = organism or infer_organism(adata.var_names, adata.var.get("gene_id"))
-        fmap = map_features(adata.var, modality=mod, organism=org)
+        fmap = map_features(adata.var, modality=mod, organism=org, aliases=vocab.gene_aliases)
         cov = coverage(fmap, vocab, dataset=name)
         reports.append({**cov.to_dict(), "x_kind": report.x_kind, "organism": org})
         logger.info("%s/%s: %d of %d features in the vocabulary", name, mod, cov.n_in_vocab, cov.n_features)
@@ -246,21 +246,28 @@ def prepare_cells(
 
 
 def build_vocabulary(
-    datasets: dict[str, AnnData | MuData], *, min_cells: int = 3, organisms: dict[str, str] | None = None
+    datasets: dict[str, AnnData | MuData], *, min_cells: int = 3, organisms: dict[str, str] | None = None,
+    gene_aliases: bool | None = None,
 ) -> tuple[Vocabulary, pd.DataFrame]:
     """A vocabulary of every feature detected in at least ``min_cells`` cells of the datasets.
 
     Keys are ordered by modality and then by first appearance, so the vocabulary is
     deterministic for a given list of datasets. Returns the vocabulary and a table of how many
     features each dataset/modality contributed.
+
+    ``gene_aliases`` maps human genes through NCBI Gene aliases as well (see
+    :func:`cellweave.genes.map_features`); ``None`` uses them when the alias table can be had
+    (mirror, cache or download) and says so in the log otherwise. The vocabulary records the choice.
     """
+    if gene_aliases is None:
+        gene_aliases = _alias_table_available()
     counts: dict[str, int] = {}
     order: list[str] = []
     rows = []
     for name, data in datasets.items():
         for mod, adata in as_modalities(data).items():
             org = (organisms or {}).get(name) or infer_organism(adata.var_names, adata.var.get("gene_id"))
-            fmap = map_features(adata.var, modality=mod, organism=org)
+            fmap = map_features(adata.var, modality=mod, organism=org, aliases=gene_aliases)
             X = sp.csr_matrix(adata.X)
             n_cells = np.diff(X.tocsc().indptr)
             per_key = pd.Series(n_cells[fmap.mapped_mask]).groupby(fmap.keys[fmap.mapped_mask]).sum()
@@ -278,4 +285,16 @@ def build_vocabulary(
 
     keys = [k for k in order if counts[k] >= min_cells]
     keys.sort(key=_rank)  # stable: keeps first-appearance order within a modality
-    return Vocabulary(keys), pd.DataFrame(rows)
+    return Vocabulary(keys, gene_aliases=gene_aliases), pd.DataFrame(rows)
+
+
+def _alias_table_available() -> bool:
+    from cellweave._exceptions import CellWeaveDataError
+    from cellweave.genes import _tables
+
+    try:
+        _tables.table_path(_tables.GENE_ALIASES_HUMAN)
+    except CellWeaveDataError as err:
+        logger.warning("Building the vocabulary without NCBI gene aliases (old human symbols stay unmapped): %s", err)
+        return False
+    return True

@@ -22,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellweave._exceptions import CellWeaveInputError
-from cellweave.genes import bundled_table
+from cellweave.genes import gene_table
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -57,7 +57,7 @@ def _gene_table(organism: str) -> pd.DataFrame:
     """Ensembl ID / symbol table of ``organism``, read (once) by the genes layer."""
     if organism not in _GENE_TABLES:
         raise CellWeaveInputError(f"organism={organism!r} is not supported; use 'human' or 'mouse'.")
-    return bundled_table(_GENE_TABLES[organism])
+    return gene_table(_GENE_TABLES[organism])
 
 
 @functools.lru_cache(maxsize=None)

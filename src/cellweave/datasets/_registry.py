@@ -1,7 +1,8 @@
-"""The bundled real datasets (``data/`` at the repository root): a static registry and loaders.
+"""The dataset registry: listing, resolving and loading registered datasets.
 
-The registry is plain Python so that listing needs no file access; ``tests/datasets`` checks it
-against the real files.
+Files are never part of the repository or the wheel. :func:`load` reads a dataset from the mirror
+(``$CELLWEAVE_DATA_DIR``), then the cache, and otherwise downloads its pinned source with pooch,
+checks the hashes and converts it (where a converter exists; see :func:`has_converter`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,16 @@ import builtins
 import logging
 import os
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cellweave._exceptions import CellWeaveInputError
+from cellweave import _fetch
+from cellweave._exceptions import CellWeaveDataError, CellWeaveInputError
+from cellweave._fetch import CACHE_DIR_ENV, DATA_DIR_ENV
+
+from ._catalogue import ENTRIES
+from ._info import PRETRAIN_X_KINDS, DatasetInfo
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,215 +29,209 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable naming the folder that holds the dataset folders.
-DATA_DIR_ENV = "CELLWEAVE_DATA_DIR"
+__all__ = [
+    "CACHE_DIR_ENV", "DATA_DIR_ENV", "PRETRAIN_X_KINDS", "REGISTRY", "convert", "data_dir", "fetch",
+    "has_converter", "info", "is_available", "list", "load", "path",
+]
 
-#: x_kinds a count-based model can pretrain on.
-PRETRAIN_X_KINDS = ("counts", "log_normalized")
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """One bundled dataset. ``x_kind`` is the same for every model modality of a MuData here."""
-
-    name: str
-    format: str  # "h5ad" or "h5mu"
-    modalities: tuple[str, ...]
-    n_cells: int
-    organism: str  # "human", "mouse" or "fly"
-    x_kind: str
-    label_key: str | None
-    batch_key: str | None
-    licence: str
-    used_for: str
-
-    @property
-    def filename(self) -> str:
-        return f"{self.name}.{self.format}"
-
-    @property
-    def pretrain(self) -> bool:
-        return self.x_kind in PRETRAIN_X_KINDS
+REGISTRY: dict[str, DatasetInfo] = {d.name: d for d in ENTRIES}
 
 
-REGISTRY: dict[str, DatasetInfo] = {
-    d.name: d
-    for d in [
-        DatasetInfo(
-            "perturb_papalexi2021_sceptre", "h5mu", ("rna", "guide"), 20729, "human", "counts",
-            "perturbation", "batch", "GPL-3 (sceptre package)",
-            "perturbation effect prediction, guide calling, tests at scale",
-        ),
-        DatasetInfo(
-            "multibatch_cellbench_sc_mixology", "h5ad", ("rna",), 1408, "human", "counts",
-            "cell_type", "batch", "none stated in the source repository",
-            "integration / batch correction with ground-truth labels, annotation",
-        ),
-        DatasetInfo(
-            "citeseq_pbmc_10x_scvi_tests", "h5mu", ("rna", "prot"), 400, "human", "counts",
-            None, "batch", "BSD-3-Clause (scvi-tools repo); underlying 10x data CC BY 4.0",
-            "cross-modal RNA <-> protein, integration of 2 batches, tests",
-        ),
-        DatasetInfo(
-            "citeseq_citefuse_eccite", "h5mu", ("rna", "prot", "hto"), 500, "human", "counts",
-            None, None, "GPL-3 (CiteFuse package)",
-            "cross-modal RNA <-> 49 ADTs, hashtag demultiplexing, tests",
-        ),
-        DatasetInfo(
-            "multiome_muon_test", "h5mu", ("rna", "atac"), 1000, "human", "counts",
-            None, None, "BSD-3-Clause (muon repo); underlying 10x data CC BY 4.0",
-            "RNA + ATAC I/O, peak parsing, tests",
-        ),
-        DatasetInfo(
-            "liger_bmmc_rna_gene_activity", "h5mu", ("rna", "gene_activity"), 680, "human", "counts",
-            None, "batch", "GPL-3 (rliger)",
-            "diagonal integration of unpaired RNA and ATAC gene activity, tests",
-        ),
-        DatasetInfo(
-            "scanpy_pbmc68k_reduced", "h5ad", ("rna",), 700, "human", "scaled",
-            "cell_type", None, "BSD-3-Clause (scanpy)",
-            "annotation benchmark (small, labelled); scaled values, not for count models",
-        ),
-        DatasetInfo(
-            "celltypist_sample_559cells", "h5ad", ("rna",), 559, "human", "counts",
-            None, None, "MIT (celltypist)",
-            "annotation query set, tests",
-        ),
-        DatasetInfo(
-            "spatial_osmfish_scvi", "h5ad", ("rna",), 4530, "mouse", "counts",
-            "cell_type", None, "none stated in scVI-data",
-            "spatial (targeted 33-gene panel), annotation, imputation",
-        ),
-        DatasetInfo(
-            "spatial_giotto_mini_visium_multisample", "h5ad", ("rna",), 2327, "human", "counts",
-            None, "batch", "MIT (GiottoData DESCRIPTION)",
-            "spatial (Visium, 2 sections), integration across sections",
-        ),
-        DatasetInfo(
-            "spatial_giotto_mini_visium_dg", "h5ad", ("rna",), 624, "mouse", "counts",
-            None, None, "MIT (GiottoData DESCRIPTION)",
-            "spatial (single Visium section), tests",
-        ),
-        DatasetInfo(
-            "spatial_novosparc_intestine", "h5ad", ("rna",), 1383, "mouse", "counts",
-            "zone", None, "BSD-3-Clause (novosparc)",
-            "1-D spatial zonation targets, zone annotation",
-        ),
-        DatasetInfo(
-            "spatial_novosparc_bdtnp_drosophila", "h5ad", ("rna",), 3039, "fly", "normalized_other",
-            None, None, "BSD-3-Clause (novosparc)",
-            "spatial reference atlas (84 genes), GRN; not count data",
-        ),
-        DatasetInfo(
-            "spatial_visium_squidpy_test", "h5ad", ("rna",), 49, "mouse", "log_normalized",
-            None, None, "BSD-3-Clause (squidpy); underlying 10x data CC BY 4.0",
-            "Visium I/O, spatial graphs, log-normalized input path, tests",
-        ),
-    ]
-}
+def data_dir() -> Path | None:
+    """The mirror folder (``$CELLWEAVE_DATA_DIR``), or None when it is not set.
+
+    Raises
+    ------
+    CellWeaveDataError
+        When the variable is set to something that is not a folder.
+    """
+    return _fetch.mirror_dir()
 
 
-def data_dir() -> Path:
-    """The folder holding the bundled dataset folders.
-
-    ``$CELLWEAVE_DATA_DIR`` when set, else ``data/`` of the repository this package was
-    installed from (editable / source installs).
+def info(name: str) -> DatasetInfo:
+    """The registry entry of ``name``.
 
     Raises
     ------
     CellWeaveInputError
-        When neither exists.
+        Unknown name (the message lists the valid ones).
     """
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        root = Path(env).expanduser()
-        if not root.is_dir():
-            raise CellWeaveInputError(
-                f"{DATA_DIR_ENV}={env!r} is not a folder. Set it to the data/ folder of the cellweave repository."
-            )
-        return root
-    # src/cellweave/datasets/_registry.py -> parents[3] is the repository root in the src layout.
-    root = Path(__file__).resolve().parents[3] / "data"
-    if root.is_dir():
-        return root
-    raise CellWeaveInputError(
-        "The bundled datasets were not found (they ship with the cellweave repository, not the wheel). "
-        f"Set the environment variable {DATA_DIR_ENV} to the data/ folder of a cellweave repository checkout."
-    )
-
-
-def _info(name: str) -> DatasetInfo:
     if name not in REGISTRY:
         raise CellWeaveInputError(
-            f"Unknown dataset {name!r}. Valid names: {sorted(REGISTRY)} (see cellweave.datasets.list())."
+            f"Unknown dataset {name!r}. Valid names: {sorted(REGISTRY)} (see `cellweave datasets list`)."
         )
     return REGISTRY[name]
 
 
-def path(name: str) -> Path:
-    """Path of a bundled dataset's file.
+def has_converter(name: str) -> bool:
+    """Whether cellweave can build ``name`` from its published source files."""
+    from ._convert import CONVERTERS
+
+    return info(name).name in CONVERTERS
+
+
+def is_available(name: str) -> bool:
+    """Whether ``name`` is in the mirror or the cache (no download needed)."""
+    return _fetch.locate(info(name).relpath) is not None
+
+
+def _write(obj: AnnData | MuData, out: Path) -> None:
+    if hasattr(obj, "mod"):
+        obj.write_h5mu(out, compression="gzip")
+    else:
+        obj.write_h5ad(out, compression="gzip")
+
+
+def convert(name: str, raw_dir: str | os.PathLike | None = None, *, progress: bool = True) -> AnnData | MuData:
+    """Build ``name`` from its published source files, in memory.
+
+    Parameters
+    ----------
+    name
+        A registered dataset with a converter.
+    raw_dir
+        A folder holding byte copies of the published files (hashes are checked); default:
+        download them with pooch into the cache.
+
+    Raises
+    ------
+    CellWeaveDataError
+        No converter, a missing or corrupt source file, or a failed download.
+    """
+    from ._convert import CONVERTERS
+
+    entry = info(name)
+    if entry.name not in CONVERTERS:
+        raise CellWeaveDataError(
+            f"cellweave has no converter for {name!r} (source: {entry.source}). Set {DATA_DIR_ENV} to a cellweave "
+            f"data mirror that holds {entry.relpath}."
+        )
+    paths = _fetch.fetch_sources(name, entry.files, raw_dir=raw_dir, progress=progress)
+    return CONVERTERS[entry.name](paths)
+
+
+def path(name: str, *, download: bool = True, progress: bool = True) -> Path:
+    """Local path of a dataset's converted file: mirror, then cache, then download and convert.
 
     Raises
     ------
     CellWeaveInputError
-        Unknown name, no data folder, or the file is missing from it.
+        Unknown name.
+    CellWeaveDataError
+        Not found locally and it cannot be fetched (offline, or no converter for its source);
+        the message names the dataset, its source URL and ``CELLWEAVE_DATA_DIR``.
     """
-    info = _info(name)
-    p = data_dir() / info.name / info.filename
-    if not p.is_file():
-        raise CellWeaveInputError(
-            f"Dataset {name!r} is registered but {p} does not exist. Check that {p.parent.parent} is the "
-            f"cellweave data/ folder (or set {DATA_DIR_ENV})."
+    entry = info(name)
+    build = None
+    if download and has_converter(name):
+        def build(paths: dict[str, Path], out: Path) -> None:
+            from ._convert import CONVERTERS
+
+            _write(CONVERTERS[entry.name](paths), out)
+
+    return _fetch.obtain(entry.relpath, what=f"Dataset {name!r}", sources=entry.files if download else (),
+                         build=build, progress=progress)
+
+
+def fetch(name: str, *, progress: bool = True) -> Path:
+    """Make ``name`` available locally (see :func:`path`) and check the converted file's SHA-256
+    against the registry; returns its path."""
+    from cellweave._io_utils import sha256_file
+
+    p = path(name, progress=progress)
+    got = sha256_file(p)
+    entry = info(name)
+    if got != entry.sha256:
+        logger.warning(
+            "%s: %s has SHA-256 %s, the registry records %s (another conversion of the same source, e.g. other "
+            "compression settings or package versions).", name, p, got, entry.sha256,
         )
     return p
 
 
 def list() -> pd.DataFrame:  # noqa: A001 - mirrors the public name cellweave.datasets.list
-    """The bundled datasets, one row each.
+    """The registered datasets, one row each.
 
     Returns
     -------
-    DataFrame with columns ``name``, ``path`` (None when the data folder cannot be found),
-    ``format``, ``modalities`` (tuple), ``n_cells``, ``organism``, ``x_kind``, ``label_key``,
-    ``batch_key``, ``licence``, ``pretrain`` (True where ``x_kind`` is counts or
-    log_normalized) and ``used_for``.
+    DataFrame with columns ``name``, ``path`` (the local file in the mirror or the cache; None
+    when neither has it), ``format``, ``modalities`` (tuple), ``n_cells``, ``organism``,
+    ``x_kind``, ``label_key``, ``batch_key``, ``licence``, ``source``, ``pretrain`` (in the
+    pretraining corpus), ``tasks``, ``converter`` (can be built from its source) and ``used_for``.
     """
     import pandas as pd
 
+    from ._convert import CONVERTERS
+
     try:
-        root: Path | None = data_dir()
-    except CellWeaveInputError as err:
+        _fetch.mirror_dir()
+        usable = True
+    except CellWeaveDataError as err:
         logger.warning("%s", err)
-        root = None
+        usable = False
     rows = []
-    for info in REGISTRY.values():
-        row = asdict(info)
-        row["path"] = str(root / info.name / info.filename) if root is not None else None
-        row["pretrain"] = info.pretrain
+    for entry in REGISTRY.values():
+        row = asdict(entry)
+        local = _fetch.locate(entry.relpath) if usable else None
+        row.update(path=str(local) if local else None, pretrain=entry.pretrain, source=entry.source,
+                   converter=entry.name in CONVERTERS)
         rows.append(row)
     columns = [
-        "name", "path", "format", "modalities", "n_cells", "organism", "x_kind", "label_key",
-        "batch_key", "licence", "pretrain", "used_for",
+        "name", "path", "format", "modalities", "n_cells", "organism", "x_kind", "label_key", "batch_key",
+        "licence", "source", "pretrain", "tasks", "converter", "used_for",
     ]
     return pd.DataFrame(rows, columns=columns)
 
 
+def _read(entry: DatasetInfo, p: Path) -> AnnData | MuData:
+    import anndata
+
+    if entry.format == "h5ad":
+        adata = anndata.read_h5ad(p)
+        if not entry.protein_only:
+            return adata
+        import mudata
+
+        # An AnnData means RNA to cellweave; antibodies travel as the "prot" modality of a MuData,
+        # with the cell-level columns at the MuData level as in the other .h5mu datasets.
+        obs = adata.obs.copy()
+        adata.obs = adata.obs[[]]
+        with mudata.set_options(pull_on_update=False):
+            mdata = mudata.MuData({"prot": adata})
+        mdata.obs = obs
+        mdata.uns["dataset"] = adata.uns.get("dataset", {})
+        mdata.uns["x_kind"] = {"prot": adata.uns.get("x_kind")}
+        return mdata
+    import mudata
+
+    with warnings.catch_warnings(), mudata.set_options(pull_on_update=False):  # keep mdata.obs as stored
+        # Feature names repeat across modalities (gene CD4 and antibody CD4); they are unique
+        # within each modality, which is what cellweave indexes (see the PROVENANCE.md caveats).
+        warnings.filterwarnings("ignore", message="var_names are not unique", category=UserWarning)
+        return mudata.read_h5mu(p)
+
+
 def load(name: str, modality: str | None = None) -> AnnData | MuData:
-    """Load a bundled dataset.
+    """Load a registered dataset (from the mirror, the cache, or its downloaded source).
 
     Parameters
     ----------
     name
         A name from :func:`list`.
     modality
-        For MuData datasets: return only this modality, as AnnData, with the cell-level columns
-        of ``mdata.obs`` (cell_type, batch, ...) copied into its ``obs``. For AnnData datasets
-        only the modality they hold (``"rna"``) is accepted.
+        For multimodal datasets: return only this modality, as AnnData, with the cell-level
+        columns of ``mdata.obs`` (cell_type, batch, ...) copied into its ``obs``. For RNA-only
+        datasets only ``"rna"`` is accepted.
 
     Returns
     -------
-    AnnData or MuData as stored. In MuData files the cell-level columns live in ``mdata.obs``;
-    the modalities' own ``obs`` are (mostly) empty.
+    AnnData (RNA datasets) or MuData (several modalities, or protein only), as stored. In MuData
+    the cell-level columns live in ``mdata.obs``; the modalities' own ``obs`` are (mostly) empty.
+
+    Raises
+    ------
+    CellWeaveDataError
+        Not in the mirror or the cache and it cannot be downloaded; the message says what to set.
 
     Examples
     --------
@@ -239,38 +239,22 @@ def load(name: str, modality: str | None = None) -> AnnData | MuData:
     >>> mdata = cw.datasets.load("citeseq_pbmc_10x_scvi_tests")  # doctest: +SKIP
     >>> rna = cw.datasets.load("citeseq_pbmc_10x_scvi_tests", modality="rna")  # doctest: +SKIP
     """
-    info = _info(name)
-    p = path(name)
-    if info.format == "h5ad":
-        import anndata
-
-        adata = anndata.read_h5ad(p)
-        if modality is not None and modality not in info.modalities:
-            raise CellWeaveInputError(
-                f"Dataset {name!r} holds only {builtins.list(info.modalities)}, not {modality!r}. "
-                "Pass modality=None or one of those."
-            )
-        return adata
-    import mudata
-
-    with warnings.catch_warnings(), mudata.set_options(pull_on_update=False):  # keep mdata.obs as stored
-        # Feature names repeat across modalities (gene CD4 and antibody CD4); they are unique
-        # within each modality, which is what cellweave indexes (see the PROVENANCE.md caveats).
-        warnings.filterwarnings("ignore", message="var_names are not unique", category=UserWarning)
-        mdata = mudata.read_h5mu(p)
-    if modality is None:
-        return mdata
-    if modality not in mdata.mod:
+    entry = info(name)
+    if modality is not None and modality not in entry.modalities:
         raise CellWeaveInputError(
-            f"Dataset {name!r} has modalities {builtins.list(mdata.mod)}, not {modality!r}. Pass one of those."
+            f"Dataset {name!r} has modalities {builtins.list(entry.modalities)}, not {modality!r}. Pass "
+            "modality=None or one of those."
         )
-    adata = mdata.mod[modality].copy()
-    cell_obs = mdata.obs.loc[adata.obs_names]
+    data = _read(entry, path(name))
+    if modality is None or not hasattr(data, "mod"):
+        return data
+    adata = data.mod[modality].copy()
+    cell_obs = data.obs.loc[adata.obs_names]
     for col in cell_obs.columns:
         # mudata prefixes modality-level columns with "<mod>:"; those are already in adata.obs.
         if ":" in str(col) or col in adata.obs.columns:
             continue
         adata.obs[col] = cell_obs[col].values
-    if "dataset" in mdata.uns and "dataset" not in adata.uns:
-        adata.uns["dataset"] = mdata.uns["dataset"]
+    if "dataset" in data.uns and "dataset" not in adata.uns:
+        adata.uns["dataset"] = data.uns["dataset"]
     return adata

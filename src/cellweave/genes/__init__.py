@@ -3,7 +3,8 @@
 from ._coverage import CoverageReport, coverage, coverage_table
 from ._ids import infer_organism, normalize_ensembl_id
 from ._mapping import FeatureMap, map_features, symbol_for
-from ._tables import read_table as bundled_table
+from ._tables import TABLES as GENE_TABLES
+from ._tables import read_table as gene_table
 from ._tf import tf_list
 from ._vocab import Vocabulary
 
@@ -11,7 +12,8 @@ __all__ = [
     "CoverageReport",
     "FeatureMap",
     "Vocabulary",
-    "bundled_table",
+    "GENE_TABLES",
+    "gene_table",
     "coverage",
     "coverage_table",
     "infer_organism",

@@ -354,6 +354,7 @@ def map_features(
     organism: str | None = None,
     genome: str = "GRCh38",
     atac_bin_size: int = 10_000,
+    aliases: bool = True,
 ) -> FeatureMap:
     """Map features to vocabulary keys.
 
@@ -371,6 +372,13 @@ def map_features(
         Genome build named in ATAC keys; peaks of different builds never share keys.
     atac_bin_size
         Width in bp of the genomic bins peaks are keyed on (by their midpoint).
+    aliases
+        Human genes only: a symbol that GENCODE v44 and BioMart do not know is looked up among
+        NCBI Gene's previous and alias symbols (``FAM132A`` -> C1QTNF12, ``TCEB3`` -> ELOA), used
+        when it names exactly one Ensembl gene that no other feature of ``var`` already maps to.
+        A model's vocabulary records whether it was built with aliases
+        (:attr:`Vocabulary.gene_aliases`); its callers pass that setting so a model always
+        tokenizes the way it was trained.
 
     Returns
     -------
@@ -404,6 +412,8 @@ def map_features(
         ids, symbols = _column(var, "gene_id"), _column(var, "gene_symbol")
         for i in range(n):
             keys[i], reasons[i] = _gene_key(names[i].strip(), ids[i].strip(), symbols[i].strip(), org)
+        if aliases and org == "human":
+            _map_aliases(keys, reasons, names, symbols)
     elif modality == "prot":
         ids, symbols = _column(var, "gene_id"), _column(var, "gene_symbol")
         for i in range(n):
@@ -418,6 +428,24 @@ def map_features(
     fmap = FeatureMap(keys, reasons, modality, org, np.asarray(names, dtype=object), by_name)
     logger.debug("%s: %d of %d features mapped", modality, fmap.n_mapped, fmap.n_features)
     return fmap
+
+
+def _map_aliases(keys: np.ndarray, reasons: np.ndarray, names: list[str], symbols: list[str]) -> None:
+    """Fill unmapped human genes from NCBI Gene aliases, in place (see ``map_features``)."""
+    # Only symbols no gene table knows: ambiguous ones stay ambiguous (NCBI would pick silently).
+    unmapped = np.flatnonzero((keys == "") & (reasons == REASON_HUMAN_SYMBOL))
+    if unmapped.size == 0:
+        return
+    index = _tables.human_alias_index()
+    claimed = set(keys[keys != ""])
+    for i in unmapped:
+        name = names[i].strip()
+        for candidate in dict.fromkeys((name, symbols[i].strip(), strip_uniquify_suffix(name))):
+            ids = index.get(candidate, ()) if candidate else ()
+            if len(ids) == 1 and ids[0] not in claimed:
+                keys[i], reasons[i] = ids[0], ""
+                claimed.add(ids[0])
+                break
 
 
 def symbol_for(keys) -> np.ndarray:

@@ -25,6 +25,10 @@ class Vocabulary:
     ----------
     keys
         Unique, non-empty keys; their order fixes the ids.
+    gene_aliases
+        Whether human genes were mapped with NCBI Gene aliases when the vocabulary was built
+        (:func:`cellweave.genes.map_features`); every later mapping for this vocabulary uses the
+        same setting. Older vocabularies (files without the field) were built without them.
 
     Examples
     --------
@@ -33,7 +37,7 @@ class Vocabulary:
     [1, -1]
     """
 
-    def __init__(self, keys: Iterable[str]) -> None:
+    def __init__(self, keys: Iterable[str], *, gene_aliases: bool = False) -> None:
         key_list = [str(k) for k in keys]
         index = pd.Index(key_list, dtype=object)
         if not index.is_unique:
@@ -46,10 +50,12 @@ class Vocabulary:
             raise CellWeaveInputError("Vocabulary keys must be non-empty; '' marks unmapped features.")
         self._keys = key_list
         self._index = index
+        self.gene_aliases = bool(gene_aliases)
 
     @classmethod
     def from_feature_maps(
-        cls, maps: Iterable[Any], counts_per_key: Mapping[str, int] | None = None, min_count: int = 0
+        cls, maps: Iterable[Any], counts_per_key: Mapping[str, int] | None = None, min_count: int = 0,
+        *, gene_aliases: bool = False,
     ) -> Vocabulary:
         """Union of the mapped keys of several :class:`FeatureMap` objects, in first-seen order.
 
@@ -62,7 +68,7 @@ class Vocabulary:
                 keys.setdefault(str(key), None)
         if counts_per_key is not None:
             keys = {k: None for k in keys if counts_per_key.get(k, 0) >= min_count}
-        return cls(keys)
+        return cls(keys, gene_aliases=gene_aliases)
 
     @property
     def keys(self) -> list[str]:
@@ -99,13 +105,16 @@ class Vocabulary:
         return hashlib.sha256(json.dumps(self._keys, separators=(",", ":")).encode("utf-8")).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": _FORMAT, "version": _VERSION, "n_keys": len(self), "sha256": self.sha256, "keys": self.keys}
+        d: dict[str, Any] = {"format": _FORMAT, "version": _VERSION, "n_keys": len(self), "sha256": self.sha256}
+        if self.gene_aliases:  # absent means False, so older vocabulary files read back unchanged
+            d["gene_aliases"] = True
+        return {**d, "keys": self.keys}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Vocabulary:
         if "keys" not in d:
             raise CellWeaveInputError("Not a cellweave vocabulary: no 'keys' field.")
-        vocab = cls(d["keys"])
+        vocab = cls(d["keys"], gene_aliases=bool(d.get("gene_aliases", False)))
         if d.get("sha256") and d["sha256"] != vocab.sha256:
             raise CellWeaveInputError("Vocabulary file is corrupted: its sha256 does not match its keys.")
         return vocab

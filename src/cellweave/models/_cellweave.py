@@ -249,7 +249,7 @@ class CellWeave:
         if var is not None and "gene_id" in var.columns:
             ids = var["gene_id"].astype(str)
             frame["gene_id"] = [ids.get(n, "") if n in var.index else "" for n in names]
-        fmap = map_features(frame, modality="rna", organism=organism)
+        fmap = map_features(frame, modality="rna", organism=organism, aliases=self.vocab.gene_aliases)
         return self.vocab.lookup(fmap.keys).astype(np.int64)
 
     @torch.inference_mode()

@@ -45,7 +45,7 @@ def var_token_ids(adata: AnnData, model: CellWeave, *, organism: str | None = No
     from cellweave.genes import infer_organism, map_features
 
     org = organism or infer_organism(adata.var_names, adata.var.get("gene_id"))
-    fmap = map_features(adata.var, modality="rna", organism=org)
+    fmap = map_features(adata.var, modality="rna", organism=org, aliases=model.vocab.gene_aliases)
     return model.vocab.lookup(fmap.keys).astype(np.int64)
 
 

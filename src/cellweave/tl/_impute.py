@@ -30,7 +30,7 @@ def feature_keys(model: CellWeave, mod: AnnData, target: str, organism: str | No
     from cellweave.genes import infer_organism, map_features
 
     org = organism or (infer_organism(mod.var_names, mod.var.get("gene_id")) if target != "atac" else None)
-    fmap = map_features(mod.var, modality=target, organism=org)
+    fmap = map_features(mod.var, modality=target, organism=org, aliases=model.vocab.gene_aliases)
     keys = [str(k) for k in fmap.keys]
     return [k if i >= 0 else "" for k, i in zip(keys, model.vocab.lookup(keys))]
 
