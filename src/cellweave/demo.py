@@ -42,8 +42,8 @@ SCRATCH_EPOCHS = 3
 SCRATCH_MAX_CELLS = 3000
 #: Cells per dataset shown in the joint UMAP (the 20k-cell screen would crowd out the rest).
 UMAP_MAX_CELLS = 2500
-#: Cells embedded per dataset (a seeded random subset above it; the 422k-cell protein set).
-DEMO_MAX_CELLS = 25_000
+#: Cells embedded per dataset (a seeded random subset above it: the perturbation screen, the 422k-cell protein set).
+DEMO_MAX_CELLS = 8_000
 
 
 def demo_datasets() -> pd.DataFrame:

@@ -4,6 +4,7 @@ errors; the command line."""
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -14,7 +15,8 @@ from cellweave import datasets
 from cellweave._exceptions import CellWeaveDataError, CellWeaveInputError
 from cellweave._io_utils import sha256_file
 from cellweave.cli import main
-from cellweave.io import detect_x_kind
+from cellweave.genes import infer_organism
+from cellweave.io import detect_x_kind, validate_matrix
 
 RAW = Path(__file__).resolve().parents[3] / "shared" / "raw"
 ORGANISM = {"Homo sapiens": "human", "Mus musculus": "mouse", "Drosophila melanogaster": "fly"}
@@ -95,6 +97,18 @@ def test_registry_matches_the_mirror() -> None:
                 assert key in obj.obs.columns, (entry.name, key)
                 assert obj.obs[key].nunique() > 1, (entry.name, key)
         assert (p.parent / "PROVENANCE.md").is_file()
+        # io validates it as the registry says: pretraining data is accepted, the rest refused with
+        # a clear error; the gene-name organism is the registered one
+        for mod in model_mods:
+            if entry.pretrain:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    assert validate_matrix(mods[mod], modality=mod, dataset=entry.name).x_kind == entry.x_kind
+            else:
+                with pytest.raises(CellWeaveInputError, match=entry.name):
+                    validate_matrix(mods[mod], modality=mod, dataset=entry.name)
+            if mod == "rna" and entry.organism != "fly":
+                assert infer_organism(mods[mod].var_names, mods[mod].var.get("gene_id")) == entry.organism, entry.name
 
 
 def test_protein_only_loads_as_prot_modality() -> None:
@@ -218,3 +232,18 @@ def test_real_download(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("CELLWEAVE_CACHE_DIR", str(tmp_path))
     p = datasets.fetch("spatial_osmfish_scvi", progress=False)
     assert datasets.load("spatial_osmfish_scvi").n_obs == 4530 and p.is_file()
+
+
+def test_pretrain_inputs_accept_registered_names(tmp_path) -> None:
+    """`cellweave pretrain --data NAME` reads a registered dataset through the registry (what
+    `make pretrained` does); a path that exists is still read as a file."""
+    from cellweave.cli import _read_named
+
+    if datasets.data_dir() is None:
+        pytest.skip("no data mirror (set CELLWEAVE_DATA_DIR)")
+    data, hashes = _read_named(["spatial_visium_squidpy_test", "prot_citeseq_87ab_kotliarov2020_dsb"])
+    assert list(data) == ["spatial_visium_squidpy_test", "prot_citeseq_87ab_kotliarov2020_dsb"]
+    assert hashes["spatial_visium_squidpy_test"] == datasets.info("spatial_visium_squidpy_test").sha256
+    assert list(data["prot_citeseq_87ab_kotliarov2020_dsb"].mod) == ["prot"]  # antibodies are not read as RNA
+    with pytest.raises(CellWeaveInputError):
+        _read_named([str(tmp_path / "missing.h5ad")])

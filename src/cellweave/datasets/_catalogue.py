@@ -150,8 +150,8 @@ ENTRIES: tuple[DatasetInfo, ...] = (
             _gh("yezhengSTAT/ADTnorm", "142ac08274083a91bf27a8c437042ad2447a4f5f", "data/cell_x_feature.rda"),
         ),
         sha256="4e3171440f8f4ad43528762d44680c690a097c7c9e905666b9ce79e8a79ead74",
-        tasks=("pretrain",),
-        used_for="protein-only pretraining at scale (422,682 cells, 9 antibodies, 13 studies), protein annotation",
+        tasks=("pretrain", "panel"),
+        used_for="protein-only pretraining at scale (422,682 cells, 9 antibodies, 13 studies), protein annotation across studies",
     ),
     DatasetInfo(
         "scanpy_pbmc68k_reduced", "h5ad", ("rna",), 700, "human", "scaled",

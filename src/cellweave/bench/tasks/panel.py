@@ -1,0 +1,365 @@
+"""Benchmark task ``panel``: the development panel for the model's cell representations.
+
+Every labelled counts dataset the registry tags ``panel`` and that is available locally, with the
+protocols the representation work is measured on (cellweave zero-shot beside the baselines on the
+same splits; nothing is chosen on a test split):
+
+1. **zero-shot kNN**: macro-F1 of a k=15 kNN classifier, stratified 5-fold, on the frozen
+   embedding vs 50 PCs of log-normalized top-2000 HVGs vs the scVI latent (unsupervised, all cells);
+2. **annotation across a shift**: train on all groups but one of a shift key (protocol, species,
+   study), test on the held-out one (types it lacks in training dropped): cellweave's label transfer
+   (tl.annotate's classifier on the frozen embedding) vs L2 logistic regression on HVGs chosen on
+   the training cells; also the share of test cells cellweave calls "unknown" (all of their types
+   are in the reference, so this should be near 0) and the expected calibration error;
+3. **novel type**: each type in turn removed from a stratified 70% reference; AUROC of the novelty
+   score for that type among the 30% query: cellweave (mean distance to the 15 nearest reference
+   cells in the embedding) vs logistic-regression max-softmax, kNN distance on PCA, and kNN distance
+   after Harmony on PCA of reference + query together;
+4. **integration** (datasets with batches): scib-metrics total (0.6 bio + 0.4 batch) of the
+   embedding with Harmony (tl.integrate's default) vs Harmony on PCA and scVI;
+5. **spatial annotation with a section held out**: needs labelled data with several sections; no
+   panel dataset has them yet, so the protocol reports nothing (the summary says so).
+
+``--quick`` keeps 3 seeds and every dataset but trains scVI for fewer epochs, scores at most 4
+novel types per dataset and leaves kBET out of the scIB batch score. The summary (written as
+``panel.json`` beside ``results.json`` and as the report's first table) gives, per protocol, the
+mean over datasets of cellweave and of each baseline, the gap to the best baseline, and the worst
+single-dataset gap: the goal is gap >= 0 on the mean and > -0.03 on every dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cellweave.bench._results import CELLWEAVE, Record, make_records
+
+logger = logging.getLogger(__name__)
+
+TASK = "panel"
+DESCRIPTION = (
+    "Development panel: every registered labelled counts dataset tagged 'panel' and available locally. "
+    "Protocols: zero-shot kNN macro-F1 (5-fold, k=15) on the frozen embedding vs PCA-50 of log-normalized "
+    "HVGs and the scVI latent; annotation across a shift (leave one protocol/species/study out) vs L2 "
+    "logistic regression on HVGs, with cellweave's 'unknown' rate and expected calibration error; novel-type "
+    "AUROC (each type left out of a 70% reference) vs LR max-softmax, kNN distance on PCA and kNN distance "
+    "after Harmony on reference + query; integration (scIB total) vs Harmony and scVI. Spatial annotation "
+    "with a held-out section: no panel dataset has labelled sections yet."
+)
+#: Registry name -> obs column whose groups are held out in turn (annotation across a shift).
+SHIFT_KEYS = {
+    "multibatch_cellbench_sc_mixology": "protocol",
+    "scrna_pancreas_baron2016_human_mouse_cider": "species",
+    "prot_citeseq_adt_13studies_adtnorm": "study_name",
+}
+#: Labels that mean "not annotated"; their cells are left out of every protocol.
+UNLABELLED = {"unknown", "undefined", "unassigned", "nan", "none", ""}
+#: Types with fewer cells are left out (a 5-fold split needs several cells per type).
+MIN_CELLS_PER_TYPE = 10
+#: Largest number of cells taken from a dataset (a seeded random subset, the same for every seed).
+MAX_CELLS = 6000
+SCVI_EPOCHS, SCVI_EPOCHS_QUICK = 200, 30
+NOVEL_TYPES_QUICK = 4
+N_NEIGHBORS = 15
+#: Protocol of each (split, metric) pair the summary reads, and whether higher is better.
+PROTOCOLS = {
+    ("zero-shot kNN", "macro_f1"): "zero-shot kNN macro-F1",
+    ("across shift", "macro_f1"): "annotation across a shift, macro-F1",
+    ("novel type", "novel_auroc"): "novel-type AUROC",
+    ("integration", "scIB total"): "integration, scIB total",
+}
+
+
+@dataclass
+class PanelData:
+    """One panel dataset: what the model embeds, the RNA/protein AnnData, labels and keys."""
+
+    name: str
+    model_input: Any  # AnnData (RNA) or a MuData with one "prot" modality
+    adata: Any  # the AnnData whose X is counts (baselines)
+    labels: np.ndarray
+    shift_key: str | None
+    batch_key: str | None
+    lognorm: Any  # float32 CSR, log1p CP10k
+
+    @property
+    def short(self) -> str:
+        return self.name
+
+
+def panel_datasets(quick: bool = False) -> list[PanelData]:  # noqa: ARG001 - same data in quick mode
+    """The panel's datasets (registry tag ``panel``, available in the mirror or the cache)."""
+    import mudata as md
+
+    from cellweave import datasets
+    from cellweave.data import log_normalize
+
+    out = []
+    for name, entry in datasets.REGISTRY.items():
+        if "panel" not in entry.tasks or entry.label_key is None:
+            continue
+        if not datasets.is_available(name):
+            logger.warning("panel: %s is not in the mirror or the cache; left out", name)
+            continue
+        if entry.protein_only:
+            adata = datasets.load(name, modality="prot")
+        else:
+            adata = datasets.load(name, modality="rna") if len(entry.modalities) > 1 else datasets.load(name)
+        labels = adata.obs[entry.label_key].astype(str).to_numpy()
+        keep = ~pd.Series(labels).str.strip().str.lower().isin(UNLABELLED).to_numpy()
+        counts = pd.Series(labels[keep]).value_counts()
+        keep &= pd.Series(labels).map(counts).fillna(0).to_numpy() >= MIN_CELLS_PER_TYPE
+        idx = np.flatnonzero(keep)
+        if len(idx) > MAX_CELLS:
+            idx = np.sort(np.random.default_rng(0).choice(idx, MAX_CELLS, replace=False))
+        adata = adata[idx].copy()
+        labels = labels[idx]
+        if len(set(labels)) < 2:
+            continue
+        model_input = md.MuData({"prot": adata}) if entry.protein_only else adata
+        shift = SHIFT_KEYS.get(name)
+        batch = entry.batch_key if entry.batch_key in adata.obs else None
+        out.append(PanelData(name, model_input, adata, labels, shift, batch, log_normalize(adata)))
+        logger.info("panel: %s, %d cells, %d types", name, adata.n_obs, len(set(labels)))
+    return out
+
+
+def _scvi_latent(adata, batches: np.ndarray | None, *, seed: int, max_epochs: int) -> np.ndarray | None:
+    """scVI latent (10-d) of the 2000 HVGs' counts; None when X is not counts or too few genes."""
+    from .integrate import _scvi
+    from ._cells import hvg_features
+    from cellweave.data import log_normalize
+
+    if adata.n_vars < 20:
+        return None
+    hv = hvg_features(log_normalize(adata))
+    b = batches if batches is not None else np.zeros(adata.n_obs, dtype=object).astype(str)
+    return _scvi(adata, hv, np.asarray(b, dtype=str), seed=seed, max_epochs=max_epochs)
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:
+    """ECE: the bin-weighted gap between mean confidence and accuracy over ``n_bins`` equal-width bins
+    (Guo et al. 2017, "On calibration of modern neural networks")."""
+    confidence = np.asarray(confidence, dtype=float)
+    correct = np.asarray(correct, dtype=float)
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            ece += sel.mean() * abs(confidence[sel].mean() - correct[sel].mean())
+    return float(ece)
+
+
+def _macro_f1(y_true, y_pred) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"accuracy": accuracy_score(y_true, y_pred),
+            "macro_f1": f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true))}
+
+
+def _zero_shot(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
+    from cellweave.bench import knn_accuracy, pca_hvg_embedding
+
+    reps = {CELLWEAVE: emb, "PCA (HVG)": pca_hvg_embedding(d.adata, seed=seed)}
+    latent = _scvi_latent(d.adata, d.adata.obs[d.batch_key].astype(str).to_numpy() if d.batch_key else None,
+                          seed=seed, max_epochs=SCVI_EPOCHS_QUICK if ctx.quick else SCVI_EPOCHS)
+    if latent is not None:
+        reps["scVI latent"] = latent
+    records = []
+    for method, rep in reps.items():
+        res = knn_accuracy(rep, d.labels, k=N_NEIGHBORS, seed=seed)
+        records += make_records(TASK, d.short, "zero-shot kNN", seed, method,
+                                {"accuracy": res["accuracy"], "macro_f1": res["macro_f1"]})
+    return records
+
+
+def _across_shift(d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from cellweave.tl._transfer import LabelTransfer
+
+    from ._cells import across_splits, hvg_features
+
+    records = []
+    for group, tr, te in across_splits(d.adata.obs, d.shift_key, d.labels):
+        split = f"across shift ({d.shift_key}={group})"
+        cw = LabelTransfer(seed=seed).fit(emb[tr], d.labels[tr]).predict(emb[te])
+        yte = d.labels[te]
+        m = _macro_f1(yte, cw.raw_prediction.astype(str))
+        m["unknown_rate"] = float(cw.unknown.mean())
+        m["ece"] = expected_calibration_error(cw.confidence, cw.raw_prediction.astype(str) == yte)
+        lower = {"unknown_rate": False, "ece": False}
+        records += make_records(TASK, d.short, split, seed, CELLWEAVE, m, higher_is_better=lower)
+        hv = hvg_features(d.lognorm[tr])
+        scaler = StandardScaler().fit(d.lognorm[tr][:, hv].toarray())
+        ztr = scaler.transform(d.lognorm[tr][:, hv].toarray())
+        zte = scaler.transform(d.lognorm[te][:, hv].toarray())
+        lr = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(ztr, d.labels[tr])
+        p = lr.predict_proba(zte)
+        pred = lr.classes_[p.argmax(1)]
+        m = _macro_f1(yte, pred)
+        m["ece"] = expected_calibration_error(p.max(1), pred == yte)
+        records += make_records(TASK, d.short, split, seed, "logreg-L2 (HVG)", m, higher_is_better=lower)
+    return records
+
+
+def _novel_type(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.preprocessing import StandardScaler
+
+    from cellweave.tl._integrate import harmony
+    from cellweave.tl._transfer import LabelTransfer
+
+    from ._cells import hvg_features
+
+    classes = sorted(set(d.labels))
+    if len(classes) < 3:
+        return []
+    ref, query = train_test_split(np.arange(len(d.labels)), test_size=0.3, stratify=d.labels, random_state=seed)
+    if ctx.quick:  # the largest types: the ones a reference is least likely to lack, hardest to call novel
+        sizes = pd.Series(d.labels).value_counts()
+        classes = sorted(sizes.index[:NOVEL_TYPES_QUICK])
+    records = []
+    for novel in classes:
+        tr = ref[d.labels[ref] != novel]
+        is_novel = d.labels[query] == novel
+        cw = LabelTransfer(seed=seed).fit(emb[tr], d.labels[tr]).predict(emb[query])
+        scores = {CELLWEAVE: cw.novelty}
+        hv = hvg_features(d.lognorm[tr])
+        scaler = StandardScaler().fit(d.lognorm[tr][:, hv].toarray())
+        ztr = scaler.transform(d.lognorm[tr][:, hv].toarray())
+        zq = scaler.transform(d.lognorm[query][:, hv].toarray())
+        lr = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(ztr, d.labels[tr])
+        scores["logreg max-softmax"] = 1.0 - lr.predict_proba(zq).max(1)
+        n_pc = int(min(50, ztr.shape[1] - 1, ztr.shape[0] - 1))
+        pca = PCA(n_components=n_pc, random_state=seed).fit(ztr)
+        ptr, pq = pca.transform(ztr), pca.transform(zq)
+        k = min(N_NEIGHBORS, len(tr))
+        scores["kNN distance (PCA)"] = NearestNeighbors(n_neighbors=k).fit(ptr).kneighbors(pq)[0].mean(1)
+        joint = np.vstack([ptr, pq]).astype(np.float32)
+        side = np.array(["reference"] * len(tr) + ["query"] * len(query))
+        corrected = harmony(joint, side, seed=seed)
+        scores["kNN distance (Harmony)"] = NearestNeighbors(n_neighbors=k).fit(corrected[: len(tr)]).kneighbors(
+            corrected[len(tr):])[0].mean(1)
+        for method, s in scores.items():
+            records += make_records(TASK, d.short, "novel type", seed, method,
+                                    {"novel_auroc": roc_auc_score(is_novel, s)})
+        records += make_records(TASK, d.short, "novel type", seed, CELLWEAVE,
+                                {"known_flagged_unknown": float(cw.unknown[~is_novel].mean()),
+                                 "novel_flagged_unknown": float(cw.unknown[is_novel].mean())},
+                                higher_is_better={"known_flagged_unknown": False})
+    return records
+
+
+def _integration(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
+    import anndata as ad
+    from scib_metrics.benchmark import BatchCorrection, Benchmarker
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    from cellweave.tl._integrate import harmony, integrate_embedding
+
+    from ._cells import hvg_features
+
+    batches = d.adata.obs[d.batch_key].astype(str).to_numpy()
+    hv = hvg_features(d.lognorm)
+    z = StandardScaler().fit_transform(d.lognorm[:, hv].toarray())
+    pcs = PCA(n_components=min(50, z.shape[1] - 1), random_state=seed).fit_transform(z).astype(np.float32)
+    reps = {"HVG+PCA": pcs, "Harmony": harmony(pcs, batches, seed=seed)}
+    latent = _scvi_latent(d.adata, batches, seed=seed, max_epochs=SCVI_EPOCHS_QUICK if ctx.quick else SCVI_EPOCHS)
+    if latent is not None:
+        reps["scVI"] = latent
+    reps[CELLWEAVE] = emb
+    reps["cellweave (harmony)"] = integrate_embedding(emb, batches, method="harmony", seed=seed)
+    a = ad.AnnData(obs=pd.DataFrame({"batch": batches, "label": d.labels}, index=d.adata.obs_names))
+    keys = {}
+    for i, (name, rep) in enumerate(reps.items()):
+        keys[f"rep{i}"] = name
+        a.obsm[f"rep{i}"] = np.asarray(rep, dtype=np.float32)
+    bm = Benchmarker(a, "batch", "label", list(keys), pre_integrated_embedding_obsm_key="rep0",
+                     batch_correction_metrics=BatchCorrection(kbet_per_label=not ctx.quick), n_jobs=1,
+                     progress_bar=False)
+    bm.benchmark()
+    table = bm.get_results(min_max_scale=False).drop(index="Metric Type", errors="ignore")
+    records = []
+    for key, method in keys.items():
+        row = table.loc[key]
+        metrics = {"scIB total": float(row["Total"]), "scIB bio conservation": float(row["Bio conservation"]),
+                   "scIB batch correction": float(row["Batch correction"])}
+        records += make_records(TASK, d.short, "integration", seed, method, metrics)
+    return records
+
+
+def _protocol(split: str) -> str:
+    return "across shift" if split.startswith("across shift") else split
+
+
+def panel_summary(records: list[Record]) -> pd.DataFrame:
+    """Per protocol: mean over datasets of every method, cellweave's gap to the best baseline on
+    that mean, and the worst per-dataset gap (cellweave minus the best baseline of that dataset)."""
+    if not records:
+        return pd.DataFrame()
+    df = pd.DataFrame([r.to_dict() for r in records])
+    df["protocol"] = df["split"].map(_protocol)
+    rows = []
+    for (protocol, metric), label in PROTOCOLS.items():
+        sel = df[(df["protocol"] == protocol) & (df["metric"] == metric)]
+        if sel.empty:
+            rows.append({"protocol": label, "datasets": 0})
+            continue
+        per_dataset = sel.groupby(["dataset", "method"])["value"].mean().unstack("method")
+        means = per_dataset.mean(axis=0)
+        baselines = [m for m in per_dataset.columns if not m.startswith(CELLWEAVE)]
+        ours = [m for m in per_dataset.columns if m.startswith(CELLWEAVE)]
+        best_base = means[baselines].idxmax()
+        best_ours = means[ours].idxmax()
+        per_gap = per_dataset[best_ours] - per_dataset[baselines].max(axis=1)
+        worst = per_gap.idxmin()
+        row = {"protocol": label, "datasets": len(per_dataset), best_ours: means[best_ours],
+               "best baseline": f"{best_base} {means[best_base]:.3f}",
+               "gap (mean)": means[best_ours] - means[best_base],
+               "worst dataset gap": f"{per_gap[worst]:+.3f} ({worst})",
+               "goal met": bool(means[best_ours] >= means[best_base] and per_gap.min() > -0.03)}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run(ctx, report) -> list[Record]:
+    records: list[Record] = []
+    data = panel_datasets(ctx.quick)
+    for d in data:
+        for seed in ctx.seeds:
+            emb = ctx.embedding(d.name, d.model_input, seed=seed)
+            records += _zero_shot(ctx, d, emb, seed)
+            if d.shift_key:
+                records += _across_shift(d, emb, seed)
+            records += _novel_type(ctx, d, emb, seed)
+            if d.batch_key:
+                records += _integration(ctx, d, emb, seed)
+            logger.info("panel: %s seed %d done", d.name, seed)
+    summary = panel_summary(records)
+    report.heading("Panel summary: mean over datasets per protocol", level=3)
+    report.text("Goal: cellweave's mean at least the best baseline's, and no dataset more than 0.03 below its "
+                "best baseline. Spatial annotation with a held-out section: no panel dataset has labelled "
+                "sections, so it is not scored yet.", css_class="note")
+    if not summary.empty:
+        report.table(summary.round(3))
+        logger.info("Panel summary:\n%s", summary.round(3).to_string(index=False))
+    if ctx.out is not None:
+        from cellweave._io_utils import atomic_write_json
+
+        atomic_write_json(ctx.out / "panel.json", {
+            "datasets": [d.name for d in data], "seeds": list(ctx.seeds), "quick": ctx.quick,
+            "summary": summary.replace({np.nan: None}).to_dict(orient="records"),
+        })
+    return records

@@ -1,0 +1,57 @@
+"""The development panel's pieces: dataset selection, calibration error, the goal summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cellweave import datasets
+from cellweave.bench import available_tasks, resolve_tasks
+from cellweave.bench._results import make_records
+from cellweave.bench.tasks.panel import expected_calibration_error, panel_datasets, panel_summary
+
+
+def test_panel_is_standalone_and_has_enough_datasets() -> None:
+    assert "panel" not in available_tasks() and "panel" not in resolve_tasks("all")
+    assert resolve_tasks(["panel"]) == ["panel"]
+    tagged = [n for n, e in datasets.REGISTRY.items() if "panel" in e.tasks]
+    assert len(tagged) >= 8
+    for name in tagged:
+        entry = datasets.info(name)
+        assert entry.label_key and entry.x_kind == "counts", name
+
+
+def test_panel_datasets_drop_unlabelled_and_rare_types() -> None:
+    if datasets.data_dir() is None:
+        pytest.skip("no data mirror")
+    data = {d.name: d for d in panel_datasets()}
+    assert len(data) >= 8
+    pbmc = data["scrna_pbmc4k_10x_soupx"]
+    assert "unknown" not in set(pbmc.labels) and pbmc.adata.n_obs == 2150  # 20 'unknown' cells left out
+    prot = data["prot_citeseq_adt_13studies_adtnorm"]
+    assert list(prot.model_input.mod) == ["prot"] and prot.adata.n_obs == 6000
+    assert prot.shift_key == "study_name" and "undefined" not in set(prot.labels)
+    for d in data.values():
+        _, counts = np.unique(d.labels, return_counts=True)
+        assert counts.min() >= 10, d.name
+
+
+def test_expected_calibration_error() -> None:
+    conf = np.array([0.95, 0.95, 0.95, 0.95, 0.55, 0.55])
+    assert expected_calibration_error(conf, np.array([1, 1, 1, 1, 1, 0])) == pytest.approx(
+        4 / 6 * 0.05 + 2 / 6 * 0.05)
+    assert expected_calibration_error(conf, np.zeros(6)) == pytest.approx((4 * 0.95 + 2 * 0.55) / 6)
+
+
+def test_summary_states_the_goal() -> None:
+    recs = []
+    for ds, ours, base in [("a", 0.90, 0.80), ("b", 0.70, 0.75)]:
+        for seed in (0, 1):
+            recs += make_records("panel", ds, "zero-shot kNN", seed, "cellweave", {"macro_f1": ours})
+            recs += make_records("panel", ds, "zero-shot kNN", seed, "PCA (HVG)", {"macro_f1": base})
+    s = panel_summary(recs).set_index("protocol")
+    row = s.loc["zero-shot kNN macro-F1"]
+    assert row["gap (mean)"] == pytest.approx(0.025)
+    assert row["worst dataset gap"] == "-0.050 (b)"
+    assert not row["goal met"]  # mean is ahead, but dataset b is 0.05 behind
+    assert s.loc["novel-type AUROC", "datasets"] == 0
