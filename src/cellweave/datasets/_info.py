@@ -69,6 +69,8 @@ class DatasetInfo:
         if url.startswith("https://raw.githubusercontent.com/"):
             owner, repo, commit = url.split("/")[3:6]
             return f"GitHub {owner}/{repo} @ {commit[:10]}"
+        if url.startswith("pypi:"):
+            return f"PyPI {url.removeprefix('pypi:')} wheel"
         return url
 
     @property
