@@ -246,37 +246,32 @@ def human_id_to_symbol() -> dict[str, str]:
     return {**id_to_symbol(BIOMART_HUMAN), **id_to_symbol(GENCODE_HUMAN)}
 
 
+def _one_to_many(table_name: str, key_col: str, value_col: str) -> dict[str, tuple[str, ...]]:
+    """``key_col`` value -> the distinct non-empty ``value_col`` values it is listed with, in table order."""
+    table = read_table(table_name)
+    out: dict[str, list[str]] = defaultdict(list)
+    for key, value in zip(table[key_col].to_numpy(), table[value_col].to_numpy()):
+        if key and value and value not in out[key]:
+            out[key].append(value)
+    return {k: tuple(v) for k, v in out.items()}
+
+
 @functools.lru_cache(maxsize=None)
 def mouse_to_human_symbols() -> dict[str, tuple[str, ...]]:
     """Mouse symbol -> human ortholog symbols (Ensembl 105)."""
-    table = read_table(ORTHOLOGS_HUMAN_MOUSE)
-    out: dict[str, list[str]] = defaultdict(list)
-    for hs, mm in zip(table["human_gene_symbol"].to_numpy(), table["mouse_gene_symbol"].to_numpy()):
-        if hs and mm and hs not in out[mm]:
-            out[mm].append(hs)
-    return {k: tuple(v) for k, v in out.items()}
+    return _one_to_many(ORTHOLOGS_HUMAN_MOUSE, "mouse_gene_symbol", "human_gene_symbol")
 
 
 @functools.lru_cache(maxsize=None)
 def human_to_mouse_symbols() -> dict[str, tuple[str, ...]]:
     """Human symbol -> mouse ortholog symbols (Ensembl 105)."""
-    table = read_table(ORTHOLOGS_HUMAN_MOUSE)
-    out: dict[str, list[str]] = defaultdict(list)
-    for hs, mm in zip(table["human_gene_symbol"].to_numpy(), table["mouse_gene_symbol"].to_numpy()):
-        if hs and mm and mm not in out[hs]:
-            out[hs].append(mm)
-    return {k: tuple(v) for k, v in out.items()}
+    return _one_to_many(ORTHOLOGS_HUMAN_MOUSE, "human_gene_symbol", "mouse_gene_symbol")
 
 
 @functools.lru_cache(maxsize=None)
 def human_alias_index() -> dict[str, tuple[str, ...]]:
     """Human symbol or alias (exact case) -> the Ensembl IDs NCBI Gene lists for it."""
-    table = read_table(GENE_ALIASES_HUMAN)
-    out: dict[str, list[str]] = defaultdict(list)
-    for alias, gid in zip(table["alias_symbol"].to_numpy(), table["ensembl_gene_id"].to_numpy()):
-        if alias and gid and gid not in out[alias]:
-            out[alias].append(gid)
-    return {k: tuple(v) for k, v in out.items()}
+    return _one_to_many(GENE_ALIASES_HUMAN, "alias_symbol", "ensembl_gene_id")
 
 
 @functools.lru_cache(maxsize=None)
