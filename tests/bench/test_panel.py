@@ -55,3 +55,16 @@ def test_summary_states_the_goal() -> None:
     assert row["worst dataset gap"] == "-0.050 (b)"
     assert not row["goal met"]  # mean is ahead, but dataset b is 0.05 behind
     assert s.loc["novel-type AUROC", "datasets"] == 0
+
+
+def test_summary_compares_on_common_datasets() -> None:
+    recs = []
+    for ds, ours, base, other in [("a", 0.90, 0.80, 0.95), ("b", 0.70, 0.60, None)]:
+        recs += make_records("panel", ds, "zero-shot kNN", 0, "cellweave", {"macro_f1": ours})
+        recs += make_records("panel", ds, "zero-shot kNN", 0, "PCA (HVG)", {"macro_f1": base})
+        if other is not None:
+            recs += make_records("panel", ds, "zero-shot kNN", 0, "scVI latent", {"macro_f1": other})
+    row = panel_summary(recs).set_index("protocol").loc["zero-shot kNN macro-F1"]
+    # scVI ran on "a" only: compared there it is 0.05 ahead, which makes it the best baseline
+    assert row["best baseline"] == "scVI latent 0.950 (1 datasets)"
+    assert row["gap (mean)"] == pytest.approx(-0.05)

@@ -320,8 +320,12 @@ def _protocol(split: str) -> str:
 
 
 def panel_summary(records: list[Record]) -> pd.DataFrame:
-    """Per protocol: mean over datasets of every method, cellweave's gap to the best baseline on
-    that mean, and the worst per-dataset gap (cellweave minus the best baseline of that dataset)."""
+    """Per protocol: cellweave's mean over datasets, the best baseline, cellweave's gap to it and the
+    worst per-dataset gap (cellweave minus the best baseline of that dataset).
+
+    A baseline that did not run on some datasets (scVI on the 9-antibody protein set) is compared
+    with cellweave on the datasets where both ran, so no mean is taken over different datasets.
+    """
     if not records:
         return pd.DataFrame()
     df = pd.DataFrame([r.to_dict() for r in records])
@@ -336,15 +340,22 @@ def panel_summary(records: list[Record]) -> pd.DataFrame:
         means = per_dataset.mean(axis=0)
         baselines = [m for m in per_dataset.columns if not m.startswith(CELLWEAVE)]
         ours = [m for m in per_dataset.columns if m.startswith(CELLWEAVE)]
-        best_base = means[baselines].idxmax()
         best_ours = means[ours].idxmax()
+        gaps = {}
+        for b in baselines:  # over the datasets where both ran
+            both = per_dataset[[best_ours, b]].dropna()
+            gaps[b] = (both[best_ours].mean() - both[b].mean(), both[b].mean(), len(both))
+        best_base = min(gaps, key=lambda b: gaps[b][0])
         per_gap = per_dataset[best_ours] - per_dataset[baselines].max(axis=1)
         worst = per_gap.idxmin()
-        row = {"protocol": label, "datasets": len(per_dataset), best_ours: means[best_ours],
-               "best baseline": f"{best_base} {means[best_base]:.3f}",
-               "gap (mean)": means[best_ours] - means[best_base],
+        gap, base_mean, n_common = gaps[best_base]
+        row = {"protocol": label, "datasets": len(per_dataset), "cellweave variant": best_ours,
+               "cellweave": means[best_ours],
+               "best baseline": f"{best_base} {base_mean:.3f}" + (
+                   f" ({n_common} datasets)" if n_common < len(per_dataset) else ""),
+               "gap (mean)": gap,
                "worst dataset gap": f"{per_gap[worst]:+.3f} ({worst})",
-               "goal met": bool(means[best_ours] >= means[best_base] and per_gap.min() > -0.03)}
+               "goal met": bool(gap >= 0 and per_gap.min() > -0.03)}
         rows.append(row)
     return pd.DataFrame(rows)
 
