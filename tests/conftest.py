@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The data mirror beside the checkout, as the Makefile sets it (so `pytest` alone finds it too).
+_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not os.environ.get("CELLWEAVE_DATA_DIR") and (_SHARED_DATA / "README.md").is_file():
+    os.environ["CELLWEAVE_DATA_DIR"] = str(_SHARED_DATA)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -172,8 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="cellweave", description="Multimodal single-cell foundation models.")
     p.add_argument("--version", action="version", version=f"cellweave {__version__}")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    _add_global_options(p, default=True)
     sub = p.add_subparsers(dest="command", required=True)
 
     model_help = "model folder or shipped model name (default: the shipped default model)"
@@ -291,7 +290,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("models", help="list the shipped models")
     sp.set_defaults(func=cmd_models)
+    for verb in sub.choices.values():  # -q / -v / --debug work after the verb too
+        _add_global_options(verb, default=False)
     return p
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    """``-v``, ``-q`` and ``--debug`` on the main parser (with defaults) and on every verb
+    (without, so that a flag given before the verb is not reset by the verb's parser)."""
+    suppress = {} if default else {"default": argparse.SUPPRESS}
+    parser.add_argument("-v", "--verbose", action="count", help="more log output",
+                        **({"default": 0} if default else suppress))
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only",
+                        **({"default": False} if default else suppress))
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error",
+                        **({"default": False} if default else suppress))
+
+
+#: Attributes of the parsed arguments that name files or folders a command writes.
+OUTPUT_ARGS = ("out", "out_h5ad", "programs_tsv")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an output path that cannot be written before any work starts: the nearest existing
+    folder above it must be writable, and a path whose parent is an existing file is refused."""
+    import os
+
+    from cellweave._exceptions import CellWeaveInputError
+
+    for attr in OUTPUT_ARGS:
+        value = getattr(args, attr, None)
+        if not value:
+            continue
+        path = Path(value).expanduser().absolute()
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        flag = "--" + attr.replace("_", "-")
+        if not ancestor.is_dir():
+            raise CellWeaveInputError(f"{flag} {value}: {ancestor} is a file, not a folder. Choose another path.")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise CellWeaveInputError(
+                f"{flag} {value}: the folder {ancestor} is not writable. Choose a path you can write to.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,11 +340,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(-1 if args.quiet else args.verbose)
     try:
+        _check_outputs(args)
         return int(args.func(args) or 0)
     except (CellWeaveInputError, CellWeaveModelError, FileExistsError) as err:
-        # Bad input is the user's to fix: one clear line, no traceback.
+        # Bad input is the user's to fix: one clear line, no traceback (unless --debug).
+        if args.debug:
+            raise
         sys.stderr.write(f"cellweave {args.command}: error: {err}\n")
         return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"cellweave {args.command}: interrupted\n")
+        return 130
+    except Exception as err:  # noqa: BLE001 - the command line's last resort; --debug shows it all
+        if args.debug:
+            raise
+        sys.stderr.write(
+            f"cellweave {args.command}: error: {type(err).__name__}: {err}. This input or situation is not "
+            "handled with a clearer message yet; rerun with --debug for the traceback, and report it.\n"
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,52 @@
+"""Every failure of the command line is one line on stderr (traceback only with --debug), and an
+output that cannot be written is refused before any work starts."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cellweave import cli
+
+
+def test_unexpected_error_is_one_line(monkeypatch, capsys) -> None:
+    def boom(args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(cli, "cmd_models", boom)
+    assert cli.main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cellweave models: error: RuntimeError: disk on fire")
+    assert "--debug" in err and "Traceback" not in err
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        cli.main(["models", "--debug"])  # after the verb
+    with pytest.raises(RuntimeError):
+        cli.main(["--debug", "models"])  # before the verb
+
+
+def test_global_flags_after_the_verb(capsys) -> None:
+    args = cli.build_parser().parse_args(["models", "-q"])
+    assert args.quiet and args.verbose == 0 and not args.debug
+    args = cli.build_parser().parse_args(["-v", "models"])
+    assert args.verbose == 1 and not args.quiet  # the verb's parser does not reset it
+
+
+def test_unwritable_output_folder_fails_before_work(monkeypatch, tmp_path, capsys) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    real_access = os.access
+    # as root (CI) permission bits do not stop writes, so ask os.access the way a user would see it
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    assert cli.main(["embed", str(tmp_path / "missing.h5ad"), "--out", str(locked / "new" / "x.h5ad")]) == 2
+    err = capsys.readouterr().err
+    assert f"the folder {locked} is not writable" in err
+
+
+def test_output_under_a_file_fails_before_work(tmp_path, capsys) -> None:
+    """The input does not exist either: the output is checked first, before anything is read."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert cli.main(["embed", str(tmp_path / "missing.h5ad"), "--out", str(blocker / "sub" / "x.h5ad")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cellweave embed: error: --out") and "is a file, not a folder" in err
