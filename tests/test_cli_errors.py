@@ -50,3 +50,21 @@ def test_output_under_a_file_fails_before_work(tmp_path, capsys) -> None:
     assert cli.main(["embed", str(tmp_path / "missing.h5ad"), "--out", str(blocker / "sub" / "x.h5ad")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cellweave embed: error: --out") and "is a file, not a folder" in err
+
+
+def test_silent_accepts_are_refused(tmp_path) -> None:
+    """pretrain with zero epochs and data with duplicate cell names are refused with the fix."""
+    import anndata as ad
+
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave.data import synthetic_adata
+    from cellweave.io import validate_matrix
+    from cellweave.train import pretrain
+
+    adata = synthetic_adata(n_cells=40, n_genes=60, seed=0)
+    with pytest.raises(CellWeaveInputError, match="untrained model.*--max-epochs 1"):
+        pretrain({"syn": adata}, out=tmp_path / "m", max_epochs=0)
+    assert not (tmp_path / "m").exists()  # refused before anything is written
+    dup = ad.concat([adata[:5], adata[:5]])
+    with pytest.raises(CellWeaveInputError, match=r"5 duplicate cell names.*obs_names_make_unique"):
+        validate_matrix(dup, dataset="dup")

@@ -252,7 +252,8 @@ def validate_matrix(
     ------
     CellWeaveInputError
         Missing layer, no cells or features, NaN/inf values, negative (scaled) values, values
-        that are neither counts nor log-normalized, duplicate feature names, or only empty cells.
+        that are neither counts nor log-normalized, duplicate cell or feature names, or only
+        empty cells.
     """
     where = f"{dataset}/{modality}" if dataset else modality
     source = f"layer {layer!r}" if layer is not None else "X"
@@ -276,6 +277,14 @@ def validate_matrix(
         raise CellWeaveInputError(
             f"{where}: {source} holds {n_bad} NaN or infinite values. Check the upstream processing "
             "that produced them, or replace them (e.g. X = np.nan_to_num(X)) before running cellweave."
+        )
+    dup_cells = adata.obs_names.duplicated()
+    if dup_cells.any():
+        examples = list(dict.fromkeys(adata.obs_names[dup_cells]))[:5]
+        raise CellWeaveInputError(
+            f"{where}: {int(dup_cells.sum())} duplicate cell names (e.g. {examples}); results are written "
+            "back by cell name, so they would land on the wrong cells. Make them unique with "
+            "adata.obs_names_make_unique()."
         )
     dup = adata.var_names.duplicated()
     if dup.any():

@@ -232,6 +232,10 @@ def pretrain(
     """
     if not datasets:
         raise CellWeaveInputError("No datasets to pretrain on: pass at least one .h5ad/.h5mu file.")
+    if int(max_epochs) < 1:
+        raise CellWeaveInputError(
+            f"max_epochs={max_epochs} would save an untrained model; give at least 1 (--max-epochs 1)."
+        )
     if modalities is not None:
         datasets = _restrict_modalities(datasets, modalities)
     out = Path(out)
