@@ -68,3 +68,18 @@ def test_silent_accepts_are_refused(tmp_path) -> None:
     dup = ad.concat([adata[:5], adata[:5]])
     with pytest.raises(CellWeaveInputError, match=r"5 duplicate cell names.*obs_names_make_unique"):
         validate_matrix(dup, dataset="dup")
+
+
+def test_refused_pretraining_leaves_nothing_behind(tmp_path) -> None:
+    """Random gene names: nothing to pretrain on. The error says why, and no folder or vocab.json
+    is left at the output path (it used to keep a vocabulary, once an empty one)."""
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave.data import synthetic_adata
+    from cellweave.train import pretrain
+
+    adata = synthetic_adata(n_cells=40, n_genes=60, seed=0)
+    adata.var_names = [f"NOTAGENE{i}X" for i in range(adata.n_vars)]
+    adata.var = adata.var[[]]
+    with pytest.raises(CellWeaveInputError, match="nothing to pretrain on|no feature|vocabulary"):
+        pretrain({"random": adata}, out=tmp_path / "model", max_epochs=1)
+    assert not (tmp_path / "model").exists()

@@ -239,7 +239,6 @@ def pretrain(
     if modalities is not None:
         datasets = _restrict_modalities(datasets, modalities)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / CHECKPOINT_DIR
     ckpt_path = ckpt_dir / LAST_CKPT
     if resume and not ckpt_path.is_file():
@@ -252,7 +251,12 @@ def pretrain(
         vocab = Vocabulary.load(vocab_path)
     else:
         vocab, _ = build_vocabulary(datasets, min_cells=min_cells_per_feature)
-        vocab.save(vocab_path)
+        if len(vocab) == 0:
+            raise CellWeaveInputError(
+                f"No feature of the data is detected in at least {min_cells_per_feature} cells or maps to a known "
+                "gene, protein or peak, so there is nothing to pretrain on. Check that var_names are gene symbols "
+                "or var['gene_id'] holds Ensembl IDs (see the coverage report of `cellweave embed`)."
+            )
     logger.info("Vocabulary: %d features", len(vocab))
 
     overrides = dict(config_overrides or {})
@@ -281,6 +285,10 @@ def pretrain(
         )
     if not val_corpora:
         raise CellWeaveInputError("Too few cells for a validation split (need at least 10 cells per dataset).")
+    # Only now that every input has been read and checked: a refused input leaves no folder behind.
+    out.mkdir(parents=True, exist_ok=True)
+    if not (resume and vocab_path.is_file()):
+        vocab.save(vocab_path)
 
     model = CellWeave(config, vocab)
     n_targets = config.n_cell_targets
