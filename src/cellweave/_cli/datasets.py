@@ -51,7 +51,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     for name in args.name:
         entry = datasets.info(name)
         if args.action == "info":
-            local = datasets.list().set_index("name").loc[name, "path"]
+            local = str(datasets.path(name)) if datasets.is_available(name) else None
             lines = [
                 f"name:       {entry.name}",
                 f"file:       {entry.relpath} ({'local: ' + local if local else 'not local'})",

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from cellweave._constants import MODALITIES
 from cellweave._exceptions import CellWeaveInputError
-from cellweave.genes import Vocabulary, coverage, infer_organism, map_features
+from cellweave.genes import Vocabulary, aliases_available, coverage, infer_organism, map_features
 from cellweave.io import as_modalities, validate_matrix
 
 if TYPE_CHECKING:
@@ -260,7 +260,7 @@ def build_vocabulary(
     (mirror, cache or download) and says so in the log otherwise. The vocabulary records the choice.
     """
     if gene_aliases is None:
-        gene_aliases = _alias_table_available()
+        gene_aliases = aliases_available()
     counts: dict[str, int] = {}
     order: list[str] = []
     rows = []
@@ -287,14 +287,3 @@ def build_vocabulary(
     keys.sort(key=_rank)  # stable: keeps first-appearance order within a modality
     return Vocabulary(keys, gene_aliases=gene_aliases), pd.DataFrame(rows)
 
-
-def _alias_table_available() -> bool:
-    from cellweave._exceptions import CellWeaveDataError
-    from cellweave.genes import _tables
-
-    try:
-        _tables.table_path(_tables.GENE_ALIASES_HUMAN)
-    except CellWeaveDataError as err:
-        logger.warning("Building the vocabulary without NCBI gene aliases (old human symbols stay unmapped): %s", err)
-        return False
-    return True

@@ -110,7 +110,7 @@ def convert(name: str, raw_dir: str | os.PathLike | None = None, *, progress: bo
     return CONVERTERS[entry.name](paths)
 
 
-def path(name: str, *, download: bool = True, progress: bool = True) -> Path:
+def path(name: str, *, progress: bool = True) -> Path:
     """Local path of a dataset's converted file: mirror, then cache, then download and convert.
 
     Raises
@@ -122,15 +122,14 @@ def path(name: str, *, download: bool = True, progress: bool = True) -> Path:
         the message names the dataset, its source URL and ``CELLWEAVE_DATA_DIR``.
     """
     entry = info(name)
-    build = None
-    if download and has_converter(name):
-        def build(paths: dict[str, Path], out: Path) -> None:
-            from ._convert import CONVERTERS
 
-            _write(CONVERTERS[entry.name](paths), out)
+    def build(paths: dict[str, Path], out: Path) -> None:
+        from ._convert import CONVERTERS
 
-    return _fetch.obtain(entry.relpath, what=f"Dataset {name!r}", sources=entry.files if download else (),
-                         build=build, progress=progress)
+        _write(CONVERTERS[entry.name](paths), out)
+
+    return _fetch.obtain(entry.relpath, what=f"Dataset {name!r}", sources=entry.files,
+                         build=build if has_converter(name) else None, progress=progress)
 
 
 def fetch(name: str, *, progress: bool = True) -> Path:

@@ -4,6 +4,7 @@ from ._coverage import CoverageReport, coverage, coverage_table
 from ._ids import infer_organism, normalize_ensembl_id
 from ._mapping import FeatureMap, map_features, symbol_for
 from ._tables import TABLES as GENE_TABLES
+from ._tables import aliases_available
 from ._tables import read_table as gene_table
 from ._tf import tf_list
 from ._vocab import Vocabulary
@@ -13,6 +14,7 @@ __all__ = [
     "FeatureMap",
     "Vocabulary",
     "GENE_TABLES",
+    "aliases_available",
     "gene_table",
     "coverage",
     "coverage_table",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ import pandas as pd
 from cellweave import _fetch
 from cellweave._exceptions import CellWeaveDataError
 from cellweave._fetch import SourceFile
+
+logger = logging.getLogger(__name__)
 
 GENCODE_HUMAN = "gencode_v44_human_gene_id2name.tsv.gz"
 BIOMART_HUMAN = "biomart_human_gene_ids.tsv.gz"
@@ -266,6 +269,16 @@ def mouse_to_human_symbols() -> dict[str, tuple[str, ...]]:
 def human_to_mouse_symbols() -> dict[str, tuple[str, ...]]:
     """Human symbol -> mouse ortholog symbols (Ensembl 105)."""
     return _one_to_many(ORTHOLOGS_HUMAN_MOUSE, "human_gene_symbol", "mouse_gene_symbol")
+
+
+def aliases_available() -> bool:
+    """Whether the NCBI alias table can be had (mirror, cache or download); logs why not."""
+    try:
+        table_path(GENE_ALIASES_HUMAN)
+    except CellWeaveDataError as err:
+        logger.warning("No NCBI gene aliases (old human symbols stay unmapped): %s", err)
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=None)

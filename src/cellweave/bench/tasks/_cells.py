@@ -111,3 +111,28 @@ def across_splits(obs: pd.DataFrame, key: str, labels: np.ndarray) -> list[tuple
         if len(test) and len(set(labels[train])) >= 2:
             out.append((g, train, test))
     return out
+
+
+def scib_scores(batches: np.ndarray, labels: np.ndarray, reps: dict[str, np.ndarray], *,
+                kbet: bool) -> dict[str, dict[str, float]]:
+    """scib-metrics' Benchmarker (unscaled) on ``reps`` (method -> embedding; the first one is the
+    pre-integration reference for PCR): method -> every metric, the aggregates named "scIB batch
+    correction", "scIB bio conservation" and "scIB total". ``kbet=False`` leaves out kBET, the
+    slowest metric; the aggregates then average the rest."""
+    import anndata as ad
+    from scib_metrics.benchmark import BatchCorrection, Benchmarker
+
+    a = ad.AnnData(obs=pd.DataFrame({"batch": np.asarray(batches, dtype=str), "label": np.asarray(labels, dtype=str)},
+                                    index=[str(i) for i in range(len(labels))]))
+    keys = {}
+    for i, (name, rep) in enumerate(reps.items()):
+        keys[f"rep{i}"] = name
+        a.obsm[f"rep{i}"] = np.asarray(rep, dtype=np.float32)
+    bm = Benchmarker(a, "batch", "label", list(keys), pre_integrated_embedding_obsm_key="rep0",
+                     batch_correction_metrics=BatchCorrection(kbet_per_label=kbet), n_jobs=1, progress_bar=False)
+    bm.benchmark()
+    table = bm.get_results(min_max_scale=False).drop(index="Metric Type", errors="ignore")
+    names = {"Batch correction": "scIB batch correction", "Bio conservation": "scIB bio conservation",
+             "Total": "scIB total"}
+    return {method: {names.get(col, col): float(val) for col, val in table.loc[key].items()}
+            for key, method in keys.items()}

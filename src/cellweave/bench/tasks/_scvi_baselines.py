@@ -1,5 +1,6 @@
 """scvi-tools baselines for the cross-modal benchmark tasks (imported lazily: scvi-tools is optional).
 
+* :func:`scvi_latent`: the SCVI latent of a dataset (integration and zero-shot baselines).
 * :func:`multivi_atac`: MultiVI (scvi-tools' ``MULTIVI``) trained on the training cells as paired
   RNA + ATAC and the test cells as expression-only (ATAC hidden), predicting the test cells'
   accessibility from their RNA.
@@ -160,3 +161,25 @@ def multivi_atac(rna_counts: np.ndarray, atac_counts: np.ndarray, train: np.ndar
         logger.warning("MultiVI: %d test cells without a finite prediction get the training mean", int(bad.sum()))
         acc[bad] = np.nanmean(acc[~bad], 0) if (~bad).any() else 0.0
     return acc
+
+
+def scvi_latent(adata, hv: np.ndarray, batches: np.ndarray, *, seed: int, max_epochs: int) -> np.ndarray | None:
+    """scVI (scvi-tools ``SCVI``, 10-d latent) trained on the counts of genes ``hv`` with ``batches``
+    as covariate; the latent of every cell, or None (with a warning) when X is not counts."""
+    import anndata as ad
+
+    from cellweave.io import detect_x_kind
+
+    X = sp.csr_matrix(adata.X[:, hv], dtype=np.float32)
+    if detect_x_kind(X) != "counts":
+        logger.warning("scVI needs counts; skipped (X is not counts)")
+        return None
+    import scvi
+
+    scvi.settings.seed = seed
+    a = ad.AnnData(X=X)
+    a.obs["batch"] = batches
+    scvi.model.SCVI.setup_anndata(a, batch_key="batch")
+    m = scvi.model.SCVI(a, n_latent=10)
+    m.train(max_epochs=max_epochs, accelerator="cpu", enable_progress_bar=False, logger=False)
+    return np.asarray(m.get_latent_representation(), dtype=np.float32)

@@ -8,7 +8,8 @@ import numpy as np
 
 from cellweave.bench._results import CELLWEAVE, Record, make_records
 
-from ._cells import hvg_features, load_cell_tasks
+from ._cells import hvg_features, load_cell_tasks, scib_scores
+from ._scvi_baselines import scvi_latent
 
 logger = logging.getLogger(__name__)
 
@@ -27,30 +28,7 @@ SCVI_EPOCHS = 200
 SCVI_EPOCHS_QUICK = 20
 
 
-def _scvi(adata, hv: np.ndarray, batches: np.ndarray, *, seed: int, max_epochs: int) -> np.ndarray | None:
-    import anndata as ad
-    import scipy.sparse as sp
-
-    from cellweave.io import detect_x_kind
-
-    X = sp.csr_matrix(adata.X[:, hv], dtype=np.float32)
-    if detect_x_kind(X) != "counts":
-        logger.warning("scVI needs counts; skipped (X is not counts)")
-        return None
-    import scvi
-
-    scvi.settings.seed = seed
-    a = ad.AnnData(X=X)
-    a.obs["batch"] = batches
-    scvi.model.SCVI.setup_anndata(a, batch_key="batch")
-    m = scvi.model.SCVI(a, n_latent=10)
-    m.train(max_epochs=max_epochs, accelerator="cpu", enable_progress_bar=False, logger=False)
-    return np.asarray(m.get_latent_representation(), dtype=np.float32)
-
-
 def run(ctx, report) -> list[Record]:
-    import anndata as ad
-    from scib_metrics.benchmark import BatchCorrection, Benchmarker
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
@@ -68,7 +46,7 @@ def run(ctx, report) -> list[Record]:
             emb = ctx.embedding(d.name, d.adata, seed=seed)
             pcs = PCA(n_components=min(50, z.shape[1] - 1), random_state=seed).fit_transform(z).astype(np.float32)
             reps = {"HVG+PCA": pcs, "Harmony": harmony(pcs, batches, seed=seed)}
-            latent = _scvi(d.adata, hv, batches, seed=seed, max_epochs=SCVI_EPOCHS_QUICK if ctx.quick else SCVI_EPOCHS)
+            latent = scvi_latent(d.adata, hv, batches, seed=seed, max_epochs=SCVI_EPOCHS_QUICK if ctx.quick else SCVI_EPOCHS)
             if latent is not None:
                 reps["scVI"] = latent
             reps[CELLWEAVE] = emb
@@ -76,24 +54,8 @@ def run(ctx, report) -> list[Record]:
             if not ctx.quick:
                 reps["cellweave (adversarial)"] = integrate_embedding(emb, batches, method="adversarial",
                                                                       max_epochs=100, seed=seed)
-            a = ad.AnnData(obs=d.adata.obs[[d.batch_key]].astype(str).assign(label=d.labels))
-            keys = {}
-            for i, (name, rep) in enumerate(reps.items()):
-                keys[f"rep{i}"] = name
-                a.obsm[f"rep{i}"] = np.asarray(rep, dtype=np.float32)
-            # Quick mode (the demo) leaves out kBET, the slowest metric; the aggregates then average the rest.
-            batch_metrics = BatchCorrection(kbet_per_label=not ctx.quick)
-            bm = Benchmarker(a, d.batch_key, "label", list(keys), pre_integrated_embedding_obsm_key="rep0",
-                             batch_correction_metrics=batch_metrics, n_jobs=1, progress_bar=False)
-            bm.benchmark()
-            table = bm.get_results(min_max_scale=False).drop(index="Metric Type", errors="ignore")
-            for key, method in keys.items():
-                row = table.loc[key]
-                metrics = {}
-                for col, val in row.items():
-                    name = {"Batch correction": "scIB batch correction", "Bio conservation": "scIB bio conservation",
-                            "Total": "scIB total"}.get(col, col)
-                    metrics[name] = float(val)
+            # Quick mode (the demo) leaves out kBET, the slowest metric.
+            for method, metrics in scib_scores(batches, d.labels, reps, kbet=not ctx.quick).items():
                 records += make_records(TASK, d.short, f"all cells, batch={d.batch_key}", seed, method, metrics)
             if seed == ctx.seeds[0]:
                 shown = ("HVG+PCA", "Harmony", "scVI", "cellweave", "cellweave (harmony)")

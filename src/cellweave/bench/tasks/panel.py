@@ -138,7 +138,7 @@ def _scvi_latent(ctx, d: PanelData, *, seed: int) -> np.ndarray | None:
     """scVI latent (10-d) of the 2000 HVGs' counts with the dataset's batches as covariate, trained
     once per dataset and seed (zero-shot kNN and integration share it); None for too few genes."""
     from ._cells import hvg_features
-    from .integrate import _scvi
+    from ._scvi_baselines import scvi_latent
 
     key = ("panel scVI", d.name, seed)
     if key not in ctx.cache:
@@ -147,9 +147,21 @@ def _scvi_latent(ctx, d: PanelData, *, seed: int) -> np.ndarray | None:
         else:
             batches = (d.adata.obs[d.batch_key].astype(str).to_numpy() if d.batch_key
                        else np.full(d.adata.n_obs, "0", dtype=object))
-            ctx.cache[key] = _scvi(d.adata, hvg_features(d.lognorm), np.asarray(batches, dtype=str), seed=seed,
+            ctx.cache[key] = scvi_latent(d.adata, hvg_features(d.lognorm), np.asarray(batches, dtype=str), seed=seed,
                                    max_epochs=SCVI_EPOCHS_QUICK if ctx.quick else SCVI_EPOCHS)
     return ctx.cache[key]
+
+
+def _standardized_hvgs(d: PanelData, train: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log-normalized top-2000 HVGs chosen on ``train`` and standardized on it, for ``train`` and ``other``."""
+    from sklearn.preprocessing import StandardScaler
+
+    from ._cells import hvg_features
+
+    hv = hvg_features(d.lognorm[train])
+    xtr, xo = d.lognorm[train][:, hv].toarray(), d.lognorm[other][:, hv].toarray()
+    scaler = StandardScaler().fit(xtr)
+    return scaler.transform(xtr), scaler.transform(xo)
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:
@@ -190,11 +202,10 @@ def _zero_shot(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
 
 def _across_shift(d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     from cellweave.tl._transfer import LabelTransfer
 
-    from ._cells import across_splits, hvg_features
+    from ._cells import across_splits
 
     records = []
     for group, tr, te in across_splits(d.adata.obs, d.shift_key, d.labels):
@@ -206,10 +217,7 @@ def _across_shift(d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
         m["ece"] = expected_calibration_error(cw.confidence, cw.raw_prediction.astype(str) == yte)
         lower = {"unknown_rate": False, "ece": False}
         records += make_records(TASK, d.short, split, seed, CELLWEAVE, m, higher_is_better=lower)
-        hv = hvg_features(d.lognorm[tr])
-        scaler = StandardScaler().fit(d.lognorm[tr][:, hv].toarray())
-        ztr = scaler.transform(d.lognorm[tr][:, hv].toarray())
-        zte = scaler.transform(d.lognorm[te][:, hv].toarray())
+        ztr, zte = _standardized_hvgs(d, tr, te)
         lr = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(ztr, d.labels[tr])
         p = lr.predict_proba(zte)
         pred = lr.classes_[p.argmax(1)]
@@ -225,12 +233,9 @@ def _novel_type(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
     from sklearn.neighbors import NearestNeighbors
-    from sklearn.preprocessing import StandardScaler
 
     from cellweave.tl._integrate import harmony
     from cellweave.tl._transfer import LabelTransfer
-
-    from ._cells import hvg_features
 
     classes = sorted(set(d.labels))
     if len(classes) < 3:
@@ -245,10 +250,7 @@ def _novel_type(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
         is_novel = d.labels[query] == novel
         cw = LabelTransfer(seed=seed).fit(emb[tr], d.labels[tr]).predict(emb[query])
         scores = {CELLWEAVE: cw.novelty}
-        hv = hvg_features(d.lognorm[tr])
-        scaler = StandardScaler().fit(d.lognorm[tr][:, hv].toarray())
-        ztr = scaler.transform(d.lognorm[tr][:, hv].toarray())
-        zq = scaler.transform(d.lognorm[query][:, hv].toarray())
+        ztr, zq = _standardized_hvgs(d, tr, query)
         lr = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(ztr, d.labels[tr])
         scores["logreg max-softmax"] = 1.0 - lr.predict_proba(zq).max(1)
         n_pc = int(min(50, ztr.shape[1] - 1, ztr.shape[0] - 1))
@@ -272,14 +274,12 @@ def _novel_type(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
 
 
 def _integration(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
-    import anndata as ad
-    from scib_metrics.benchmark import BatchCorrection, Benchmarker
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
     from cellweave.tl._integrate import harmony, integrate_embedding
 
-    from ._cells import hvg_features
+    from ._cells import hvg_features, scib_scores
 
     latent = _scvi_latent(ctx, d, seed=seed)
     cells = np.arange(d.adata.n_obs)
@@ -296,21 +296,9 @@ def _integration(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
     if not ctx.quick:  # the raw embedding is in the zero-shot protocol; quick mode scores what users run
         reps[CELLWEAVE] = emb[cells]
     reps["cellweave (harmony)"] = integrate_embedding(emb[cells], batches, method="harmony", seed=seed)
-    a = ad.AnnData(obs=pd.DataFrame({"batch": batches, "label": d.labels[cells]}, index=d.adata.obs_names[cells]))
-    keys = {}
-    for i, (name, rep) in enumerate(reps.items()):
-        keys[f"rep{i}"] = name
-        a.obsm[f"rep{i}"] = np.asarray(rep, dtype=np.float32)
-    bm = Benchmarker(a, "batch", "label", list(keys), pre_integrated_embedding_obsm_key="rep0",
-                     batch_correction_metrics=BatchCorrection(kbet_per_label=not ctx.quick), n_jobs=1,
-                     progress_bar=False)
-    bm.benchmark()
-    table = bm.get_results(min_max_scale=False).drop(index="Metric Type", errors="ignore")
     records = []
-    for key, method in keys.items():
-        row = table.loc[key]
-        metrics = {"scIB total": float(row["Total"]), "scIB bio conservation": float(row["Bio conservation"]),
-                   "scIB batch correction": float(row["Batch correction"])}
+    for method, scores in scib_scores(batches, d.labels[cells], reps, kbet=not ctx.quick).items():
+        metrics = {k: scores[k] for k in ("scIB total", "scIB bio conservation", "scIB batch correction")}
         records += make_records(TASK, d.short, "integration", seed, method, metrics)
     return records
 
