@@ -83,6 +83,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     data = io.read(args.input)
     model = CellWeave.load(args.model)
+    if args.adapt:
+        from cellweave._cli.adapt import adapt_for_command
+
+        model = adapt_for_command(data, model, args)
     tl.embed(data, model=model, layer=args.layer, batch_size=args.batch_size, seed=args.seed,
              organism=args.organism, spatial=args.spatial, section_key=args.section_key)
     io.write(data, args.out)
@@ -97,6 +101,8 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     reference = io.read(args.reference)
     query = io.read(args.query)
     model = CellWeave.load(args.model)
+    if args.adapt:
+        model = _adapt_on_both(reference, query, model, args)
     tl.annotate(query, reference=reference, label_key=args.label_key, model=model,
                 novelty_quantile=args.novelty_quantile, finetune=args.finetune, finetune_epochs=args.finetune_epochs,
                 spatial=args.spatial, spatial_key=args.spatial_key, section_key=args.section_key,
@@ -115,6 +121,10 @@ def cmd_integrate(args: argparse.Namespace) -> int:
 
     data = io.read(args.input)
     model = CellWeave.load(args.model)
+    if args.adapt:
+        from cellweave._cli.adapt import adapt_for_command
+
+        model = adapt_for_command(data, model, args, batch_key=args.batch_key)
     tl.integrate(data, batch_key=args.batch_key, model=model, method=args.method, seed=args.seed)
     io.write(data, args.out)
     logger.info("Wrote %s (obsm['X_cellweave_integrated'])", args.out)
@@ -128,6 +138,8 @@ def cmd_map_query(args: argparse.Namespace) -> int:
     reference = io.read(args.reference)  # only read: the reference file is never written
     query = io.read(args.query)
     model = CellWeave.load(args.model)
+    if args.adapt:
+        model = _adapt_on_both(reference, query, model, args)
     tl.map_query(query, reference=reference, label_key=args.label_key, model=model, n_neighbors=args.n_neighbors,
                  index=args.index, novelty_quantile=args.novelty_quantile, seed=args.seed)
     for label, n in query.obs["cellweave_prediction"].value_counts().items():
@@ -137,12 +149,36 @@ def cmd_map_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapt_on_both(reference, query, model, args: argparse.Namespace):
+    """``--adapt`` of ``annotate`` and ``map-query``: adapt on reference and query cells together (their
+    shared genes), with reference/query as the count decoder's batch covariate unless
+    ``--adapt-batch-key`` names an obs column both have."""
+    import anndata as ad
+
+    from cellweave._cli.adapt import adapt_for_command
+    from cellweave._exceptions import CellWeaveInputError
+
+    key = args.adapt_batch_key
+    for side, a in (("reference", reference), ("query", query)):
+        if key is not None and key not in a.obs.columns:
+            raise CellWeaveInputError(f"--adapt-batch-key {key!r} is not a column of the {side}'s obs.")
+    both = ad.concat({"reference": reference, "query": query}, join="inner", label="_cellweave_side",
+                     index_unique="-")
+    if both.n_vars < 0.5 * max(reference.n_vars, query.n_vars):
+        logger.warning("Reference and query share only %d genes; adapting on those.", both.n_vars)
+    if key is None:
+        both.obs["_cellweave_batch"] = both.obs["_cellweave_side"].astype(str)
+        args.adapt_batch_key = "_cellweave_batch"
+    return adapt_for_command(both, model, args)
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from cellweave.bench import comparison_table, run_benchmark
 
     records = run_benchmark(
         args.task, args.out, model=args.model, seeds=tuple(args.seeds), quick=args.quick, data=args.data,
-        label_key=args.label_key, batch_key=args.batch_key,
+        label_key=args.label_key, batch_key=args.batch_key, adapt=tuple(args.adapt or ()),
+        adapt_max_steps=args.adapt_max_steps,
     )
     table = comparison_table(records)
     if not table.empty:
@@ -210,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "section); default: only if the model was pretrained with spatial context")
     sp.add_argument("--section-key", default=None,
                     help="obs column of tissue sections (default: section/library_id/sample/batch)")
+    _add_adapt_options(sp, with_batch_key=True)
     sp.set_defaults(func=cmd_embed)
 
     sp = sub.add_parser("annotate", help="transfer labels from a reference: writes obs['cellweave_prediction'] etc.")
@@ -234,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--n-spatial-neighbors", type=int, default=None,
                     help="neighbours averaged (default: the model's setting, else 10)")
     sp.add_argument("--seed", type=int, default=0)
+    _add_adapt_options(sp, with_batch_key=True)
     sp.set_defaults(func=cmd_annotate)
 
     from cellweave.bench import TASKS
@@ -247,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", default=None, help="run the protocol on this file instead of the registered datasets")
     sp.add_argument("--label-key", default=None, help="obs column with cell labels (with --data)")
     sp.add_argument("--batch-key", default=None, help="obs column with batches (with --data)")
+    sp.add_argument("--adapt", nargs="+", default=None, choices=["pretrained", "scratch"],
+                    help="panel: also score the model adapted to each dataset (pretrained) and the same adaptation "
+                         "from random weights (scratch)")
+    sp.add_argument("--adapt-max-steps", type=int, default=None,
+                    help="panel: step budget of each adaptation (default: cellweave adapt's)")
     sp.set_defaults(func=cmd_benchmark)
 
     import importlib
@@ -264,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="correction on top of the embedding (default: harmony; see the benchmark)")
     sp.add_argument("--out", required=True, help="output .h5ad")
     sp.add_argument("--seed", type=int, default=0)
+    _add_adapt_options(sp, with_batch_key=False)
     sp.set_defaults(func=cmd_integrate)
 
     sp = sub.add_parser("map-query", help="map query cells onto a labelled reference (the reference is not modified)")
@@ -276,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--novelty-quantile", type=float, default=0.99)
     sp.add_argument("--out", required=True, help="output .h5ad (the mapped query)")
     sp.add_argument("--seed", type=int, default=0)
+    _add_adapt_options(sp, with_batch_key=True)
     sp.set_defaults(func=cmd_map_query)
 
     sp = sub.add_parser("demo", help="embed every available registered dataset and write an HTML report")
@@ -293,6 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
     for verb in sub.choices.values():  # -q / -v / --debug work after the verb too
         _add_global_options(verb, default=False)
     return p
+
+
+def _add_adapt_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = True) -> None:
+    from cellweave._cli.adapt import add_budget_options
+
+    sp.add_argument("--adapt", action="store_true",
+                    help="first adapt the model to these cells without labels (as `cellweave adapt`; minutes on a "
+                         "CPU), then run with the adapted model")
+    add_budget_options(sp, with_batch_key=with_batch_key)
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, default: bool) -> None:

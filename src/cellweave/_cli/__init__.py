@@ -4,4 +4,4 @@ Each module has ``register(sub, model_help)``; :func:`cellweave.cli.build_parser
 the order of :data:`GROUPS`.
 """
 
-GROUPS = ("multimodal", "perturb", "genes", "datasets")
+GROUPS = ("adapt", "multimodal", "perturb", "genes", "datasets")

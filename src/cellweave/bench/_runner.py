@@ -65,6 +65,10 @@ class BenchmarkContext:
     batch_key: str | None = None
     out: Path | None = None
     progress: bool = True
+    adapt: tuple[str, ...] = ()
+    """Adapted variants the panel adds: ``"pretrained"`` (the model adapted to each dataset) and
+    ``"scratch"`` (the same adaptation from random weights)."""
+    adapt_max_steps: int | None = None
     cache: dict = field(default_factory=dict)
 
     def embedding(self, key: str, data: Any, *, seed: int = 0, **kwargs) -> np.ndarray:
@@ -144,6 +148,8 @@ def run_benchmark(
     label_key: str | None = None,
     batch_key: str | None = None,
     progress: bool = True,
+    adapt: tuple[str, ...] = (),
+    adapt_max_steps: int | None = None,
 ) -> list[Record]:
     """Run benchmark tasks and write ``out/results.json`` and ``out/report.html``.
 
@@ -161,6 +167,9 @@ def run_benchmark(
         The demo's setting: fewer seeds, folds and datasets.
     data, label_key, batch_key
         Run the protocol on a user's file instead of the registered datasets.
+    adapt, adapt_max_steps
+        Panel only: also score the model adapted to each dataset (``"pretrained"``) and the same
+        adaptation from random weights (``"scratch"``), with this step budget (default: adapt's).
     """
     from cellweave import io
     from cellweave.models import CellWeave, environment_versions
@@ -181,13 +190,15 @@ def run_benchmark(
     ctx = BenchmarkContext(
         model=cw, seeds=tuple(seeds), quick=quick, data=user,
         data_name=Path(data).name.split(".")[0] if data is not None else None,
-        label_key=label_key, batch_key=batch_key, out=out, progress=progress,
+        label_key=label_key, batch_key=batch_key, out=out, progress=progress, adapt=tuple(adapt),
+        adapt_max_steps=adapt_max_steps,
     )
     t0 = time.perf_counter()
     report = HtmlReport("cellweave benchmark")
     report.text(f"Model {cw.name}, SHA-256 {cw.model_hash[:16]}…; tasks: {', '.join(names)}; seeds: "
                 f"{', '.join(map(str, seeds))}{'; quick mode' if quick else ''}"
-                f"{f'; data: {data}' if data is not None else '; registered datasets'}.")
+                + (f"; adapted variants: {', '.join(adapt)}" if adapt else "")
+                + f"{f'; data: {data}' if data is not None else '; registered datasets'}.")
     records, seconds = run_tasks(ctx, names, report)
     write_results(records, out / "results.json")
     summary = summarize(records)

@@ -46,3 +46,54 @@ class FeatureQueryDecoder(nn.Module):
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
         att = self.out_proj(att.transpose(1, 2).reshape(b, -1, d)) + self.queries
         return (self.mlp(self.ln_h(att)) * self.readout).sum(-1) + self.bias
+
+
+class CountDecoder(nn.Module):
+    """Negative-binomial decoder of a cell's counts from its embedding, scVI's generative model.
+
+    The mean of gene ``g`` is ``library x softmax(f(z, batch))_g`` with ``f`` a one-hidden-layer
+    MLP of the cell embedding ``z`` and a one-hot batch covariate, and each gene has its own inverse
+    dispersion (Lopez et al. 2018, "Deep generative modeling for single-cell transcriptomics").
+    Differences from scVI: the "encoder" is the CellWeave transformer and ``z`` is its CLS state
+    (not a variational posterior sample), and the library size is the cell's observed total over
+    the decoded genes (scVI's ``use_observed_lib_size``, its default). The batch covariate lets the
+    decoder explain technical variation, so the embedding need not carry it.
+    """
+
+    def __init__(self, d_in: int, n_genes: int, n_batches: int = 1, *, d_hidden: int = 256) -> None:
+        super().__init__()
+        self.n_batches = max(int(n_batches), 1)
+        self.net = nn.Sequential(
+            nn.Linear(d_in + self.n_batches, d_hidden), nn.LayerNorm(d_hidden), nn.ReLU(), nn.Linear(d_hidden, n_genes)
+        )
+        self.log_theta = nn.Parameter(torch.zeros(n_genes))
+
+    def forward(self, z: torch.Tensor, batch: torch.Tensor, library: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """NB mean ``(B, G)`` and inverse dispersion ``(G,)`` of cells ``z`` (B, d) in batches
+        ``batch`` (B,) with library sizes ``library`` (B, 1)."""
+        h = torch.cat([z, F.one_hot(batch, self.n_batches).to(z.dtype)], dim=-1)
+        return torch.softmax(self.net(h), dim=-1) * library, self.log_theta.exp()
+
+
+def nb_nll(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Negative log-likelihood of counts ``x`` under NB(mean ``mu``, inverse dispersion ``theta``),
+    elementwise."""
+    log_theta_mu = torch.log(theta + mu + eps)
+    ll = (theta * (torch.log(theta + eps) - log_theta_mu) + x * (torch.log(mu + eps) - log_theta_mu)
+          + torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1))
+    return -ll
+
+
+def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, *, sim: float = 25.0, var: float = 25.0,
+                cov: float = 1.0) -> torch.Tensor:
+    """VICReg between two views' projections ``(B, D)`` (Bardes et al. 2022): invariance (MSE),
+    a hinge keeping each dimension's standard deviation at 1, and decorrelated dimensions."""
+    inv = F.mse_loss(z1, z2)
+    terms = []
+    for z in (z1, z2):
+        z = z - z.mean(0)
+        std = torch.sqrt(z.var(0) + 1e-4)
+        c = (z.T @ z) / max(z.shape[0] - 1, 1)
+        off = c - torch.diag(torch.diag(c))
+        terms.append(var * F.relu(1 - std).mean() + cov * (off**2).sum() / z.shape[1])
+    return sim * inv + (terms[0] + terms[1]) / 2

@@ -67,6 +67,9 @@ SCVI_EPOCHS, SCVI_EPOCHS_QUICK = 200, 25
 INTEGRATION_MAX_CELLS_QUICK = 3000
 NOVEL_TYPES_QUICK = 4
 N_NEIGHBORS = 15
+#: Method names of the adapted model and of its control (same architecture and budget, random start).
+ADAPTED = "cellweave (adapted)"
+SCRATCH = "scratch transformer (same adaptation)"
 #: Protocol of each (split, metric) pair the summary reads, and whether higher is better.
 PROTOCOLS = {
     ("zero-shot kNN", "macro_f1"): "zero-shot kNN macro-F1",
@@ -185,10 +188,10 @@ def _macro_f1(y_true, y_pred) -> dict[str, float]:
             "macro_f1": f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true))}
 
 
-def _zero_shot(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
+def _zero_shot(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[Record]:
     from cellweave.bench import knn_accuracy, pca_hvg_embedding
 
-    reps = {CELLWEAVE: emb, "PCA (HVG)": pca_hvg_embedding(d.adata, seed=seed)}
+    reps = {**embs, "PCA (HVG)": pca_hvg_embedding(d.adata, seed=seed)}
     latent = _scvi_latent(ctx, d, seed=seed)
     if latent is not None:
         reps["scVI latent"] = latent
@@ -200,7 +203,7 @@ def _zero_shot(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
     return records
 
 
-def _across_shift(d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
+def _across_shift(d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[Record]:
     from sklearn.linear_model import LogisticRegression
 
     from cellweave.tl._transfer import LabelTransfer
@@ -210,13 +213,14 @@ def _across_shift(d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
     records = []
     for group, tr, te in across_splits(d.adata.obs, d.shift_key, d.labels):
         split = f"across shift ({d.shift_key}={group})"
-        cw = LabelTransfer(seed=seed).fit(emb[tr], d.labels[tr]).predict(emb[te])
         yte = d.labels[te]
-        m = _macro_f1(yte, cw.raw_prediction.astype(str))
-        m["unknown_rate"] = float(cw.unknown.mean())
-        m["ece"] = expected_calibration_error(cw.confidence, cw.raw_prediction.astype(str) == yte)
         lower = {"unknown_rate": False, "ece": False}
-        records += make_records(TASK, d.short, split, seed, CELLWEAVE, m, higher_is_better=lower)
+        for method, emb in embs.items():
+            cw = LabelTransfer(seed=seed).fit(emb[tr], d.labels[tr]).predict(emb[te])
+            m = _macro_f1(yte, cw.raw_prediction.astype(str))
+            m["unknown_rate"] = float(cw.unknown.mean())
+            m["ece"] = expected_calibration_error(cw.confidence, cw.raw_prediction.astype(str) == yte)
+            records += make_records(TASK, d.short, split, seed, method, m, higher_is_better=lower)
         ztr, zte = _standardized_hvgs(d, tr, te)
         lr = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(ztr, d.labels[tr])
         p = lr.predict_proba(zte)
@@ -227,7 +231,7 @@ def _across_shift(d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
     return records
 
 
-def _novel_type(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
+def _novel_type(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[Record]:
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -248,8 +252,9 @@ def _novel_type(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
     for novel in classes:
         tr = ref[d.labels[ref] != novel]
         is_novel = d.labels[query] == novel
-        cw = LabelTransfer(seed=seed).fit(emb[tr], d.labels[tr]).predict(emb[query])
-        scores = {CELLWEAVE: cw.novelty}
+        transfers = {method: LabelTransfer(seed=seed).fit(emb[tr], d.labels[tr]).predict(emb[query])
+                     for method, emb in embs.items()}
+        scores = {method: cw.novelty for method, cw in transfers.items()}
         ztr, zq = _standardized_hvgs(d, tr, query)
         lr = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(ztr, d.labels[tr])
         scores["logreg max-softmax"] = 1.0 - lr.predict_proba(zq).max(1)
@@ -266,14 +271,15 @@ def _novel_type(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
         for method, s in scores.items():
             records += make_records(TASK, d.short, "novel type", seed, method,
                                     {"novel_auroc": roc_auc_score(is_novel, s)})
-        records += make_records(TASK, d.short, "novel type", seed, CELLWEAVE,
-                                {"known_flagged_unknown": float(cw.unknown[~is_novel].mean()),
-                                 "novel_flagged_unknown": float(cw.unknown[is_novel].mean())},
-                                higher_is_better={"known_flagged_unknown": False})
+        for method, cw in transfers.items():
+            records += make_records(TASK, d.short, "novel type", seed, method,
+                                    {"known_flagged_unknown": float(cw.unknown[~is_novel].mean()),
+                                     "novel_flagged_unknown": float(cw.unknown[is_novel].mean())},
+                                    higher_is_better={"known_flagged_unknown": False})
     return records
 
 
-def _integration(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
+def _integration(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[Record]:
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
@@ -293,14 +299,40 @@ def _integration(ctx, d: PanelData, emb: np.ndarray, seed: int) -> list[Record]:
     reps = {"HVG+PCA": pcs, "Harmony": harmony(pcs, batches, seed=seed)}
     if latent is not None:
         reps["scVI"] = latent[cells]
-    if not ctx.quick:  # the raw embedding is in the zero-shot protocol; quick mode scores what users run
-        reps[CELLWEAVE] = emb[cells]
-    reps["cellweave (harmony)"] = integrate_embedding(emb[cells], batches, method="harmony", seed=seed)
+    for method, emb in embs.items():
+        if not ctx.quick:  # the raw embedding is in the zero-shot protocol; quick mode scores what users run
+            reps[method] = emb[cells]
+        name = "cellweave (harmony)" if method == CELLWEAVE else f"{method} + harmony"
+        reps[name] = integrate_embedding(emb[cells], batches, method="harmony", seed=seed)
     records = []
     for method, scores in scib_scores(batches, d.labels[cells], reps, kbet=not ctx.quick).items():
         metrics = {k: scores[k] for k in ("scIB total", "scIB bio conservation", "scIB batch correction")}
         records += make_records(TASK, d.short, "integration", seed, method, metrics)
     return records
+
+
+def _model_embeddings(ctx, d: PanelData, seed: int) -> tuple[dict[str, np.ndarray], list[Record]]:
+    """The embeddings every protocol scores: the model zero-shot, and with ``ctx.adapt`` the model adapted
+    to the dataset's cells (``cellweave adapt``, no labels; the batch, else the shift key, as the count
+    decoder's covariate) and the same architecture adapted from random weights in the same budget
+    (the control: a transformer that never saw the corpus)."""
+    from cellweave.train import adapt
+    from cellweave.train._adapt import DEFAULT_MAX_STEPS
+
+    embs = {CELLWEAVE: ctx.embedding(d.name, d.model_input, seed=seed)}
+    records: list[Record] = []
+    for variant in getattr(ctx, "adapt", ()):
+        scratch = variant == "scratch"
+        method = SCRATCH if scratch else ADAPTED
+        key = d.batch_key or d.shift_key
+        model = adapt(d.model_input, model=ctx.model, batch_key=key, from_scratch=scratch, seed=seed,
+                      max_steps=ctx.adapt_max_steps or DEFAULT_MAX_STEPS, progress=False)
+        embs[method] = model.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
+        rec = model.card["adaptation"]
+        records += make_records(TASK, d.short, "adaptation", seed, method,
+                                {"seconds": rec["seconds"], "steps": rec["steps"]},
+                                higher_is_better={"seconds": False, "steps": False})
+    return embs, records
 
 
 def _protocol(split: str) -> str:
@@ -353,13 +385,14 @@ def run(ctx, report) -> list[Record]:
     data = panel_datasets(ctx.quick)
     for d in data:
         for seed in ctx.seeds:
-            emb = ctx.embedding(d.name, d.model_input, seed=seed)
-            records += _zero_shot(ctx, d, emb, seed)
+            embs, adapt_records = _model_embeddings(ctx, d, seed)
+            records += adapt_records
+            records += _zero_shot(ctx, d, embs, seed)
             if d.shift_key:
-                records += _across_shift(d, emb, seed)
-            records += _novel_type(ctx, d, emb, seed)
+                records += _across_shift(d, embs, seed)
+            records += _novel_type(ctx, d, embs, seed)
             if d.batch_key:
-                records += _integration(ctx, d, emb, seed)
+                records += _integration(ctx, d, embs, seed)
             logger.info("panel: %s seed %d done", d.name, seed)
     summary = panel_summary(records)
     report.heading("Panel summary: mean over datasets per protocol", level=3)

@@ -1,0 +1,85 @@
+"""``cellweave adapt``: self-supervised adaptation of a pretrained model to the user's cells.
+
+Registered by :mod:`cellweave.cli`. ``--adapt`` on ``embed``, ``annotate``, ``integrate`` and
+``map-query`` calls :func:`adapt_for_command` with the same options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+
+logger = logging.getLogger("cellweave")
+
+
+def add_budget_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = True) -> None:
+    """The adaptation budget's options, shared by ``adapt`` and every verb's ``--adapt``."""
+    from cellweave.train._adapt import DEFAULT_EPOCHS, DEFAULT_MAX_STEPS
+
+    sp.add_argument("--adapt-epochs", type=int, default=DEFAULT_EPOCHS,
+                    help=f"passes over the cells when adapting (default: {DEFAULT_EPOCHS})")
+    sp.add_argument("--adapt-max-steps", type=int, default=DEFAULT_MAX_STEPS,
+                    help=f"cap on optimizer steps when adapting (default: {DEFAULT_MAX_STEPS}, about 6 minutes on "
+                         "2 CPU cores; 0 = no cap)")
+    if with_batch_key:
+        sp.add_argument("--adapt-batch-key", default=None,
+                        help="obs column of batches, a covariate of the count decoder when adapting (default: none)")
+
+
+def adapt_for_command(data, model, args: argparse.Namespace, *, batch_key: str | None = None):
+    """The model adapted to ``data`` with the command's ``--adapt-*`` options."""
+    from cellweave.train import adapt
+
+    key = getattr(args, "adapt_batch_key", None) or batch_key
+    max_steps = args.adapt_max_steps or None
+    logger.info("Adapting %s to %d cells (--adapt; batch covariate: %s)", model.name, data.n_obs, key or "none")
+    return adapt(data, model=model, batch_key=key, max_epochs=args.adapt_epochs, max_steps=max_steps,
+                 seed=getattr(args, "seed", 0), layer=getattr(args, "layer", None),
+                 command="cellweave " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from cellweave import io
+    from cellweave.models import CellWeave
+    from cellweave.train import adapt
+
+    data = io.read(args.input)
+    model = CellWeave.load(args.model)
+    adapted = adapt(
+        data, model=model, batch_key=args.batch_key, layer=args.layer, organism=args.organism,
+        max_epochs=args.adapt_epochs, max_steps=args.adapt_max_steps or None, batch_size=args.batch_size,
+        lr=args.lr, count_likelihood=args.count_likelihood, from_scratch=args.from_scratch, seed=args.seed,
+        out=args.out, command="cellweave " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    rec = adapted.card["adaptation"]
+    logger.info("Adapted model written to %s (%d steps, %.0f s); use it with --model %s",
+                args.out, rec["steps"], rec["seconds"], args.out)
+    return 0
+
+
+def register(sub, model_help: str) -> None:
+    sp = sub.add_parser(
+        "adapt", help="adapt a pretrained model to your cells without labels; writes a model folder",
+        description="Fine-tune a pretrained model self-supervised on INPUT (masked value modelling plus a "
+                    "negative-binomial count decoder with the batch as covariate) and save the adapted model "
+                    "folder, which every command accepts as --model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sp.add_argument("input", help=".h5ad/.h5mu with RNA counts (all cells you will embed, annotate or integrate)")
+    sp.add_argument("--model", default=None, help=model_help)
+    sp.add_argument("--out", required=True, help="output model folder")
+    sp.add_argument("--batch-key", default=None, help="obs column of batches (a covariate of the count decoder)")
+    sp.add_argument("--layer", default=None, help="layer holding raw counts (default: X)")
+    sp.add_argument("--organism", default=None, choices=["human", "mouse"], help="default: inferred")
+    add_budget_options(sp, with_batch_key=False)
+    sp.add_argument("--batch-size", type=int, default=64)
+    sp.add_argument("--lr", type=float, default=3e-4)
+    sp.add_argument("--count-likelihood", action=argparse.BooleanOptionalAction, default=True,
+                    help="decode the counts of 2,000 highly variable genes (negative binomial) from the cell "
+                         "embedding; needs raw counts")
+    sp.add_argument("--from-scratch", action="store_true",
+                    help="start from random weights of the same architecture (the control for pretraining)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_adapt)

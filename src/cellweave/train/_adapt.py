@@ -1,0 +1,334 @@
+"""Context-specific adaptation: self-supervised fine-tuning of a pretrained model on the user's cells.
+
+No labels are used. The encoder keeps its pretraining objective (masked value modelling) and
+gains a count likelihood: a negative-binomial decoder reconstructs each cell's counts of the
+data's highly variable genes from its CLS state, with the batch as a covariate of the decoder
+(scVI's generative model, Lopez et al. 2018), so the embedding is pulled towards what
+distinguishes the user's cells and away from their batches. The decoder is specific to the data
+and is not saved; the adapted encoder is saved as a model folder every command accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from cellweave._exceptions import CellWeaveInputError
+from cellweave.data import TokenDataset, collate_tokens
+from cellweave.nn import CellWeaveModule, masked_value_loss
+from cellweave.nn._decoder import CountDecoder, nb_nll
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from mudata import MuData
+
+    from cellweave.models import CellWeave
+
+logger = logging.getLogger(__name__)
+
+#: Default budget: passes over the cells, capped by steps (about 5 minutes on 2 CPU cores).
+DEFAULT_EPOCHS = 3
+DEFAULT_MAX_STEPS = 400
+#: Genes decoded by the count likelihood.
+N_DECODED_GENES = 2000
+
+
+class _CountTokenDataset(torch.utils.data.Dataset):
+    """A :class:`TokenDataset` item plus the cell's decoded counts and batch code."""
+
+    def __init__(self, tokens: TokenDataset, counts: sp.csr_matrix | None, batches: np.ndarray) -> None:
+        self.tokens = tokens
+        self.counts = counts
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        item = self.tokens[idx]
+        item["batch"] = int(self.batches[idx])
+        if self.counts is not None:
+            item["counts"] = np.asarray(self.counts[idx].toarray(), dtype=np.float32).ravel()
+        return item
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    out = collate_tokens(items)
+    out["batch"] = torch.tensor([it["batch"] for it in items], dtype=torch.long)
+    if "counts" in items[0]:
+        out["counts"] = torch.from_numpy(np.stack([it["counts"] for it in items]))
+    return out
+
+
+class AdaptPlan(L.LightningModule):
+    """Masked value modelling plus a negative-binomial count likelihood decoded from the CLS state.
+
+    ``loss = masked-value loss + count_weight x NB negative log-likelihood per decoded gene``.
+    """
+
+    def __init__(self, module: CellWeaveModule, decoder: CountDecoder | None, *, lr: float = 3e-4,
+                 weight_decay: float = 0.01, warmup_steps: int = 20, total_steps: int = 100,
+                 count_weight: float = 1.0, masked_weight: float = 1.0) -> None:
+        super().__init__()
+        self.module = module
+        self.decoder = decoder
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.total_steps = max(total_steps, 1)
+        self.count_weight = count_weight
+        self.masked_weight = masked_weight
+
+    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self.module(
+            batch["token_ids"], batch["values"], batch["modality_ids"], batch["padding_mask"], batch["value_mask"],
+            batch.get("target_ids"), batch.get("target_modality_ids"),
+        )
+        losses = masked_value_loss(out, batch["values"], batch["value_mask"], batch.get("target_values"),
+                                   batch.get("target_mask"))
+        loss = self.masked_weight * losses["loss"]
+        if self.decoder is not None:
+            x = batch["counts"]
+            library = x.sum(1, keepdim=True).clamp_min(1.0)
+            mu, theta = self.decoder(out["cell_embedding"], batch["batch"], library)
+            losses["count_nll"] = nb_nll(x, mu, theta).mean()
+            loss = loss + self.count_weight * losses["count_nll"]
+        losses["loss"] = loss
+        return losses
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses = self.losses(batch)
+        bs = batch["token_ids"].shape[0]
+        for key in ("loss", "token_mse", "count_nll"):
+            if key in losses:
+                self.log(f"train_{key}", losses[key], prog_bar=key == "loss", on_step=True, on_epoch=True,
+                         batch_size=bs)
+        return losses["loss"]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.lr, betas=(0.9, 0.98))
+        warmup, total = self.warmup_steps, self.total_steps
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _decoded_counts(data: AnnData | MuData, layer: str | None, n_genes: int) -> tuple[sp.csr_matrix | None, str]:
+    """Counts of the ``n_genes`` most variable genes (Seurat flavour on log-normalized values) of the
+    RNA modality, or ``None`` with the reason when the data holds no RNA counts."""
+    from cellweave.data import log_normalize
+    from cellweave.io import as_modalities, detect_x_kind
+
+    mods = as_modalities(data)
+    if "rna" not in mods:
+        return None, "the data has no RNA modality"
+    rna = mods["rna"]
+    X = rna.layers[layer] if layer else rna.X
+    if detect_x_kind(X) != "counts":
+        return None, "the RNA values are not raw counts (give --layer with counts to use the count likelihood)"
+    X = sp.csr_matrix(X, dtype=np.float32)
+    lognorm = log_normalize(rna, layer=layer)
+    mean = np.asarray(lognorm.mean(0)).ravel()
+    var = np.asarray(lognorm.multiply(lognorm).mean(0)).ravel() - mean**2
+    dispersion = np.log(np.divide(var, mean, out=np.zeros_like(var), where=mean > 0) + 1e-12)
+    # Seurat flavour: dispersion z-scored within 20 bins of mean expression.
+    bins = np.digitize(mean, np.quantile(mean[mean > 0], np.linspace(0, 1, 21)[1:-1])) if (mean > 0).any() else mean
+    z = np.full_like(dispersion, -np.inf)
+    for b in np.unique(bins):
+        sel = (bins == b) & (mean > 0)
+        if sel.sum() > 1:
+            d = dispersion[sel]
+            z[sel] = (d - d.mean()) / (d.std() + 1e-12)
+        elif sel.any():
+            z[sel] = 0.0
+    k = int(min(n_genes, (mean > 0).sum()))
+    if k < 10:
+        return None, f"only {k} genes are detected"
+    genes = np.sort(np.argsort(-z)[:k])
+    return X[:, genes].tocsr(), f"{k} genes"
+
+
+def _obs_column(data: AnnData | MuData, key: str) -> np.ndarray:
+    """``obs[key]`` as strings, from the MuData's own obs or else one of its modalities' obs."""
+    frames = [data.obs] + [m.obs for m in getattr(data, "mod", {}).values()]
+    for obs in frames:
+        if key in obs.columns and len(obs) == data.n_obs:
+            return obs[key].astype(str).to_numpy()
+    raise CellWeaveInputError(
+        f"batch_key {key!r} is not a column of obs (columns: {', '.join(map(str, data.obs.columns[:10]))}); "
+        "give an existing column, or no batch key.")
+
+
+def adapt(
+    data: AnnData | MuData,
+    *,
+    model: CellWeave | str | None = None,
+    batch_key: str | None = None,
+    layer: str | None = None,
+    organism: str | None = None,
+    max_epochs: int = DEFAULT_EPOCHS,
+    max_steps: int | None = DEFAULT_MAX_STEPS,
+    batch_size: int = 64,
+    lr: float = 3e-4,
+    count_likelihood: bool = True,
+    count_weight: float = 1.0,
+    n_decoded_genes: int = N_DECODED_GENES,
+    from_scratch: bool = False,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> CellWeave:
+    """Adapt a pretrained model to ``data`` without labels; return the adapted copy.
+
+    Parameters
+    ----------
+    data
+        AnnData (RNA counts) or MuData: the cells to adapt to (for annotation, reference and query
+        together). No label is read.
+    model
+        The model to start from (object, folder, shipped name or ``None`` for the default).
+    batch_key
+        ``obs`` column of batches, given to the count decoder as a covariate (technical variation
+        is then explained by the decoder rather than embedded).
+    max_epochs, max_steps
+        The budget: passes over the cells, capped at ``max_steps`` optimizer steps (``None``: no cap).
+    count_likelihood
+        Add the negative-binomial decoder of the top ``n_decoded_genes`` highly variable genes'
+        counts (needs raw RNA counts; without them only masked value modelling is used).
+    from_scratch
+        Start from random weights of the same architecture instead of the pretrained ones: the
+        control that says whether pretraining adds anything.
+    out
+        Save the adapted model to this folder (``config.json``, ``model.safetensors``, vocabulary,
+        card with the adaptation record).
+
+    Returns
+    -------
+    The adapted :class:`~cellweave.CellWeave` (the input model is not changed). Its card's
+    ``adaptation`` entry records the base model, cells, steps, seconds and the losses before and
+    after.
+    """
+    from cellweave.models import CellWeave, environment_versions
+
+    base = model if isinstance(model, CellWeave) else CellWeave.load(model)
+    if int(max_epochs) < 1:
+        raise CellWeaveInputError(f"max_epochs={max_epochs}: adaptation needs at least 1 epoch.")
+    if max_steps is not None and int(max_steps) < 1:
+        raise CellWeaveInputError(f"max_steps={max_steps}: give at least 1 step, or None for no cap.")
+    batch_values = _obs_column(data, batch_key) if batch_key is not None else None
+    t0 = time.perf_counter()
+    L.seed_everything(seed, workers=True, verbose=False)
+    corpus = base.prepare(data, layer=layer, organism=organism)
+    if len(corpus) < 2 * batch_size and len(corpus) < 20:
+        raise CellWeaveInputError(f"Only {len(corpus)} cells: adaptation needs at least 20.")
+    counts, why = _decoded_counts(data, layer, n_decoded_genes) if count_likelihood else (None, "turned off")
+    if count_likelihood and counts is None:
+        logger.warning("Count likelihood not used: %s; adapting with masked value modelling only.", why)
+    batches = (np.unique(batch_values, return_inverse=True)[1] if batch_values is not None
+               else np.zeros(len(corpus), dtype=np.int64))
+    n_batches = int(batches.max()) + 1
+
+    module = CellWeaveModule(base.config) if from_scratch else copy.deepcopy(base.module)
+    module.train()
+    decoder = CountDecoder(base.config.d_model, counts.shape[1], n_batches) if counts is not None else None
+    tokens = TokenDataset([corpus], base.tokenizer, mode="train", seed=seed, n_targets=base.config.n_cell_targets)
+    loader = torch.utils.data.DataLoader(
+        _CountTokenDataset(tokens, counts, batches), batch_size=batch_size, shuffle=True, collate_fn=_collate,
+        generator=torch.Generator().manual_seed(seed), drop_last=len(corpus) > batch_size,
+    )
+    steps = len(loader) * int(max_epochs)
+    if max_steps is not None:
+        steps = min(steps, int(max_steps))
+    plan = AdaptPlan(module, decoder, lr=lr, warmup_steps=max(1, min(50, steps // 10)), total_steps=steps,
+                     count_weight=count_weight)
+    before = _mean_losses(plan, loader, seed)
+    trainer = L.Trainer(
+        max_epochs=int(max_epochs), max_steps=steps, accelerator="cpu" if not torch.cuda.is_available() else "auto",
+        devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=progress,
+        enable_model_summary=False, num_sanity_val_steps=0, gradient_clip_val=1.0, deterministic=False,
+        log_every_n_steps=max(1, min(50, len(loader))),
+    )
+    trainer.fit(plan, loader)
+    module = plan.module.cpu().eval()
+    after = _mean_losses(plan, loader, seed)
+    seconds = time.perf_counter() - t0
+
+    adapted = CellWeave(copy.deepcopy(base.config), base.vocab, module=module, card=copy.deepcopy(base.card))
+    record = {
+        "base_model": base.name,
+        "base_model_sha256": None if from_scratch else base.model_hash,
+        "from_scratch": bool(from_scratch),
+        "n_cells": len(corpus),
+        "batch_key": batch_key,
+        "n_batches": n_batches,
+        "count_likelihood": decoder is not None,
+        "decoded_genes": int(counts.shape[1]) if counts is not None else 0,
+        "steps": int(trainer.global_step),
+        "epochs": round(trainer.global_step / max(len(loader), 1), 2),
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "seconds": round(seconds, 1),
+        "losses_before": before,
+        "losses_after": after,
+        "command": command or "cellweave.train.adapt(...)",
+        "versions": environment_versions(),
+    }
+    adapted.card["name"] = f"{base.name}-adapted" if not from_scratch else f"{base.name}-scratch-adapted"
+    adapted.card["adaptation"] = record
+    logger.info("Adapted %s on %d cells: %d steps in %.0f s; count NLL %s -> %s, masked loss %.4f -> %.4f",
+                base.name, len(corpus), record["steps"], seconds, before.get("count_nll"), after.get("count_nll"),
+                before["masked_loss"], after["masked_loss"])
+    if out is not None:
+        adapted.save(Path(out))
+        logger.info("Saved the adapted model to %s", out)
+    return adapted
+
+
+@torch.no_grad()
+def _mean_losses(plan: AdaptPlan, loader: torch.utils.data.DataLoader, seed: int, max_batches: int = 8) -> dict[str, float]:
+    """Mean losses over the first ``max_batches`` batches of a fixed seeded pass (for the card)."""
+    was = plan.training
+    plan.eval()
+    gen_state = torch.random.get_rng_state()
+    np_state = np.random.get_state()
+    sums: dict[str, float] = {}
+    n = 0
+    tokens = loader.dataset.tokens
+    rng_state = tokens._rng.bit_generator.state
+    tokens._rng = np.random.default_rng(seed + 7)
+    idx = np.random.default_rng(seed + 7).permutation(len(loader.dataset))[: max_batches * loader.batch_size]
+    for start in range(0, len(idx), loader.batch_size):
+        batch = _collate([loader.dataset[int(i)] for i in idx[start:start + loader.batch_size]])
+        losses = plan.losses(batch)
+        sums["masked_loss"] = sums.get("masked_loss", 0.0) + float(losses["loss"] - plan.count_weight * losses.get(
+            "count_nll", torch.zeros(()))) / plan.masked_weight
+        if "count_nll" in losses:
+            sums["count_nll"] = sums.get("count_nll", 0.0) + float(losses["count_nll"])
+        n += 1
+    tokens._rng.bit_generator.state = rng_state
+    torch.random.set_rng_state(gen_state)
+    np.random.set_state(np_state)
+    plan.train(was)
+    return {k: round(v / max(n, 1), 5) for k, v in sums.items()}

@@ -1,0 +1,139 @@
+"""Self-supervised adaptation (``cellweave adapt``, ``--adapt``): tiny models on synthetic data."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+from cellweave._exceptions import CellWeaveInputError
+from cellweave.data import build_vocabulary, synthetic_adata
+from cellweave.models import CellWeave
+from cellweave.nn._decoder import CountDecoder, nb_nll, vicreg_loss
+from cellweave.train import adapt
+
+TINY = dict(d_model=16, n_layers=2, n_heads=2, d_ff=32, context_length={"rna": 48, "prot": 0, "atac": 0,
+                                                                        "gene_activity": 0})
+
+
+@pytest.fixture(scope="module")
+def data_and_model(tmp_path_factory):
+    adata = synthetic_adata(n_cells=240, n_genes=200, n_batches=2, seed=1)
+    vocab, _ = build_vocabulary({"s": adata}, min_cells=1)
+    torch.manual_seed(0)
+    model = CellWeave.from_preset("tiny", vocab, **TINY)
+    model.card = {"name": "tiny-base"}
+    folder = tmp_path_factory.mktemp("base") / "model"
+    model.save(folder)
+    return adata, model, folder
+
+
+def test_nb_nll_is_minimal_at_the_true_mean() -> None:
+    x = torch.tensor([[0.0, 3.0, 10.0]])
+    theta = torch.ones(3) * 5
+    at_truth = nb_nll(x, x.clamp_min(1e-3), theta).sum()
+    for scale in (0.5, 2.0):
+        assert nb_nll(x, (x * scale).clamp_min(1e-3), theta).sum() > at_truth
+    # A known value: NB(mean 1, theta 1) is geometric(1/2): P(0) = 1/2.
+    assert torch.isclose(nb_nll(torch.zeros(1), torch.ones(1), torch.ones(1)), torch.log(torch.tensor([2.0])))
+
+
+def test_count_decoder_means_sum_to_the_library() -> None:
+    dec = CountDecoder(8, 20, n_batches=3)
+    mu, theta = dec(torch.randn(4, 8), torch.tensor([0, 1, 2, 0]), torch.tensor([[10.0], [20.0], [5.0], [1.0]]))
+    assert mu.shape == (4, 20) and theta.shape == (20,)
+    assert torch.allclose(mu.sum(1), torch.tensor([10.0, 20.0, 5.0, 1.0]), rtol=1e-4)
+
+
+def test_vicreg_is_lower_for_matching_views_than_for_collapsed_ones() -> None:
+    torch.manual_seed(0)
+    z = torch.randn(64, 16)
+    matching = vicreg_loss(z, z + 0.01 * torch.randn_like(z))
+    collapsed = vicreg_loss(torch.zeros(64, 16), torch.zeros(64, 16))
+    unrelated = vicreg_loss(z, torch.randn(64, 16))
+    assert matching < unrelated and matching < collapsed
+
+
+def test_adapt_lowers_both_losses_saves_a_loadable_model_and_leaves_the_base_alone(data_and_model, tmp_path) -> None:
+    adata, model, _ = data_and_model
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    out = tmp_path / "adapted"
+    adapted = adapt(adata, model=model, batch_key="batch", max_epochs=6, max_steps=None, batch_size=32, lr=2e-3,
+                    out=out, progress=False)
+    rec = adapted.card["adaptation"]
+    assert rec["count_likelihood"] and rec["n_batches"] == 2 and rec["decoded_genes"] > 10
+    assert rec["steps"] == 6 * (240 // 32)
+    assert rec["losses_after"]["count_nll"] < rec["losses_before"]["count_nll"]
+    assert rec["losses_after"]["masked_loss"] < rec["losses_before"]["masked_loss"]
+    assert rec["base_model"] == "tiny-base" and rec["base_model_sha256"] == model.model_hash
+    for k, v in model.module.state_dict().items():  # the input model is not changed
+        assert torch.equal(v, before[k])
+    loaded = CellWeave.load(out)
+    assert loaded.card["adaptation"]["steps"] == rec["steps"] and loaded.name == "tiny-base-adapted"
+    assert loaded.model_hash != model.model_hash
+    emb, _ = loaded.embed(adata, progress=False)
+    assert emb.shape == (adata.n_obs, loaded.module.embedding_dim) and np.isfinite(emb).all()
+
+
+def test_adapt_from_scratch_and_without_counts(data_and_model) -> None:
+    adata, model, _ = data_and_model
+    scratch = adapt(adata, model=model, max_epochs=1, max_steps=2, batch_size=32, from_scratch=True, progress=False)
+    assert scratch.card["adaptation"]["from_scratch"] and scratch.card["adaptation"]["base_model_sha256"] is None
+    assert scratch.card["adaptation"]["steps"] == 2
+    lognorm = adata.copy()
+    lognorm.X = np.log1p(lognorm.X.toarray() / lognorm.X.sum(1).A * 1e4).astype(np.float32)
+    lognorm.uns["x_kind"] = "log_normalized"
+    masked_only = adapt(lognorm, model=model, max_epochs=1, max_steps=2, batch_size=32, progress=False)
+    assert not masked_only.card["adaptation"]["count_likelihood"]
+    assert "count_nll" not in masked_only.card["adaptation"]["losses_after"]
+
+
+def test_adapt_refuses_a_missing_batch_key_and_an_empty_budget(data_and_model) -> None:
+    adata, model, _ = data_and_model
+    with pytest.raises(CellWeaveInputError, match="nope"):
+        adapt(adata, model=model, batch_key="nope", progress=False)
+    with pytest.raises(CellWeaveInputError, match="max_steps"):
+        adapt(adata, model=model, max_steps=0, progress=False)
+
+
+def test_cli_adapt_then_embed_and_embed_with_adapt(data_and_model, tmp_path) -> None:
+    from cellweave.cli import main
+
+    adata, model, folder = data_and_model
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    out = tmp_path / "adapted"
+    rc = main(["-q", "adapt", str(tmp_path / "cells.h5ad"), "--model", str(folder), "--out", str(out),
+               "--batch-key", "batch", "--adapt-epochs", "1", "--adapt-max-steps", "3"])
+    assert rc == 0
+    adapted = CellWeave.load(out)
+    assert adapted.card["adaptation"]["steps"] == 3 and adapted.card["adaptation"]["batch_key"] == "batch"
+    assert "adapt" in adapted.card["adaptation"]["command"]
+    rc = main(["-q", "embed", str(tmp_path / "cells.h5ad"), "--model", str(out), "--out", str(tmp_path / "e.h5ad")])
+    assert rc == 0
+    by_folder = ad.read_h5ad(tmp_path / "e.h5ad")
+    assert by_folder.uns["cellweave"]["X_cellweave"]["model_sha256"] == adapted.model_hash
+    # --adapt does the same in one step (same seed, same budget -> the same weights).
+    rc = main(["-q", "embed", str(tmp_path / "cells.h5ad"), "--model", str(folder), "--adapt",
+               "--adapt-batch-key", "batch", "--adapt-epochs", "1", "--adapt-max-steps", "3",
+               "--out", str(tmp_path / "e2.h5ad")])
+    assert rc == 0
+    one_step = ad.read_h5ad(tmp_path / "e2.h5ad")
+    np.testing.assert_allclose(one_step.obsm["X_cellweave"], by_folder.obsm["X_cellweave"], atol=1e-5)
+
+
+def test_annotate_with_adapt_uses_reference_and_query(data_and_model, tmp_path) -> None:
+    from cellweave.cli import main
+
+    adata, _, folder = data_and_model
+    ref, query = adata[adata.obs["batch"] == adata.obs["batch"].cat.categories[0]].copy(), \
+        adata[adata.obs["batch"] != adata.obs["batch"].cat.categories[0]].copy()
+    ref.write_h5ad(tmp_path / "ref.h5ad")
+    query.write_h5ad(tmp_path / "query.h5ad")
+    rc = main(["-q", "annotate", "--reference", str(tmp_path / "ref.h5ad"), "--query", str(tmp_path / "query.h5ad"),
+               "--label-key", "cell_type", "--model", str(folder), "--adapt", "--adapt-epochs", "1",
+               "--adapt-max-steps", "2", "--out", str(tmp_path / "a.h5ad")])
+    assert rc == 0
+    out = ad.read_h5ad(tmp_path / "a.h5ad")
+    assert out.n_obs == query.n_obs and "cellweave_prediction" in out.obs
+    assert out.uns["cellweave"]["annotate"]["model"] == "tiny-base-adapted"
