@@ -112,9 +112,13 @@ class Vocabulary:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Vocabulary:
-        if "keys" not in d:
+        if not isinstance(d, Mapping) or "keys" not in d:
             raise CellWeaveInputError("Not a cellweave vocabulary: no 'keys' field.")
-        vocab = cls(d["keys"], gene_aliases=bool(d.get("gene_aliases", False)))
+        keys = d["keys"]
+        # str(k) in __init__ would silently accept numbers, and a string would be read letter by letter.
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise CellWeaveInputError("Not a cellweave vocabulary: 'keys' must be a list of strings.")
+        vocab = cls(keys, gene_aliases=bool(d.get("gene_aliases", False)))
         if d.get("sha256") and d["sha256"] != vocab.sha256:
             raise CellWeaveInputError("Vocabulary file is corrupted: its sha256 does not match its keys.")
         return vocab
@@ -125,5 +129,20 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocabulary:
+        """Read a vocabulary written by :meth:`save`.
+
+        Raises ``CellWeaveInputError`` when the file is not JSON or not a vocabulary, and
+        ``OSError`` when it cannot be read.
+        """
         with open(path, encoding="utf-8") as fh:
-            return cls.from_dict(json.load(fh))
+            try:
+                d = json.load(fh)
+            except UnicodeDecodeError as err:
+                raise CellWeaveInputError(f"{path} is not a text file ({err.reason}), so not a vocabulary.") from None
+            except json.JSONDecodeError as err:
+                raise CellWeaveInputError(
+                    f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})."
+                ) from None
+            except RecursionError:  # absurdly nested brackets
+                raise CellWeaveInputError(f"{path} is nested too deeply to be a vocabulary.") from None
+        return cls.from_dict(d)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from cellweave._exceptions import CellWeaveInputError, CellWeaveModelError
@@ -52,10 +53,17 @@ def resolve_model_path(model: str | os.PathLike | None) -> Path:
         model = DEFAULT_MODEL
     path = Path(model)
     if path.is_dir():
-        if not (path / WEIGHTS_FILE).is_file() or not (path / CONFIG_FILE).is_file():
+        required = (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE)
+        missing = [name for name in required if not (path / name).is_file()]
+        if len(missing) == len(required):
             raise CellWeaveModelError(
                 f"{path} is a folder but not a cellweave model (it needs {CONFIG_FILE}, {WEIGHTS_FILE} "
                 f"and {VOCAB_FILE}). Point --model at the --out folder of `cellweave pretrain`."
+            )
+        if missing:
+            raise CellWeaveModelError(
+                f"The model folder {path} has no {' and no '.join(missing)}, so it cannot be loaded. "
+                f"{_repair_hint(path)}"
             )
         return path
     shipped = PRETRAINED_DIR / str(model)
@@ -117,27 +125,32 @@ class CellWeave:
         """Load a model folder or a shipped model by name (``None``: the shipped default).
 
         Only ``config.json``, ``vocab.json``, ``model_card.json`` and ``model.safetensors`` are
-        read: no pickle is ever unpickled.
+        read: no pickle is ever unpickled. A missing, corrupted or mismatched file raises
+        ``CellWeaveModelError`` naming the file, what is wrong and the fix; an
+        unreadable model card (optional metadata) is logged as a warning and left empty.
         """
         path = resolve_model_path(model)
-        try:
-            config = CellWeaveConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
-            vocab = Vocabulary.load(path / VOCAB_FILE)
-            state = load_file(str(path / WEIGHTS_FILE), device=map_location)
-        except (OSError, ValueError, KeyError) as err:
-            raise CellWeaveModelError(f"Could not load the model in {path}: {err}") from err
-        card = json.loads((path / CARD_FILE).read_text()) if (path / CARD_FILE).is_file() else {}
-        model_obj = cls(config, vocab, card=card)
-        missing, unexpected = model_obj.module.load_state_dict(state, strict=False)
-        if missing or unexpected:
+        fix = _repair_hint(path)
+        config_file, vocab_file, weights_file = path / CONFIG_FILE, path / VOCAB_FILE, path / WEIGHTS_FILE
+        config = _read_model_file(config_file, CellWeaveConfig.from_dict, fix)
+        vocab = _read_model_file(vocab_file, Vocabulary.from_dict, fix)
+        if config.vocab_size != len(vocab):
             raise CellWeaveModelError(
-                f"Weights in {path} do not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}."
+                f"{vocab_file} has {len(vocab):,} features but {config_file} says vocab_size {config.vocab_size:,}: "
+                f"the two files do not come from the same model. {fix}"
             )
+        state = _read_weights(weights_file, map_location, fix)
+        _check_weights_match(state, config, path, fix)
+        card = _read_optional_json(path / CARD_FILE, dict, "model card")
+        model_obj = cls(config, vocab, card=card)
+        try:
+            model_obj.module.load_state_dict(state)
+        except RuntimeError as err:  # keys and shapes were checked above: a last resort
+            raise CellWeaveModelError(f"Weights in {weights_file} do not match its config: {err} {fix}") from None
         model_obj.module.eval()
-        if (path / HISTORY_FILE).is_file():
-            model_obj.history = json.loads((path / HISTORY_FILE).read_text())
+        model_obj.history = _read_optional_json(path / HISTORY_FILE, list, "training history") or []
         model_obj.path = path
-        model_obj._hash = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
+        model_obj._hash = hashlib.sha256(weights_file.read_bytes()).hexdigest()
         return model_obj
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
@@ -337,6 +350,134 @@ class CellWeave:
                                                        n_neighbors=k)
             emb = np.concatenate([emb, neighbourhood_mean(emb, nbr)], axis=1)
         return emb, corpus.coverage
+
+
+def _repair_hint(path: Path) -> str:
+    """How to get a working model folder back: what every load error ends with."""
+    try:
+        shipped = path.resolve().is_relative_to(PRETRAINED_DIR.resolve())
+    except OSError:
+        shipped = False
+    if shipped:
+        return "It is a model shipped with cellweave: reinstall cellweave to restore it."
+    return "Re-save the model with CellWeave.save / `cellweave pretrain`, or restore the folder from a copy."
+
+
+def _read_json(file: Path) -> Any:
+    """Parsed JSON of ``file``; ``ValueError`` saying what is wrong when it is not JSON text."""
+    try:
+        return json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"it is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"it is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+    except RecursionError:  # absurdly nested brackets
+        raise ValueError("its JSON is nested too deeply") from None
+
+
+def _read_model_file(file: Path, parse: Any, fix: str) -> Any:
+    """``parse`` of a required JSON file of a model folder, any failure as one ``CellWeaveModelError``."""
+    try:
+        return parse(_read_json(file))
+    except OSError as err:
+        raise CellWeaveModelError(
+            f"Cannot read {file}: {err.strerror or err}. Check that the file is readable. {fix}"
+        ) from None
+    except ValueError as err:  # CellWeaveInputError (the vocabulary) is a ValueError too
+        raise CellWeaveModelError(f"Cannot load {file}: {str(err).rstrip('.')}. {fix}") from None
+
+
+def _read_optional_json(file: Path, kind: type, what: str) -> Any | None:
+    """A metadata file (model card, history) or ``None``: when it is broken the model still loads,
+    as the weights do not depend on it, but the user is told."""
+    if not file.is_file():
+        return None
+    try:
+        value = _read_json(file)
+    except (OSError, ValueError) as err:
+        logger.warning("Ignoring %s: %s. The model loads without its %s; re-save the model to rewrite it.",
+                       file, err, what)
+        return None
+    if not isinstance(value, kind):
+        logger.warning("Ignoring %s: it holds a JSON %s, not a %s. The model loads without its %s; re-save the "
+                       "model to rewrite it.", file, type(value).__name__, "object" if kind is dict else "list", what)
+        return None
+    return value
+
+
+def _read_weights(file: Path, map_location: str, fix: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, or one ``CellWeaveModelError`` saying what the file is instead.
+
+    safetensors only parses a JSON header and raw tensor bytes, so whatever the file holds, no
+    code in it runs (a pickle where the weights belong is refused, never unpickled).
+    """
+    try:
+        return load_file(str(file), device=map_location)
+    except OSError as err:
+        raise CellWeaveModelError(
+            f"Cannot read {file}: {err.strerror or err}. Check that the file is readable. {fix}"
+        ) from None
+    except SafetensorError as err:
+        with open(file, "rb") as fh:
+            head = fh.read(8)
+        if head.startswith(b"PK\x03\x04") or (len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5):
+            what = ("it is a pickle / torch.save file, not safetensors. cellweave never unpickles weights, "
+                    "as unpickling can run arbitrary code")
+        elif file.stat().st_size < 8:
+            what = f"it is {file.stat().st_size} bytes long, too short to be a safetensors file"
+        else:
+            what = f"it is not a valid safetensors file ({err}): it is truncated, corrupted or in another format"
+        raise CellWeaveModelError(f"Cannot load {file}: {what}. {fix}") from None
+
+
+def _check_weights_match(state: dict[str, torch.Tensor], config: CellWeaveConfig, path: Path, fix: str) -> None:
+    """Refuse weights whose tensor names, shapes or types are not those ``config`` builds, naming
+    the first few differences, before any parameter is allocated."""
+    problem = ""
+    blocks = {k.split(".")[1] for k in state if k.startswith("blocks.")}
+    if len(blocks) != config.n_layers:
+        # checked first: the module built below has one block per layer, so a corrupt n_layers costs nothing
+        problem = (f"{WEIGHTS_FILE} holds {len(blocks)} transformer blocks but {CONFIG_FILE} says "
+                   f"n_layers {config.n_layers}")
+    else:
+        try:
+            with torch.device("meta"):  # shapes only: no memory, whatever sizes the config asks for
+                expected = {k: tuple(v.shape) for k, v in CellWeaveModule(config).state_dict().items()}
+        except ValueError as err:
+            raise CellWeaveModelError(f"Cannot load {path / CONFIG_FILE}: {str(err).rstrip('.')}. {fix}") from None
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        shapes = [f"{k} is {tuple(state[k].shape)} in {WEIGHTS_FILE} but {expected[k]} for {CONFIG_FILE}"
+                  for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+        not_float = [f"{k} ({state[k].dtype})" for k in expected if k in state and not state[k].is_floating_point()]
+        if missing or unexpected:
+            problem = f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        elif shapes:
+            problem = "; ".join(shapes[:3]) + (f" (and {len(shapes) - 3} more)" if len(shapes) > 3 else "")
+        elif not_float:
+            problem = f"tensors that are not floating point: {', '.join(not_float[:3])}"
+    if not problem:
+        return
+    saved = _saved_config_differences(path / WEIGHTS_FILE, config)
+    raise CellWeaveModelError(
+        f"Weights in {path} do not match its config: {problem}.{saved} {CONFIG_FILE} and {WEIGHTS_FILE} must come "
+        f"from the same model. {fix}"
+    )
+
+
+def _saved_config_differences(file: Path, config: CellWeaveConfig) -> str:
+    """The fields where the config recorded in the weights' metadata differs from ``config``, as a
+    sentence ('' when there is no usable record): it tells which of the two files was changed."""
+    try:
+        with safe_open(str(file), framework="pt") as fh:
+            saved = json.loads((fh.metadata() or {})["cellweave_config"])
+        current = config.to_dict()
+        diffs = [f"{k} {saved[k]!r}" for k in current if k in saved and saved[k] != current[k]]
+    except Exception:  # noqa: BLE001 - only a hint for the message; the error is raised anyway
+        return ""
+    if not diffs:
+        return ""
+    return f" The weights were saved with {', '.join(diffs[:5])}."
 
 
 def _canonical_safetensors(blob: bytes) -> bytes:

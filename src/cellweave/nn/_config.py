@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -89,10 +92,24 @@ class CellWeaveConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CellWeaveConfig:
+        """A configuration from ``to_dict`` output (e.g. a model's ``config.json``).
+
+        Every field is checked for its type and range first, so a hand-edited or corrupted file
+        fails with a ``ValueError`` that names the field, not deep inside the constructor.
+        Missing fields take their defaults (configurations written by older versions).
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"A config must be a JSON object of fields, not a {type(d).__name__}.")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"Unknown config fields {sorted(unknown)}; this cellweave knows {sorted(names)}.")
+            raise ValueError(
+                f"Unknown config fields {sorted(unknown)}; this cellweave knows {sorted(names)} "
+                "(a model saved by a newer cellweave needs that version)."
+            )
+        hints = typing.get_type_hints(cls)
+        for name, value in d.items():
+            _check_field(name, value, hints[name])
         return cls(**d)
 
     @classmethod
@@ -102,6 +119,63 @@ class CellWeaveConfig:
             raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
         params = {**PRESETS[name], "preset": name, **overrides}
         return cls(**params)
+
+
+# Allowed ranges (inclusive lower bound, upper bound or None, whether the upper bound is
+# inclusive) of numeric fields; a type check alone would let through e.g. n_layers -1.
+_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "vocab_size": (0, None, True),
+    "n_modalities": (1, None, True),
+    "d_model": (1, None, True),
+    "n_layers": (1, None, True),
+    "n_heads": (1, None, True),
+    "d_ff": (1, None, True),
+    "dropout": (0, 1, False),
+    "zero_fraction": (0, 1, True),
+    "selection_jitter": (0, None, True),
+    "n_cell_targets": (0, None, True),
+    "mask_ratio": (0, 1, True),
+    "modality_dropout": (0, 1, True),
+    "spatial_neighbors": (0, None, True),
+}
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is dict:
+        key, val = typing.get_args(hint)
+        return f"an object of {key.__name__} -> {val.__name__}"
+    return {int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _is_instance(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's type hint (bool is not a number here, as JSON tells them apart)."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin is dict:
+        key, val = typing.get_args(hint)
+        return isinstance(value, dict) and all(_is_instance(k, key) and _is_instance(v, val) for k, v in value.items())
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, hint)
+
+
+def _check_field(name: str, value: Any, hint: Any) -> None:
+    """Raise ``ValueError`` naming ``name`` when ``value`` has the wrong type or is out of range."""
+    if not _is_instance(value, hint):
+        raise ValueError(f"Config field {name!r} must be {_type_name(hint)}, not {reprlib.repr(value)}.")
+    if name == "context_length" and any(v < 0 for v in value.values()):
+        raise ValueError(f"Config field 'context_length' must hold token counts >= 0, not {reprlib.repr(value)}.")
+    if name in _RANGES:
+        low, high, high_inclusive = _RANGES[name]
+        too_high = high is not None and (value > high if high_inclusive else value >= high)
+        if value < low or too_high:
+            upper = "" if high is None else f" and {'<=' if high_inclusive else '<'} {high}"
+            raise ValueError(f"Config field {name!r} must be >= {low}{upper}, not {reprlib.repr(value)}.")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
