@@ -28,3 +28,38 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path) -> None:
             raise RuntimeError("disk full")
     assert target.read_text().strip().startswith("{") and '"v": 1' in target.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["card.json"]
+
+
+def test_a_killed_writer_leaves_a_temporary_that_the_next_write_removes(tmp_path) -> None:
+    """SIGKILL inside atomic_path (no finally runs) leaves ``.NAME.PID.*.tmp``; the next write of
+    the same file removes it, while a temporary of a live process and other files stay."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "model.safetensors"
+    code = (
+        "import sys, time\n"
+        "from cellweave._io_utils import atomic_path\n"
+        f"with atomic_path({str(target)!r}) as tmp:\n"
+        "    tmp.write_bytes(b'half')\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith(".model.safetensors.")]
+    assert len(stale) == 1 and f".{proc.pid}." in stale[0].name and not target.exists()
+    # A temporary of a live process (this one) and an unrelated dotfile are kept.
+    live = tmp_path / f".model.safetensors.{os.getpid()}.abc_1.tmp.safetensors"
+    live.write_bytes(b"in progress")
+    other = tmp_path / ".model.safetensors.notes"
+    other.write_text("keep")
+    time.sleep(0.01)
+    atomic_write_text(target, "done")
+    assert target.read_text() == "done"
+    assert not stale[0].exists()
+    assert live.exists() and other.exists()

@@ -333,7 +333,7 @@ def adapt(
 
 
 @torch.no_grad()
-def _mean_losses(plan: AdaptPlan, loader: torch.utils.data.DataLoader, seed: int, max_batches: int = 8) -> dict[str, float]:
+def _mean_losses(plan: AdaptPlan, loader: torch.utils.data.DataLoader, seed: int, max_batches: int = 4) -> dict[str, float]:
     """Mean losses over the first ``max_batches`` batches of a fixed seeded pass (for the card)."""
     was = plan.training
     plan.eval()
