@@ -83,3 +83,51 @@ def test_refused_pretraining_leaves_nothing_behind(tmp_path) -> None:
     with pytest.raises(CellWeaveInputError, match="nothing to pretrain on|no feature|vocabulary"):
         pretrain({"random": adata}, out=tmp_path / "model", max_epochs=1)
     assert not (tmp_path / "model").exists()
+
+
+def test_output_suffix_existing_file_and_overwrite_are_checked_before_work(tmp_path, capsys) -> None:
+    from cellweave.data import synthetic_adata
+
+    inp = tmp_path / "in.h5ad"
+    synthetic_adata(n_cells=30, n_genes=50, seed=0).write_h5ad(inp)
+    # A suffix the command does not write: refused with the name to use, nothing written.
+    assert cli.main(["embed", str(inp), "--out", str(tmp_path / "out.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "writes .h5ad or .h5mu" in err and "'out.h5ad'" in err and not (tmp_path / "out.csv").exists()
+    # An existing file is kept unless --overwrite.
+    existing = tmp_path / "done.h5ad"
+    existing.write_bytes(b"previous result")
+    assert cli.main(["embed", str(inp), "--out", str(existing)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and existing.read_bytes() == b"previous result"
+    # A folder where a file is written, and a file where a folder is written.
+    assert cli.main(["embed", str(inp), "--out", str(tmp_path)]) == 2
+    assert cli.main(["adapt", str(inp), "--out", str(existing)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "writes a folder there" in err
+    assert existing.read_bytes() == b"previous result"
+
+
+def test_perturb_refuses_an_unknown_modality_and_advice_never_overwrites_rna(tmp_path, capsys) -> None:
+    import mudata as md
+
+    from cellweave.data import synthetic_adata
+    from cellweave.io import check_modalities
+
+    rna = synthetic_adata(n_cells=30, n_genes=50, seed=0)
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": rna, "weird": rna.copy()})
+    mdata.write(tmp_path / "in.h5mu")
+    gene = str(rna.var_names[0])
+    assert cli.main(["perturb", str(tmp_path / "in.h5mu"), "--genes", gene, "--out", str(tmp_path / "o.h5mu")]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("cellweave ")]
+    assert len(lines) == 1 and lines[0].startswith("cellweave perturb: error: Unknown modality 'weird'")
+    # With 'rna' taken, the advice is a free modality name or removal, never mod['rna'] = ... .
+    with pytest.raises(Exception, match="del mdata.mod") as info:
+        check_modalities(["rna", "weird"])
+    assert "mdata.mod['rna'] =" not in str(info.value) and "mdata.mod['prot'] = mdata.mod.pop('weird')" in str(info.value)
+    # A MuData without RNA names the fix.
+    with md.set_options(pull_on_update=False):
+        md.MuData({"prot": rna.copy()}).write(tmp_path / "prot.h5mu")
+    assert cli.main(["perturb", str(tmp_path / "prot.h5mu"), "--genes", gene, "--out", str(tmp_path / "p.h5mu")]) == 2
+    assert "rename it" in capsys.readouterr().err
+    assert not (tmp_path / "o.h5mu").exists() and not (tmp_path / "p.h5mu").exists()

@@ -359,15 +359,27 @@ def _add_global_options(parser: argparse.ArgumentParser, *, default: bool) -> No
                         **({"default": False} if default else suppress))
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error",
                         **({"default": False} if default else suppress))
+    parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist",
+                        **({"default": False} if default else suppress))
 
 
 #: Attributes of the parsed arguments that name files or folders a command writes.
 OUTPUT_ARGS = ("out", "out_h5ad", "programs_tsv")
+_DATA = (".h5ad", ".h5mu")
+#: (verb, attribute) -> suffixes a file output may have; outputs not listed are folders.
+OUTPUT_SUFFIXES = {
+    **{(verb, "out"): _DATA for verb in ("embed", "annotate", "integrate", "map-query", "impute", "perturb",
+                                        "predict-perturb")},
+    ("grn", "out"): (".tsv", ".txt"), ("markers", "out"): (".tsv", ".txt"), ("genes", "out"): (".h5ad",),
+    ("grn", "out_h5ad"): _DATA, ("markers", "out_h5ad"): _DATA, ("genes", "programs_tsv"): (".tsv", ".txt"),
+}
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse an output path that cannot be written before any work starts: the nearest existing
-    folder above it must be writable, and a path whose parent is an existing file is refused."""
+    """Refuse an output path before any work starts: the nearest existing folder above it must be
+    writable (a path whose parent is an existing file is refused), a file output must have a suffix
+    the command writes, and an existing file is replaced only with ``--overwrite``; a folder output
+    must not be an existing file."""
     import os
 
     from cellweave._exceptions import CellWeaveInputError
@@ -377,10 +389,24 @@ def _check_outputs(args: argparse.Namespace) -> None:
         if not value:
             continue
         path = Path(value).expanduser().absolute()
+        flag = "--" + attr.replace("_", "-")
+        suffixes = OUTPUT_SUFFIXES.get((args.command, attr))
+        if suffixes is not None:
+            if path.is_dir():
+                raise CellWeaveInputError(f"{flag} {value} is a folder; give a file name ending in {suffixes[0]}.")
+            if path.suffix.lower() not in suffixes:
+                raise CellWeaveInputError(
+                    f"{flag} {value}: cellweave {args.command} writes {' or '.join(suffixes)} files, not "
+                    f"{path.suffix or 'a path without suffix'!r}. Use {path.with_suffix(suffixes[0]).name!r}.")
+            if path.exists() and not getattr(args, "overwrite", False):
+                raise CellWeaveInputError(
+                    f"{flag} {value} exists; add --overwrite to replace it, or choose another name.")
+        elif path.is_file():
+            raise CellWeaveInputError(f"{flag} {value} is a file, but cellweave {args.command} writes a folder there. "
+                                      "Choose a folder path.")
         ancestor = path.parent
         while not ancestor.exists() and ancestor != ancestor.parent:
             ancestor = ancestor.parent
-        flag = "--" + attr.replace("_", "-")
         if not ancestor.is_dir():
             raise CellWeaveInputError(f"{flag} {value}: {ancestor} is a file, not a folder. Choose another path.")
         if not os.access(ancestor, os.W_OK | os.X_OK):

@@ -379,13 +379,18 @@ def check_modalities(names: Iterable[str]) -> tuple[list[str], list[str]]:
     """
     used: list[str] = []
     skipped: list[str] = []
+    names = list(names)
+    taken = {_canonical_modality(n) for n in names} - {None}
     for name in names:
         canon = _canonical_modality(name)
         if canon is None:
+            free = [m for m in MODALITIES if m not in taken]
+            rename = (f"If it holds one of {free}, rename it, e.g. mdata.mod[{free[0]!r}] = "
+                      f"mdata.mod.pop({name!r}); mdata.update(). " if free else "")
             raise CellWeaveInputError(
                 f"Unknown modality {name!r}. Known modalities: {list(MODALITIES)} (model) and "
-                f"{list(NON_MODEL_MODALITIES)} (skipped). Rename it, e.g. "
-                f"mdata.mod['rna'] = mdata.mod.pop({name!r}); mdata.update()."
+                f"{list(NON_MODEL_MODALITIES)} (skipped). {rename}Otherwise remove it: "
+                f"del mdata.mod[{name!r}]; mdata.update()."
             )
         if canon != name:
             logger.info("Modality %r taken as %r.", name, canon)

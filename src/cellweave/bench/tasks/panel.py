@@ -20,6 +20,12 @@ same splits; nothing is chosen on a test split):
 5. **spatial annotation with a section held out**: needs labelled data with several sections; no
    panel dataset has them yet, so the protocol reports nothing (the summary says so).
 
+``--adapt pretrained`` adds "cellweave (adapted)": the model adapted to each dataset's cells without
+labels (:func:`cellweave.train.adapt`, the dataset's batch key, else its shift key, as the count
+decoder's covariate; transductive like scVI, which also trains on every cell); ``--adapt scratch``
+adds the same adaptation from random weights, the control that says whether pretraining helps.
+Every protocol scores them beside the zero-shot model; ``--adapt-max-steps`` sets the budget.
+
 ``--quick`` keeps 3 seeds and every dataset but trains scVI for fewer epochs, scores at most 4
 novel types per dataset and leaves kBET out of the scIB batch score. The summary (written as
 ``panel.json`` beside ``results.json`` and as the report's first table) gives, per protocol, the
@@ -317,7 +323,6 @@ def _model_embeddings(ctx, d: PanelData, seed: int) -> tuple[dict[str, np.ndarra
     decoder's covariate) and the same architecture adapted from random weights in the same budget
     (the control: a transformer that never saw the corpus)."""
     from cellweave.train import adapt
-    from cellweave.train._adapt import DEFAULT_MAX_STEPS
 
     embs = {CELLWEAVE: ctx.embedding(d.name, d.model_input, seed=seed)}
     records: list[Record] = []
@@ -325,8 +330,9 @@ def _model_embeddings(ctx, d: PanelData, seed: int) -> tuple[dict[str, np.ndarra
         scratch = variant == "scratch"
         method = SCRATCH if scratch else ADAPTED
         key = d.batch_key or d.shift_key
+        budget = {"max_steps": ctx.adapt_max_steps} if ctx.adapt_max_steps else {}  # else adapt's default
         model = adapt(d.model_input, model=ctx.model, batch_key=key, from_scratch=scratch, seed=seed,
-                      max_steps=ctx.adapt_max_steps or DEFAULT_MAX_STEPS, progress=False)
+                      progress=False, **budget)
         embs[method] = model.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
         rec = model.card["adaptation"]
         records += make_records(TASK, d.short, "adaptation", seed, method,
