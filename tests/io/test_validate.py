@@ -241,8 +241,11 @@ def test_check_modalities_sorts_and_aliases(caplog) -> None:
 
 
 def test_unknown_modality_names_the_fix() -> None:
-    with pytest.raises(CellWeaveInputError, match=r"Unknown modality 'spliced'.*'gene_activity'.*mdata\.mod\['rna'\] = mdata\.mod\.pop\('spliced'\)"):
+    # 'rna' is taken, so the advice renames to a free modality or removes, never overwrites rna.
+    with pytest.raises(CellWeaveInputError, match=r"Unknown modality 'spliced'.*'gene_activity'.*mdata\.mod\['prot'\] = mdata\.mod\.pop\('spliced'\).*del mdata\.mod\['spliced'\]"):
         check_modalities(["rna", "spliced"])
+    with pytest.raises(CellWeaveInputError, match=r"mdata\.mod\['rna'\] = mdata\.mod\.pop\('spliced'\)"):
+        check_modalities(["spliced"])
 
 
 def test_two_names_for_one_modality() -> None:
@@ -282,3 +285,19 @@ def test_as_modalities_unpaired_keeps_own_cells() -> None:
 def test_as_modalities_skips_guide() -> None:
     mods = as_modalities(cellweave.datasets.load("perturb_papalexi2021_sceptre"))
     assert list(mods) == ["rna"]
+
+
+def test_implausibly_large_counts_are_refused_with_the_reason() -> None:
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave.io import validate_matrix
+
+    X = sp.random(20, 30, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    X.data = np.ceil(X.data * 10)
+    ok = ad.AnnData(X=X.copy())
+    validate_matrix(ok)
+    X.data[0] = 1e9
+    with pytest.raises(CellWeaveInputError, match="1,000,000,000.*bulk"):
+        validate_matrix(ad.AnnData(X=X))

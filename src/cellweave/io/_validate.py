@@ -223,6 +223,18 @@ def _raw_hint(adata: AnnData) -> str:
     return ""
 
 
+#: Largest count accepted: 2**24, above which float32 cannot store every integer (a UMI count of a
+#: gene in one cell is orders of magnitude below it).
+MAX_COUNT = 2**24
+
+
+def _max_value(X: Any) -> float:
+    if sp.issparse(X):
+        return float(X.max()) if X.nnz else 0.0
+    arr = np.asarray(X)
+    return float(arr.max()) if arr.size else 0.0
+
+
 def validate_matrix(
     adata: AnnData,
     *,
@@ -252,8 +264,8 @@ def validate_matrix(
     ------
     CellWeaveInputError
         Missing layer, no cells or features, NaN/inf values, negative (scaled) values, values
-        that are neither counts nor log-normalized, duplicate cell or feature names, or only
-        empty cells.
+        that are neither counts nor log-normalized, counts above :data:`MAX_COUNT`, duplicate cell
+        or feature names, or only empty cells.
     """
     where = f"{dataset}/{modality}" if dataset else modality
     source = f"layer {layer!r}" if layer is not None else "X"
@@ -306,6 +318,15 @@ def validate_matrix(
             "look like log1p of library-size-normalized counts). Pass raw counts, e.g. "
             "layer='counts' or adata.raw.to_adata()." + _raw_hint(adata)
         )
+    if x_kind == "counts":
+        top = _max_value(X)
+        if top > MAX_COUNT:
+            raise CellWeaveInputError(
+                f"{where}: {source} holds a count of {top:,.0f}, above {MAX_COUNT:,} (float32 no longer stores "
+                "such integers exactly, and no single-cell measurement reaches them). Check that these are "
+                "per-cell counts and not bulk totals or values multiplied by a large factor; fix the upstream "
+                "step, or pass the right layer."
+            )
     declared = adata.uns.get("x_kind") if hasattr(adata, "uns") else None
     if isinstance(declared, str) and declared in X_KINDS and declared != x_kind:
         msg = (
