@@ -84,6 +84,21 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def remove_stale_temporaries_in(folder: str | os.PathLike) -> list[Path]:
+    """:func:`remove_stale_temporaries` for every file of ``folder`` (not recursive): what killed
+    writers left there, whatever the file they were writing (checkpoints change names)."""
+    import re
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(r"^\.(.+)\.\d+\.[A-Za-z0-9_]+\.tmp[^/]*$")
+    removed: list[Path] = []
+    for name in {m.group(1) for p in folder.iterdir() if (m := pattern.match(p.name))}:
+        removed += remove_stale_temporaries(folder / name)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

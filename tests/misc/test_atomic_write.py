@@ -63,3 +63,20 @@ def test_a_killed_writer_leaves_a_temporary_that_the_next_write_removes(tmp_path
     assert target.read_text() == "done"
     assert not stale[0].exists()
     assert live.exists() and other.exists()
+
+
+def test_folder_cleanup_removes_dead_writers_temporaries_of_any_name(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from cellweave._io_utils import remove_stale_temporaries_in
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale = tmp_path / f".epoch002.ckpt.{dead}.k2j_x.tmp.ckpt"
+    live = tmp_path / f".last.ckpt.{os.getpid()}.abc.tmp.ckpt"
+    keep = tmp_path / "epoch003.ckpt"
+    for p in (stale, live, keep):
+        p.write_bytes(b"x")
+    assert remove_stale_temporaries_in(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and keep.exists()

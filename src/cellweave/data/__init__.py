@@ -1,12 +1,13 @@
 """Cells to tokens: corpus preparation, tokenizer, torch datasets, synthetic test data."""
 
 from ._corpus import TARGET_SUM, CellCorpus, ModalityBlock, build_vocabulary, clr, log_normalize, prepare_cells
-from ._tokenize import Tokenizer, TokenDataset, collate_tokens
+from ._tokenize import EpochShuffleSampler, Tokenizer, TokenDataset, collate_tokens
 from .synthetic import synthetic_adata, synthetic_mudata
 
 __all__ = [
     "TARGET_SUM",
     "CellCorpus",
+    "EpochShuffleSampler",
     "ModalityBlock",
     "TokenDataset",
     "Tokenizer",

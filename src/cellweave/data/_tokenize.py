@@ -214,15 +214,27 @@ class TokenDataset(torch.utils.data.Dataset):
         self.modality_dropout = tokenizer.modality_dropout if modality_dropout is None else modality_dropout
         self.modalities = list(modalities) if modalities is not None else None
         self.offsets = np.cumsum([0] + [len(c) for c in self.corpora])
-        self._rng = np.random.default_rng(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Training samples are drawn from ``(seed, epoch, cell, view)``: no state to save, so a run
+        resumed from a checkpoint draws exactly what an uninterrupted one would have."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     def __getitem__(self, idx: int) -> dict[str, np.ndarray | int]:
+        return self.item(idx)
+
+    def item(self, idx: int, view: int = 0) -> dict[str, np.ndarray | int]:
+        """Cell ``idx`` tokenized; in train mode ``view`` > 0 gives further independent samples
+        (other tokens, noise and mask) of the same cell and epoch, e.g. for contrastive terms."""
+        idx = int(idx)
         k = int(np.searchsorted(self.offsets, idx, side="right") - 1)
         i = idx - int(self.offsets[k])
-        rng = self._rng if self.mode == "train" else np.random.default_rng([self.seed, idx])
+        rng = (np.random.default_rng([self.seed, self.epoch, idx, view]) if self.mode == "train"
+               else np.random.default_rng([self.seed, idx]))
         n_targets = self.n_targets if self.mode != "embed" else 0
         drop = None
         if self.mode != "embed" and self.modality_dropout > 0:
@@ -235,6 +247,33 @@ class TokenDataset(torch.utils.data.Dataset):
         if n_targets:
             item.update(target_ids=out[3], target_values=out[4], target_modality_ids=out[5])
         return item
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler[int]):
+    """A new permutation of the cells every epoch, a function of ``(seed, epoch)`` only.
+
+    Lightning calls :meth:`set_epoch` at the start of every epoch (as for a ``DistributedSampler``);
+    it also sets the epoch of the :class:`TokenDataset`, so a run resumed from a checkpoint sees the
+    same order and samples as an uninterrupted one. (A ``DataLoader(shuffle=True, generator=...)``
+    keeps its order in the generator's state, which checkpoints do not hold.)
+    """
+
+    def __init__(self, dataset: TokenDataset | torch.utils.data.Dataset, seed: int = 0) -> None:
+        self.dataset = dataset
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        target = getattr(self.dataset, "tokens", self.dataset)  # a wrapper around a TokenDataset
+        if hasattr(target, "set_epoch"):
+            target.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(len(self.dataset)).tolist())
 
 
 def _pad(items: list[dict], fields: dict[str, torch.dtype], length_key: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

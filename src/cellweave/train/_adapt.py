@@ -24,7 +24,7 @@ import scipy.sparse as sp
 import torch
 
 from cellweave._exceptions import CellWeaveInputError
-from cellweave.data import TokenDataset, collate_tokens
+from cellweave.data import EpochShuffleSampler, TokenDataset, collate_tokens
 from cellweave.nn import CellWeaveModule, masked_value_loss
 from cellweave.nn._decoder import CountDecoder, nb_nll, vicreg_loss
 
@@ -64,7 +64,7 @@ class _CountTokenDataset(torch.utils.data.Dataset):
         if self.counts is not None:
             item["counts"] = np.asarray(self.counts[idx].toarray(), dtype=np.float32).ravel()
         if self.two_views:  # a second, independently sampled and masked view of the same cell
-            item["view2"] = self.tokens[idx]
+            item["view2"] = self.tokens.item(idx, view=1)
         return item
 
 
@@ -278,9 +278,10 @@ def adapt(
     module.train()
     decoder = CountDecoder(base.config.d_model, counts.shape[1], n_batches) if counts is not None else None
     tokens = TokenDataset([corpus], base.tokenizer, mode="train", seed=seed, n_targets=base.config.n_cell_targets)
+    cells = _CountTokenDataset(tokens, counts, batches, two_views=vicreg_weight > 0)
     loader = torch.utils.data.DataLoader(
-        _CountTokenDataset(tokens, counts, batches, two_views=vicreg_weight > 0), batch_size=batch_size, shuffle=True, collate_fn=_collate,
-        generator=torch.Generator().manual_seed(seed), drop_last=len(corpus) > batch_size,
+        cells, batch_size=batch_size, sampler=EpochShuffleSampler(cells, seed), collate_fn=_collate,
+        drop_last=len(corpus) > batch_size,
     )
     steps = len(loader) * int(max_epochs)
     if max_steps is not None:
@@ -342,8 +343,8 @@ def _mean_losses(plan: AdaptPlan, loader: torch.utils.data.DataLoader, seed: int
     sums: dict[str, float] = {}
     n = 0
     tokens = loader.dataset.tokens
-    rng_state = tokens._rng.bit_generator.state
-    tokens._rng = np.random.default_rng(seed + 7)
+    epoch = tokens.epoch
+    tokens.set_epoch(10**9)  # samples of their own, never drawn in training
     idx = np.random.default_rng(seed + 7).permutation(len(loader.dataset))[: max_batches * loader.batch_size]
     for start in range(0, len(idx), loader.batch_size):
         batch = _collate([loader.dataset[int(i)] for i in idx[start:start + loader.batch_size]])
@@ -354,7 +355,7 @@ def _mean_losses(plan: AdaptPlan, loader: torch.utils.data.DataLoader, seed: int
             if key in losses:
                 sums[key] = sums.get(key, 0.0) + float(losses[key])
         n += 1
-    tokens._rng.bit_generator.state = rng_state
+    tokens.set_epoch(epoch)
     torch.random.set_rng_state(gen_state)
     np.random.set_state(np_state)
     plan.train(was)

@@ -235,6 +235,7 @@ def finetune_cross_modal(
     history = []
     t0 = time.perf_counter()
     for epoch in range(max_epochs):
+        train_ds.set_epoch(epoch)  # fresh token samples and masks every epoch
         module.train(not freeze_encoder)
         decoder.train()
         total, n = 0.0, 0

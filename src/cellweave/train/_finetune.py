@@ -71,6 +71,7 @@ def finetune_classifier(
     t0 = time.perf_counter()
     module.train()
     for epoch in range(max_epochs):
+        dataset.set_epoch(epoch)  # fresh token samples every epoch
         total, n = 0.0, 0
         for batch in tqdm(loader, desc=f"fine-tune epoch {epoch + 1}/{max_epochs}", disable=not progress, leave=False):
             emb = module.embed_cells(batch["token_ids"], batch["values"], batch["modality_ids"], batch["padding_mask"])

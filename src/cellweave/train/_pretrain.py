@@ -15,7 +15,16 @@ import torch
 
 from cellweave._exceptions import CellWeaveInputError
 from cellweave._system import peak_rss_mb
-from cellweave.data import CellCorpus, TokenDataset, Tokenizer, build_vocabulary, collate_tokens, prepare_cells
+from cellweave._io_utils import remove_stale_temporaries_in
+from cellweave.data import (
+    CellCorpus,
+    EpochShuffleSampler,
+    TokenDataset,
+    Tokenizer,
+    build_vocabulary,
+    collate_tokens,
+    prepare_cells,
+)
 from cellweave.genes import Vocabulary
 from cellweave.models import CellWeave, environment_versions
 from cellweave.nn import CellWeaveConfig
@@ -287,6 +296,9 @@ def pretrain(
         raise CellWeaveInputError("Too few cells for a validation split (need at least 10 cells per dataset).")
     # Only now that every input has been read and checked: a refused input leaves no folder behind.
     out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, ckpt_dir):  # what a killed earlier run left half-written
+        for stale in remove_stale_temporaries_in(folder):
+            logger.info("Removed %s, left by a run that was killed while writing it", stale.name)
     if not (resume and vocab_path.is_file()):
         vocab.save(vocab_path)
 
@@ -294,9 +306,9 @@ def pretrain(
     n_targets = config.n_cell_targets
     train_ds = TokenDataset(train_corpora, tokenizer, mode="train", seed=seed, n_targets=n_targets)
     val_ds = TokenDataset(val_corpora, tokenizer, mode="eval", seed=seed, n_targets=n_targets)
+    # Order and samples are functions of (seed, epoch): a resumed run repeats an uninterrupted one exactly.
     train_loader = torch.utils.data.DataLoader(
-        train_ds, batch_size=batch_size, shuffle=True, collate_fn=collate_tokens,
-        generator=torch.Generator().manual_seed(seed),
+        train_ds, batch_size=batch_size, sampler=EpochShuffleSampler(train_ds, seed), collate_fn=collate_tokens,
     )
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=128, collate_fn=collate_tokens)
     steps_per_epoch = len(train_loader)
