@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -27,6 +26,8 @@ from cellweave._exceptions import CellWeaveInputError
 from cellweave.data import EpochShuffleSampler, TokenDataset, collate_tokens
 from cellweave.nn import CellWeaveModule, masked_value_loss
 from cellweave.nn._decoder import CountDecoder, nb_nll, vicreg_loss
+
+from ._plan import adamw_warmup_cosine
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -137,21 +138,8 @@ class AdaptPlan(L.LightningModule):
         return losses["loss"]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.lr, betas=(0.9, 0.98))
-        warmup, total = self.warmup_steps, self.total_steps
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(self.named_parameters(), lr=self.lr, weight_decay=self.weight_decay,
+                                   warmup_steps=self.warmup_steps, total_steps=self.total_steps)
 
 
 def _decoded_counts(data: AnnData | MuData, layer: str | None, n_genes: int) -> tuple[sp.csr_matrix | None, str]:

@@ -76,25 +76,31 @@ class PretrainPlan(L.LightningModule):
             self.log(k, v, prog_bar=k == "val_loss", sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        decay, no_decay = [], []
-        for name, p in self.module.named_parameters():
-            # Weight decay only on matrices of linear layers: not on biases, norms or embeddings.
-            (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr,
-            betas=(0.9, 0.98),
-        )
-        warmup, total = self.warmup_steps, self.total_steps
+        return adamw_warmup_cosine(self.module.named_parameters(), lr=self.lr, weight_decay=self.weight_decay,
+                                   warmup_steps=self.warmup_steps, total_steps=self.total_steps)
 
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))  # cosine down to 10%
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+def adamw_warmup_cosine(named_parameters, *, lr: float, weight_decay: float, warmup_steps: int,
+                        total_steps: int) -> dict[str, Any]:
+    """AdamW (betas 0.9/0.98) with linear warm-up and a cosine down to 10% of ``lr``, stepped per batch;
+    weight decay only on matrices of linear layers (not on biases, norms or embeddings)."""
+    decay, no_decay = [], []
+    for name, p in named_parameters:
+        (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr, betas=(0.9, 0.98),
+    )
+    warmup, total = max(int(warmup_steps), 1), max(int(total_steps), 1)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class HistoryCallback(L.Callback):
