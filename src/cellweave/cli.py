@@ -285,9 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", default=None, help="run the protocol on this file instead of the registered datasets")
     sp.add_argument("--label-key", default=None, help="obs column with cell labels (with --data)")
     sp.add_argument("--batch-key", default=None, help="obs column with batches (with --data)")
-    sp.add_argument("--adapt", nargs="+", default=None, choices=["pretrained", "scratch"],
-                    help="panel: also score the model adapted to each dataset (pretrained) and the same adaptation "
-                         "from random weights (scratch)")
+    sp.add_argument("--adapt", nargs="+", default=None, choices=["pretrained", "scratch", "untrained"],
+                    help="panel: also score the model adapted to each dataset (pretrained), the same adaptation "
+                         "from random weights (scratch) and the architecture with random weights, untrained")
     sp.add_argument("--adapt-max-steps", type=int, default=None,
                     help="panel: step budget of each adaptation (default: cellweave adapt's)")
     sp.set_defaults(func=cmd_benchmark)

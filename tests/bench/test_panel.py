@@ -68,3 +68,32 @@ def test_summary_compares_on_common_datasets() -> None:
     # scVI ran on "a" only: compared there it is 0.05 ahead, which makes it the best baseline
     assert row["best baseline"] == "scVI latent 0.950 (1 datasets)"
     assert row["gap (mean)"] == pytest.approx(-0.05)
+
+
+def test_panel_variants_adapted_and_untrained_beside_zero_shot() -> None:
+    import torch
+
+    from cellweave.bench._runner import BenchmarkContext
+    from cellweave.bench.tasks import panel
+    from cellweave.data import build_vocabulary, log_normalize, synthetic_adata
+    from cellweave.models import CellWeave
+
+    adata = synthetic_adata(n_cells=120, n_genes=120, seed=2)
+    vocab, _ = build_vocabulary({"s": adata}, min_cells=1)
+    torch.manual_seed(1)
+    model = CellWeave.from_preset("tiny", vocab, d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                                  context_length={"rna": 32, "prot": 0, "atac": 0, "gene_activity": 0})
+    d = panel.PanelData("syn", adata, adata, adata.obs["cell_type"].astype(str).to_numpy(), None, "batch",
+                        log_normalize(adata))
+    ctx = BenchmarkContext(model=model, seeds=(0,), quick=True, adapt=("pretrained", "untrained"),
+                           adapt_max_steps=2, progress=False)
+    embs, records = panel._model_embeddings(ctx, d, seed=0)
+    assert set(embs) == {"cellweave", panel.ADAPTED, panel.UNTRAINED}
+    assert all(e.shape[0] == adata.n_obs and np.isfinite(e).all() for e in embs.values())
+    assert not np.allclose(embs["cellweave"], embs[panel.UNTRAINED])
+    assert not np.allclose(embs["cellweave"], embs[panel.ADAPTED])
+    steps = [r for r in records if r.metric == "steps"]
+    assert len(steps) == 1 and steps[0].value == 2 and steps[0].split == "adaptation"
+    # The summary counts the untrained control as a baseline, not as a cellweave variant.
+    recs = panel._zero_shot(ctx, d, embs, seed=0)
+    assert {r.method for r in recs} >= {"cellweave", panel.ADAPTED, panel.UNTRAINED, "PCA (HVG)"}

@@ -66,8 +66,8 @@ class BenchmarkContext:
     out: Path | None = None
     progress: bool = True
     adapt: tuple[str, ...] = ()
-    """Adapted variants the panel adds: ``"pretrained"`` (the model adapted to each dataset) and
-    ``"scratch"`` (the same adaptation from random weights)."""
+    """Variants the panel adds: ``"pretrained"`` (the model adapted to each dataset), ``"scratch"``
+    (the same adaptation from random weights) and ``"untrained"`` (random weights, no training)."""
     adapt_max_steps: int | None = None
     cache: dict = field(default_factory=dict)
 

@@ -23,7 +23,8 @@ same splits; nothing is chosen on a test split):
 ``--adapt pretrained`` adds "cellweave (adapted)": the model adapted to each dataset's cells without
 labels (:func:`cellweave.train.adapt`, the dataset's batch key, else its shift key, as the count
 decoder's covariate; transductive like scVI, which also trains on every cell); ``--adapt scratch``
-adds the same adaptation from random weights, the control that says whether pretraining helps.
+adds the same adaptation from random weights, the control that says whether pretraining helps;
+``--adapt untrained`` adds the architecture with random weights and no training at all.
 Every protocol scores them beside the zero-shot model; ``--adapt-max-steps`` sets the budget.
 
 ``--quick`` keeps 3 seeds and every dataset but trains scVI for fewer epochs, scores at most 4
@@ -76,6 +77,7 @@ N_NEIGHBORS = 15
 #: Method names of the adapted model and of its control (same architecture and budget, random start).
 ADAPTED = "cellweave (adapted)"
 SCRATCH = "scratch transformer (same adaptation)"
+UNTRAINED = "untrained transformer (same architecture)"
 #: Protocol of each (split, metric) pair the summary reads, and whether higher is better.
 PROTOCOLS = {
     ("zero-shot kNN", "macro_f1"): "zero-shot kNN macro-F1",
@@ -318,8 +320,9 @@ def _integration(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> l
 
 
 def _model_embeddings(ctx, d: PanelData, seed: int) -> tuple[dict[str, np.ndarray], list[Record]]:
-    """The embeddings every protocol scores: the model zero-shot, and with ``ctx.adapt`` the model adapted
-    to the dataset's cells (``cellweave adapt``, no labels; the batch, else the shift key, as the count
+    """The embeddings every protocol scores: the model zero-shot; with ``ctx.adapt`` containing
+    ``"untrained"`` the same architecture with random weights, zero-shot (on four panel datasets it
+    embeds better than the shipped model); with ``"pretrained"`` the model adapted to the dataset's cells (``cellweave adapt``, no labels; the batch, else the shift key, as the count
     decoder's covariate) and the same architecture adapted from random weights in the same budget
     (the control: a transformer that never saw the corpus)."""
     from cellweave.train import adapt
@@ -327,6 +330,16 @@ def _model_embeddings(ctx, d: PanelData, seed: int) -> tuple[dict[str, np.ndarra
     embs = {CELLWEAVE: ctx.embedding(d.name, d.model_input, seed=seed)}
     records: list[Record] = []
     for variant in getattr(ctx, "adapt", ()):
+        if variant == "untrained":  # the control every cellweave variant must beat
+            import torch
+
+            from cellweave import CellWeave
+            from cellweave.nn import CellWeaveModule
+
+            torch.manual_seed(seed)
+            untrained = CellWeave(ctx.model.config, ctx.model.vocab, module=CellWeaveModule(ctx.model.config).eval())
+            embs[UNTRAINED] = untrained.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
+            continue
         scratch = variant == "scratch"
         method = SCRATCH if scratch else ADAPTED
         key = d.batch_key or d.shift_key
