@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import sys
 from pathlib import Path
 
@@ -45,6 +44,7 @@ def _read_named(paths: list[str]) -> tuple[dict, dict[str, str]]:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from cellweave._cli import command_line
     from cellweave._exceptions import CellWeaveInputError
     from cellweave.train import pretrain
 
@@ -62,7 +62,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         max_cells_per_dataset=args.max_cells_per_dataset,
         resume=args.resume,
         name=args.name,
-        command="cellweave " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        command=command_line(args),
         data_hashes=hashes,
         accelerator=args.accelerator,
         devices=args.devices,
@@ -418,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     from cellweave._exceptions import CellWeaveInputError, CellWeaveModelError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(-1 if args.quiet else args.verbose)
     try:
         _check_outputs(args)

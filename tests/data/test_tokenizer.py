@@ -53,8 +53,18 @@ def test_eval_mode_is_deterministic_and_train_mode_is_not(tiny_vocab_and_data) -
     np.testing.assert_array_equal(a["token_ids"], b["token_ids"])
     np.testing.assert_array_equal(a["value_mask"], b["value_mask"])
     train = TokenDataset([corpus], tok, mode="train", seed=3)
-    draws = {tuple(train[5]["token_ids"].tolist()) for _ in range(5)}
+    # Training draws change with the epoch (and the view) but are a function of (seed, epoch, cell,
+    # view), so a resumed run draws what an uninterrupted one would.
+    draws = set()
+    for epoch in range(5):
+        train.set_epoch(epoch)
+        draws.add(tuple(train[5]["token_ids"].tolist()))
     assert len(draws) > 1
+    again = TokenDataset([corpus], tok, mode="train", seed=3)
+    again.set_epoch(4)
+    np.testing.assert_array_equal(again[5]["value_mask"], train[5]["value_mask"])
+    assert not np.array_equal(train.item(5, view=1)["value_mask"], train[5]["value_mask"]) or \
+        tuple(train.item(5, view=1)["token_ids"].tolist()) != tuple(train[5]["token_ids"].tolist())
 
 
 def test_mask_ratio_and_collate(tiny_vocab_and_data) -> None:

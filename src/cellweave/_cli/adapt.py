@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
-import sys
+
+from cellweave._cli import command_line
 
 logger = logging.getLogger("cellweave")
 
@@ -37,7 +37,7 @@ def adapt_for_command(data, model, args: argparse.Namespace, *, batch_key: str |
     logger.info("Adapting %s to %d cells (--adapt; batch covariate: %s)", model.name, data.n_obs, key or "none")
     return adapt(data, model=model, batch_key=key, max_epochs=args.adapt_epochs, max_steps=max_steps,
                  seed=getattr(args, "seed", 0), layer=getattr(args, "layer", None),
-                 command="cellweave " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                 command=command_line(args))
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
@@ -51,7 +51,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         data, model=model, batch_key=args.batch_key, layer=args.layer, organism=args.organism,
         max_epochs=args.adapt_epochs, max_steps=args.adapt_max_steps or None, batch_size=args.batch_size,
         lr=args.lr, count_likelihood=args.count_likelihood, from_scratch=args.from_scratch, seed=args.seed,
-        out=args.out, command="cellweave " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        out=args.out, command=command_line(args),
     )
     rec = adapted.card["adaptation"]
     logger.info("Adapted model written to %s (%d steps, %.0f s); use it with --model %s",
