@@ -166,10 +166,7 @@ def _adapt_on_both(reference, query, model, args: argparse.Namespace):
                      index_unique="-")
     if both.n_vars < 0.5 * max(reference.n_vars, query.n_vars):
         logger.warning("Reference and query share only %d genes; adapting on those.", both.n_vars)
-    if key is None:
-        both.obs["_cellweave_batch"] = both.obs["_cellweave_side"].astype(str)
-        args.adapt_batch_key = "_cellweave_batch"
-    return adapt_for_command(both, model, args)
+    return adapt_for_command(both, model, args, batch_key="_cellweave_side")
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:

@@ -1,6 +1,15 @@
 """Cells to tokens: corpus preparation, tokenizer, torch datasets, synthetic test data."""
 
-from ._corpus import TARGET_SUM, CellCorpus, ModalityBlock, build_vocabulary, clr, log_normalize, prepare_cells
+from ._corpus import (
+    TARGET_SUM,
+    CellCorpus,
+    ModalityBlock,
+    build_vocabulary,
+    clr,
+    hvg_features,
+    log_normalize,
+    prepare_cells,
+)
 from ._tokenize import EpochShuffleSampler, Tokenizer, TokenDataset, collate_tokens
 from .synthetic import synthetic_adata, synthetic_mudata
 
@@ -14,6 +23,7 @@ __all__ = [
     "build_vocabulary",
     "clr",
     "collate_tokens",
+    "hvg_features",
     "log_normalize",
     "prepare_cells",
     "synthetic_adata",

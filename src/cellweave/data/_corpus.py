@@ -103,6 +103,19 @@ def _normalize(X: sp.csr_matrix, x_kind: str, value_encoding: str = "log1p") -> 
     return X
 
 
+def hvg_features(train: sp.csr_matrix, n_top: int = 2000) -> np.ndarray:
+    """Indices of the ``n_top`` highly variable genes of log-normalized cells ``train`` (scanpy,
+    flavor "seurat"); the benchmarks pass training cells only, so no test cell chooses genes."""
+    import anndata as ad
+    import scanpy as sc
+
+    if train.shape[1] <= n_top:
+        return np.arange(train.shape[1])
+    a = ad.AnnData(X=train)
+    sc.pp.highly_variable_genes(a, n_top_genes=n_top, flavor="seurat")
+    return np.flatnonzero(a.var["highly_variable"].to_numpy())
+
+
 def log_normalize(data: Any, *, layer: str | None = None) -> sp.csr_matrix:
     """log1p(counts per 10k) as a float32 CSR matrix, from an AnnData (``X`` or ``layer``) or a
     matrix. Log-normalized input is returned as it is; any other kind (scaled, normalized

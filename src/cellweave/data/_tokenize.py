@@ -265,9 +265,8 @@ class EpochShuffleSampler(torch.utils.data.Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
-        target = getattr(self.dataset, "tokens", self.dataset)  # a wrapper around a TokenDataset
-        if hasattr(target, "set_epoch"):
-            target.set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):  # a TokenDataset, or a wrapper that forwards to one
+            self.dataset.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)

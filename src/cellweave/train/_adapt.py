@@ -24,8 +24,7 @@ import torch
 
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.data import EpochShuffleSampler, TokenDataset, collate_tokens
-from cellweave.nn import CellWeaveModule, masked_value_loss
-from cellweave.nn._decoder import CountDecoder, nb_nll, vicreg_loss
+from cellweave.nn import CellWeaveModule, CountDecoder, masked_value_loss, nb_nll, vicreg_loss
 
 from ._plan import adamw_warmup_cosine
 
@@ -59,6 +58,9 @@ class _CountTokenDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.tokens)
 
+    def set_epoch(self, epoch: int) -> None:
+        self.tokens.set_epoch(epoch)
+
     def __getitem__(self, idx: int) -> dict[str, Any]:
         item = self.tokens[idx]
         item["batch"] = int(self.batches[idx])
@@ -90,7 +92,7 @@ class AdaptPlan(L.LightningModule):
 
     def __init__(self, module: CellWeaveModule, decoder: CountDecoder | None, *, lr: float = 3e-4,
                  weight_decay: float = 0.01, warmup_steps: int = 20, total_steps: int = 100,
-                 count_weight: float = 1.0, masked_weight: float = 1.0, vicreg_weight: float = 0.0) -> None:
+                 count_weight: float = 1.0, vicreg_weight: float = 0.0) -> None:
         super().__init__()
         self.module = module
         self.decoder = decoder
@@ -103,7 +105,6 @@ class AdaptPlan(L.LightningModule):
         self.warmup_steps = warmup_steps
         self.total_steps = max(total_steps, 1)
         self.count_weight = count_weight
-        self.masked_weight = masked_weight
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.module(
@@ -112,7 +113,7 @@ class AdaptPlan(L.LightningModule):
         )
         losses = masked_value_loss(out, batch["values"], batch["value_mask"], batch.get("target_values"),
                                    batch.get("target_mask"))
-        loss = self.masked_weight * losses["loss"]
+        loss = losses["loss"]
         if self.decoder is not None:
             x = batch["counts"]
             library = x.sum(1, keepdim=True).clamp_min(1.0)
@@ -143,7 +144,7 @@ class AdaptPlan(L.LightningModule):
 
 
 def _decoded_counts(data: AnnData | MuData, layer: str | None, n_genes: int) -> tuple[sp.csr_matrix | None, str]:
-    """Counts of the ``n_genes`` most variable genes (Seurat flavour on log-normalized values) of the
+    """Counts of the ``n_genes`` most variable genes (Seurat-like, on log-normalized values) of the
     RNA modality, or ``None`` with the reason when the data holds no RNA counts."""
     from cellweave.data import log_normalize
     from cellweave.io import as_modalities, detect_x_kind
@@ -160,7 +161,9 @@ def _decoded_counts(data: AnnData | MuData, layer: str | None, n_genes: int) -> 
     mean = np.asarray(lognorm.mean(0)).ravel()
     var = np.asarray(lognorm.multiply(lognorm).mean(0)).ravel() - mean**2
     dispersion = np.log(np.divide(var, mean, out=np.zeros_like(var), where=mean > 0) + 1e-12)
-    # Seurat flavour: dispersion z-scored within 20 bins of mean expression.
+    # Seurat-like: log dispersion of log-normalized values z-scored within 20 quantile bins of the
+    # mean (scanpy's flavor="seurat", data.hvg_features, bins on expm1 values by equal width; this
+    # choice is what the published adaptation numbers were measured with).
     bins = np.digitize(mean, np.quantile(mean[mean > 0], np.linspace(0, 1, 21)[1:-1])) if (mean > 0).any() else mean
     z = np.full_like(dispersion, -np.inf)
     for b in np.unique(bins):
@@ -326,8 +329,6 @@ def _mean_losses(plan: AdaptPlan, loader: torch.utils.data.DataLoader, seed: int
     """Mean losses over the first ``max_batches`` batches of a fixed seeded pass (for the card)."""
     was = plan.training
     plan.eval()
-    gen_state = torch.random.get_rng_state()
-    np_state = np.random.get_state()
     sums: dict[str, float] = {}
     n = 0
     tokens = loader.dataset.tokens
@@ -344,7 +345,5 @@ def _mean_losses(plan: AdaptPlan, loader: torch.utils.data.DataLoader, seed: int
                 sums[key] = sums.get(key, 0.0) + float(losses[key])
         n += 1
     tokens.set_epoch(epoch)
-    torch.random.set_rng_state(gen_state)
-    np.random.set_state(np_state)
     plan.train(was)
     return {k: round(v / max(n, 1), 5) for k, v in sums.items()}

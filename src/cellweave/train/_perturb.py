@@ -557,17 +557,15 @@ def finetune_perturbation(
 def _as_rna(data) -> AnnData:
     """AnnData as is; a MuData's ``rna`` modality with the container's obs columns."""
     if hasattr(data, "mod"):
-        from cellweave.io import check_modalities
-        from cellweave.io._validate import _canonical_modality
+        from cellweave.io import as_modalities
 
-        check_modalities(list(data.mod))  # an unknown modality is refused here, as by every other verb
-        names = [m for m in data.mod if _canonical_modality(m) == "rna"]
-        if not names:
+        mods = as_modalities(data)  # unknown modality names are refused here, as by every other verb
+        if "rna" not in mods:
             raise CellWeaveInputError(
                 f"The MuData has no 'rna' modality (it has {', '.join(data.mod)}); perturbation needs RNA counts. "
                 "If one of these holds RNA, rename it: mdata.mod['rna'] = mdata.mod.pop(NAME); mdata.update(). "
                 "Or pass the RNA AnnData itself.")
-        adata = data.mod[names[0]].copy()
+        adata = mods["rna"].copy()
         for col in data.obs.columns:
             if ":" not in str(col) and col not in adata.obs.columns:
                 adata.obs[col] = data.obs.loc[adata.obs_names, col].values

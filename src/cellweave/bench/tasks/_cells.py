@@ -79,19 +79,6 @@ def load_cell_tasks(ctx, *, need_batch: bool = False) -> list[CellTaskData]:
     return out
 
 
-def hvg_features(train: sp.csr_matrix, n_top: int = 2000) -> np.ndarray:
-    """Indices of the ``n_top`` highly variable genes of the training cells (scanpy, flavor
-    "seurat" on log-normalized values), chosen on the training split only."""
-    import anndata as ad
-    import scanpy as sc
-
-    if train.shape[1] <= n_top:
-        return np.arange(train.shape[1])
-    a = ad.AnnData(X=train)
-    sc.pp.highly_variable_genes(a, n_top_genes=n_top, flavor="seurat")
-    return np.flatnonzero(a.var["highly_variable"].to_numpy())
-
-
 def stratified_folds(labels: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     from sklearn.model_selection import StratifiedKFold
 

@@ -8,7 +8,9 @@ import numpy as np
 
 from cellweave.bench._results import CELLWEAVE, Record, make_records
 
-from ._cells import hvg_features, load_cell_tasks, scib_scores
+from cellweave.data import hvg_features
+
+from ._cells import load_cell_tasks, scib_scores
 from ._scvi_baselines import scvi_latent
 
 logger = logging.getLogger(__name__)

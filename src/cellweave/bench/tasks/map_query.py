@@ -9,7 +9,9 @@ import pandas as pd
 
 from cellweave.bench._results import CELLWEAVE, Record, make_records
 
-from ._cells import across_splits, hvg_features, load_cell_tasks
+from cellweave.data import hvg_features
+
+from ._cells import across_splits, load_cell_tasks
 
 logger = logging.getLogger(__name__)
 

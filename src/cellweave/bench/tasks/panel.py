@@ -148,7 +148,7 @@ def panel_datasets(quick: bool = False) -> list[PanelData]:  # noqa: ARG001 - sa
 def _scvi_latent(ctx, d: PanelData, *, seed: int) -> np.ndarray | None:
     """scVI latent (10-d) of the 2000 HVGs' counts with the dataset's batches as covariate, trained
     once per dataset and seed (zero-shot kNN and integration share it); None for too few genes."""
-    from ._cells import hvg_features
+    from cellweave.data import hvg_features
     from ._scvi_baselines import scvi_latent
 
     key = ("panel scVI", d.name, seed)
@@ -167,7 +167,7 @@ def _standardized_hvgs(d: PanelData, train: np.ndarray, other: np.ndarray) -> tu
     """Log-normalized top-2000 HVGs chosen on ``train`` and standardized on it, for ``train`` and ``other``."""
     from sklearn.preprocessing import StandardScaler
 
-    from ._cells import hvg_features
+    from cellweave.data import hvg_features
 
     hv = hvg_features(d.lognorm[train])
     xtr, xo = d.lognorm[train][:, hv].toarray(), d.lognorm[other][:, hv].toarray()
@@ -293,7 +293,9 @@ def _integration(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> l
 
     from cellweave.tl._integrate import harmony, integrate_embedding
 
-    from ._cells import hvg_features, scib_scores
+    from cellweave.data import hvg_features
+
+    from ._cells import scib_scores
 
     latent = _scvi_latent(ctx, d, seed=seed)
     cells = np.arange(d.adata.n_obs)
