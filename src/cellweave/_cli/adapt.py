@@ -21,7 +21,7 @@ def add_budget_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = Tr
     sp.add_argument("--adapt-epochs", type=int, default=DEFAULT_EPOCHS,
                     help=f"passes over the cells when adapting (default: {DEFAULT_EPOCHS})")
     sp.add_argument("--adapt-max-steps", type=int, default=DEFAULT_MAX_STEPS,
-                    help=f"cap on optimizer steps when adapting (default: {DEFAULT_MAX_STEPS}, about 7 minutes on "
+                    help=f"cap on optimizer steps when adapting (default: {DEFAULT_MAX_STEPS}, about 8 minutes on "
                          "2 CPU cores; 0 = no cap)")
     if with_batch_key:
         sp.add_argument("--adapt-batch-key", default=None,
