@@ -43,6 +43,25 @@ def _read_named(paths: list[str]) -> tuple[dict, dict[str, str]]:
     return datasets, hashes
 
 
+def _pretrain_overrides(args: argparse.Namespace) -> dict | None:
+    """Architecture fields ``pretrain`` flags override in the preset."""
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave.nn import CellWeaveConfig
+
+    overrides: dict = {}
+    if args.modality_dropout is not None:
+        overrides["modality_dropout"] = args.modality_dropout
+    if args.value_encoding is not None:
+        overrides["value_encoding"] = args.value_encoding
+    if args.rna_context is not None:
+        if args.rna_context < 1:
+            raise CellWeaveInputError(f"--rna-context {args.rna_context}: give at least 1 token per cell.")
+        context = dict(CellWeaveConfig.from_preset(args.preset).context_length)
+        context["rna"] = args.rna_context
+        overrides["context_length"] = context
+    return overrides or None
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from cellweave._cli import command_line
     from cellweave._exceptions import CellWeaveInputError
@@ -67,7 +86,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         accelerator=args.accelerator,
         devices=args.devices,
         modalities=args.modalities,
-        config_overrides={"modality_dropout": args.modality_dropout} if args.modality_dropout is not None else None,
+        config_overrides=_pretrain_overrides(args),
+        max_steps=args.max_steps,
+        count_likelihood=args.count_likelihood,
+        vicreg_weight=args.vicreg_weight,
     )
     m = model.card["metrics"]
     logger.info(
@@ -228,6 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "(cross-modal masking; e.g. 0.5). Default: the config's 0.0, as the shipped model")
     sp.add_argument("--modalities", nargs="+", default=None, choices=["rna", "prot", "atac", "gene_activity"],
                     help="pretrain on these modalities only (e.g. rna for an RNA-only model); default: all")
+    sp.add_argument("--max-steps", type=int, default=None,
+                    help="stop after this many optimizer steps (default: no cap; --max-epochs still applies)")
+    sp.add_argument("--value-encoding", default=None, choices=["quantile", "log1p"],
+                    help="token values: within-cell quantiles or log1p of counts per 10k (default: the preset's, quantile)")
+    sp.add_argument("--rna-context", type=int, default=None,
+                    help="RNA tokens per cell (default: the preset's; tiny 256)")
+    sp.add_argument("--count-likelihood", action="store_true",
+                    help="add a negative-binomial decoder of each cell's counts of 1,000 variable genes per dataset, "
+                    "dataset as covariate (needs --value-encoding log1p)")
+    sp.add_argument("--vicreg-weight", type=float, default=0.0,
+                    help="weight of VICReg between two masked views of each cell (default: 0.0, off; adaptation uses 0.04)")
     sp.set_defaults(func=cmd_pretrain)
 
     sp = sub.add_parser("embed", help="embed cells: writes obsm['X_cellweave'] and uns['cellweave']")

@@ -116,6 +116,23 @@ def hvg_features(train: sp.csr_matrix, n_top: int = 2000) -> np.ndarray:
     return np.flatnonzero(a.var["highly_variable"].to_numpy())
 
 
+def corpus_counts(corpus: CellCorpus, value_encoding: str, modality: str = "rna") -> sp.csr_matrix | None:
+    """Raw counts of ``modality``'s in-vocabulary columns, recovered from a corpus prepared with
+    ``value_encoding="log1p"`` (``expm1(value) x library / 1e4``, rounded); ``None`` when the
+    corpus holds no counts of that modality or its values are quantiles (which cannot be inverted)."""
+    block = next((b for b in corpus.blocks if b.modality == modality), None)
+    key = f"{modality}_library"
+    if value_encoding != "log1p" or block is None or block.x_kind != "counts" or key not in corpus.obs:
+        return None
+    X = block.values.tocsr(copy=True).astype(np.float64)
+    scale = corpus.obs[key].to_numpy(dtype=np.float64) / TARGET_SUM
+    X.data = np.expm1(X.data)
+    X = (sp.diags(scale) @ X).tocsr()
+    X.data = np.rint(X.data)
+    X.eliminate_zeros()
+    return X.astype(np.float32)
+
+
 def log_normalize(data: Any, *, layer: str | None = None) -> sp.csr_matrix:
     """log1p(counts per 10k) as a float32 CSR matrix, from an AnnData (``X`` or ``layer``) or a
     matrix. Log-normalized input is returned as it is; any other kind (scaled, normalized
@@ -216,6 +233,7 @@ def prepare_cells(
     name = dataset or "data"
     blocks: list[ModalityBlock] = []
     reports: list[dict[str, Any]] = []
+    libraries: dict[str, np.ndarray] = {}
     for mod, adata in mods.items():
         report = validate_matrix(adata, modality=mod, layer=layer if mod == "rna" else None, dataset=name)
         X = adata.layers[layer] if (layer is not None and mod == "rna") else adata.X
@@ -226,6 +244,7 @@ def prepare_cells(
         reports.append({**cov.to_dict(), "x_kind": report.x_kind, "organism": org})
         logger.info("%s/%s: %d of %d features in the vocabulary", name, mod, cov.n_in_vocab, cov.n_features)
         ids = vocab.lookup(fmap.keys)
+        library = np.asarray(X.sum(axis=1), dtype=np.float64).ravel() if report.x_kind == "counts" else None
         X = _normalize(X, report.x_kind, value_encoding)
         keep = ids >= 0
         Xk, tok = _aggregate_columns(X[:, keep].tocsr(), ids[keep])
@@ -247,6 +266,9 @@ def prepare_cells(
             )
             Xk = (P @ Xk).tocsr()
         blocks.append(ModalityBlock(mod, Xk.astype(np.float32), tok.astype(np.int64), present, report.x_kind))
+        if library is not None:
+            libraries[mod] = np.zeros(len(obs_names))
+            libraries[mod][rows] = library
     if all(b.token_ids.size == 0 for b in blocks):
         raise CellWeaveInputError(
             f"None of the features of {name!r} are in the model's vocabulary (zero overlap). "
@@ -255,6 +277,8 @@ def prepare_cells(
         )
     obs = pd.DataFrame(index=obs_names.copy())
     obs["dataset"] = name
+    for mod, library in libraries.items():  # counts per cell over all features: undoes log1p(counts per 10k)
+        obs[f"{mod}_library"] = library
     return CellCorpus(blocks, obs, reports, name)
 
 

@@ -68,11 +68,17 @@ class CountDecoder(nn.Module):
         )
         self.log_theta = nn.Parameter(torch.zeros(n_genes))
 
-    def forward(self, z: torch.Tensor, batch: torch.Tensor, library: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, z: torch.Tensor, batch: torch.Tensor, library: torch.Tensor,
+                gene_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """NB mean ``(B, G)`` and inverse dispersion ``(G,)`` of cells ``z`` (B, d) in batches
-        ``batch`` (B,) with library sizes ``library`` (B, 1)."""
+        ``batch`` (B,) with library sizes ``library`` (B, 1). ``gene_mask`` (B, G; True = measured):
+        the expression shares are normalized over each cell's measured genes only, so a corpus of
+        datasets with different gene panels shares one decoder."""
         h = torch.cat([z, F.one_hot(batch, self.n_batches).to(z.dtype)], dim=-1)
-        return torch.softmax(self.net(h), dim=-1) * library, self.log_theta.exp()
+        logits = self.net(h)
+        if gene_mask is not None:
+            logits = logits.masked_fill(~gene_mask, torch.finfo(logits.dtype).min)
+        return torch.softmax(logits, dim=-1) * library, self.log_theta.exp()
 
 
 def nb_nll(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
@@ -23,10 +23,10 @@ import scipy.sparse as sp
 import torch
 
 from cellweave._exceptions import CellWeaveInputError
-from cellweave.data import EpochShuffleSampler, TokenDataset, collate_tokens
-from cellweave.nn import CellWeaveModule, CountDecoder, masked_value_loss, nb_nll, vicreg_loss
+from cellweave.data import EpochShuffleSampler, TokenDataset
+from cellweave.nn import CellWeaveModule, CountDecoder
 
-from ._plan import adamw_warmup_cosine
+from ._plan import CountTokenDataset, PretrainPlan, collate_count_tokens
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -45,102 +45,14 @@ N_DECODED_GENES = 2000
 VICREG_WEIGHT = 0.04
 
 
-class _CountTokenDataset(torch.utils.data.Dataset):
-    """A :class:`TokenDataset` item plus the cell's decoded counts and batch code."""
-
-    def __init__(self, tokens: TokenDataset, counts: sp.csr_matrix | None, batches: np.ndarray, *,
-                 two_views: bool = False) -> None:
-        self.tokens = tokens
-        self.counts = counts
-        self.batches = batches
-        self.two_views = two_views
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.tokens.set_epoch(epoch)
-
-    def __getitem__(self, idx: int) -> dict[str, Any]:
-        item = self.tokens[idx]
-        item["batch"] = int(self.batches[idx])
-        if self.counts is not None:
-            item["counts"] = np.asarray(self.counts[idx].toarray(), dtype=np.float32).ravel()
-        if self.two_views:  # a second, independently sampled and masked view of the same cell
-            item["view2"] = self.tokens.item(idx, view=1)
-        return item
-
-
-def _collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    out = collate_tokens(items)
-    if "view2" in items[0]:
-        out["view2"] = collate_tokens([it["view2"] for it in items])
-    out["batch"] = torch.tensor([it["batch"] for it in items], dtype=torch.long)
-    if "counts" in items[0]:
-        out["counts"] = torch.from_numpy(np.stack([it["counts"] for it in items]))
-    return out
-
-
-class AdaptPlan(L.LightningModule):
-    """Masked value modelling plus a negative-binomial count likelihood decoded from the CLS state.
-
-    ``loss = masked-value loss + count_weight x NB negative log-likelihood per decoded gene
-    + vicreg_weight x VICReg`` between the CLS states of two masked views of each cell, through a
-    projector (Bardes et al. 2022; scSSL-Bench, Richter et al. 2025, found VICReg and SimCLR with
-    random masking the best of 19 self-supervised methods for cell typing).
-    """
+class AdaptPlan(PretrainPlan):
+    """:class:`PretrainPlan` with adaptation's defaults (a lower learning rate, a short warm-up)."""
 
     def __init__(self, module: CellWeaveModule, decoder: CountDecoder | None, *, lr: float = 3e-4,
                  weight_decay: float = 0.01, warmup_steps: int = 20, total_steps: int = 100,
                  count_weight: float = 1.0, vicreg_weight: float = 0.0) -> None:
-        super().__init__()
-        self.module = module
-        self.decoder = decoder
-        self.vicreg_weight = vicreg_weight
-        d = module.config.d_model
-        self.projector = (torch.nn.Sequential(torch.nn.Linear(d, 256), torch.nn.BatchNorm1d(256), torch.nn.ReLU(),
-                                              torch.nn.Linear(256, 256)) if vicreg_weight > 0 else None)
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup_steps = warmup_steps
-        self.total_steps = max(total_steps, 1)
-        self.count_weight = count_weight
-
-    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = self.module(
-            batch["token_ids"], batch["values"], batch["modality_ids"], batch["padding_mask"], batch["value_mask"],
-            batch.get("target_ids"), batch.get("target_modality_ids"),
-        )
-        losses = masked_value_loss(out, batch["values"], batch["value_mask"], batch.get("target_values"),
-                                   batch.get("target_mask"))
-        loss = losses["loss"]
-        if self.decoder is not None:
-            x = batch["counts"]
-            library = x.sum(1, keepdim=True).clamp_min(1.0)
-            mu, theta = self.decoder(out["cell_embedding"], batch["batch"], library)
-            losses["count_nll"] = nb_nll(x, mu, theta).mean()
-            loss = loss + self.count_weight * losses["count_nll"]
-        if self.projector is not None and "view2" in batch:
-            v = batch["view2"]
-            other = self.module.encode(v["token_ids"], v["values"], v["modality_ids"], v["padding_mask"],
-                                       v["value_mask"])[0]
-            losses["vicreg"] = vicreg_loss(self.projector(out["cell_embedding"]), self.projector(other))
-            loss = loss + self.vicreg_weight * losses["vicreg"]
-        losses["loss"] = loss
-        return losses
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        losses = self.losses(batch)
-        bs = batch["token_ids"].shape[0]
-        for key in ("loss", "token_mse", "count_nll", "vicreg"):
-            if key in losses:
-                self.log(f"train_{key}", losses[key], prog_bar=key == "loss", on_step=True, on_epoch=True,
-                         batch_size=bs)
-        return losses["loss"]
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return adamw_warmup_cosine(self.named_parameters(), lr=self.lr, weight_decay=self.weight_decay,
-                                   warmup_steps=self.warmup_steps, total_steps=self.total_steps)
+        super().__init__(module, decoder, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                         total_steps=total_steps, count_weight=count_weight, vicreg_weight=vicreg_weight)
 
 
 def _decoded_counts(data: AnnData | MuData, layer: str | None, n_genes: int) -> tuple[sp.csr_matrix | None, str]:
@@ -269,9 +181,9 @@ def adapt(
     module.train()
     decoder = CountDecoder(base.config.d_model, counts.shape[1], n_batches) if counts is not None else None
     tokens = TokenDataset([corpus], base.tokenizer, mode="train", seed=seed, n_targets=base.config.n_cell_targets)
-    cells = _CountTokenDataset(tokens, counts, batches, two_views=vicreg_weight > 0)
+    cells = CountTokenDataset(tokens, counts, batches, two_views=vicreg_weight > 0)
     loader = torch.utils.data.DataLoader(
-        cells, batch_size=batch_size, sampler=EpochShuffleSampler(cells, seed), collate_fn=_collate,
+        cells, batch_size=batch_size, sampler=EpochShuffleSampler(cells, seed), collate_fn=collate_count_tokens,
         drop_last=len(corpus) > batch_size,
     )
     steps = len(loader) * int(max_epochs)
@@ -336,7 +248,7 @@ def _mean_losses(plan: AdaptPlan, loader: torch.utils.data.DataLoader, seed: int
     tokens.set_epoch(10**9)  # samples of their own, never drawn in training
     idx = np.random.default_rng(seed + 7).permutation(len(loader.dataset))[: max_batches * loader.batch_size]
     for start in range(0, len(idx), loader.batch_size):
-        batch = _collate([loader.dataset[int(i)] for i in idx[start:start + loader.batch_size]])
+        batch = collate_count_tokens([loader.dataset[int(i)] for i in idx[start:start + loader.batch_size]])
         losses = plan.losses(batch)
         masked = losses["token_mse"] + losses.get("target_mse", losses["cell_mse"])
         sums["masked_loss"] = sums.get("masked_loss", 0.0) + float(masked)

@@ -1,4 +1,4 @@
-"""Lightning training plan for masked value pretraining, and the pieces around it."""
+"""The Lightning training plan of pretraining and adaptation, and the pieces around it."""
 
 from __future__ import annotations
 
@@ -7,51 +7,150 @@ import os
 from typing import Any
 
 import lightning as L
+import numpy as np
+import scipy.sparse as sp
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cellweave._io_utils import atomic_path
-from cellweave.nn import CellWeaveModule, masked_value_loss
+from cellweave.data import TokenDataset, collate_tokens
+from cellweave.nn import CellWeaveModule, CountDecoder, masked_value_loss, nb_nll, vicreg_loss
+
+
+class CountTokenDataset(torch.utils.data.Dataset):
+    """A :class:`TokenDataset` item plus what the count likelihood and VICReg terms need.
+
+    ``counts`` (cells x decoded genes, CSR): the cell's raw counts of the decoded genes;
+    ``batches``: the cell's covariate code (batch, or dataset in pretraining); ``gene_masks``
+    (codes x decoded genes, bool): which decoded genes each code measured (a corpus of several
+    datasets decodes the union of their genes); ``two_views``: add a second, independently
+    sampled and masked view of the cell (``item(idx, view=1)``).
+    """
+
+    def __init__(self, tokens: TokenDataset, counts: sp.csr_matrix | None, batches: np.ndarray, *,
+                 two_views: bool = False, gene_masks: np.ndarray | None = None) -> None:
+        self.tokens = tokens
+        self.counts = counts
+        self.batches = np.asarray(batches, dtype=np.int64)
+        self.two_views = two_views
+        self.gene_masks = gene_masks
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.tokens.set_epoch(epoch)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        item = self.tokens[idx]
+        item["batch"] = int(self.batches[idx])
+        if self.counts is not None:
+            item["counts"] = np.asarray(self.counts[idx].toarray(), dtype=np.float32).ravel()
+            if self.gene_masks is not None:
+                item["gene_mask"] = self.gene_masks[item["batch"]]
+        if self.two_views:
+            item["view2"] = self.tokens.item(idx, view=1)
+        return item
+
+
+def collate_count_tokens(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """:func:`collate_tokens` plus the fields of :class:`CountTokenDataset` items."""
+    out = collate_tokens(items)
+    if "view2" in items[0]:
+        out["view2"] = collate_tokens([it["view2"] for it in items])
+    if "batch" in items[0]:
+        out["batch"] = torch.tensor([it["batch"] for it in items], dtype=torch.long)
+    if "counts" in items[0]:
+        out["counts"] = torch.from_numpy(np.stack([it["counts"] for it in items]))
+    if "gene_mask" in items[0]:
+        out["gene_mask"] = torch.from_numpy(np.stack([it["gene_mask"] for it in items]))
+    return out
 
 
 class PretrainPlan(L.LightningModule):
-    """Masked value modelling over all modalities a cell carries.
+    """Masked value modelling over all modalities a cell carries, optionally with a count
+    likelihood and a VICReg term: the one plan behind pretraining and adaptation.
 
-    The loss is the mean squared error of hidden values, predicted both from each token's
-    context (token head) and from the cell embedding alone (cell head).
+    ``loss = masked-value MSE (token head on hidden values, cell head on features outside the
+    input) + count_weight x NB negative log-likelihood per decoded gene + vicreg_weight x VICReg``.
+
+    - The count term (``decoder``, a :class:`~cellweave.nn.CountDecoder`) reconstructs the cell's
+      raw counts of a set of genes from its CLS state, with the observed library and a one-hot
+      covariate (batch, or dataset in pretraining): scVI's generative model (Lopez et al. 2018).
+      Batches without ``counts`` skip it.
+    - VICReg (Bardes et al. 2022) between the CLS states of two independently sampled and masked
+      views of each cell (batches with ``view2``), through a projector; scSSL-Bench (Richter et
+      al. 2025) found VICReg and SimCLR with random masking the best of 19 self-supervised
+      methods for cell typing.
     """
 
     def __init__(
         self,
         module: CellWeaveModule,
+        decoder: CountDecoder | None = None,
         *,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
         total_steps: int = 1000,
+        count_weight: float = 1.0,
+        vicreg_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.module = module
+        self.decoder = decoder
+        self.count_weight = count_weight
+        self.vicreg_weight = vicreg_weight
+        d = module.config.d_model
+        self.projector = (torch.nn.Sequential(torch.nn.Linear(d, 256), torch.nn.BatchNorm1d(256), torch.nn.ReLU(),
+                                              torch.nn.Linear(256, 256)) if vicreg_weight > 0 else None)
         self.lr = lr
         self.weight_decay = weight_decay
         self.warmup_steps = warmup_steps
         self.total_steps = max(total_steps, 1)
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every loss term of ``batch`` and their weighted sum (``"loss"``)."""
         out = self.module(
             batch["token_ids"], batch["values"], batch["modality_ids"], batch["padding_mask"], batch["value_mask"],
             batch.get("target_ids"), batch.get("target_modality_ids"),
         )
-        return masked_value_loss(
-            out, batch["values"], batch["value_mask"], batch.get("target_values"), batch.get("target_mask")
-        )
+        losses = masked_value_loss(out, batch["values"], batch["value_mask"], batch.get("target_values"),
+                                   batch.get("target_mask"))
+        loss = losses["loss"]
+        if self.decoder is not None and "counts" in batch:
+            x = batch["counts"]
+            mask = batch.get("gene_mask")
+            measured = x if mask is None else x * mask
+            library = measured.sum(1, keepdim=True).clamp_min(1.0)
+            mu, theta = self.decoder(out["cell_embedding"], batch["batch"], library, gene_mask=mask)
+            nll = nb_nll(x, mu, theta)
+            if mask is None:
+                losses["count_nll"] = nll.mean()
+            else:
+                m = mask.to(nll.dtype)
+                losses["count_nll"] = ((nll * m).sum(1) / m.sum(1).clamp_min(1.0)).mean()
+            loss = loss + self.count_weight * losses["count_nll"]
+        if self.projector is not None and "view2" in batch:
+            v = batch["view2"]
+            other = self.module.encode(v["token_ids"], v["values"], v["modality_ids"], v["padding_mask"],
+                                       v["value_mask"])[0]
+            losses["vicreg"] = vicreg_loss(self.projector(out["cell_embedding"]), self.projector(other))
+            loss = loss + self.vicreg_weight * losses["vicreg"]
+        losses["loss"] = loss
+        return losses
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.losses(batch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        losses = self._step(batch)
+        losses = self.losses(batch)
         bs = batch["token_ids"].shape[0]
         self.log("train_loss", losses["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=bs,
                  sync_dist=True)
-        self.log("train_token_mse", losses["token_mse"], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+        for key in ("token_mse", "count_nll", "vicreg"):
+            if key in losses:
+                self.log(f"train_{key}", losses[key], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         return losses["loss"]
 
     def on_validation_epoch_start(self) -> None:
@@ -76,7 +175,7 @@ class PretrainPlan(L.LightningModule):
             self.log(k, v, prog_bar=k == "val_loss", sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return adamw_warmup_cosine(self.module.named_parameters(), lr=self.lr, weight_decay=self.weight_decay,
+        return adamw_warmup_cosine(self.named_parameters(), lr=self.lr, weight_decay=self.weight_decay,
                                    warmup_steps=self.warmup_steps, total_steps=self.total_steps)
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from cellweave._exceptions import CellWeaveInputError
@@ -23,13 +24,15 @@ from cellweave.data import (
     Tokenizer,
     build_vocabulary,
     collate_tokens,
+    corpus_counts,
+    hvg_features,
     prepare_cells,
 )
 from cellweave.genes import Vocabulary
 from cellweave.models import CellWeave, environment_versions
-from cellweave.nn import CellWeaveConfig
+from cellweave.nn import CellWeaveConfig, CountDecoder
 
-from ._plan import AtomicCheckpointIO, HistoryCallback, PretrainPlan
+from ._plan import AtomicCheckpointIO, CountTokenDataset, HistoryCallback, PretrainPlan, collate_count_tokens
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -149,6 +152,51 @@ def _restrict_modalities(datasets: dict[str, AnnData | MuData], modalities: list
     return out
 
 
+def decoded_gene_panel(
+    corpora: list[CellCorpus], value_encoding: str, *, n_per_dataset: int = 1000, max_genes: int = 4000
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray] | None:
+    """What the count likelihood of pretraining decodes, over corpora with different gene panels.
+
+    Each corpus with RNA counts contributes its ``n_per_dataset`` most variable genes (scanpy's
+    "seurat" flavour on its log-normalized cells); the union, capped at the ``max_genes`` chosen
+    by the most corpora, is the decoded panel. Returns ``(counts, codes, masks, token_ids)``: the
+    counts of the panel genes of every cell of every corpus (in corpus order, zeros for corpora
+    without counts), each cell's corpus index, per corpus which panel genes it measured, and the
+    panel's vocabulary ids; ``None`` when no corpus holds RNA counts.
+    """
+    per: list[tuple[sp.csr_matrix, np.ndarray] | None] = []
+    votes: dict[int, int] = {}
+    for corpus in corpora:
+        counts = corpus_counts(corpus, value_encoding)
+        if counts is None or counts.shape[1] < 10:
+            per.append(None)
+            continue
+        block = next(b for b in corpus.blocks if b.modality == "rna")
+        present = np.flatnonzero(block.present)
+        hvg = hvg_features(block.values[present], n_top=n_per_dataset)
+        per.append((counts, block.token_ids))
+        for t in block.token_ids[hvg]:
+            votes[int(t)] = votes.get(int(t), 0) + 1
+    if not votes:
+        return None
+    ranked = sorted(votes, key=lambda t: (-votes[t], t))[:max_genes]
+    panel = np.sort(np.asarray(ranked, dtype=np.int64))
+    position = {int(t): j for j, t in enumerate(panel)}
+    parts, masks, codes = [], np.zeros((len(corpora), panel.size), dtype=bool), []
+    for k, (corpus, entry) in enumerate(zip(corpora, per)):
+        codes.append(np.full(len(corpus), k, dtype=np.int64))
+        if entry is None:
+            parts.append(sp.csr_matrix((len(corpus), panel.size), dtype=np.float32))
+            continue
+        counts, token_ids = entry
+        cols = np.flatnonzero(np.isin(token_ids, panel))
+        target = np.asarray([position[int(t)] for t in token_ids[cols]], dtype=np.int64)
+        masks[k, target] = True
+        move = sp.csr_matrix((np.ones(cols.size, dtype=np.float32), (cols, target)), shape=(token_ids.size, panel.size))
+        parts.append((counts @ move).tocsr())
+    return sp.vstack(parts, format="csr"), np.concatenate(codes), masks, panel
+
+
 @torch.inference_mode()
 def evaluate_cross_modal(
     module: torch.nn.Module,
@@ -209,6 +257,10 @@ def pretrain(
     precision: str | None = None,
     progress: bool = True,
     modalities: list[str] | None = None,
+    max_steps: int | None = None,
+    count_likelihood: bool = False,
+    n_decoded_genes: int = 1000,
+    vicreg_weight: float = 0.0,
 ) -> CellWeave:
     """Pretrain a CellWeave model with masked value modelling.
 
@@ -233,6 +285,17 @@ def pretrain(
     modalities
         Pretrain on these modalities only (e.g. ``["rna"]`` for an RNA-only model to compare a
         jointly pretrained one with); datasets carrying none of them are skipped. Default: all.
+    max_steps
+        Stop after this many optimizer steps (a large corpus is trained for steps, not epochs);
+        the learning-rate schedule spans ``min(max_steps, epochs x steps per epoch)``.
+    count_likelihood
+        Add a negative-binomial decoder of each cell's raw counts of the most variable genes
+        (``n_decoded_genes`` per dataset, union over datasets) from its CLS state, with the
+        dataset as a covariate (scVI's generative model; see :class:`PretrainPlan`). Needs
+        ``value_encoding="log1p"`` in ``config_overrides`` (counts are recovered from log1p values).
+    vicreg_weight
+        Weight of VICReg between two masked views of each cell (0: off; each step then encodes
+        every cell once instead of twice).
 
     Returns
     -------
@@ -245,6 +308,14 @@ def pretrain(
         raise CellWeaveInputError(
             f"max_epochs={max_epochs} would save an untrained model; give at least 1 (--max-epochs 1)."
         )
+    if max_steps is not None and int(max_steps) < 1:
+        raise CellWeaveInputError(f"max_steps={max_steps} would save an untrained model; give at least 1.")
+    if vicreg_weight < 0:
+        raise CellWeaveInputError(f"vicreg_weight={vicreg_weight}: give a weight >= 0 (0 turns VICReg off).")
+    if count_likelihood and (config_overrides or {}).get("value_encoding", "quantile") != "log1p":
+        raise CellWeaveInputError(
+            "The count likelihood decodes raw counts, which within-cell quantiles cannot give back; "
+            "pretrain with value_encoding='log1p' (--value-encoding log1p) or without --count-likelihood.")
     if modalities is not None:
         datasets = _restrict_modalities(datasets, modalities)
     out = Path(out)
@@ -306,15 +377,35 @@ def pretrain(
     n_targets = config.n_cell_targets
     train_ds = TokenDataset(train_corpora, tokenizer, mode="train", seed=seed, n_targets=n_targets)
     val_ds = TokenDataset(val_corpora, tokenizer, mode="eval", seed=seed, n_targets=n_targets)
+    decoder, decoded = None, None
+    if count_likelihood:
+        decoded = decoded_gene_panel(train_corpora, config.value_encoding, n_per_dataset=n_decoded_genes)
+        if decoded is None:
+            logger.warning("Count likelihood not used: no dataset holds RNA counts.")
+        else:
+            decoder = CountDecoder(config.d_model, decoded[3].size, len(train_corpora))
+            logger.info("Count likelihood over %d genes (%d per dataset, union), dataset as covariate",
+                        decoded[3].size, n_decoded_genes)
+    if decoder is not None or vicreg_weight > 0:
+        codes = decoded[1] if decoded is not None else np.zeros(len(train_ds), dtype=np.int64)
+        train_cells = CountTokenDataset(train_ds, decoded[0] if decoded else None, codes,
+                                        two_views=vicreg_weight > 0, gene_masks=decoded[2] if decoded else None)
+        collate = collate_count_tokens
+    else:
+        train_cells, collate = train_ds, collate_tokens
     # Order and samples are functions of (seed, epoch): a resumed run repeats an uninterrupted one exactly.
     train_loader = torch.utils.data.DataLoader(
-        train_ds, batch_size=batch_size, sampler=EpochShuffleSampler(train_ds, seed), collate_fn=collate_tokens,
+        train_cells, batch_size=batch_size, sampler=EpochShuffleSampler(train_cells, seed), collate_fn=collate,
+        drop_last=vicreg_weight > 0 and len(train_cells) > batch_size,  # BatchNorm and VICReg need > 1 cell
     )
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=128, collate_fn=collate_tokens)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * max_epochs
+    if max_steps is not None:
+        total_steps = min(total_steps, int(max_steps))
     plan = PretrainPlan(
-        model.module, lr=lr, warmup_steps=min(200, max(1, total_steps // 10)), total_steps=total_steps
+        model.module, decoder, lr=lr, warmup_steps=min(200, max(1, total_steps // 10)), total_steps=total_steps,
+        vicreg_weight=vicreg_weight,
     )
 
     baselines = feature_mean_baselines(train_corpora, tokenizer, len(vocab), seed=seed)
@@ -329,6 +420,7 @@ def pretrain(
     )
     trainer = L.Trainer(
         max_epochs=max_epochs,
+        max_steps=int(max_steps) if max_steps is not None else -1,
         accelerator=accelerator,
         devices=devices,
         strategy=strategy,
@@ -365,7 +457,11 @@ def pretrain(
     model.card = {
         "name": name or out.name,
         "description": "CellWeave transformer pretrained with masked value modelling (token and cell heads) "
-        f"and cross-modal masking (modality dropout {config.modality_dropout}) on the listed datasets; "
+        f"and cross-modal masking (modality dropout {config.modality_dropout})"
+        + (f", a negative-binomial count likelihood of {decoded[3].size} genes with the dataset as covariate"
+           if decoder is not None else "")
+        + (f", VICReg between two masked views (weight {vicreg_weight})" if vicreg_weight > 0 else "")
+        + " on the listed datasets; "
         + ("all modalities each dataset carries were used." if modalities is None
            else f"modalities used: {', '.join(modalities)}."),
         "modalities": list(modalities) if modalities is not None else "all",
@@ -376,6 +472,10 @@ def pretrain(
         "steps": int(trainer.global_step),
         "batch_size": batch_size,
         "lr": lr,
+        "max_steps": max_steps,
+        "objective": {"masked_values": True, "count_likelihood_genes": int(decoded[3].size) if decoder is not None else 0,
+                      "count_covariate": "dataset" if decoder is not None else None,
+                      "vicreg_weight": vicreg_weight},
         "max_cells_per_dataset": max_cells_per_dataset,
         "val_fraction": val_fraction,
         "train_seconds": round(train_seconds, 1),

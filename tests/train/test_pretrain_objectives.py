@@ -1,0 +1,87 @@
+"""Pretraining's optional terms: counts recovered from the corpus, the decoded gene panel across
+datasets with different genes, the masked count decoder, and VICReg + count likelihood in
+``pretrain`` with a step budget. Tiny models on synthetic data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from cellweave._exceptions import CellWeaveInputError
+from cellweave.data import build_vocabulary, corpus_counts, prepare_cells, synthetic_adata
+from cellweave.nn import CountDecoder
+from cellweave.train import pretrain
+from cellweave.train._pretrain import decoded_gene_panel
+
+TINY = dict(d_model=16, n_layers=2, n_heads=2, d_ff=32,
+            context_length={"rna": 48, "prot": 0, "atac": 0, "gene_activity": 0})
+
+
+@pytest.fixture(scope="module")
+def two_datasets():
+    a = synthetic_adata(n_cells=120, n_genes=150, seed=1)
+    b = synthetic_adata(n_cells=100, n_genes=150, seed=2)
+    b = b[:, 60:].copy()  # shares genes 60-149 with a only
+    return {"a": a, "b": b}
+
+
+def test_corpus_counts_gives_back_the_raw_counts(two_datasets) -> None:
+    a = two_datasets["a"]
+    vocab, _ = build_vocabulary({"a": a}, min_cells=1)
+    corpus = prepare_cells(a, vocab, value_encoding="log1p")
+    counts = corpus_counts(corpus, "log1p")
+    raw = sp.csr_matrix(a.X)
+    block = corpus.blocks[0]
+    assert block.token_ids.size == a.n_vars  # every synthetic gene is in the vocabulary
+    assert counts.shape == raw.shape
+    # Columns are in vocabulary order; each cell's multiset of counts is its raw one, exactly.
+    for i in range(a.n_obs):
+        assert np.array_equal(np.sort(counts[i].data), np.sort(raw[i].data[raw[i].data > 0]))
+    # Quantile-encoded corpora cannot be inverted: None, never wrong counts.
+    assert corpus_counts(prepare_cells(a, vocab, value_encoding="quantile"), "quantile") is None
+
+
+def test_decoded_panel_masks_genes_a_dataset_did_not_measure(two_datasets) -> None:
+    vocab, _ = build_vocabulary(two_datasets, min_cells=1)
+    corpora = [prepare_cells(d, vocab, dataset=n, value_encoding="log1p") for n, d in two_datasets.items()]
+    counts, codes, masks, panel = decoded_gene_panel(corpora, "log1p", n_per_dataset=50)
+    assert counts.shape == (220, panel.size) and codes.tolist() == [0] * 120 + [1] * 100
+    assert 50 <= panel.size <= 100
+    b_ids = set(corpora[1].blocks[0].token_ids.tolist())
+    # Dataset b measured only its own genes; dataset a every panel gene it has.
+    assert masks[1].sum() == sum(int(t) in b_ids for t in panel)
+    assert masks[1].sum() < panel.size
+    assert not counts[120:][:, ~masks[1]].count_nonzero()
+    assert counts[:120].sum() > 0
+    assert decoded_gene_panel(corpora, "quantile") is None
+
+
+def test_masked_count_decoder_spends_the_library_on_measured_genes() -> None:
+    dec = CountDecoder(8, 6, n_batches=2)
+    mask = torch.tensor([[True, True, False, True, False, True], [False, True, True, True, True, True]])
+    library = torch.tensor([[10.0], [4.0]])
+    mu, _ = dec(torch.randn(2, 8), torch.tensor([0, 1]), library, gene_mask=mask)
+    assert torch.all(mu[~mask] == 0)
+    assert torch.allclose(mu.sum(1), library.ravel(), rtol=1e-5)
+
+
+def test_pretrain_with_count_likelihood_vicreg_and_a_step_budget(two_datasets, tmp_path) -> None:
+    model = pretrain(two_datasets, out=tmp_path / "m", max_epochs=3, max_steps=5, batch_size=32, seed=0,
+                     count_likelihood=True, n_decoded_genes=40, vicreg_weight=0.04, progress=False,
+                     config_overrides={**TINY, "value_encoding": "log1p"})
+    card = model.card
+    assert card["steps"] == 5 and card["max_steps"] == 5
+    assert card["objective"]["count_likelihood_genes"] >= 40 and card["objective"]["vicreg_weight"] == 0.04
+    assert "VICReg" in card["description"] and "negative-binomial" in card["description"]
+    emb = model.embed(two_datasets["a"], progress=False)[0]
+    assert emb.shape[0] == 120 and np.isfinite(emb).all()
+
+
+def test_pretrain_refuses_count_likelihood_on_quantiles_and_an_empty_step_budget(two_datasets, tmp_path) -> None:
+    with pytest.raises(CellWeaveInputError, match="log1p"):
+        pretrain(two_datasets, out=tmp_path / "q", count_likelihood=True, config_overrides=TINY, progress=False)
+    with pytest.raises(CellWeaveInputError, match="max_steps"):
+        pretrain(two_datasets, out=tmp_path / "z", max_steps=0, config_overrides=TINY, progress=False)
+    assert not (tmp_path / "q").exists() and not (tmp_path / "z").exists()
