@@ -2,13 +2,14 @@
 
 For each panel dataset named (default: four small ones), kNN macro-F1 (k=15, 5-fold, seed 0) of:
 
-1. **input ceilings**: 50-d truncated SVD of the model's own tokenization (each cell's top 256 genes
-   as within-cell quantiles), and of log1p-normalized values restricted to each cell's top 256 / 512
+1. **input ceilings**: 50-d truncated SVD of the model's own tokenization (each cell's top genes,
+   as many as its RNA context, valued as its config says), and of log1p-normalized values restricted to each cell's top 256 / 512
    genes or all genes: what any encoder of that input could at most keep, linearly;
-2. **embeddings**: the shipped model (pooled as configured, and the CLS state alone) beside the same
+2. **embeddings**: the shipped model or ``--model`` (pooled as configured, and the CLS state alone) beside the same
    architecture with random weights and no training;
 3. **adaptation** (unless ``--no-adapt``): ``cellweave.train.adapt`` for ``--steps`` steps from the
    shipped weights and from random weights (the same budget), each then embedded.
+   Rows named "model" are the shipped model or ``--model``.
 
 Prints one table and writes ``--out`` (JSON). Run from the repository root with the data mirror::
 
@@ -55,7 +56,7 @@ def _tokenized(model, corpus) -> sp.csr_matrix:
                          shape=(len(ds), len(model.vocab)))
 
 
-def diagnose(name: str, *, steps: int, adapt_too: bool) -> dict[str, float]:
+def diagnose(name: str, *, steps: int, adapt_too: bool, model_path: str | None = None) -> dict[str, float]:
     import torch
     from sklearn.decomposition import TruncatedSVD
 
@@ -73,20 +74,21 @@ def diagnose(name: str, *, steps: int, adapt_too: bool) -> dict[str, float]:
     def svd(x) -> np.ndarray:
         return TruncatedSVD(50, random_state=0).fit_transform(x)
 
-    shipped = CellWeave.load()
+    shipped = CellWeave.load(model_path)
     corpus = shipped.prepare(d.model_input, dataset=name)
     out: dict[str, float] = {"cells": d.adata.n_obs, "types": len(set(d.labels))}
-    out["input: tokens (top 256, quantile)"] = f1(svd(_tokenized(shipped, corpus)))
+    cfg = shipped.config
+    out[f"input: model tokens (top {cfg.context_length['rna']}, {cfg.value_encoding})"] = f1(svd(_tokenized(shipped, corpus)))
     for k in (256, 512):
         out[f"input: log1p top {k}"] = f1(svd(_top_k(d.lognorm, k)))
     out["input: log1p all genes"] = f1(svd(d.lognorm))
     torch.manual_seed(0)
     untrained = CellWeave(shipped.config, shipped.vocab, module=CellWeaveModule(shipped.config).eval())
-    for label, model in (("shipped", shipped), ("untrained", untrained)):
+    for label, model in (("model", shipped), ("untrained", untrained)):
         out[f"{label}: pooled"] = f1(model.embed_corpus(corpus, progress=False))
         out[f"{label}: CLS"] = f1(model.embed_corpus(corpus, progress=False, pooling="cls"))
     if adapt_too:
-        for label, scratch in (("adapted from shipped", False), ("adapted from random", True)):
+        for label, scratch in (("adapted from the model", False), ("adapted from random", True)):
             t0 = time.perf_counter()
             model = adapt(d.model_input, model=shipped, batch_key=d.batch_key or d.shift_key, from_scratch=scratch,
                           max_steps=steps, seed=0, progress=False)
@@ -102,13 +104,15 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS))
     p.add_argument("--steps", type=int, default=60, help="adaptation steps (both starts)")
     p.add_argument("--no-adapt", action="store_true", help="skip the adaptation rows (minutes per dataset)")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     p.add_argument("--out", default="representation_diagnostics.json")
     args = p.parse_args()
-    results = {name: diagnose(name, steps=args.steps, adapt_too=not args.no_adapt) for name in args.datasets}
+    results = {name: diagnose(name, steps=args.steps, adapt_too=not args.no_adapt, model_path=args.model)
+               for name in args.datasets}
     table = pd.DataFrame(results)
     print(table.to_string())
     with open(args.out, "w") as fh:
-        json.dump({"steps": args.steps, "results": results}, fh, indent=1)
+        json.dump({"model": args.model or "shipped", "steps": args.steps, "results": results}, fh, indent=1)
 
 
 if __name__ == "__main__":
