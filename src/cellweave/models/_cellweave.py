@@ -548,7 +548,7 @@ def environment_versions() -> dict[str, str]:
     """Versions recorded in model cards and ``uns['cellweave']``."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from cellweave import __version__
+    from cellweave._version import __version__
 
     def _version(name: str) -> str:
         try:
