@@ -4,7 +4,7 @@ Each converter takes ``paths`` (the source file's basename -> its local path, as
 :func:`cellweave._fetch.fetch_sources`) and returns the converted object in memory; the caller
 writes it. What every conversion does is documented in the dataset's ``PROVENANCE.md`` in the
 data mirror; the converters here reproduce those files (obs/var names and columns, X, obsm and
-``uns``). Gene IDs and symbols come from :mod:`cellweave.genes._tables`.
+``uns``). Gene IDs and symbols come from the gene tables of :mod:`cellweave.genes`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,15 @@ from anndata import AnnData
 from mudata import MuData
 
 from cellweave._exceptions import CellWeaveDataError
-from cellweave.genes import _tables
+from cellweave.genes import (
+    BIOLEGEND_TOTALSEQ,
+    BIOMART_HUMAN,
+    BIOMART_MOUSE,
+    GENCODE_HUMAN,
+    gene_table,
+    human_id_to_symbol,
+    symbol_index,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +180,7 @@ def _ids_from_symbols(symbols: Sequence[str], tables: Sequence[str]) -> tuple[li
     symbols
         Gene symbols.
     tables
-        Names of :mod:`cellweave.genes._tables` tables with ``ensembl_gene_id`` and
+        Names of :data:`cellweave.genes.GENE_TABLES` tables with ``ensembl_gene_id`` and
         ``gene_symbol`` columns, in order of preference.
 
     Returns
@@ -180,8 +188,8 @@ def _ids_from_symbols(symbols: Sequence[str], tables: Sequence[str]) -> tuple[li
     ids, n_ambiguous
         One ID (or '') per symbol, and how many symbols named several IDs.
     """
-    exact = [_tables.symbol_index(t) for t in tables]
-    folded = [_tables.symbol_index(t, fold_case=True) for t in tables]
+    exact = [symbol_index(t) for t in tables]
+    folded = [symbol_index(t, fold_case=True) for t in tables]
     ids: list[str] = []
     n_ambiguous = 0
     for symbol in symbols:
@@ -288,7 +296,7 @@ def convert_multibatch_cellbench_sc_mixology(paths: dict[str, Path]) -> AnnData:
         parts.append(part)
     obs = _strings_to_categoricals(pd.concat(parts))
 
-    id_to_symbol = _tables.human_id_to_symbol()
+    id_to_symbol = human_id_to_symbol()
     symbols = [id_to_symbol.get(gid, "") for gid in gene_ids]
     var = pd.DataFrame(
         {"gene_id": _categorical(gene_ids), "gene_symbol": _categorical(symbols)},
@@ -331,7 +339,7 @@ def _biolegend_genes(antibodies: Sequence[str]) -> pd.DataFrame:
     ``biolegend_unique``, one with several ``biolegend_ambiguous:<id>|<id>`` (no symbol or ID
     assigned), one without any ``not_in_biolegend``.
     """
-    table = _tables.read_table(_tables.BIOLEGEND_TOTALSEQ)
+    table = gene_table(BIOLEGEND_TOTALSEQ)
     id_to_symbol: dict[str, str] = {}
     by_name: dict[str, list[str]] = {}
     for specificity, reactivity, gene_id, symbol in zip(
@@ -406,7 +414,7 @@ def convert_citeseq_pbmc_10x_scvi_tests(paths: dict[str, Path]) -> MuData:
 
     encode = first.var.loc[genes, "encode"].astype(object)
     encode = ["" if pd.isna(e) or str(e) == "None" else str(e) for e in encode]
-    gene_ids, n_ambiguous = _ids_from_symbols(genes, (_tables.GENCODE_HUMAN, _tables.BIOMART_HUMAN))
+    gene_ids, n_ambiguous = _ids_from_symbols(genes, (GENCODE_HUMAN, BIOMART_HUMAN))
     rna_var = pd.DataFrame(
         {
             "encode": _categorical(encode),
@@ -481,7 +489,7 @@ def convert_spatial_osmfish_scvi(paths: dict[str, Path]) -> AnnData:
     obs = _strings_to_categoricals(obs)
 
     genes = list(map(str, src.var_names))
-    gene_ids, n_ambiguous = _ids_from_symbols(genes, (_tables.BIOMART_MOUSE,))
+    gene_ids, n_ambiguous = _ids_from_symbols(genes, (BIOMART_MOUSE,))
     var = pd.DataFrame(
         {"gene_id": _categorical(gene_ids), "feature_type": _categorical([_GENE_EXPRESSION] * len(genes))},
         index=pd.Index(genes),
