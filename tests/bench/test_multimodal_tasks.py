@@ -61,3 +61,34 @@ def test_tasks_are_registered(task) -> None:
     from cellweave.bench import available_tasks
 
     assert task in available_tasks()
+
+
+def test_joint_vs_rna_results_ship_with_the_package() -> None:
+    """The multimodal report reads the shipped copy (a wheel has no benchmarks/ folder); it must equal the
+    published file that benchmarks/joint_vs_rna_pretraining.py writes, where the repository is present."""
+    import json
+    from pathlib import Path
+
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave.bench.tasks.multimodal import pretraining_results
+
+    shipped = pretraining_results()
+    assert shipped and {"task", "dataset", "method", "metric", "value"} <= set(shipped[0])
+    published = Path(__file__).resolve().parents[2] / "benchmarks" / "published" / "joint_vs_rna" / "results.json"
+    if published.is_file():
+        assert shipped == json.loads(published.read_text()), (
+            "benchmarks/published/joint_vs_rna/results.json changed: copy it to "
+            "src/cellweave/bench/resources/joint_vs_rna_results.json")
+        assert pretraining_results(published) == shipped
+    with pytest.raises(CellWeaveInputError, match="is not a file"):
+        pretraining_results(published.parent / "missing.json")
+
+
+def test_pretraining_effect_section_is_built_from_the_shipped_results() -> None:
+    from cellweave.bench import HtmlReport
+    from cellweave.bench.tasks.multimodal import _pretraining_effect
+
+    report = HtmlReport("multimodal")
+    _pretraining_effect(report)
+    html = "".join(map(str, report.parts))
+    assert "Effect of joint pretraining" in html and "<table" in html

@@ -69,6 +69,9 @@ class BenchmarkContext:
     """Variants the panel adds: ``"pretrained"`` (the model adapted to each dataset), ``"scratch"``
     (the same adaptation from random weights) and ``"untrained"`` (random weights, no training)."""
     adapt_max_steps: int | None = None
+    joint_vs_rna_results: Path | None = None
+    """``multimodal`` only: results.json of ``benchmarks/joint_vs_rna_pretraining.py`` to show;
+    default: the copy shipped with cellweave (package code never reads the repository's folders)."""
     cache: dict = field(default_factory=dict)
 
     def embedding(self, key: str, data: Any, *, seed: int = 0, **kwargs) -> np.ndarray:
@@ -150,6 +153,7 @@ def run_benchmark(
     progress: bool = True,
     adapt: tuple[str, ...] = (),
     adapt_max_steps: int | None = None,
+    joint_vs_rna_results: str | os.PathLike | None = None,
 ) -> list[Record]:
     """Run benchmark tasks and write ``out/results.json`` and ``out/report.html``.
 
@@ -170,6 +174,9 @@ def run_benchmark(
     adapt, adapt_max_steps
         Panel only: also score the model adapted to each dataset (``"pretrained"``) and the same
         adaptation from random weights (``"scratch"``), with this step budget (default: adapt's).
+    joint_vs_rna_results
+        Multimodal only: the results.json of ``benchmarks/joint_vs_rna_pretraining.py`` to show
+        (default: the copy shipped with cellweave).
     """
     from cellweave import io
     from cellweave.models import CellWeave, environment_versions
@@ -192,6 +199,7 @@ def run_benchmark(
         data_name=Path(data).name.split(".")[0] if data is not None else None,
         label_key=label_key, batch_key=batch_key, out=out, progress=progress, adapt=tuple(adapt),
         adapt_max_steps=adapt_max_steps,
+        joint_vs_rna_results=Path(joint_vs_rna_results) if joint_vs_rna_results is not None else None,
     )
     t0 = time.perf_counter()
     report = HtmlReport("cellweave benchmark")

@@ -11,19 +11,22 @@ coverage, and the effect of joint pretraining.
 2. Mouse datasets embedded with the human-pretrained model: share of their genes that reach the
    vocabulary through 1:1 orthologs.
 3. Joint vs RNA-only pretraining: the ``impute`` and ``spatial`` numbers of a model pretrained
-   on RNA alone beside the jointly pretrained model, read from
-   ``benchmarks/published/joint_vs_rna/results.json`` (written by
-   ``benchmarks/joint_vs_rna_pretraining.py``).
+   on RNA alone beside the jointly pretrained model, read from ``ctx.joint_vs_rna_results`` or,
+   by default, the copy of ``benchmarks/published/joint_vs_rna/results.json`` (written by
+   ``benchmarks/joint_vs_rna_pretraining.py``) that ships with cellweave as package data: an
+   installed wheel has no ``benchmarks/`` folder.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from cellweave._exceptions import CellWeaveInputError
 from cellweave.bench import CELLWEAVE, make_records
 from cellweave.data import clr
 
@@ -43,7 +46,8 @@ DATASETS: list[tuple[str, str]] = [
     ("multiome_muon_test", "atac"),
 ]
 MOUSE_DATASETS = ["spatial_osmfish_scvi", "spatial_giotto_mini_visium_dg", "spatial_novosparc_intestine"]
-PRETRAINING_JSON = Path(__file__).resolve().parents[4] / "benchmarks" / "published" / "joint_vs_rna" / "results.json"
+#: Package-data copy of benchmarks/published/joint_vs_rna/results.json (tests/bench check they agree).
+PRETRAINING_JSON = "joint_vs_rna_results.json"
 K = 15
 
 
@@ -124,20 +128,34 @@ def run(ctx, report) -> list:
         report.text("Mouse data embedded with the human-pretrained model (genes mapped through 1:1 orthologs):",
                     css_class="note")
         report.table(pd.DataFrame(cov_rows))
-    _pretraining_effect(report)
+    _pretraining_effect(report, getattr(ctx, "joint_vs_rna_results", None))
     return records
 
 
-def _pretraining_effect(report) -> None:
+def pretraining_results(path: str | Path | None = None) -> list[dict]:
+    """Records of ``benchmarks/joint_vs_rna_pretraining.py``: from ``path``, else the shipped copy.
+
+    Raises
+    ------
+    CellWeaveInputError
+        ``path`` is given but is not a file.
+    """
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise CellWeaveInputError(
+                f"joint_vs_rna_results={str(path)!r} is not a file. Pass the results.json written by "
+                "benchmarks/joint_vs_rna_pretraining.py, or None for the copy shipped with cellweave.")
+        return json.loads(path.read_text())
+    return json.loads(resources.files("cellweave.bench").joinpath("resources", PRETRAINING_JSON).read_text())
+
+
+def _pretraining_effect(report, path: str | Path | None = None) -> None:
     import pandas as pd
 
     from cellweave.bench import summarize
 
-    if not PRETRAINING_JSON.is_file():
-        report.text(f"Joint vs RNA-only pretraining: {PRETRAINING_JSON.name} not found; run "
-                    "benchmarks/joint_vs_rna_pretraining.py (--train first) to produce it.", css_class="note")
-        return
-    rows = json.loads(PRETRAINING_JSON.read_text())
+    rows = pretraining_results(path)
     s = summarize(rows)
     if s.empty:
         return
