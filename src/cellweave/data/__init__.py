@@ -11,6 +11,7 @@ from ._corpus import (
     log_normalize,
     prepare_cells,
 )
+from ._store import StoreCorpus, StoreCSR, open_store, prepare_store, read_store_manifest
 from ._tokenize import EpochShuffleSampler, Tokenizer, TokenDataset, collate_tokens
 from .synthetic import synthetic_adata, synthetic_mudata
 
@@ -19,6 +20,8 @@ __all__ = [
     "CellCorpus",
     "EpochShuffleSampler",
     "ModalityBlock",
+    "StoreCSR",
+    "StoreCorpus",
     "TokenDataset",
     "Tokenizer",
     "build_vocabulary",
@@ -27,7 +30,10 @@ __all__ = [
     "corpus_counts",
     "hvg_features",
     "log_normalize",
+    "open_store",
     "prepare_cells",
+    "prepare_store",
+    "read_store_manifest",
     "synthetic_adata",
     "synthetic_mudata",
 ]
