@@ -4,7 +4,7 @@ Each module has ``register(sub, model_help)``; :func:`cellweave.cli.build_parser
 the order of :data:`GROUPS`.
 """
 
-GROUPS = ("adapt", "multimodal", "perturb", "genes", "datasets")
+GROUPS = ("adapt", "multimodal", "perturb", "genes", "datasets", "prepare")
 
 
 def command_line(args) -> str:

@@ -1,0 +1,66 @@
+"""``cellweave prepare``: build a sharded, memory-mapped token store from files larger than memory.
+
+Registered by :mod:`cellweave.cli`; the work is :func:`cellweave.data.prepare_store`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger("cellweave")
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from cellweave import datasets as registry
+    from cellweave.data import prepare_store
+    from cellweave.data._store import DEFAULT_CHUNK_SIZE
+    from cellweave.models import CellWeave
+
+    # A registered dataset's name (`cellweave datasets list`) stands for its file, as in `pretrain --data`.
+    inputs = [registry.path(p) if not Path(p).exists() and p in registry.REGISTRY else Path(p) for p in args.input]
+    model = CellWeave.load(args.model)  # only its vocabulary and value encoding are used
+    encoding = model.config.value_encoding
+    logger.info("Tokens for %s: vocabulary of %d features, value encoding %r", model.name, len(model.vocab), encoding)
+    manifest = prepare_store(inputs, args.out, vocab=model.vocab, value_encoding=encoding,
+                             chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, append=args.append)
+    for source in manifest["sources"]:
+        cov = ", ".join(f"{c['modality']} {c['n_in_vocab']:,}/{c['n_features']:,}" for c in source["coverage"])
+        logger.info("  %-40s %9d cells  %3d shards  features in vocabulary: %s", source["name"], source["n_cells"],
+                    len(source["shards"]), cov)
+    logger.info("Token store %s: %d sources, %d cells; train on it with the model %s", args.out,
+                len(manifest["sources"]), manifest["n_cells"], model.name)
+    return 0
+
+
+def register(sub, model_help: str) -> None:
+    from cellweave.data._store import DEFAULT_CHUNK_SIZE
+
+    sp = sub.add_parser(
+        "prepare", help="turn .h5ad/.h5mu/10x files into a sharded, memory-mapped token store (bounded memory)",
+        description="Normalize the cells of INPUT files and map them onto a model's vocabulary once, writing a "
+                    "token store folder (shards of .npy arrays and a manifest) that pretraining reads without "
+                    "holding the corpus in memory. .h5ad files are read in chunks of --chunk-size cells; .h5mu "
+                    "and 10x files are read whole. Rerun with --append to add files or to finish a killed run.",
+    )
+    sp.add_argument("input", nargs="+",
+                    help=".h5ad / .h5mu / 10x .h5 or mtx folder, or a registered dataset's name")
+    sp.add_argument("--out", required=True, help="token store folder (new, empty, or an existing store with --append)")
+    sp.add_argument("--model", default=None, help=model_help + "; its vocabulary and value encoding make the tokens")
+    sp.add_argument("--append", action="store_true",
+                    help="add the inputs to an existing store (sources already in it are skipped); also finishes a "
+                         "prepare that was killed")
+    sp.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE,
+                    help=f"cells read and written at once, and per shard (default: {DEFAULT_CHUNK_SIZE})")
+    sp.set_defaults(func=cmd_prepare)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give at least 1")
+    return value
