@@ -306,6 +306,9 @@ def _protein_target(name: str, gene_id: str, symbol_col: str, organism: str | No
 # --------------------------------------------------------------------------------------------
 
 _PEAK = re.compile(r"^(.+?)[:_-](\d+)[-_:](\d+)$")
+#: Largest peak coordinate taken as a genome position: the longest chromosomes of any organism
+#: cellweave knows are far shorter (human chr1 ~2.5e8 bp); a larger number is not a coordinate.
+MAX_GENOME_POSITION = 2**32
 
 
 def normalize_chrom(chrom: str) -> str:
@@ -327,9 +330,9 @@ def _peak_key(name: str, chrom, start, end, genome: str, bin_size: int) -> tuple
             if not m:
                 return "", REASON_ATAC
             c, s, e = normalize_chrom(m.group(1)), int(m.group(2)), int(m.group(3))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf) from a float column
         return "", REASON_ATAC
-    if not c or e < s or s < 0:
+    if not c or e < s or s < 0 or e > MAX_GENOME_POSITION:
         return "", REASON_ATAC
     mid = (s + e) // 2
     return f"atac:{genome}:{c}:{(mid // bin_size) * bin_size}", ""
@@ -397,8 +400,8 @@ def map_features(
         )
     if not isinstance(var, pd.DataFrame):
         raise CellWeaveInputError(f"`var` must be a pandas DataFrame (adata.var), got {type(var).__name__}.")
-    if atac_bin_size <= 0:
-        raise CellWeaveInputError(f"atac_bin_size must be positive, got {atac_bin_size}.")
+    if isinstance(atac_bin_size, bool) or not isinstance(atac_bin_size, (int, np.integer)) or atac_bin_size <= 0:
+        raise CellWeaveInputError(f"atac_bin_size must be a positive whole number of base pairs, got {atac_bin_size!r}.")
     names = [str(n) for n in var.index]
     org = canonical_organism(organism)
     if org is None and modality in ("rna", "gene_activity", "prot"):
