@@ -69,7 +69,8 @@ def annotate(
         Labelled AnnData, same conventions as ``adata``. Its embedding is reused under the same
         rule and is never written into ``reference``.
     label_key
-        Column of ``reference.obs`` with the labels. Cells with a missing label are left out.
+        Column of ``reference.obs`` with the labels. Cells with a missing label (NaN or an empty
+        string) are left out with a logged warning that counts them; none left is an error.
     model
         A :class:`~cellweave.CellWeave`, a model folder, a shipped model's name, or ``None`` for
         the shipped default model.
@@ -238,9 +239,23 @@ def _reference_labels(reference: AnnData, label_key: str) -> pd.Series:
             f"{', '.join(map(str, reference.obs.columns)) or '(reference.obs has no columns)'}."
         )
     labels = reference.obs[label_key]
+    # An empty or blank string is no label either (a CSV export writes NaN as ""): both are left out.
+    blank = labels.notna().to_numpy() & labels.astype(str).str.strip().eq("").to_numpy()
+    if blank.any():
+        labels = labels.where(~blank)
+        if isinstance(labels.dtype, pd.CategoricalDtype):
+            labels = labels.cat.remove_unused_categories()
     n_missing = int(labels.isna().sum())
+    if n_missing == len(labels):
+        raise CellWeaveInputError(
+            f"reference.obs[{label_key!r}] has no label in any of its {len(labels)} cells (all NaN or empty). "
+            "Fill in the labels, or pass the column that holds them as label_key (--label-key)."
+        )
     if n_missing:
-        logger.info("Leaving out %d reference cells with no %r label", n_missing, label_key)
+        logger.warning(
+            "Leaving out %d of %d reference cells with no %r label (NaN or empty): they do not train the label "
+            "transfer. Fill in their labels to use them.", n_missing, len(labels), label_key,
+        )
     counts = labels.dropna().astype(str).value_counts()
     if len(counts) < 2:
         raise CellWeaveInputError(

@@ -65,7 +65,7 @@ def _kernel_weights(dist: np.ndarray) -> np.ndarray:
     return w / w.sum(axis=1, keepdims=True)
 
 
-def _kernel_vote(idx: np.ndarray, dist: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
+def kernel_vote(idx: np.ndarray, dist: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
     """Label probabilities from neighbours, weighted by :func:`_kernel_weights`."""
     w = _kernel_weights(dist)
     proba = np.zeros((len(idx), n_classes))
@@ -105,7 +105,8 @@ def map_query(
     reference
         Labelled reference AnnData.
     label_key
-        Column of ``reference.obs`` with the labels.
+        Column of ``reference.obs`` with the labels. Cells with a missing label (NaN or an empty
+        string) are left out with a logged warning that counts them; none left is an error.
     model
         A :class:`~cellweave.CellWeave`, a model folder, a shipped model's name, or ``None``.
     n_neighbors
@@ -160,7 +161,7 @@ def map_query(
     nn_index = NeighborIndex(ref_z, backend=index, seed=seed)
     k = min(n_neighbors, len(ref_z) - 1)
     idx, dist = nn_index.query(query_z, k)
-    proba = _kernel_vote(idx, dist, codes, len(classes))
+    proba = kernel_vote(idx, dist, codes, len(classes))
     predicted = np.asarray(classes)[proba.argmax(axis=1)].astype(object)
     uncertainty = np.clip(1.0 - proba.max(axis=1), 0.0, 1.0).astype(np.float32)
     novelty = dist.mean(axis=1).astype(np.float32)
