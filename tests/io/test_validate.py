@@ -194,6 +194,35 @@ def test_duplicate_feature_names(counts) -> None:
         validate_matrix(a)
 
 
+@pytest.mark.filterwarnings("ignore:(Observation names are not unique|Duplicated obs_names)")
+def test_duplicate_cell_names_are_refused_in_every_layer(counts) -> None:
+    """Duplicate cell names are refused (never renamed silently) wherever data enters: an AnnData, a
+    MuData's modality (it used to fail with pandas' InvalidIndexError when not the first), the container."""
+    import mudata as md
+
+    from cellweave.data import build_vocabulary, prepare_cells
+
+    dup = counts.copy()
+    dup.obs_names = ["c0", "c0", "c1", "c1", "c1", *dup.obs_names[5:]]
+    with pytest.raises(CellWeaveInputError, match=r"^rna: 3 duplicate cell names \(e.g. \['c0', 'c1'\]\).*"
+                       r"adata.obs_names_make_unique\(\)\.$"):
+        as_modalities(dup)
+    with pytest.raises(CellWeaveInputError, match="3 duplicate cell names"):
+        validate_matrix(dup)
+    mdata = synthetic_mudata(n_cells=20, n_genes=40, n_proteins=5, n_peaks=20, seed=0)
+    vocab, _ = build_vocabulary({"m": mdata}, min_cells=1)
+    mods = {k: v.copy() for k, v in mdata.mod.items()}
+    mods["prot"].obs_names = [mods["prot"].obs_names[0], *mods["prot"].obs_names[:-1]]
+    with md.set_options(pull_on_update=False):
+        bad = md.MuData(mods)
+    fix = r"mdata.mod\['prot'\].obs_names_make_unique\(\); mdata.update\(\)\.$"
+    with pytest.raises(CellWeaveInputError, match=r"^modality 'prot': 1 duplicate cell names.*" + fix):
+        prepare_cells(bad, vocab)
+    with pytest.raises(CellWeaveInputError, match=fix):
+        as_modalities(bad)
+    assert set(as_modalities(mdata)) == {"rna", "prot", "atac"}  # unique names pass
+
+
 def test_log_normalized_warns_and_reports(counts) -> None:
     with pytest.warns(UserWarning, match="log-normalized input detected; raw counts are preferred") as rec:
         report = validate_matrix(_lognorm(counts))

@@ -7,6 +7,7 @@ from ._validate import (
     ValidationReport,
     as_modalities,
     check_modalities,
+    check_unique_cell_names,
     detect_x_kind,
     validate_matrix,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "ValidationReport",
     "as_modalities",
     "check_modalities",
+    "check_unique_cell_names",
     "detect_x_kind",
     "read",
     "validate",

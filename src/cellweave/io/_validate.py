@@ -290,14 +290,7 @@ def validate_matrix(
             f"{where}: {source} holds {n_bad} NaN or infinite values. Check the upstream processing "
             "that produced them, or replace them (e.g. X = np.nan_to_num(X)) before running cellweave."
         )
-    dup_cells = adata.obs_names.duplicated()
-    if dup_cells.any():
-        examples = list(dict.fromkeys(adata.obs_names[dup_cells]))[:5]
-        raise CellWeaveInputError(
-            f"{where}: {int(dup_cells.sum())} duplicate cell names (e.g. {examples}); results are written "
-            "back by cell name, so they would land on the wrong cells. Make them unique with "
-            "adata.obs_names_make_unique()."
-        )
+    check_unique_cell_names(adata, where=where)
     dup = adata.var_names.duplicated()
     if dup.any():
         examples = list(dict.fromkeys(adata.var_names[dup]))[:5]
@@ -359,6 +352,38 @@ def validate_matrix(
         n_empty_cells=n_empty,
         warnings=report_warnings,
     )
+
+
+def check_unique_cell_names(obj: AnnData | MuData, *, where: str = "data", fix: str = "adata") -> None:
+    """Refuse duplicate cell names (``obs_names``).
+
+    Results are written back by cell name and the modalities of a MuData are paired by it, so a
+    duplicate would put one cell's result on another. Refused rather than renamed: which of two
+    same-named cells is which is for the user to decide (two files concatenated without
+    ``index_unique``, or a barcode measured twice).
+
+    Parameters
+    ----------
+    obj
+        AnnData or MuData.
+    where
+        Names the object in the message.
+    fix
+        The expression the message applies ``.obs_names_make_unique()`` to.
+
+    Raises
+    ------
+    CellWeaveInputError
+        Naming how many names are duplicated, examples, and the fix.
+    """
+    dup = obj.obs_names.duplicated()
+    if dup.any():
+        examples = list(dict.fromkeys(obj.obs_names[dup]))[:5]
+        raise CellWeaveInputError(
+            f"{where}: {int(dup.sum())} duplicate cell names (e.g. {examples}); results are written back by cell "
+            f"name, so they would land on the wrong cells. Make them unique with {fix}.obs_names_make_unique()"
+            + ("; mdata.update()." if fix.startswith("mdata.") else ".")
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,6 +466,12 @@ def as_modalities(obj: AnnData | MuData, *, modality_for_anndata: str = "rna") -
     AnnData keeps its own ``obs_names``: the cells of a MuData may differ between modalities
     (unpaired data, or cells missing a modality), so the caller aligns them to
     ``mdata.obs_names`` (e.g. ``mdata.obs_names.get_indexer(adata.obs_names)``).
+
+    Raises
+    ------
+    CellWeaveInputError
+        For an unknown modality name, two names for one modality, or duplicate cell names (in the
+        container or in a modality; see :func:`check_unique_cell_names`).
     """
     if hasattr(obj, "mod"):
         used, skipped = check_modalities(list(obj.mod.keys()))
@@ -450,7 +481,9 @@ def as_modalities(obj: AnnData | MuData, *, modality_for_anndata: str = "rna") -
         for name in obj.mod.keys():
             canon = _canonical_modality(name)
             if canon in used:
+                check_unique_cell_names(obj.mod[name], where=f"modality {name!r}", fix=f"mdata.mod[{name!r}]")
                 out[canon] = obj.mod[name]
+        check_unique_cell_names(obj, where="the MuData", fix="mdata")
         return out
     used, skipped = check_modalities([modality_for_anndata])
     if not used:
@@ -458,4 +491,5 @@ def as_modalities(obj: AnnData | MuData, *, modality_for_anndata: str = "rna") -
             f"modality_for_anndata={modality_for_anndata!r} is not a model modality; "
             f"pass one of {list(MODALITIES)}."
         )
+    check_unique_cell_names(obj, where=used[0])
     return {used[0]: obj}
