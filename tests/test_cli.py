@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 import anndata as ad
 import numpy as np
+import pytest
 
 import cellweave
 from cellweave.cli import main
@@ -75,3 +78,52 @@ def test_pretrain_cli_with_modality_dropout_and_rna_only(tmp_path) -> None:
     assert rna_model.card["modalities"] == ["rna"] and rna_model.modality_features("prot") == []
     assert main([*common, "--out", str(tmp_path / "bad"), "--modality-dropout", "1.5"]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def _verbs():
+    from cellweave.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_every_verb_help_shows_its_defaults(capsys) -> None:
+    """Every option that takes a value and has a default says it in --help (appended as
+    '(default: ...)' unless the help already words it), in every verb, those of cellweave._cli too."""
+    missing = []
+    for verb, parser in _verbs().items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if not action.option_strings or action.nargs == 0 or action.default in (None, argparse.SUPPRESS):
+                continue
+            if "default" not in formatter._expand_help(action).lower():
+                missing.append(f"{verb} {action.option_strings[-1]}")
+    assert not missing, missing
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--max-epochs MAX_EPOCHS (default: 5)" in out and "--lr LR (default: 0.001)" in out
+    assert "(default: all cells)" in out  # a None default worded in the help itself
+    assert "(default: tiny)" in out and out.count("(default:") >= 8
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--help"])
+    assert "(default: 0 1 2)" in " ".join(capsys.readouterr().out.split())  # lists shown as typed
+
+
+def test_global_flags_work_before_and_after_the_verb(tmp_path) -> None:
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave.cli import build_parser
+
+    parser = build_parser()
+    tail = ["embed", "in.h5ad", "--out", "o.h5ad"]
+    for argv in (["-q", "--debug", *tail], [*tail, "-q", "--debug"], ["-q", *tail, "--debug"]):
+        args = parser.parse_args(argv)
+        assert args.quiet is True and args.debug is True and args.verbose == 0, argv
+    assert parser.parse_args([*tail, "-v"]).verbose == 1 and parser.parse_args(["-v", *tail]).verbose == 1
+    assert parser.parse_args(tail).quiet is False  # the verb's parser does not reset the main defaults
+    # --debug after the verb really shows the error (re-raised) instead of the one-line message.
+    missing = ["embed", str(tmp_path / "nope.h5ad"), "--out", str(tmp_path / "o.h5ad")]
+    assert main(missing + ["-q"]) == 2
+    with pytest.raises(CellWeaveInputError, match="File not found"):
+        main(missing + ["--debug"])

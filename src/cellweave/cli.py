@@ -240,9 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=int, default=64)
     sp.add_argument("--lr", type=float, default=1e-3)
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--max-cells-per-dataset", type=int, default=None)
+    sp.add_argument("--max-cells-per-dataset", type=int, default=None,
+                    help="pretrain on at most this many cells of each dataset, drawn with the seed (default: all cells)")
     sp.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
-    sp.add_argument("--name", default=None, help="model name recorded in the model card")
+    sp.add_argument("--name", default=None, help="model name recorded in the model card (default: the output folder's name)")
     sp.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
     sp.add_argument("--devices", default=1, help="Lightning devices (e.g. 2 for DDP)")
     sp.add_argument("--modality-dropout", type=float, default=None,
@@ -357,8 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="demo_out", help="output folder (report.html, embeddings, metrics)")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--from-scratch", action="store_true", help="pretrain the tiny preset on the bundled corpus first")
-    sp.add_argument("--max-epochs", type=int, default=None, help="epochs for --from-scratch")
-    sp.add_argument("--max-cells-per-dataset", type=int, default=None, help="cap per dataset for --from-scratch")
+    sp.add_argument("--max-epochs", type=int, default=None, help="epochs for --from-scratch (default: the demo's setting)")
+    sp.add_argument("--max-cells-per-dataset", type=int, default=None, help="cap per dataset for --from-scratch (default: the demo's setting)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--no-benchmark", action="store_true", help="skip the quick benchmark sections")
     sp.set_defaults(func=cmd_demo)
@@ -367,7 +368,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_models)
     for verb in sub.choices.values():  # -q / -v / --debug work after the verb too
         _add_global_options(verb, default=False)
+        _show_defaults(verb)
     return p
+
+
+def _default_text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append ``(default: ...)`` to the help of every option that takes a value and has a default,
+    unless its help already says what the default is (many explain it in words: "default: the
+    preset's"). Flags (``store_true``, ``--x/--no-x``, counts) and ``None`` defaults are left alone:
+    "(default: False)" or "(default: None)" tells a reader nothing. Done here, once, so every verb
+    (those in ``cellweave._cli`` too) shows its defaults in ``--help``."""
+    for action in parser._actions:
+        if not action.option_strings or action.nargs == 0 or action.help == argparse.SUPPRESS:
+            continue
+        if action.default is None or action.default is argparse.SUPPRESS:
+            continue
+        if action.help and "default" in action.help.lower():
+            continue
+        shown = "(default: " + _default_text(action.default).replace("%", "%%") + ")"
+        action.help = f"{action.help} {shown}" if action.help else shown
 
 
 def _add_adapt_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = True) -> None:
