@@ -16,12 +16,12 @@ logger = logging.getLogger("cellweave")
 
 def add_budget_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = True) -> None:
     """The adaptation budget's options, shared by ``adapt`` and every verb's ``--adapt``."""
-    from cellweave.train._adapt import DEFAULT_EPOCHS, DEFAULT_MAX_STEPS
+    from cellweave.train import ADAPT_EPOCHS, ADAPT_MAX_STEPS
 
-    sp.add_argument("--adapt-epochs", type=int, default=DEFAULT_EPOCHS,
-                    help=f"passes over the cells when adapting (default: {DEFAULT_EPOCHS})")
-    sp.add_argument("--adapt-max-steps", type=int, default=DEFAULT_MAX_STEPS,
-                    help=f"cap on optimizer steps when adapting (default: {DEFAULT_MAX_STEPS}, about 8 minutes on "
+    sp.add_argument("--adapt-epochs", type=int, default=ADAPT_EPOCHS,
+                    help=f"passes over the cells when adapting (default: {ADAPT_EPOCHS})")
+    sp.add_argument("--adapt-max-steps", type=int, default=ADAPT_MAX_STEPS,
+                    help=f"cap on optimizer steps when adapting (default: {ADAPT_MAX_STEPS}, about 8 minutes on "
                          "2 CPU cores; 0 = no cap)")
     if with_batch_key:
         sp.add_argument("--adapt-batch-key", default=None,

@@ -31,7 +31,7 @@ def _read_regulators(path: str | None):
 def _input_rna(path: str, use_raw: bool):
     from cellweave import io
     from cellweave.io import detect_x_kind
-    from cellweave.tl._gene_utils import rna_adata
+    from cellweave.tl import rna_adata
 
     data = io.read(path)
     rna = rna_adata(data)

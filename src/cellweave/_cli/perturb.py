@@ -14,9 +14,9 @@ def cmd_perturb(args: argparse.Namespace) -> int:
 
     data = io.read(args.input)
     if hasattr(data, "mod"):
-        from cellweave.train._perturb import _as_rna
+        from cellweave.train import rna_with_cell_obs
 
-        data = _as_rna(data)
+        data = rna_with_cell_obs(data)
     model = CellWeave.load(args.model)
     tl.perturb(data, genes=args.genes, mode=args.mode, model=model, groupby=args.groupby, layer=args.layer,
                batch_size=args.batch_size, seed=args.seed)
@@ -33,7 +33,7 @@ def cmd_perturb(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from cellweave import io
     from cellweave.models import CellWeave
-    from cellweave.train._perturb import finetune_perturbation
+    from cellweave.train import finetune_perturbation
 
     data = io.read(args.data)
     model = CellWeave.load(args.model)
@@ -53,9 +53,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.cells:
         cells = io.read(args.cells)
         if hasattr(cells, "mod"):
-            from cellweave.train._perturb import _as_rna
+            from cellweave.train import rna_with_cell_obs
 
-            cells = _as_rna(cells)
+            cells = rna_with_cell_obs(cells)
     out = tl.predict_perturbation(cells, model=args.model, perturbation=args.perturbation, layer=args.layer,
                                   seed=args.seed)
     io.write(out, args.out)

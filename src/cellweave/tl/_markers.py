@@ -240,7 +240,7 @@ def markers(
     with torch.no_grad():
         train_acc = float((np.array(classes)[classifier(torch.as_tensor(emb[keep])).argmax(1).numpy()]
                            == lab[keep]).mean())
-    col_names = _column_names(rna, model, tok, organism)
+    col_names = corpus_var_names(rna, model, tok, organism)
     rng = np.random.default_rng(seed)
     names, scores, lfc = {}, {}, {}
     expr = log_normalized(rna, layer)[:, rna.var_names.get_indexer(col_names)].tocsr()
@@ -273,7 +273,7 @@ def markers(
     return data if copy else None
 
 
-def _column_names(rna: AnnData, model: CellWeave, tok: np.ndarray, organism: str | None) -> np.ndarray:
+def corpus_var_names(rna: AnnData, model: CellWeave, tok: np.ndarray, organism: str | None) -> np.ndarray:
     """``var_names`` of the corpus columns (the first var of each vocabulary token)."""
     from ._gene_utils import var_token_ids
 

@@ -14,7 +14,7 @@ import pandas as pd
 from cellweave._constants import UNS_KEY
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.models import CellWeave, environment_versions
-from cellweave.models._insilico import in_silico_profiles
+from cellweave.models import in_silico_profiles
 
 from ._embed import _h5_safe, _resolve
 
@@ -229,7 +229,7 @@ def predict_perturbation(
         mean change, averaged over genes, divided by the same for the observed changes; values
         far below 1 mean the model predicts nearly the same response for every perturbation.
     """
-    from cellweave.train._perturb import PerturbationModel
+    from cellweave.train import PerturbationModel
 
     pm = model if isinstance(model, PerturbationModel) else PerturbationModel.load(model)
     out = pm.predict(adata, perturbation, layer=layer, batch_size=batch_size, seed=seed, progress=progress)

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.neighbors import KNeighborsTransformer
 
 
-class _ExactKNN(KNeighborsTransformer):
+def _exact_knn(**kwargs):
     """scikit-learn's exact kNN graph as a ``csr_matrix``.
 
     scikit-learn >= 1.8 returns ``csr_array``, which scanpy 1.11's neighbor code cannot read
-    (it calls ``getnnz``); the conversion keeps both working.
+    (it calls ``getnnz``); the conversion keeps both working. Built on first use so that
+    ``import cellweave`` (which imports ``tl``) does not import scikit-learn.
     """
+    from sklearn.neighbors import KNeighborsTransformer
 
-    def transform(self, X):
-        return sp.csr_matrix(super().transform(X))
+    class _ExactKNN(KNeighborsTransformer):
+        def transform(self, X):
+            return sp.csr_matrix(super().transform(X))
 
-    def fit_transform(self, X, y=None):
-        return sp.csr_matrix(super().fit_transform(X, y))
+        def fit_transform(self, X, y=None):
+            return sp.csr_matrix(super().fit_transform(X, y))
+
+    return _ExactKNN(**kwargs)
 
 
 def umap_coordinates(X: np.ndarray, *, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
@@ -30,6 +34,6 @@ def umap_coordinates(X: np.ndarray, *, n_neighbors: int = 15, seed: int = 0) -> 
     a.obsm["rep"] = np.asarray(X, dtype=np.float32)
     k = min(n_neighbors, X.shape[0] - 1)
     sc.pp.neighbors(a, use_rep="rep", n_neighbors=k,
-                    transformer=_ExactKNN(n_neighbors=k, mode="distance", algorithm="brute"), random_state=seed)
+                    transformer=_exact_knn(n_neighbors=k, mode="distance", algorithm="brute"), random_state=seed)
     sc.tl.umap(a, random_state=seed)
     return np.asarray(a.obsm["X_umap"])

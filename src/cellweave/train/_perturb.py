@@ -99,7 +99,7 @@ def resolve_perturbation(model: CellWeave, name: str, labels: list[str], var: pd
     )
 
 
-def _gene_vectors(model: CellWeave, identities: list[PerturbationIdentity]) -> np.ndarray:
+def identity_vectors(model: CellWeave, identities: list[PerturbationIdentity]) -> np.ndarray:
     emb = model.module.feature_embedding.weight.detach().cpu().numpy()
     out = np.zeros((len(identities), emb.shape[1]), dtype=np.float32)
     for k, ident in enumerate(identities):
@@ -113,7 +113,7 @@ def zero_shot_features(model: CellWeave, control: AnnData, identities: list[Pert
                        cache: dict | None = None) -> np.ndarray:
     """Per perturbation, the pretrained model's zero-shot in silico knock-out profile over the readout
     genes (mean over ``n_cells`` control cells; zeros for labels and genes outside the vocabulary)."""
-    from cellweave.models._insilico import in_silico_profiles
+    from cellweave.models import in_silico_profiles
 
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(control.n_obs, size=min(n_cells, control.n_obs), replace=False))
@@ -281,7 +281,7 @@ class PerturbationModel:
     # -------------------------------------------------------------- prediction
     def _inputs(self, name: str) -> tuple[PerturbationIdentity, np.ndarray, np.ndarray | None]:
         ident = resolve_perturbation(self.base, name, self.labels)
-        vec = _gene_vectors(self.base, [ident])
+        vec = identity_vectors(self.base, [ident])
         extra = None
         if self.head.n_extra:
             if self.control is None:
@@ -432,7 +432,7 @@ def finetune_perturbation(
     The :class:`PerturbationModel` (also saved to ``out`` when given).
     """
     t0 = time.perf_counter()
-    adata = _as_rna(data)
+    adata = rna_with_cell_obs(data)
     base = model if isinstance(model, CellWeave) else CellWeave.load(model)
     for key in [perturbation_key] + ([group_key] if group_key else []):
         if key not in adata.obs.columns:
@@ -512,7 +512,7 @@ def finetune_perturbation(
         zs_scale = float(np.abs(extra[[i.kind == "gene" for i in identities]]).mean()) or 1.0
         extra = extra / zs_scale
     head, metrics = fit_head(
-        gene_tokens=gene_tokens, perturbation_vectors=_gene_vectors(base, identities),
+        gene_tokens=gene_tokens, perturbation_vectors=identity_vectors(base, identities),
         label_index=np.array([i.label_index for i in identities]), n_labels=len(labels),
         targets=targets, target_perturbation=t_pert, target_group=t_group,
         control_embedding=emb, control_group=groups_all[keep], extra=extra,
@@ -554,7 +554,7 @@ def finetune_perturbation(
     return pm
 
 
-def _as_rna(data) -> AnnData:
+def rna_with_cell_obs(data) -> AnnData:
     """AnnData as is; a MuData's ``rna`` modality with the container's obs columns."""
     if hasattr(data, "mod"):
         from cellweave.io import as_modalities

@@ -47,7 +47,7 @@ def pretraining_heldout(model: Any, dataset: str, n_cells: int) -> np.ndarray | 
     """Positions of the cells of ``dataset`` that the model's pretraining held out for validation
     (rebuilt from the seed and caps in its model card), or ``None`` when the model was not
     pretrained on ``dataset``. Cells subsampled away by the cap are counted as held out."""
-    from cellweave.train._pretrain import split_cells
+    from cellweave.train import split_cells
 
     card = getattr(model, "card", {}) or {}
     names = [d.get("name") for d in card.get("data", [])]

@@ -63,7 +63,7 @@ def _baselines(Xtr, ytr, Xte, *, seed: int, include_l1: bool) -> dict[str, tuple
 
 def _finetuned(ctx, d, tr, te, seed: int) -> np.ndarray:
     """Labels predicted after fine-tuning the encoder on the training cells (as annotate --finetune)."""
-    from cellweave.tl._transfer import LabelTransfer
+    from cellweave.tl import LabelTransfer
     from cellweave.train import finetune_classifier
 
     ref = d.adata[tr]
@@ -85,7 +85,7 @@ def run(ctx, report) -> list[Record]:
     from sklearn.model_selection import train_test_split
     from sklearn.metrics import roc_auc_score
 
-    from cellweave.tl._transfer import LabelTransfer
+    from cellweave.tl import LabelTransfer
 
     records: list[Record] = []
     pooled: dict[str, dict[str, list]] = {}

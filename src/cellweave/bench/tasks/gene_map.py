@@ -44,7 +44,7 @@ def _datasets(ctx: Any) -> list[tuple[str, Any]]:
     from cellweave import datasets
 
     if ctx.data is not None:
-        from cellweave.tl._gene_utils import rna_adata
+        from cellweave.tl import rna_adata
 
         return [(ctx.data_name or "data", rna_adata(ctx.data))]
     names = ["multibatch_cellbench_sc_mixology"] if ctx.quick else [
@@ -74,7 +74,7 @@ def contextual_embedding(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each column gene's output token state averaged over the cells where it is a token, and
     whether the gene was a token in any of them."""
-    from cellweave.tl._gene_utils import local_columns, token_batches, vocab_to_col_map
+    from cellweave.tl import local_columns, token_batches, vocab_to_col_map
 
     v2c = vocab_to_col_map(model, tok)
     d = model.config.d_model
@@ -95,9 +95,9 @@ def run(ctx: Any, report: Any) -> list:
     from sklearn.decomposition import PCA
 
     from cellweave.bench import umap_coordinates
-    from cellweave.tl._gene_map import gene_embedding_table, gene_sets
-    from cellweave.tl._gene_utils import log_normalized, prepare_rna
-    from cellweave.tl._markers import _column_names
+    from cellweave.tl import gene_embedding_table, gene_sets
+    from cellweave.tl import log_normalized, prepare_rna
+    from cellweave.tl import corpus_var_names
 
     model = ctx.model
     W, table = gene_embedding_table(model)
@@ -107,7 +107,7 @@ def run(ctx: Any, report: Any) -> list:
     shown = False
     for name, adata in _datasets(ctx):
         corpus, tok = prepare_rna(adata, model)
-        genes = np.array([str(g) for g in _column_names(adata, model, tok, None)])
+        genes = np.array([str(g) for g in corpus_var_names(adata, model, tok, None)])
         X = log_normalized(adata)[:, adata.var_names.get_indexer(genes)].tocsc()
         detected = np.diff(X.indptr) >= MIN_CELLS
         keep = detected & np.array([int(t) in row_of_token for t in tok])

@@ -125,8 +125,8 @@ def run(ctx: Any, report: Any) -> list:
 
     from cellweave import datasets
     from cellweave.genes import tf_list
-    from cellweave.tl._gene_utils import prepare_rna, var_token_ids
-    from cellweave.tl._grn import attention_scores, combine_scores, embedding_scores, perturbation_scores
+    from cellweave.tl import prepare_rna, var_token_ids
+    from cellweave.tl import attention_scores, combine_scores, embedding_scores, perturbation_scores
 
     if ctx.data is not None:
         report.text("The grn task needs knock-out labels (obs['perturbation'] with 'control'); it always runs on "

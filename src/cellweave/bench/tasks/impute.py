@@ -68,7 +68,7 @@ def _target_matrix(model, data, target: str) -> tuple[list[str], list[str], np.n
     """Every measured feature of ``target``: its vocabulary key ("" when the model lacks it),
     name, and values (cells x features) in the metric's units: CLR for protein, log1p counts
     per 10k per peak for ATAC. Peaks in one 10 kb bin share the bin's zero-shot prediction."""
-    from cellweave.tl._impute import feature_keys
+    from cellweave.tl import feature_keys
 
     mod = data[target]
     keys = feature_keys(model, mod, target)

@@ -34,7 +34,7 @@ def run(ctx, report) -> list[Record]:
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
-    from cellweave.tl._integrate import harmony, integrate_embedding
+    from cellweave.tl import harmony, integrate_embedding
 
     records: list[Record] = []
     umaps = []

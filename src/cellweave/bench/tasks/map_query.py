@@ -39,7 +39,7 @@ def _vote_knn(ref: np.ndarray, ytr: np.ndarray, query: np.ndarray) -> tuple[np.n
 
 
 def _harmony_joint(X: np.ndarray, is_query: np.ndarray, seed: int) -> np.ndarray:
-    from cellweave.tl._integrate import harmony
+    from cellweave.tl import harmony
 
     return harmony(X, np.where(is_query, "query", "reference"), seed=seed)
 
@@ -84,7 +84,7 @@ def run(ctx, report) -> list[Record]:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    from cellweave.tl._map_query import NeighborIndex, _kernel_vote
+    from cellweave.tl import NeighborIndex, kernel_vote
 
     records: list[Record] = []
     examples = []
@@ -104,7 +104,7 @@ def run(ctx, report) -> list[Record]:
                 ref_z, q_z = scaler.transform(emb[tr]), scaler.transform(emb[te])
                 codes, classes = pd.factorize(ytr, sort=True)
                 idx, dist = NeighborIndex(ref_z, backend="faiss").query(q_z, 15)
-                proba = _kernel_vote(idx, dist, codes, len(classes))
+                proba = kernel_vote(idx, dist, codes, len(classes))
                 results = {CELLWEAVE: (np.asarray(classes)[proba.argmax(1)], 1.0 - proba.max(1))}
                 joint = np.vstack([ref_z, q_z])
                 n = min(50, joint.shape[1] - 1)
@@ -112,7 +112,7 @@ def run(ctx, report) -> list[Record]:
                 is_q = np.r_[np.zeros(len(tr), bool), np.ones(len(te), bool)]
                 h = _harmony_joint(jp, is_q, seed)
                 hidx, hdist = NeighborIndex(h[~is_q], backend="faiss").query(h[is_q], 15)
-                hp = _kernel_vote(hidx, hdist, codes, len(classes))
+                hp = kernel_vote(hidx, hdist, codes, len(classes))
                 results["cellweave (harmony)"] = (np.asarray(classes)[hp.argmax(1)], 1.0 - hp.max(1))
 
                 hv = hvg_features(d.lognorm[tr])
@@ -142,7 +142,7 @@ def _plots(ctx, report, examples) -> None:
     import anndata as ad
     import matplotlib.pyplot as plt
 
-    from cellweave.tl._map_query import map_query
+    from cellweave.tl import map_query
 
     for d, split, group, tr, te, emb in examples:
         ref = ad.AnnData(obs=pd.DataFrame({"label": d.labels[tr]}, index=d.adata.obs_names[tr]))

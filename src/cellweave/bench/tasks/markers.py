@@ -43,7 +43,7 @@ def _datasets(ctx: Any) -> list[tuple[str, Any, str]]:
     from cellweave import datasets
 
     if ctx.data is not None:
-        from cellweave.tl._gene_utils import rna_adata
+        from cellweave.tl import rna_adata
 
         return [(ctx.data_name or "data", rna_adata(ctx.data), ctx.label_key)]
     # pbmc68k_reduced's X is scaled; its .raw holds log-normalized values the model accepts.
@@ -81,9 +81,9 @@ def _classify(X_tr, y_tr, X_te, y_te, cols: np.ndarray, seed: int) -> dict[str, 
 def run(ctx: Any, report: Any) -> list:
     from sklearn.model_selection import train_test_split
 
-    from cellweave.tl._gene_map import gene_sets
-    from cellweave.tl._gene_utils import log_normalized, prepare_rna
-    from cellweave.tl._markers import _column_names, attribution_scores, fit_group_classifier
+    from cellweave.tl import gene_sets
+    from cellweave.tl import log_normalized, prepare_rna
+    from cellweave.tl import corpus_var_names, attribution_scores, fit_group_classifier
 
     model = ctx.model
     n_cells = 10 if ctx.quick else 20
@@ -100,7 +100,7 @@ def run(ctx: Any, report: Any) -> list:
         adata = adata[keep].copy()
         y = adata.obs[label_key].astype(str).to_numpy()
         corpus, tok = prepare_rna(adata, model)
-        genes = [str(g) for g in _column_names(adata, model, tok, None)]
+        genes = [str(g) for g in corpus_var_names(adata, model, tok, None)]
         X = log_normalized(adata)[:, adata.var_names.get_indexer(genes)].tocsr()
         pos = {g: i for i, g in enumerate(genes)}
         emb = ctx.embedding(name, adata, seed=0)

@@ -214,7 +214,7 @@ def _zero_shot(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> lis
 def _across_shift(d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[Record]:
     from sklearn.linear_model import LogisticRegression
 
-    from cellweave.tl._transfer import LabelTransfer
+    from cellweave.tl import LabelTransfer
 
     from ._cells import across_splits
 
@@ -246,8 +246,8 @@ def _novel_type(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> li
     from sklearn.model_selection import train_test_split
     from sklearn.neighbors import NearestNeighbors
 
-    from cellweave.tl._integrate import harmony
-    from cellweave.tl._transfer import LabelTransfer
+    from cellweave.tl import harmony
+    from cellweave.tl import LabelTransfer
 
     classes = sorted(set(d.labels))
     if len(classes) < 3:
@@ -291,7 +291,7 @@ def _integration(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> l
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
-    from cellweave.tl._integrate import harmony, integrate_embedding
+    from cellweave.tl import harmony, integrate_embedding
 
     from cellweave.data import hvg_features
 
@@ -335,7 +335,7 @@ def _model_embeddings(ctx, d: PanelData, seed: int) -> tuple[dict[str, np.ndarra
         if variant == "untrained":  # the control every cellweave variant must beat
             import torch
 
-            from cellweave import CellWeave
+            from cellweave.models import CellWeave
             from cellweave.nn import CellWeaveModule
 
             torch.manual_seed(seed)

@@ -60,10 +60,10 @@ class _Data:
     """Expression, labels and observed changes of one perturbation dataset."""
 
     def __init__(self, adata, pert_key: str, control: str, group_key: str | None) -> None:
-        from cellweave.train._perturb import log_normalized
+        from cellweave.data import log_normalize
 
         self.adata = adata
-        self.X = log_normalized(adata)
+        self.X = log_normalize(adata).toarray()
         labels = adata.obs[pert_key].astype(str).replace(ALIASES).to_numpy()
         self.labels, self.control = labels, control
         self.groups = adata.obs[group_key].astype(str).to_numpy() if group_key else np.full(adata.n_obs, "all")
@@ -145,19 +145,19 @@ def run(ctx, report) -> list[Any]:
     from sklearn.model_selection import KFold
 
     from cellweave import datasets
-    from cellweave.train._perturb import (
+    from cellweave.train import (
         PerturbationIdentity,
-        _gene_vectors,
         fit_head,
+        identity_vectors,
         spread_ratio,
         zero_shot_features,
     )
 
     model = ctx.model
     if ctx.data is not None:
-        from cellweave.train._perturb import _as_rna
+        from cellweave.train import rna_with_cell_obs
 
-        adata = _as_rna(ctx.data)
+        adata = rna_with_cell_obs(ctx.data)
         pert_key, name = ctx.label_key, ctx.data_name or "data"
         group_key = ctx.batch_key
     else:
@@ -177,7 +177,7 @@ def run(ctx, report) -> list[Any]:
     tok_ids = model.gene_token_ids(d.targets, adata.var)
     identities = [PerturbationIdentity(t, "gene", [int(i)], 0) if i >= 0 else PerturbationIdentity(t, "label", [], 0)
                   for t, i in zip(d.targets, tok_ids)]
-    tokens = _gene_vectors(model, identities)
+    tokens = identity_vectors(model, identities)
     readout = model.gene_token_ids(d.genes, adata.var)
     table = model.module.feature_embedding.weight.detach().cpu().numpy()
     gene_tokens = np.where((readout >= 0)[:, None], table[np.maximum(readout, 0)], 0.0).astype(np.float32)
