@@ -239,6 +239,27 @@ def test_declared_x_kind_contradiction_is_a_warning(counts) -> None:
     assert any("uns['x_kind'] says 'log_normalized'" in w for w in report.warnings)
 
 
+def test_raw_of_pbmc68k_gets_no_stale_x_kind_warning(caplog) -> None:
+    """adata.raw.to_adata() copies the parent's uns: pbmc68k's uns['x_kind'] = 'scaled' describes its X,
+    not the log-normalized raw (uns['raw_x_kind']). Only the log-normalized notice remains."""
+    raw = cellweave.datasets.load("scanpy_pbmc68k_reduced").raw.to_adata()
+    assert raw.uns["x_kind"] == "scaled" and raw.uns["raw_x_kind"] == "log_normalized"
+    with caplog.at_level(logging.WARNING), pytest.warns(UserWarning, match="log-normalized input detected"):
+        report = validate_matrix(raw, dataset="pbmc68k_raw")
+    assert report.x_kind == "log_normalized"
+    assert not [w for w in report.warnings if "uns['x_kind']" in w]
+    assert not [r for r in caplog.records if "uns['x_kind']" in r.getMessage()]
+
+
+def test_stale_x_kind_warning_names_the_fix(counts) -> None:
+    a = counts.copy()
+    a.uns["x_kind"] = "scaled"
+    a.uns["raw_x_kind"] = "log_normalized"  # describes neither: still a warning, with the line that fixes it
+    report = validate_matrix(a)
+    assert [w for w in report.warnings if "says 'scaled' but the values look 'counts'" in w and
+            "adata.raw.to_adata() copies the parent's uns" in w and "set uns['x_kind'] = 'counts'" in w]
+
+
 def test_empty_cells_warn_and_all_empty_is_an_error(counts, caplog) -> None:
     a = counts.copy()
     X = a.X.toarray()

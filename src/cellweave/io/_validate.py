@@ -320,14 +320,22 @@ def validate_matrix(
                 "per-cell counts and not bulk totals or values multiplied by a large factor; fix the upstream "
                 "step, or pass the right layer."
             )
-    declared = adata.uns.get("x_kind") if hasattr(adata, "uns") else None
+    uns = adata.uns if hasattr(adata, "uns") else {}
+    declared = uns.get("x_kind")
     if isinstance(declared, str) and declared in X_KINDS and declared != x_kind:
-        msg = (
-            f"{where}: uns['x_kind'] says {declared!r} but the values look {x_kind!r}; "
-            f"using {x_kind!r}. Fix uns['x_kind'] if the data were changed."
-        )
-        report_warnings.append(msg)
-        logger.warning(msg)
+        if uns.get("raw_x_kind") == x_kind:
+            # adata.raw.to_adata() copies the parent's uns, whose x_kind describes the parent's X
+            # (pbmc68k_reduced: X scaled, raw log-normalized); raw_x_kind describes these values.
+            logger.debug("%s: uns['x_kind'] %r describes the parent's X; uns['raw_x_kind'] %r matches these values.",
+                         where, declared, x_kind)
+        else:
+            msg = (
+                f"{where}: uns['x_kind'] says {declared!r} but the values look {x_kind!r}; using {x_kind!r}. "
+                "uns may be stale (adata.raw.to_adata() copies the parent's uns, which describes the parent's X): "
+                f"set uns['x_kind'] = {x_kind!r} to match."
+            )
+            report_warnings.append(msg)
+            logger.warning(msg)
     if x_kind == "log_normalized":
         msg = f"{where}: log-normalized input detected; raw counts are preferred."
         report_warnings.append(msg)
