@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,10 @@ def test_round_trip_synthetic(synthetic, tmp_path, value_encoding):
     np.testing.assert_array_equal(s_sub.obs["rna_library"], m_sub.obs["rna_library"])
     if value_encoding == "log1p":
         assert (corpus_counts(s_sub, "log1p") != corpus_counts(m_sub, "log1p")).nnz == 0
+    # Sent to a spawned DataLoader worker or DDP process, a store corpus carries paths, not values.
+    blob = pickle.dumps(s_sub)
+    assert len(blob) < 20_000 < sb.values.nnz * 8
+    _assert_same_tokens([m_sub], [pickle.loads(blob)])
 
 
 def test_round_trip_mudata_read_whole(tmp_path):

@@ -36,7 +36,6 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -573,13 +572,42 @@ def open_store(
     return corpora
 
 
-@dataclass
 class _Shard:
-    """The memory-mapped arrays of one modality of one shard."""
+    """The memory-mapped arrays of one modality of one shard.
 
-    data: np.ndarray
-    indices: np.ndarray
-    indptr: np.ndarray
+    Pickled (DataLoader workers started by spawn, DDP processes), it carries its folder only and
+    maps the files again on first use: a ``np.memmap`` itself would be pickled with all its values.
+    """
+
+    def __init__(self, folder: Path, modality: str) -> None:
+        self.folder = folder
+        self.modality = modality
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def _get(self, key: str) -> np.ndarray:
+        arr = self._arrays.get(key)
+        if arr is None:
+            arr = self._arrays[key] = np.load(self.folder / f"{self.modality}.{key}.npy", mmap_mode="r",
+                                              allow_pickle=False)
+        return arr
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._get("data")
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self._get("indices")
+
+    @property
+    def indptr(self) -> np.ndarray:
+        return self._get("indptr")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"folder": self.folder, "modality": self.modality}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["folder"], state["modality"])
 
 
 class StoreCSR:
@@ -773,13 +801,12 @@ class StoreCorpus:
             shards, indptrs, present = [], [], []
             nnz_before = 0
             for folder in folders:
-                load = _loader(folder, m)
-                sh = _Shard(load("data"), load("indices"), load("indptr"))
+                sh = _Shard(folder, m)
                 shards.append(sh)
                 # Row pointers over the whole source: each shard's, shifted by the values before it.
                 indptrs.append(np.asarray(sh.indptr[1:], dtype=np.int64) + nnz_before)
                 nnz_before += int(sh.indptr[-1])
-                present.append(np.asarray(load("present")))
+                present.append(np.load(folder / f"{m}.present.npy", allow_pickle=False))
             base_indptr = np.concatenate([np.zeros(1, dtype=np.int64), *indptrs])
             token_ids = np.load(folders[0] / f"{m}.token_ids.npy", allow_pickle=False)
             values = StoreCSR(shards, token_ids.size, shard_rows, base_indptr)
@@ -828,9 +855,3 @@ class StoreCorpus:
                   for b in self.blocks]
         return CellCorpus(blocks, self.obs.copy(), self.coverage, self.name)
 
-
-def _loader(folder: Path, modality: str):
-    def load(key: str) -> np.ndarray:
-        return np.load(folder / f"{modality}.{key}.npy", mmap_mode="r", allow_pickle=False)
-
-    return load
