@@ -66,8 +66,6 @@ PRIVATE_ALLOWLIST: dict[tuple[str, str], str] = {
     ("cellweave.tl._integrate", "cellweave.nn._adapter"): "nn does not export BatchAdversarialAdapter yet",
     ("cellweave.train._crossmodal", "cellweave.nn._decoder"): "nn does not export FeatureQueryDecoder yet",
     ("cellweave.train._perturb", "cellweave.nn._perturb"): "nn does not export PerturbationHead yet",
-    # The token store (`cellweave prepare`) is new work in data/; export DEFAULT_CHUNK_SIZE from cellweave.data.
-    ("cellweave._cli.prepare", "cellweave.data._store"): "data does not export the store's DEFAULT_CHUNK_SIZE yet",
 }
 
 

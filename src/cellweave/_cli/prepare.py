@@ -14,8 +14,7 @@ logger = logging.getLogger("cellweave")
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from cellweave import datasets as registry
-    from cellweave.data import prepare_store
-    from cellweave.data._store import DEFAULT_CHUNK_SIZE
+    from cellweave.data import DEFAULT_CHUNK_SIZE, prepare_store
     from cellweave.models import CellWeave
 
     # A registered dataset's name (`cellweave datasets list`) stands for its file, as in `pretrain --data`.
@@ -35,7 +34,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def register(sub, model_help: str) -> None:
-    from cellweave.data._store import DEFAULT_CHUNK_SIZE
+    from cellweave.data import DEFAULT_CHUNK_SIZE
 
     sp = sub.add_parser(
         "prepare", help="turn .h5ad/.h5mu/10x files into a sharded, memory-mapped token store (bounded memory)",

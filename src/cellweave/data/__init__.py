@@ -11,11 +11,12 @@ from ._corpus import (
     log_normalize,
     prepare_cells,
 )
-from ._store import StoreCorpus, StoreCSR, open_store, prepare_store, read_store_manifest
+from ._store import DEFAULT_CHUNK_SIZE, StoreCorpus, StoreCSR, open_store, prepare_store, read_store_manifest
 from ._tokenize import EpochShuffleSampler, Tokenizer, TokenDataset, collate_tokens
 from .synthetic import synthetic_adata, synthetic_mudata
 
 __all__ = [
+    "DEFAULT_CHUNK_SIZE",
     "TARGET_SUM",
     "CellCorpus",
     "EpochShuffleSampler",
