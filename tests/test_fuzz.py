@@ -287,10 +287,6 @@ def test_tokenizer_invariants(fuzz_vocab, data) -> None:
     assert int(batch["padding_mask"].sum()) == sum(it["token_ids"].size for it in items)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="found by fuzzing: prepare_cells hands a dense float16 X to scipy.sparse, which has no "
-                          "float16 (ValueError); the fix belongs in data/_corpus.py (upcast to float32). Remove this "
-                          "mark once it is applied: strict, so it fails as soon as the bug is fixed.")
 def test_prepare_cells_accepts_dense_float16(fuzz_vocab) -> None:
     from cellweave.data import prepare_cells, synthetic_adata
 

@@ -237,7 +237,7 @@ def prepare_cells(
     for mod, adata in mods.items():
         report = validate_matrix(adata, modality=mod, layer=layer if mod == "rna" else None, dataset=name)
         X = adata.layers[layer] if (layer is not None and mod == "rna") else adata.X
-        X = sp.csr_matrix(X)
+        X = sp.csr_matrix(X.astype(np.float32) if X.dtype == np.float16 else X)  # scipy.sparse has no float16
         org = organism or infer_organism(adata.var_names, adata.var.get("gene_id"))
         fmap = map_features(adata.var, modality=mod, organism=org, aliases=vocab.gene_aliases)
         cov = coverage(fmap, vocab, dataset=name)
@@ -270,10 +270,14 @@ def prepare_cells(
             libraries[mod] = np.zeros(len(obs_names))
             libraries[mod][rows] = library
     if all(b.token_ids.size == 0 for b in blocks):
+        examples = [str(v) for a in mods.values() for v in a.var_names[:3]][:3]
+        organisms = ", ".join(sorted({str(r["organism"] or "not inferred") for r in reports}))
         raise CellWeaveInputError(
-            f"None of the features of {name!r} are in the model's vocabulary (zero overlap). "
-            "Check that var_names are gene symbols or var['gene_id'] holds Ensembl IDs of a human or "
-            "mouse dataset, or pretrain a model on data like this one."
+            f"None of the features of {name!r} are in the model's vocabulary (zero overlap; features such as "
+            f"{examples}, organism {organisms}). The model knows human and mouse genes: put gene symbols (e.g. "
+            "CD3E) in var_names or Ensembl IDs (e.g. ENSG00000198851) in var['gene_id'], and pass organism='human' "
+            "or 'mouse' (--organism) if it was inferred wrongly; cellweave.genes.map_features(adata.var, "
+            "modality='rna').reasons says why each feature is unmapped."
         )
     obs = pd.DataFrame(index=obs_names.copy())
     obs["dataset"] = name
