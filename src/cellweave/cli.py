@@ -69,9 +69,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     if args.modality_dropout is not None and not 0.0 <= args.modality_dropout <= 1.0:
         raise CellWeaveInputError(f"--modality-dropout is a probability in [0, 1], not {args.modality_dropout}.")
-    datasets, hashes = _read_named(args.data)
+    stores = [p for p in args.data if (Path(p) / "manifest.json").is_file()]
+    if stores and len(args.data) > 1:
+        raise CellWeaveInputError(f"{stores[0]} is a token store: pretrain from one store, or from data files, not "
+                                  "both (add the files to the store with `cellweave prepare FILES --out STORE --append`).")
+    datasets, hashes = _read_named(args.data) if not stores else (None, None)
     model = pretrain(
         datasets,
+        store=stores[0] if stores else None,
         out=args.out,
         preset=args.preset,
         max_epochs=args.max_epochs,
@@ -233,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_help = "model folder or shipped model name (default: the shipped default model)"
 
     sp = sub.add_parser("pretrain", help="pretrain a model on .h5ad/.h5mu files")
-    sp.add_argument("--data", nargs="+", required=True, help="input .h5ad / .h5mu files or registered dataset names (all modalities are used)")
+    sp.add_argument("--data", nargs="+", required=True, help="input .h5ad / .h5mu files or registered dataset names "
+                    "(all modalities are used), or one token store folder made by `cellweave prepare`")
     sp.add_argument("--preset", default="tiny", choices=["tiny", "small", "base"])
     sp.add_argument("--out", required=True, help="output model folder")
     sp.add_argument("--max-epochs", type=int, default=5)

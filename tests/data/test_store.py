@@ -260,3 +260,29 @@ def _sha(path) -> str:
     from cellweave._io_utils import sha256_file
 
     return sha256_file(path)
+
+
+def test_pretrain_from_a_store_matches_pretraining_from_the_files(tmp_path) -> None:
+    """``pretrain(store=...)`` reads the memory-mapped shards and trains exactly as from the files
+    (same vocabulary, same cells, same tokens), here to identical weights."""
+    import torch
+
+    from cellweave.data import store_vocabulary
+    from cellweave.train import pretrain
+
+    a = synthetic_adata(n_cells=90, n_genes=120, seed=3)
+    a.write_h5ad(tmp_path / "a.h5ad")
+    vocab, _ = build_vocabulary({"a": a}, min_cells=3)
+    prepare_store([tmp_path / "a.h5ad"], tmp_path / "store", vocab=vocab, value_encoding="log1p", chunk_size=40)
+    assert store_vocabulary(tmp_path / "store").sha256 == vocab.sha256
+    tiny = dict(d_model=16, n_layers=1, n_heads=2, d_ff=32, value_encoding="log1p",
+                context_length={"rna": 32, "prot": 0, "atac": 0, "gene_activity": 0})
+    kw = dict(max_epochs=1, batch_size=30, seed=0, progress=False, config_overrides=tiny)
+    from_store = pretrain(None, store=tmp_path / "store", out=tmp_path / "m1", **kw)
+    from_files = pretrain({"a": a}, out=tmp_path / "m2", **kw)
+    assert from_store.card["data"][0]["n_train"] == from_files.card["data"][0]["n_train"] == 81
+    for (k, v), w in zip(from_store.module.state_dict().items(), from_files.module.state_dict().values()):
+        assert torch.equal(v, w), k
+    with pytest.raises(CellWeaveInputError, match="holds 'log1p' values"):
+        pretrain(None, store=tmp_path / "store", out=tmp_path / "m3", **{**kw, "config_overrides": {
+            **tiny, "value_encoding": "quantile"}})

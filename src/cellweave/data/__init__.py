@@ -11,7 +11,15 @@ from ._corpus import (
     log_normalize,
     prepare_cells,
 )
-from ._store import DEFAULT_CHUNK_SIZE, StoreCorpus, StoreCSR, open_store, prepare_store, read_store_manifest
+from ._store import (
+    DEFAULT_CHUNK_SIZE,
+    StoreCorpus,
+    StoreCSR,
+    open_store,
+    prepare_store,
+    read_store_manifest,
+    store_vocabulary,
+)
 from ._tokenize import EpochShuffleSampler, Tokenizer, TokenDataset, collate_tokens
 from .synthetic import synthetic_adata, synthetic_mudata
 
@@ -35,6 +43,7 @@ __all__ = [
     "prepare_cells",
     "prepare_store",
     "read_store_manifest",
+    "store_vocabulary",
     "synthetic_adata",
     "synthetic_mudata",
 ]

@@ -60,6 +60,7 @@ STORE_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 LOCK = ".lock"
+VOCAB = "vocab.json"
 #: Cells per chunk: about 2k nonzero genes per cell x 8 bytes x 10k cells = 160 MB per copy, and
 #: normalization holds a few copies.
 DEFAULT_CHUNK_SIZE = 10_000
@@ -153,6 +154,8 @@ def prepare_store(
         else:
             manifest = _new_manifest(vocab, value_encoding)
         _remove_leftovers(out, manifest)
+        if not (out / VOCAB).is_file():  # pretraining from the store needs the vocabulary its tokens index
+            vocab.save(out / VOCAB)
         known = {s["sha256"]: s for s in manifest["sources"]}
         shards_dir = out / SHARDS
         shards_dir.mkdir(exist_ok=True)
@@ -223,8 +226,8 @@ def _refuse_foreign_folder(out: Path) -> None:
     """A store is written only into a missing or empty folder, or one that holds a store."""
     if not out.is_dir():
         return
-    ours = {MANIFEST, SHARDS, LOCK}
-    foreign = [p.name for p in out.iterdir() if p.name not in ours and not p.name.startswith(f".{MANIFEST}.")]
+    ours = {MANIFEST, SHARDS, LOCK, VOCAB}
+    foreign = [p.name for p in out.iterdir() if p.name not in ours and not p.name.startswith((f".{MANIFEST}.", f".{VOCAB}."))]
     if foreign:
         raise CellWeaveInputError(
             f"{out} is a folder with other files (e.g. {sorted(foreign)[:3]}) and no token store; prepare writes "
@@ -256,7 +259,7 @@ def _writer_lock(out: Path) -> Iterator[None]:
 
 def _remove_leftovers(out: Path, manifest: dict) -> list[Path]:
     """Delete temporaries and shards the manifest does not list (what a killed prepare left)."""
-    removed = remove_stale_temporaries(out / MANIFEST)
+    removed = remove_stale_temporaries(out / MANIFEST) + remove_stale_temporaries(out / VOCAB)
     listed = {sh["name"] for s in manifest["sources"] for sh in s["shards"]}
     shards_dir = out / SHARDS
     if shards_dir.is_dir():
@@ -522,6 +525,21 @@ def _read_manifest_or_none(path: Path) -> dict[str, Any] | None:
             f"version {STORE_FORMAT_VERSION}. Prepare it again with this version into a new folder."
         )
     return manifest
+
+
+def store_vocabulary(path: str | os.PathLike) -> Vocabulary:
+    """The vocabulary a token store's tokens index (saved in the store by :func:`prepare_store`)."""
+    path = Path(path).expanduser()
+    manifest = read_store_manifest(path)
+    file = path / VOCAB
+    if not file.is_file():
+        raise CellWeaveInputError(f"Token store {path} has no {VOCAB} (it was written by an older cellweave); "
+                                  "prepare the files again into a new folder.")
+    from cellweave.genes import Vocabulary
+
+    vocab = Vocabulary.load(file)
+    _check_settings(manifest, vocab, None, path, fix="prepare the files again into a new folder")
+    return vocab
 
 
 def open_store(

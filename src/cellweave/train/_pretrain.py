@@ -26,7 +26,10 @@ from cellweave.data import (
     collate_tokens,
     corpus_counts,
     hvg_features,
+    open_store,
     prepare_cells,
+    read_store_manifest,
+    store_vocabulary,
 )
 from cellweave.genes import Vocabulary
 from cellweave.models import CellWeave, environment_versions
@@ -173,7 +176,7 @@ def decoded_gene_panel(
             continue
         block = next(b for b in corpus.blocks if b.modality == "rna")
         present = np.flatnonzero(block.present)
-        hvg = hvg_features(block.values[present], n_top=n_per_dataset)
+        hvg = hvg_features(sp.csr_matrix(block.values[present].tocsr()), n_top=n_per_dataset)
         per.append((counts, block.token_ids))
         for t in block.token_ids[hvg]:
             votes[int(t)] = votes.get(int(t), 0) + 1
@@ -235,7 +238,7 @@ def evaluate_cross_modal(
 
 
 def pretrain(
-    datasets: dict[str, AnnData | MuData],
+    datasets: dict[str, AnnData | MuData] | None,
     *,
     out: str | os.PathLike,
     preset: str = "tiny",
@@ -261,6 +264,7 @@ def pretrain(
     count_likelihood: bool = False,
     n_decoded_genes: int = 1000,
     vicreg_weight: float = 0.0,
+    store: str | os.PathLike | None = None,
 ) -> CellWeave:
     """Pretrain a CellWeave model with masked value modelling.
 
@@ -268,7 +272,11 @@ def pretrain(
     ----------
     datasets
         Name -> AnnData (RNA) or MuData (any of rna, prot, atac, gene_activity). Every modality a
-        dataset carries is used; cells may lack some modalities.
+        dataset carries is used; cells may lack some modalities. ``None`` with ``store``.
+    store
+        A token store folder (``cellweave prepare``) to pretrain from instead of ``datasets``:
+        cells are read from memory-mapped shards, each source counts as a dataset, and the
+        vocabulary and value encoding are the store's.
     out
         Folder for the model (``config.json``, ``model.safetensors``, ``vocab.json``, model card,
         ``history.json``) and its training checkpoints (``checkpoints/last.ckpt``).
@@ -302,6 +310,22 @@ def pretrain(
     The trained model, also saved to ``out``. ``model.card["metrics"]`` holds the validation
     masked-value MSE before and after training and the per-feature mean baselines.
     """
+    stored: dict[str, Any] = {}
+    if store is not None:
+        if datasets:
+            raise CellWeaveInputError("Pretrain from a token store or from data files, not both (pass one store folder).")
+        if modalities is not None:
+            raise CellWeaveInputError("modalities= cannot restrict a token store; prepare a store of those files instead.")
+        encoding = read_store_manifest(store)["value_encoding"]
+        asked = (config_overrides or {}).get("value_encoding", encoding)
+        if asked != encoding:
+            raise CellWeaveInputError(f"The token store {store} holds {encoding!r} values, not {asked!r}; "
+                                      "drop --value-encoding or prepare the files again with a matching model.")
+        config_overrides = {**(config_overrides or {}), "value_encoding": encoding}
+        store_vocab = store_vocabulary(store)
+        stored = {c.name: c for c in open_store(store, vocab=store_vocab, value_encoding=encoding)}
+        datasets = dict.fromkeys(stored)  # names only; cells come from the store
+        data_hashes = {c.name: c.source["sha256"] for c in stored.values()}
     if not datasets:
         raise CellWeaveInputError("No datasets to pretrain on: pass at least one .h5ad/.h5mu file.")
     if int(max_epochs) < 1:
@@ -329,6 +353,8 @@ def pretrain(
     vocab_path = out / "vocab.json"
     if resume and vocab_path.is_file():
         vocab = Vocabulary.load(vocab_path)
+    elif stored:
+        vocab = store_vocab
     else:
         vocab, _ = build_vocabulary(datasets, min_cells=min_cells_per_feature)
         if len(vocab) == 0:
@@ -345,7 +371,8 @@ def pretrain(
 
     train_corpora, val_corpora, data_records = [], [], []
     for i, (dname, data) in enumerate(datasets.items()):
-        corpus = prepare_cells(data, vocab, dataset=dname, value_encoding=config.value_encoding)
+        corpus = stored[dname] if stored else prepare_cells(data, vocab, dataset=dname,
+                                                             value_encoding=config.value_encoding)
         if max_cells_per_dataset is not None and len(corpus) > max_cells_per_dataset:
             keep = np.sort(np.random.default_rng(seed + 1000 + i).choice(len(corpus), max_cells_per_dataset, replace=False))
             corpus = corpus.subset(keep)
