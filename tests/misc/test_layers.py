@@ -58,14 +58,7 @@ LAYERS.update({
 #: Private imports across packages that remain; each says why. Keys: (importing module, imported module).
 #: Everything else must go through a public name of the other package (its ``__init__``).
 PRIVATE_ALLOWLIST: dict[tuple[str, str], str] = {
-    # data/ and nn/ are being edited by other engineers (issue #13 work); once data exports the spatial
-    # helpers and nn exports its adapter, decoder and perturbation head, these entries go.
-    ("cellweave.models._cellweave", "cellweave.data._spatial"): "data does not export neighbourhood helpers yet",
-    ("cellweave.tl._annotate", "cellweave.data._spatial"): "data does not export neighbourhood helpers yet",
-    ("cellweave.bench.tasks.spatial", "cellweave.data._spatial"): "data does not export neighbourhood helpers yet",
-    ("cellweave.tl._integrate", "cellweave.nn._adapter"): "nn does not export BatchAdversarialAdapter yet",
-    ("cellweave.train._crossmodal", "cellweave.nn._decoder"): "nn does not export FeatureQueryDecoder yet",
-    ("cellweave.train._perturb", "cellweave.nn._perturb"): "nn does not export PerturbationHead yet",
+    # Empty: every package exports what the others use. Add an entry only with a comment saying why.
 }
 
 
@@ -256,7 +249,7 @@ def test_bench_tasks_import_only_public_names() -> None:
                      "__init__):\n" + "\n".join(bad))
     # The tasks may not sit on the allowlist for anything but what another engineer still has to export.
     listed = [k for k in PRIVATE_ALLOWLIST if k[0].startswith("cellweave.bench.tasks.")]
-    assert listed == [("cellweave.bench.tasks.spatial", "cellweave.data._spatial")]
+    assert listed == []
 
 
 def test_no_private_imports_across_packages_beyond_the_allowlist() -> None:

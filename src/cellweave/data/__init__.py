@@ -20,6 +20,7 @@ from ._store import (
     read_store_manifest,
     store_vocabulary,
 )
+from ._spatial import neighbourhood_mean, section_neighbors, spatial_coordinates
 from ._tokenize import EpochShuffleSampler, Tokenizer, TokenDataset, collate_tokens
 from .synthetic import synthetic_adata, synthetic_mudata
 
@@ -39,10 +40,13 @@ __all__ = [
     "corpus_counts",
     "hvg_features",
     "log_normalize",
+    "neighbourhood_mean",
     "open_store",
     "prepare_cells",
     "prepare_store",
     "read_store_manifest",
+    "section_neighbors",
+    "spatial_coordinates",
     "store_vocabulary",
     "synthetic_adata",
     "synthetic_mudata",

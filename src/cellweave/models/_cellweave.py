@@ -332,7 +332,7 @@ class CellWeave:
         ``self.last_spatial`` (``None`` when no spatial context was used).
         ``modalities`` (a ``prepare`` keyword) restricts the input modalities.
         """
-        from cellweave.data._spatial import neighbourhood_mean, section_neighbors, spatial_coordinates
+        from cellweave.data import neighbourhood_mean, section_neighbors, spatial_coordinates
 
         corpus = self.prepare(data, **prepare_kwargs)
         emb = self.embed_corpus(corpus, batch_size=batch_size, seed=seed, progress=progress)

@@ -1,7 +1,10 @@
 """Pure torch modules: embeddings, encoder, heads and losses (no AnnData here)."""
 
+from ._adapter import BatchAdversarialAdapter
 from ._config import PRESETS, CellWeaveConfig
-from ._decoder import CountDecoder, nb_nll, vicreg_loss
+from ._decoder import CountDecoder, FeatureQueryDecoder, nb_nll, vicreg_loss
 from ._model import CellWeaveModule, masked_value_loss
+from ._perturb import PerturbationHead
 
-__all__ = ["PRESETS", "CellWeaveConfig", "CellWeaveModule", "CountDecoder", "masked_value_loss", "nb_nll", "vicreg_loss"]
+__all__ = ["PRESETS", "BatchAdversarialAdapter", "CellWeaveConfig", "CellWeaveModule", "CountDecoder",
+           "FeatureQueryDecoder", "PerturbationHead", "masked_value_loss", "nb_nll", "vicreg_loss"]

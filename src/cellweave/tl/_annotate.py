@@ -10,7 +10,7 @@ import pandas as pd
 
 from cellweave._constants import EMBEDDING_KEY, UNS_KEY
 from cellweave._exceptions import CellWeaveInputError
-from cellweave.data._spatial import neighbourhood_mean, section_neighbors, spatial_coordinates
+from cellweave.data import neighbourhood_mean, section_neighbors, spatial_coordinates
 from cellweave.models import CellWeave, environment_versions
 
 from ._embed import _h5_safe, _resolve, embed

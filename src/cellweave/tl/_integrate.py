@@ -66,7 +66,7 @@ def integrate_embedding(
     ``"harmony"``: Harmony (harmonypy) on the first ``n_comps`` principal components of the
     standardized embedding. ``"adversarial"``: a batch-conditional autoencoder with a
     gradient-reversal batch discriminator trained on the frozen embedding
-    (:class:`cellweave.nn._adapter.BatchAdversarialAdapter`); its 32-d latent is returned.
+    (:class:`cellweave.nn.BatchAdversarialAdapter`); its 32-d latent is returned.
     """
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
@@ -85,7 +85,7 @@ def _adversarial(z: np.ndarray, batches: np.ndarray, *, max_epochs: int, seed: i
     import torch
     from tqdm.auto import tqdm
 
-    from cellweave.nn._adapter import BatchAdversarialAdapter
+    from cellweave.nn import BatchAdversarialAdapter
 
     codes, uniq = pd.factorize(batches, sort=True)
     gen = torch.Generator().manual_seed(seed)

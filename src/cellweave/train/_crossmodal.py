@@ -15,7 +15,7 @@ import torch
 from cellweave._constants import MODALITY_ID
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.data import TokenDataset, Tokenizer, collate_tokens
-from cellweave.nn._decoder import FeatureQueryDecoder
+from cellweave.nn import FeatureQueryDecoder
 
 if TYPE_CHECKING:
     from cellweave.data import CellCorpus
@@ -154,7 +154,7 @@ def finetune_cross_modal(
 
     ``corpus`` holds the training cells (every one measured in the target: ``values`` is their
     ``(n_cells, n_features)`` target matrix in the units predictions should come in). A
-    :class:`~cellweave.nn._decoder.FeatureQueryDecoder` reads the encoder's token states; its
+    :class:`~cellweave.nn.FeatureQueryDecoder` reads the encoder's token states; its
     queries start from the pretrained embeddings of the features the vocabulary knows
     (``feature_keys``, "" for unknown ones). Targets are standardized per feature, so each
     protein or peak weighs the same in the squared error, as in the per-feature correlations

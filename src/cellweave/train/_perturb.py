@@ -30,7 +30,7 @@ from cellweave._exceptions import CellWeaveInputError, CellWeaveModelError
 from cellweave._io_utils import atomic_write_bytes, atomic_write_json
 from cellweave.data import log_normalize
 from cellweave.models import CellWeave, environment_versions
-from cellweave.nn._perturb import PerturbationHead
+from cellweave.nn import PerturbationHead
 
 if TYPE_CHECKING:
     from anndata import AnnData

@@ -60,7 +60,7 @@ def _logreg_scores(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.nda
 
 def run(ctx, report) -> list:
     import cellweave.datasets as cwd
-    from cellweave.data._spatial import neighbourhood_mean, section_neighbors, spatial_coordinates
+    from cellweave.data import neighbourhood_mean, section_neighbors, spatial_coordinates
     from sklearn.model_selection import train_test_split
 
     records: list = []
