@@ -25,6 +25,8 @@ th { background: #f0f0f0; }
 td:first-child, th:first-child { text-align: left; }
 .note { color: #555; font-size: .92em; }
 img { max-width: 100%; border: 1px solid #eee; }
+.table-wrap { max-width: 100%; overflow-x: auto; }
+th { overflow-wrap: break-word; }
 .win { background: #e6f4e6; } .lose { background: #fbeaea; }
 """
 
@@ -44,9 +46,12 @@ class HtmlReport:
         self.parts.append(f"<p{cls}>{html.escape(text)}</p>")
 
     def table(self, df: pd.DataFrame, *, float_format: str = "{:.3f}", index: bool = False) -> None:
-        self.parts.append(
-            df.to_html(index=index, float_format=lambda x: float_format.format(x), border=0, na_rep="–")
-        )
+        """A table; a wide one scrolls inside the page instead of running past its edge."""
+        if not index and df.columns.name is not None:
+            # A pivot's column-axis name renders as an extra header cell over an empty column.
+            df = df.rename_axis(columns=None)
+        body = df.to_html(index=index, float_format=lambda x: float_format.format(x), border=0, na_rep="–")
+        self.parts.append(f'<div class="table-wrap">{body}</div>')
 
     def figure(self, fig: Figure, *, dpi: int = 100) -> None:
         import matplotlib.pyplot as plt

@@ -111,6 +111,16 @@ def resolve_tasks(tasks: str | list[str]) -> list[str]:
     return names
 
 
+def _factor_out(table, columns: tuple[str, ...]):
+    """Drop the columns of ``columns`` that hold one value in every row; return it per column name
+    (said once above the table instead of in every row, which keeps wide tables on the page)."""
+    shared = {}
+    for col in columns:
+        if col in table.columns and table[col].nunique(dropna=False) == 1:
+            shared[col] = table[col].iloc[0]
+    return table.drop(columns=list(shared)), shared
+
+
 def run_tasks(ctx: BenchmarkContext, tasks: list[str], report: HtmlReport) -> tuple[list[Record], dict[str, float]]:
     """Run ``tasks`` and add one section per task to ``report``. Returns records and seconds per task."""
     records: list[Record] = []
@@ -127,10 +137,12 @@ def run_tasks(ctx: BenchmarkContext, tasks: list[str], report: HtmlReport) -> tu
         report.text(getattr(module, "DESCRIPTION", ""), css_class="note")
         table = comparison_table(task_records, task=name)
         if not table.empty:
+            table, shared = _factor_out(table, ("dataset", "split"))
             report.text(
-                f"Mean ± standard deviation over seeds and folds ({len(set(r.seed for r in task_records))} seed(s)). "
-                "'cellweave vs best baseline': signed difference of the best cellweave variant from the best "
-                "baseline (positive = cellweave better).",
+                "".join(f"{k.capitalize()}: {v}. " for k, v in shared.items())
+                + f"Mean ± standard deviation over seeds and folds ({len(set(r.seed for r in task_records))} "
+                "seed(s)). 'cellweave vs best baseline': signed difference of the best cellweave variant from the "
+                "best baseline (positive = cellweave better).",
                 css_class="note",
             )
             report.table(table)
