@@ -5,6 +5,7 @@ import sys
 import types
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cellweave._exceptions import CellWeaveInputError
@@ -83,3 +84,54 @@ def test_runner_runs_a_task_module(monkeypatch, tmp_path):
     html = report.render()
     assert "Benchmark: fake" in html and "fake section" in html and "A fake task." in html
     assert resolve_tasks("all") == ["fake"]
+
+
+def test_diagnostic_records_roundtrip_and_are_never_ranked(tmp_path):
+    """higher_is_better=None marks a diagnostic: written as null, read back as None, shown with
+    '(diagnostic)' and never named best, even beside ranked metrics of the same task."""
+    recs = []
+    for seed in (0, 1):
+        for method, ratio in (("cellweave", 0.6), ("baseline", 0.2)):
+            recs += make_records("t", "d", "s", seed, method, {"ratio": ratio, "accuracy": 0.5 + (method == "baseline")},
+                                 higher_is_better={"ratio": None})
+    write_results(recs, tmp_path / "results.json")
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert {r["higher_is_better"] for r in rows if r["metric"] == "ratio"} == {None}
+    back = read_results(tmp_path / "results.json")
+    assert back == recs
+    s = summarize(back).set_index(["method", "metric"])
+    assert s.loc[("cellweave", "ratio"), "higher_is_better"] is None
+    assert s.loc[("cellweave", "accuracy"), "higher_is_better"] is True
+    t = comparison_table(back).set_index("metric")
+    assert "ratio (diagnostic)" in t.index and pd.isna(t.loc["ratio (diagnostic)", "best"])
+    assert t.loc["accuracy", "best"] == "baseline"
+
+
+def test_report_table_has_no_empty_axis_column_and_scrolls_when_wide():
+    """A pivot's column-axis name used to render as a header over an empty column ('pretraining',
+    'method'); every table sits in a horizontally scrolling box so a wide one stays on the page."""
+
+    wide = (pd.DataFrame({"target": ["a", "a", "b"], "method": ["x", "y", "x"], "v": [1.0, 2.0, 3.0]})
+            .pivot(index="target", columns="method", values="v").reset_index())
+    assert wide.columns.name == "method"
+    report = HtmlReport("t")
+    report.table(wide)
+    html = report.parts[-1]
+    assert html.startswith('<div class="table-wrap">') and html.endswith("</div>")
+    assert "<th>method</th>" not in html and "<th></th>" not in html
+    assert html.count("<th>") == 3  # target, x, y
+    assert ".table-wrap" in report.render() and "overflow-x: auto" in report.render()
+
+
+def test_runner_says_a_shared_dataset_and_split_once_above_the_table(monkeypatch):
+    module = types.ModuleType("fake_task2")
+    module.DESCRIPTION = "A fake task."
+    module.run = lambda ctx, report: (make_records("fake", "only_dataset", "one split", 0, "cellweave", {"a": 1.0})
+                                      + make_records("fake", "only_dataset", "one split", 0, "base", {"a": 0.5}))
+    monkeypatch.setitem(sys.modules, "fake_task2", module)
+    monkeypatch.setattr(_runner, "TASKS", {"fake": "fake_task2"})
+    report = HtmlReport("t")
+    _runner.run_tasks(_runner.BenchmarkContext(model=None, seeds=(0,)), ["fake"], report)
+    html = report.render()
+    assert "Dataset: only_dataset. Split: one split." in html
+    assert "<th>dataset</th>" not in html and "<th>split</th>" not in html and "<th>metric</th>" in html

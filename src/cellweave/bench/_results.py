@@ -5,7 +5,9 @@ Every task writes the same shape, so that any tool can compare methods across ta
     {"task", "dataset", "split", "seed", "method", "metric", "value", "higher_is_better"}
 
 ``method`` is ``"cellweave"`` for the model (variants as ``"cellweave (frozen)"`` etc.) and the
-baseline's name otherwise.
+baseline's name otherwise. ``higher_is_better`` is ``null`` for a diagnostic: a number with no
+better direction (for example a ratio whose ideal is neither its largest nor its smallest value),
+reported beside the scores but never ranked.
 """
 
 from __future__ import annotations
@@ -38,24 +40,33 @@ class Record:
     method: str
     metric: str
     value: float
-    higher_is_better: bool
+    higher_is_better: bool | None
+    """``None``: a diagnostic with no better direction (never named best)."""
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["seed"] = int(d["seed"])
         v = float(d["value"])
         d["value"] = None if math.isnan(v) else v
-        d["higher_is_better"] = bool(d["higher_is_better"])
+        d["higher_is_better"] = _direction(d["higher_is_better"])
         return d
+
+
+def _direction(flag) -> bool | None:
+    """True / False, or None for a diagnostic (also a missing value read back from a table)."""
+    if flag is None or (isinstance(flag, float) and math.isnan(flag)):
+        return None
+    return bool(flag)
 
 
 def make_records(
     task: str, dataset: str, split: str, seed: int, method: str, metrics: dict[str, float],
-    higher_is_better: dict[str, bool] | None = None,
+    higher_is_better: dict[str, bool | None] | None = None,
 ) -> list[Record]:
-    """Records of several metrics of one run. ``higher_is_better`` defaults to True per metric."""
+    """Records of several metrics of one run. ``higher_is_better`` defaults to True per metric;
+    ``None`` marks a diagnostic (reported, never ranked)."""
     hib = higher_is_better or {}
-    return [Record(task, dataset, split, int(seed), method, m, float(v), bool(hib.get(m, True)))
+    return [Record(task, dataset, split, int(seed), method, m, float(v), _direction(hib.get(m, True)))
             for m, v in metrics.items()]
 
 
@@ -98,7 +109,8 @@ def summarize(records: Iterable[Record | dict]) -> pd.DataFrame:
     g = df.groupby(keys, sort=False)
     out = g["value"].agg(mean="mean", std=lambda v: float(np.std(v.dropna())) if v.notna().any() else np.nan,
                          n="count").reset_index()
-    out["higher_is_better"] = g["higher_is_better"].first().to_numpy()
+    # first() would skip None (a diagnostic) and report the group as NaN; take the first as is.
+    out["higher_is_better"] = [_direction(v) for v in g["higher_is_better"].agg(lambda v: v.iloc[0])]
     return out
 
 
@@ -107,7 +119,8 @@ def comparison_table(records: Iterable[Record | dict], *, task: str | None = Non
 
     A ``best`` column names the method with the best mean (by ``higher_is_better``), and
     ``cellweave vs best baseline`` gives the signed difference of cellweave's mean from the best
-    other method (positive = cellweave better), when cellweave ran.
+    other method (positive = cellweave better), when cellweave ran. Diagnostics
+    (``higher_is_better`` None) are marked "(diagnostic)" and get neither.
     """
     s = summarize(records)
     if task is not None:
@@ -117,15 +130,16 @@ def comparison_table(records: Iterable[Record | dict], *, task: str | None = Non
     methods = list(dict.fromkeys(s["method"]))
     rows = []
     for (dataset, split, metric), grp in s.groupby(["dataset", "split", "metric"], sort=False):
-        hib = bool(grp["higher_is_better"].iloc[0])
-        row: dict = {"dataset": dataset, "split": split, "metric": metric + ("" if hib else " (lower better)")}
+        hib = _direction(grp["higher_is_better"].iloc[0])
+        suffix = " (diagnostic)" if hib is None else ("" if hib else " (lower better)")
+        row: dict = {"dataset": dataset, "split": split, "metric": metric + suffix}
         means = {}
         for r in grp.itertuples():
             means[r.method] = r.mean
             row[r.method] = "–" if pd.isna(r.mean) else (
                 f"{r.mean:.3f}" if pd.isna(r.std) or r.n < 2 else f"{r.mean:.3f} ± {r.std:.3f}")
         valid = {m: v for m, v in means.items() if not pd.isna(v)}
-        if len(valid) >= 2:
+        if len(valid) >= 2 and hib is not None:
             best = max(valid, key=valid.get) if hib else min(valid, key=valid.get)
             row["best"] = best
             ours = [m for m in valid if m.startswith(CELLWEAVE)]
