@@ -92,3 +92,18 @@ def test_pretraining_effect_section_is_built_from_the_shipped_results() -> None:
     _pretraining_effect(report)
     html = "".join(map(str, report.parts))
     assert "Effect of joint pretraining" in html and "<table" in html
+
+
+def test_pretraining_effect_table_holds_scores_only() -> None:
+    """The shipped results carry the fine-tuning fit's best epoch and seconds as records: facts,
+    not scores, so they stay out of the table; the pivot's 'pretraining' axis name is no column."""
+    from cellweave.bench import HtmlReport
+    from cellweave.bench.tasks.multimodal import NOT_METRICS, _pretraining_effect, pretraining_results
+
+    assert {r["metric"] for r in pretraining_results()} & NOT_METRICS  # the shipped file has them
+    report = HtmlReport("multimodal")
+    _pretraining_effect(report)
+    html = "".join(map(str, report.parts))
+    assert "best epoch" not in html and "fine-tuning seconds" not in html
+    assert "<th>pretraining</th>" not in html and "<th>RNA only</th>" in html and "<th>joint</th>" in html
+    assert "<td></td>" not in html

@@ -48,6 +48,8 @@ DATASETS: list[tuple[str, str]] = [
 MOUSE_DATASETS = ["spatial_osmfish_scvi", "spatial_giotto_mini_visium_dg", "spatial_novosparc_intestine"]
 #: Package-data copy of benchmarks/published/joint_vs_rna/results.json (tests/bench check they agree).
 PRETRAINING_JSON = "joint_vs_rna_results.json"
+#: Record names in older results that describe a fit (epoch, time), not a score: left out of tables.
+NOT_METRICS = frozenset({"best epoch", "fine-tuning seconds"})
 K = 15
 
 
@@ -155,7 +157,8 @@ def _pretraining_effect(report, path: str | Path | None = None) -> None:
 
     from cellweave.bench import summarize
 
-    rows = pretraining_results(path)
+    # Older result files carry facts about the fine-tuning fit as records; they score nothing.
+    rows = [r for r in pretraining_results(path) if r["metric"] not in NOT_METRICS]
     s = summarize(rows)
     if s.empty:
         return
@@ -164,7 +167,7 @@ def _pretraining_effect(report, path: str | Path | None = None) -> None:
     s["variant"], s["pretraining"] = parts[0], parts[1]
     s = s.dropna(subset=["variant"])
     wide = s.pivot_table(index=["task", "dataset", "split", "metric", "variant"], columns="pretraining",
-                         values="value", aggfunc="first").reset_index()
+                         values="value", aggfunc="first").rename_axis(columns=None).reset_index()
     wide = wide[~wide["split"].astype(str).str.contains("held out")]
     report.text(
         "Effect of joint pretraining: the same downstream numbers (quick protocol of the impute and spatial tasks) "
