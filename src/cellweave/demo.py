@@ -33,7 +33,7 @@ from cellweave.bench import (
     write_results,
 )
 from cellweave.models import CellWeave
-from cellweave.pl import embedding_scatter, loss_curves
+from cellweave.pl import embedding_panels, embedding_scatter, loss_curves
 
 logger = logging.getLogger(__name__)
 
@@ -235,8 +235,16 @@ def run_demo(
     )
     report.heading("Cell embeddings (UMAP of X_cellweave, every available registered dataset)")
     report.text(f"{joint.n_obs:,} cells shown (at most {UMAP_MAX_CELLS:,} per dataset).", css_class="note")
-    report.figure(embedding_scatter(joint.obsm["X_umap"], joint.obs["dataset"], title="coloured by dataset"))
-    report.figure(embedding_scatter(joint.obsm["X_umap"], joint.obs["cell_type"], title="coloured by cell type / label"))
+    report.figure(embedding_scatter(joint.obsm["X_umap"], joint.obs["dataset"], title="coloured by dataset",
+                                    max_legend=60, basis="UMAP"))
+    # One panel and one legend per labelled dataset: the datasets' labels are unrelated vocabularies
+    # (cell types, zones), and a shared legend would give them shared or grey colours.
+    labelled = (joint.obs["cell_type"] != "unlabelled").to_numpy()
+    if labelled.any():
+        report.text("Each labelled dataset's cells in the same UMAP, coloured by its own labels (one legend per "
+                    "dataset; perturbation targets are not cell types and are left out).", css_class="note")
+        report.figure(embedding_panels(joint.obsm["X_umap"][labelled], joint.obs["cell_type"].to_numpy()[labelled],
+                                       joint.obs["dataset"].to_numpy()[labelled]))
 
     report.heading("Cell-type label transfer: kNN (k=15, 5-fold by cells)")
     report.text(

@@ -164,8 +164,10 @@ def _plots(report, pooled) -> None:
             per_class[m] = pd.Series(f1_score(t, p, labels=labels, average=None), index=labels)
         pd.DataFrame(per_class).plot.bar(ax=axes[2])
         axes[2].set_ylabel("F1 (5-fold, pooled)")
+        axes[2].set_ylim(0, 1.0)
         axes[2].set_title(f"{dataset}: per-class F1")
-        axes[2].legend(fontsize=7)
+        # Outside the axes: inside, the legend covers the bars (F1 near 1 fills the whole plot).
+        axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         fig.tight_layout()
         report.heading(f"{dataset}: confusion matrices and per-class F1 (5-fold, first seed)", level=3)
         report.figure(fig)

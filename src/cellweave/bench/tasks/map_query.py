@@ -142,6 +142,7 @@ def _plots(ctx, report, examples) -> None:
     import anndata as ad
     import matplotlib.pyplot as plt
 
+    from cellweave.pl import reference_query_scatter
     from cellweave.tl import map_query
 
     for d, split, group, tr, te, emb in examples:
@@ -155,19 +156,18 @@ def _plots(ctx, report, examples) -> None:
         rec = qry.uns["cellweave"]["map_query"]
         ru = np.asarray(rec["reference_umap"])
         qu = qry.obsm["X_cellweave_reference_umap"]
-        fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-        axes[0].scatter(ru[:, 0], ru[:, 1], s=3, c="#cccccc", label="reference", rasterized=True)
         labs = qry.obs["cellweave_prediction"].astype(str).to_numpy()
-        for c in sorted(set(labs)):
-            m = labs == c
-            axes[0].scatter(qu[m, 0], qu[m, 1], s=5, label=f"query: {c}", rasterized=True)
-        axes[0].legend(fontsize=7, markerscale=3, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
-        axes[0].set_title(f"{d.short}, {split} = {group}: query on the reference UMAP (predicted labels)")
-        unc = qry.obs["cellweave_uncertainty"].to_numpy()
         wrong = labs != d.labels[te]
+        fig, axes = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.6, 1]})
+        # Reference and query in the same colours by measured type: a query cell on a patch of its
+        # own colour landed on its type; crosses mark wrong (or 'unknown') predictions.
+        reference_query_scatter(ru, np.asarray(rec["reference_labels"]), qu, d.labels[te], query_wrong=wrong, ax=axes[0],
+                                title=f"{d.short}, {split} = {group}: query on the reference UMAP")
+        unc = qry.obs["cellweave_uncertainty"].to_numpy()
         axes[1].hist([unc[~wrong], unc[wrong]], bins=20, label=["correct", "wrong or unknown"], stacked=True)
         axes[1].set_xlabel("cellweave_uncertainty")
-        axes[1].legend()
+        axes[1].set_ylabel("query cells")
+        axes[1].legend(fontsize=8)
         fig.tight_layout()
         report.heading(f"{d.short}: query mapping example ({split} = {group})", level=3)
         report.figure(fig)

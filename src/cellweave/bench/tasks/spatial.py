@@ -140,9 +140,10 @@ def _report(report, maps: list[SpatialMap], notes: list[str], *, n_seeds: int) -
 def _map_figure(m: SpatialMap):
     import matplotlib.pyplot as plt
 
+    from cellweave.pl import category_colors
+
     cats = sorted(set(m.labels))
-    cmap = plt.get_cmap("tab20")
-    colour = {c: cmap(i % 20) for i, c in enumerate(cats)}
+    colour = category_colors(cats)  # distinct hues, none of them the grey of the training cells
     panels = [(f"measured {m.label_key} (all cells)", m.labels, None, None)]
     for method in (CELLWEAVE, f"{CELLWEAVE} (spatial context)"):
         if method in m.predictions:
