@@ -121,6 +121,8 @@ def test_report_table_has_no_empty_axis_column_and_scrolls_when_wide():
     assert "<th>method</th>" not in html and "<th></th>" not in html
     assert html.count("<th>") == 3  # target, x, y
     assert ".table-wrap" in report.render() and "overflow-x: auto" in report.render()
+    report.table(pd.DataFrame({"cellweave": ["0.500 ± 0.010"]}))
+    assert "0.500\u00a0±\u00a00.010" in report.parts[-1]  # mean ± sd stays on one line
 
 
 def test_runner_says_a_shared_dataset_and_split_once_above_the_table(monkeypatch):

@@ -51,6 +51,7 @@ class HtmlReport:
             # A pivot's column-axis name renders as an extra header cell over an empty column.
             df = df.rename_axis(columns=None)
         body = df.to_html(index=index, float_format=lambda x: float_format.format(x), border=0, na_rep="–")
+        body = body.replace(" ± ", "\u00a0±\u00a0")  # "mean ± sd" never breaks over two lines
         self.parts.append(f'<div class="table-wrap">{body}</div>')
 
     def figure(self, fig: Figure, *, dpi: int = 100) -> None:
