@@ -115,7 +115,7 @@ def embedding_panels(
     names = list(dict.fromkeys(groups.tolist()))
     ncols = max(1, min(ncols, len(names)))
     nrows = int(np.ceil(len(names) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.0 * nrows), squeeze=False)
     for ax, name in zip(axes.ravel(), names):
         sel = groups == name
         embedding_scatter(coords[sel], labels[sel], title=(titles or {}).get(name, name), ax=ax,

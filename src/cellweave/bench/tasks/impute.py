@@ -272,8 +272,10 @@ def _report(report, scatter, tables, notes, model) -> None:
             if j >= n:
                 ax.axis("off")
                 continue
-            predicted_vs_observed(ax, scatter["truth"][:, j], scatter["pred"][:, j], xlabel="measured (CLR)",
-                                  ylabel="predicted (CLR)", title=names[j][:18])
+            # Axis labels on the outer panels only (the panel below, if any, carries the x label).
+            predicted_vs_observed(ax, scatter["truth"][:, j], scatter["pred"][:, j],
+                                  xlabel="measured (CLR)" if j + ncol >= n else "",
+                                  ylabel="predicted (CLR)" if j % ncol == 0 else "", title=names[j][:18])
             ax.tick_params(labelsize=6)
         fig.suptitle(f"cellweave fine-tuned prediction vs measured CLR protein, test cells: {scatter['label']}, "
                      f"{scatter['split']} (dashed: perfect prediction)", fontsize=9)
