@@ -61,8 +61,8 @@ def score(pred: np.ndarray, true: np.ndarray, top: np.ndarray) -> dict[str, floa
 def on_target_down(pred: np.ndarray, target_col: int) -> float:
     """1 when the knocked-out gene's own predicted change is negative, NaN when it is not measured.
 
-    Reported in a note, not as a metric: the training mean already predicts most knocked-out
-    targets lower, so it does not separate methods."""
+    Reported in a note, not as a metric: on the Papalexi screen the training mean, which ignores
+    the target, already predicts most knocked-out targets lower, so it does not separate methods."""
     return float(pred[target_col] < 0) if target_col >= 0 else float("nan")
 
 
@@ -321,8 +321,9 @@ def _write_report(report, d: _Data, per_target: list[dict], records, notes: dict
         f"the data shows the target lower after knock-out for {obs_down} of them. Share of held-out measured "
         "targets predicted lower: "
         + (", ".join(f"{m} {v:.2f}" for m, v in down.reindex(methods).dropna().items()) or "none held out")
-        + " (not a table metric: the training mean alone predicts most targets lower, so it separates no method). "
-        f"No combinatorial perturbations exist in this screen, so the additive baseline does not apply. "
+        + (f" (not a ranked metric: the training mean, which ignores which gene was knocked out, already scores "
+           f"{down['training mean']:.2f}). " if "training mean" in down.index else ". ")
+        + f"No combinatorial perturbations exist in this screen, so the additive baseline does not apply. "
         f"The linear baseline needs the target among the measured genes: {notes['linear_fallback']} of "
         f"{notes['n_test']} held-out predictions fell back to the training mean. "
         f"Symbols renamed for the gene tables: {ALIASES}.", css_class="note")
