@@ -158,17 +158,21 @@ def _plot(report, embs, lab, in_set, seed, name, umap_coordinates, plt) -> None:
     others = np.flatnonzero(~in_set)
     pick = np.concatenate([np.flatnonzero(in_set), rng.choice(others, size=min(len(others), 2 * int(in_set.sum())),
                                                               replace=False)])
+    from cellweave.pl import category_colors
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    lp = lab[pick]
+    colors = category_colors(sorted(set(lp)))  # "other" genes grey, every program its own hue
     for ax, method in zip(axes, ["cellweave", "co-expression PCA"]):
         U = umap_coordinates(embs[method][pick], seed=seed)
-        lp = lab[pick]
-        ax.scatter(U[lp == "other", 0], U[lp == "other", 1], s=3, c="#cccccc", label="other genes")
+        ax.scatter(U[lp == "other", 0], U[lp == "other", 1], s=3, color=colors.get("other", "#d0d0d0"), label="other genes")
         for s in sorted(set(lp) - {"other"}):
             m = lp == s
-            ax.scatter(U[m, 0], U[m, 1], s=9, label=s)
-        ax.set_title(f"{method}: genes of {name}")
+            ax.scatter(U[m, 0], U[m, 1], s=9, color=colors[s], label=s)
+        ax.set_title(f"{method}: genes of {name}", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[1].legend(fontsize=7, markerscale=2, loc="best")
+    # Outside the axes, where it covers no gene.
+    axes[1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     report.text("Gene UMAPs (program genes and twice as many other genes); colours: known programs.", css_class="note")
     report.figure(fig)
