@@ -106,8 +106,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from cellweave import io, tl
+    from cellweave._exceptions import CellWeaveInputError
     from cellweave.models import CellWeave
 
+    if (Path(args.input) / "manifest.json").is_file():  # a token store: embed in bounded memory
+        if args.adapt or args.spatial:
+            raise CellWeaveInputError(f"{args.input} is a token store; --adapt and --spatial need the data file itself.")
+        if not str(args.out).lower().endswith(".h5ad"):
+            raise CellWeaveInputError(f"--out {args.out}: embeddings of a token store are written as .h5ad.")
+        out = tl.embed_store(args.input, model=args.model, batch_size=args.batch_size, seed=args.seed)
+        io.write(out, args.out)
+        logger.info("Wrote %s (%d cells; obsm['X_cellweave'], no X)", args.out, out.n_obs)
+        return 0
     data = io.read(args.input)
     model = CellWeave.load(args.model)
     if args.adapt:
@@ -271,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_pretrain)
 
     sp = sub.add_parser("embed", help="embed cells: writes obsm['X_cellweave'] and uns['cellweave']")
-    sp.add_argument("input", help=".h5ad, .h5mu, 10x .h5, 10x mtx folder or .loom")
+    sp.add_argument("input", help=".h5ad, .h5mu, 10x .h5, 10x mtx folder or .loom, or a token store folder "
+                    "(`cellweave prepare`; read in bounded memory, written as .h5ad without X)")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--out", required=True, help="output .h5ad (or .h5mu for MuData input)")
     sp.add_argument("--layer", default=None, help="layer holding raw counts (default: X)")

@@ -254,6 +254,20 @@ def test_cli_prepare_end_to_end(tmp_path, real_model, capsys):
     assert len(err.splitlines()) == 1 and "already holds a token store" in err and "--append" in err
     assert main(["prepare", REAL, "--out", str(store), "--append"]) == 0
     assert read_store_manifest(store)["n_cells"] == 559
+    # embed from the store (bounded memory) gives the embeddings of embedding the file itself
+    import anndata as ad
+
+    from cellweave import tl
+
+    out = tmp_path / "emb.h5ad"
+    assert main(["embed", str(store), "--out", str(out)]) == 0
+    got = ad.read_h5ad(out)
+    adata = datasets.load(REAL)
+    tl.embed(adata, model=real_model, progress=False)
+    assert list(got.obs_names) == list(adata.obs_names) and (got.obs["dataset"] == REAL).all()
+    np.testing.assert_allclose(got.obsm["X_cellweave"], adata.obsm["X_cellweave"], rtol=1e-5, atol=1e-5)
+    assert got.uns["cellweave"]["X_cellweave"]["model_sha256"] == real_model.model_hash
+    assert main(["embed", str(store), "--out", str(tmp_path / "emb.h5mu")]) == 2
 
 
 def _sha(path) -> str:

@@ -1,7 +1,7 @@
 """Downstream tasks, scanpy-style: ``adata`` first, keyword-only options, results in AnnData."""
 
 from ._annotate import annotate
-from ._embed import embed
+from ._embed import embed, embed_store
 from ._gene_map import gene_map, gene_sets, score_programs
 from ._grn import grn
 from ._markers import markers, markers_frame
@@ -33,6 +33,7 @@ from ._umap import umap_coordinates
 __all__ = [
     # verbs, scanpy-style (adata first)
     "gene_map", "gene_sets", "grn", "markers", "markers_frame", "score_programs", "impute", "annotate", "embed",
+    "embed_store",
     "integrate", "map_query", "perturb", "predict_perturbation",
     # building blocks
     "LabelTransfer", "NeighborIndex", "attention_scores", "attribution_scores", "combine_scores",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from cellweave._constants import EMBEDDING_KEY, UNS_KEY
@@ -117,3 +118,58 @@ def embed(
     adata.uns[UNS_KEY] = uns
     logger.info("Wrote .obsm[%r] (%d x %d)", key_added, *emb.shape)
     return adata if copy else None
+
+
+def embed_store(
+    store: str | os.PathLike,
+    *,
+    model: CellWeave | str | None = None,
+    key_added: str = EMBEDDING_KEY,
+    batch_size: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+) -> AnnData:
+    """Embed every cell of a token store (``cellweave prepare``) without loading the corpus.
+
+    Cells are read from the store's memory-mapped shards one batch at a time, so memory does not
+    grow with the corpus beyond the returned embeddings (``n_cells x embedding_dim`` float32).
+    The store must have been prepared with ``model``'s vocabulary and value encoding.
+
+    Returns
+    -------
+    An AnnData without ``X``: ``obs`` holds the cell names and their ``dataset`` (source),
+    ``.obsm[key_added]`` the embeddings and ``.uns["cellweave"][key_added]`` the model, its hash,
+    the store and per source the coverage the store recorded.
+    """
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    from cellweave.data import open_store, read_store_manifest
+
+    model = _resolve(model)
+    corpora = open_store(store, vocab=model.vocab, value_encoding=model.config.value_encoding)
+    parts, names, sources = [], [], []
+    for corpus in corpora:
+        parts.append(model.embed_corpus(corpus, batch_size=batch_size, seed=seed, progress=progress))
+        names.append(np.asarray(corpus.obs_names, dtype=str))
+        sources.append(np.full(len(corpus), corpus.name, dtype=object))
+    emb = np.concatenate(parts) if parts else np.zeros((0, model.module.embedding_dim), dtype=np.float32)
+    obs = pd.DataFrame({"dataset": pd.Categorical(np.concatenate(sources) if sources else [])},
+                       index=pd.Index(np.concatenate(names) if names else [], dtype=str))
+    adata = ad.AnnData(obs=obs, obsm={key_added: emb})
+    manifest = read_store_manifest(store)
+    record = {
+        "model": model.name,
+        "model_sha256": model.model_hash,
+        "preset": model.config.preset,
+        "seed": seed,
+        "store": str(store),
+        "coverage": {s["name"]: {c["modality"]: {k: v for k, v in c.items() if k != "examples"} for c in s["coverage"]}
+                     for s in manifest["sources"]},
+        "versions": environment_versions(),
+        "pretraining_seed": model.card.get("seed"),
+    }
+    adata.uns[UNS_KEY] = {key_added: _h5_safe(record)}
+    logger.info("Embedded %d cells of %d sources from the store %s", adata.n_obs, len(corpora), store)
+    return adata
