@@ -107,12 +107,12 @@ def main() -> None:
     p.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     p.add_argument("--out", default="representation_diagnostics.json")
     args = p.parse_args()
-    results = {name: diagnose(name, steps=args.steps, adapt_too=not args.no_adapt, model_path=args.model)
-               for name in args.datasets}
-    table = pd.DataFrame(results)
-    print(table.to_string())
-    with open(args.out, "w") as fh:
-        json.dump({"model": args.model or "shipped", "steps": args.steps, "results": results}, fh, indent=1)
+    results: dict[str, dict[str, float]] = {}
+    for name in args.datasets:  # written after every dataset, so a long run stopped early keeps what it measured
+        results[name] = diagnose(name, steps=args.steps, adapt_too=not args.no_adapt, model_path=args.model)
+        with open(args.out, "w") as fh:
+            json.dump({"model": args.model or "shipped", "steps": args.steps, "results": results}, fh, indent=1)
+    print(pd.DataFrame(results).to_string())
 
 
 if __name__ == "__main__":
