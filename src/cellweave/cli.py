@@ -69,7 +69,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     if args.modality_dropout is not None and not 0.0 <= args.modality_dropout <= 1.0:
         raise CellWeaveInputError(f"--modality-dropout is a probability in [0, 1], not {args.modality_dropout}.")
-    stores = [p for p in args.data if (Path(p) / "manifest.json").is_file()]
+    from cellweave.data import is_store
+
+    stores = [p for p in args.data if is_store(p)]
     if stores and len(args.data) > 1:
         raise CellWeaveInputError(f"{stores[0]} is a token store: pretrain from one store, or from data files, not "
                                   "both (add the files to the store with `cellweave prepare FILES --out STORE --append`).")
@@ -109,7 +111,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from cellweave._exceptions import CellWeaveInputError
     from cellweave.models import CellWeave
 
-    if (Path(args.input) / "manifest.json").is_file():  # a token store: embed in bounded memory
+    from cellweave.data import is_store
+
+    if is_store(args.input):  # a token store: embed in bounded memory
         if args.adapt or args.spatial:
             raise CellWeaveInputError(f"{args.input} is a token store; --adapt and --spatial need the data file itself.")
         if not str(args.out).lower().endswith(".h5ad"):

@@ -17,6 +17,7 @@ from ._store import (
     StoreCSR,
     open_store,
     prepare_store,
+    is_store,
     read_store_manifest,
     store_vocabulary,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "collate_tokens",
     "corpus_counts",
     "hvg_features",
+    "is_store",
     "log_normalize",
     "neighbourhood_mean",
     "open_store",

@@ -527,6 +527,11 @@ def _read_manifest_or_none(path: Path) -> dict[str, Any] | None:
     return manifest
 
 
+def is_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a token store folder (holds a manifest written by :func:`prepare_store`)."""
+    return (Path(path).expanduser() / MANIFEST).is_file()
+
+
 def store_vocabulary(path: str | os.PathLike) -> Vocabulary:
     """The vocabulary a token store's tokens index (saved in the store by :func:`prepare_store`)."""
     path = Path(path).expanduser()

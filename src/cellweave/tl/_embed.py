@@ -145,7 +145,7 @@ def embed_store(
     import numpy as np
     import pandas as pd
 
-    from cellweave.data import open_store, read_store_manifest
+    from cellweave.data import open_store
 
     model = _resolve(model)
     corpora = open_store(store, vocab=model.vocab, value_encoding=model.config.value_encoding)
@@ -158,15 +158,14 @@ def embed_store(
     obs = pd.DataFrame({"dataset": pd.Categorical(np.concatenate(sources) if sources else [])},
                        index=pd.Index(np.concatenate(names) if names else [], dtype=str))
     adata = ad.AnnData(obs=obs, obsm={key_added: emb})
-    manifest = read_store_manifest(store)
     record = {
         "model": model.name,
         "model_sha256": model.model_hash,
         "preset": model.config.preset,
         "seed": seed,
         "store": str(store),
-        "coverage": {s["name"]: {c["modality"]: {k: v for k, v in c.items() if k != "examples"} for c in s["coverage"]}
-                     for s in manifest["sources"]},
+        "coverage": {c.name: {r["modality"]: {k: v for k, v in r.items() if k != "examples"} for r in c.coverage}
+                     for c in corpora},
         "versions": environment_versions(),
         "pretraining_seed": model.card.get("seed"),
     }

@@ -140,9 +140,6 @@ class PretrainPlan(L.LightningModule):
         losses["loss"] = loss
         return losses
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.losses(batch)
-
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.losses(batch)
         bs = batch["token_ids"].shape[0]
@@ -159,7 +156,7 @@ class PretrainPlan(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # Errors are averaged over masked values (not over batches), the same weighting as
         # ``evaluate_masked`` uses for epoch 0, so the loss curve is comparable end to end.
-        losses = self._step(batch)
+        losses = self.losses(batch)
         weights = {"token_mse": batch["value_mask"].sum(), "cell_mse": batch["value_mask"].sum()}
         if "target_mse" in losses:
             weights["target_mse"] = batch["target_mask"].sum()

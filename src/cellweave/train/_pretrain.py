@@ -180,7 +180,7 @@ def decoded_gene_panel(
             continue
         block = next(b for b in corpus.blocks if b.modality == "rna")
         present = np.flatnonzero(block.present)
-        hvg = hvg_features(sp.csr_matrix(block.values[present].tocsr()), n_top=n_per_dataset)
+        hvg = hvg_features(block.values[present].tocsr(), n_top=n_per_dataset)  # a store's rows load here
         per.append((counts, block.token_ids))
         for t in block.token_ids[hvg]:
             votes[int(t)] = votes.get(int(t), 0) + 1
