@@ -110,3 +110,30 @@ def test_presets_build_and_validate() -> None:
         CellWeaveConfig(vocab_size=5, context_length={"rna": 4, "spatial_x": 3})
     cfg = tiny_config()
     assert CellWeaveConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_gradient_checkpointing_gives_the_same_outputs_and_gradients(dropout: float) -> None:
+    """Recomputing block activations in the backward pass changes memory, not the math (dropout
+    included: checkpoint replays the RNG state), and is not part of the config."""
+    torch.manual_seed(0)
+    plain = CellWeaveModule(tiny_config(dropout=dropout))
+    checkpointed = CellWeaveModule(tiny_config(dropout=dropout))
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.gradient_checkpointing = True
+    batch = random_batch()
+    results = []
+    for m in (plain, checkpointed):
+        m.train()
+        torch.manual_seed(1)
+        out = m(*batch)
+        loss = masked_value_loss(out, batch[1], batch[4])["loss"]
+        loss.backward()
+        results.append((out, {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
+    (out_a, grad_a), (out_b, grad_b) = results
+    for k in out_a:
+        torch.testing.assert_close(out_a[k], out_b[k])
+    assert grad_a.keys() == grad_b.keys() and len(grad_a) > 10
+    for n in grad_a:
+        torch.testing.assert_close(grad_a[n], grad_b[n], rtol=1e-5, atol=1e-6)
+    assert "gradient_checkpointing" not in checkpointed.config.to_dict()

@@ -6,6 +6,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from ._config import CellWeaveConfig
@@ -92,6 +93,11 @@ class CellWeaveModule(nn.Module):
         # Per-feature offset of the cell head: the typical value of a feature needs no cell
         # information, so the cell embedding only has to encode how this cell deviates from it.
         self.cell_bias = nn.Linear(d, 1)
+        # Recompute each block's activations in the backward pass instead of keeping them
+        # (torch.utils.checkpoint): memory for compute, same outputs and gradients. A training
+        # switch set by ``pretrain(gradient_checkpointing=True)``, not part of the architecture,
+        # so it is not in the config and never in a saved model's config.json.
+        self.gradient_checkpointing = False
         self.apply(self._init_weights)
         # Scaled init of residual projections (GPT-2): keeps the residual stream's variance flat
         # with depth.
@@ -134,8 +140,12 @@ class CellWeaveModule(nn.Module):
         keep = torch.cat([padding_mask.new_ones(b, 1), padding_mask], dim=1)
         # Boolean mask: True = may attend. Shape (B, 1, 1, L+1) broadcasts over heads and queries.
         attn_mask = keep[:, None, None, :]
+        checkpointed = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, attn_mask)
+            if checkpointed:  # non-reentrant: works under DDP and with inputs that need no grad
+                x = torch.utils.checkpoint.checkpoint(block, x, attn_mask, use_reentrant=False)
+            else:
+                x = block(x, attn_mask)
         x = self.ln_f(x)
         return x[:, 0], x[:, 1:]
 
