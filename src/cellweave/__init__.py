@@ -8,8 +8,8 @@ from ._version import __version__
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-from . import datasets, genes, io, tl  # noqa: E402
+from . import datasets, genes, io, pl, tl  # noqa: E402
 from .models import CellWeave  # noqa: E402
 from .nn import CellWeaveConfig  # noqa: E402
 
-__all__ = ["CellWeave", "CellWeaveConfig", "__version__", "datasets", "genes", "io", "tl"]
+__all__ = ["CellWeave", "CellWeaveConfig", "__version__", "datasets", "genes", "io", "pl", "tl"]

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cellweave import datasets as cw_datasets
+from cellweave import pl
 from cellweave._exceptions import CellWeaveInputError
 from cellweave._system import peak_rss_mb
 from cellweave._io_utils import atomic_write_json, sha256_file
@@ -33,7 +34,6 @@ from cellweave.bench import (
     write_results,
 )
 from cellweave.models import CellWeave
-from cellweave.pl import embedding_panels, embedding_scatter, loss_curves
 
 logger = logging.getLogger(__name__)
 
@@ -235,16 +235,14 @@ def run_demo(
     )
     report.heading("Cell embeddings (UMAP of X_cellweave, every available registered dataset)")
     report.text(f"{joint.n_obs:,} cells shown (at most {UMAP_MAX_CELLS:,} per dataset).", css_class="note")
-    report.figure(embedding_scatter(joint.obsm["X_umap"], joint.obs["dataset"], title="coloured by dataset",
-                                    max_legend=60, basis="UMAP"))
+    report.figure(pl.umap(joint, color="dataset", title="coloured by dataset", max_legend=60))
     # One panel and one legend per labelled dataset: the datasets' labels are unrelated vocabularies
     # (cell types, zones), and a shared legend would give them shared or grey colours.
     labelled = (joint.obs["cell_type"] != "unlabelled").to_numpy()
     if labelled.any():
         report.text("Each labelled dataset's cells in the same UMAP, coloured by its own labels (one legend per "
                     "dataset; perturbation targets are not cell types and are left out).", css_class="note")
-        report.figure(embedding_panels(joint.obsm["X_umap"][labelled], joint.obs["cell_type"].to_numpy()[labelled],
-                                       joint.obs["dataset"].to_numpy()[labelled]))
+        report.figure(pl.umap(joint[labelled], color="cell_type", split_by="dataset"))
 
     report.heading("Cell-type label transfer: kNN (k=15, 5-fold by cells)")
     report.text(
@@ -270,7 +268,7 @@ def run_demo(
         report.text("Masked-value MSE on held-out validation cells (log1p counts per 10k):", css_class="note")
         report.table(pd.DataFrame(rows, columns=["predictor", "validation MSE"]))
     if cw_model.history:
-        report.figure(loss_curves(cw_model.history))
+        report.figure(pl.training(cw_model))
     card = cw_model.card
     report.text(f"Command: {card.get('command', 'n/a')}; seed {card.get('seed', 'n/a')}; "
                 f"{card.get('epochs', '?')} epochs, {card.get('train_seconds', '?')} s.", css_class="note")

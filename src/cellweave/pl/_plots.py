@@ -199,10 +199,13 @@ def predicted_vs_observed(
         ax.set_title(title, fontsize=8)
 
 
-def loss_curves(history: list[dict[str, Any]], *, title: str = "Pretraining losses") -> Figure:
+def loss_curves(history: list[dict[str, Any]], *, title: str = "Pretraining losses", ax=None) -> Figure:
     """Training and validation losses per epoch (epoch 0 = before training)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+    else:
+        fig = ax.figure
     ep = [h["epoch"] for h in history]
     for key, label in [("train_loss", "train loss (token + cell heads)"),
                        ("val_loss", "validation loss (token + cell heads)"),

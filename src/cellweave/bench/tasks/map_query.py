@@ -142,7 +142,7 @@ def _plots(ctx, report, examples) -> None:
     import anndata as ad
     import matplotlib.pyplot as plt
 
-    from cellweave.pl import reference_query_scatter
+    from cellweave.pl import query_mapping
     from cellweave.tl import map_query
 
     for d, split, group, tr, te, emb in examples:
@@ -153,16 +153,14 @@ def _plots(ctx, report, examples) -> None:
             a.obsm["X_cellweave"] = emb[rows]
             a.uns["cellweave"] = {"X_cellweave": {"model_sha256": ctx.model.model_hash}}
         map_query(qry, reference=ref, label_key="label", model=ctx.model, seed=ctx.seeds[0], progress=False)
-        rec = qry.uns["cellweave"]["map_query"]
-        ru = np.asarray(rec["reference_umap"])
-        qu = qry.obsm["X_cellweave_reference_umap"]
         labs = qry.obs["cellweave_prediction"].astype(str).to_numpy()
         wrong = labs != d.labels[te]
         fig, axes = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.6, 1]})
         # Reference and query in the same colours by measured type: a query cell on a patch of its
         # own colour landed on its type; crosses mark wrong (or 'unknown') predictions.
-        reference_query_scatter(ru, np.asarray(rec["reference_labels"]), qu, d.labels[te], query_wrong=wrong, ax=axes[0],
-                                title=f"{d.short}, {split} = {group}: query on the reference UMAP")
+        qry.obs["measured_label"] = d.labels[te]
+        query_mapping(qry, label_key="measured_label", ax=axes[0],
+                      title=f"{d.short}, {split} = {group}: query on the reference UMAP")
         unc = qry.obs["cellweave_uncertainty"].to_numpy()
         axes[1].hist([unc[~wrong], unc[wrong]], bins=20, label=["correct", "wrong or unknown"], stacked=True)
         axes[1].set_xlabel("cellweave_uncertainty")
