@@ -92,6 +92,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         data_hashes=hashes,
         accelerator=args.accelerator,
         devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
+        precision=args.precision,
+        accumulate_grad_batches=args.accumulate_grad_batches,
+        gradient_checkpointing=args.gradient_checkpointing,
+        log_cells=args.log_cells,
         modalities=args.modalities,
         config_overrides=_pretrain_overrides(args),
         max_steps=args.max_steps,
@@ -106,6 +112,16 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _global_rank_zero() -> bool:
+    """Whether this process writes the outputs: always without distribution; under DDP (whose
+    strategy sets the rank when it starts) only global rank 0."""
+    if "lightning" not in sys.modules:
+        return True
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from cellweave import io, tl
     from cellweave._exceptions import CellWeaveInputError
@@ -118,10 +134,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
             raise CellWeaveInputError(f"{args.input} is a token store; --adapt and --spatial need the data file itself.")
         if not str(args.out).lower().endswith(".h5ad"):
             raise CellWeaveInputError(f"--out {args.out}: embeddings of a token store are written as .h5ad.")
-        out = tl.embed_store(args.input, model=args.model, batch_size=args.batch_size, seed=args.seed)
+        out = tl.embed_store(args.input, model=args.model, batch_size=args.batch_size, seed=args.seed,
+                             devices=args.devices, accelerator=args.accelerator, num_nodes=args.num_nodes)
+        if not _global_rank_zero():
+            return 0
         io.write(out, args.out)
         logger.info("Wrote %s (%d cells; obsm['X_cellweave'], no X)", args.out, out.n_obs)
         return 0
+    if args.adapt and not (str(args.devices) == "1" and args.num_nodes == 1):
+        # Each process would adapt its own copy; on a GPU they need not end equal.
+        raise CellWeaveInputError("--adapt runs on one device: adapt and save the model first (`cellweave adapt`), "
+                                  "then embed with it on several devices.")
     data = io.read(args.input)
     model = CellWeave.load(args.model)
     if args.adapt:
@@ -129,7 +152,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
         model = adapt_for_command(data, model, args)
     tl.embed(data, model=model, layer=args.layer, batch_size=args.batch_size, seed=args.seed,
-             organism=args.organism, spatial=args.spatial, section_key=args.section_key)
+             organism=args.organism, spatial=args.spatial, section_key=args.section_key,
+             devices=args.devices, accelerator=args.accelerator, num_nodes=args.num_nodes)
+    if not _global_rank_zero():  # every rank holds the embeddings of a multi-device run; one writes them
+        return 0
     io.write(data, args.out)
     logger.info("Wrote %s", args.out)
     return 0
@@ -241,6 +267,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_device_options(sp: argparse.ArgumentParser) -> None:
+    """Where a command runs: Lightning's accelerator, devices and nodes."""
+    sp.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
+    sp.add_argument("--devices", default=1, help="Lightning devices per node (e.g. 2 for data parallelism; -1: all)")
+    sp.add_argument("--num-nodes", type=int, default=1, help="machines (e.g. SLURM nodes), each with --devices devices")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cellweave import __version__
 
@@ -264,8 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="pretrain on at most this many cells of each dataset, drawn with the seed (default: all cells)")
     sp.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     sp.add_argument("--name", default=None, help="model name recorded in the model card (default: the output folder's name)")
-    sp.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
-    sp.add_argument("--devices", default=1, help="Lightning devices (e.g. 2 for DDP)")
+    _add_device_options(sp)
+    sp.add_argument("--strategy", default="auto",
+                    help="Lightning strategy: auto (ddp on several devices), ddp, ddp_spawn, fsdp, ... "
+                    "(see README, Scaling out)")
+    sp.add_argument("--precision", default=None, choices=["32-true", "bf16-mixed", "16-mixed"],  # train.PRECISIONS (not imported: keeps --help fast)
+                    help="Lightning precision (default 32-true; bf16-mixed also runs on CPUs)")
+    sp.add_argument("--accumulate-grad-batches", type=int, default=1, metavar="K",
+                    help="sum gradients over K batches per optimizer step (effective batch: batch size x devices x K)")
+    sp.add_argument("--gradient-checkpointing", action="store_true",
+                    help="recompute the encoder's activations in the backward pass: less memory, ~1/3 more compute")
+    sp.add_argument("--log-cells", action="store_true",
+                    help="write each rank's trained-on cells and final weight hash to OUT/cells_seen/ "
+                    "(a check of data-parallel sharding; small runs)")
     sp.add_argument("--modality-dropout", type=float, default=None,
                     help="probability that a multimodal cell has one modality left out of its input and predicted "
                     "(cross-modal masking; e.g. 0.5). Default: the config's 0.0, as the shipped model")
@@ -298,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "section); default: only if the model was pretrained with spatial context")
     sp.add_argument("--section-key", default=None,
                     help="obs column of tissue sections (default: section/library_id/sample/batch)")
+    _add_device_options(sp)
     _add_adapt_options(sp, with_batch_key=True)
     sp.set_defaults(func=cmd_embed)
 

@@ -23,6 +23,8 @@ from cellweave.genes import Vocabulary
 from cellweave.nn import CellWeaveConfig, CellWeaveModule
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from anndata import AnnData
     from mudata import MuData
 
@@ -320,6 +322,7 @@ class CellWeave:
         spatial_key: str = "spatial",
         section_key: str | None = None,
         n_spatial_neighbors: int | None = None,
+        embed_corpus: Callable[..., np.ndarray] | None = None,
         **prepare_kwargs: Any,
     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Cell embeddings of ``data`` and its per-modality coverage report.
@@ -331,11 +334,13 @@ class CellWeave:
         and ``config.spatial_neighbors > 0``. The spatial settings used are recorded in
         ``self.last_spatial`` (``None`` when no spatial context was used).
         ``modalities`` (a ``prepare`` keyword) restricts the input modalities.
+        ``embed_corpus``: what embeds the prepared corpus, called as :meth:`embed_corpus` is
+        (default: that method; ``tl.embed`` passes a multi-device one).
         """
         from cellweave.data import neighbourhood_mean, section_neighbors, spatial_coordinates
 
         corpus = self.prepare(data, **prepare_kwargs)
-        emb = self.embed_corpus(corpus, batch_size=batch_size, seed=seed, progress=progress)
+        emb = (embed_corpus or self.embed_corpus)(corpus, batch_size=batch_size, seed=seed, progress=progress)
         self.last_spatial = None
         coords = spatial_coordinates(data, spatial_key) if spatial is not False else None
         use = bool(spatial) if spatial is not None else (coords is not None and self.config.spatial_neighbors > 0)

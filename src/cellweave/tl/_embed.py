@@ -21,6 +21,21 @@ def _resolve(model: CellWeave | str | None) -> CellWeave:
     return model if isinstance(model, CellWeave) else CellWeave.load(model)
 
 
+def _one_process(devices: int | str, num_nodes: int) -> bool:
+    return str(devices) in ("1", "auto") and int(num_nodes) == 1
+
+
+def _multi_device_embedder(model: CellWeave, *, devices: int | str, accelerator: str, num_nodes: int):
+    """``embed_corpus`` of ``model`` run by Lightning's predict on several processes."""
+    from cellweave.train import embed_corpora
+
+    def embed_corpus(corpus, *, batch_size: int, seed: int, progress: bool):
+        return embed_corpora(model, [corpus], batch_size=batch_size, seed=seed, devices=devices,
+                             accelerator=accelerator, num_nodes=num_nodes, progress=progress)[0]
+
+    return embed_corpus
+
+
 def embed(
     adata: AnnData | MuData,
     *,
@@ -36,6 +51,9 @@ def embed(
     spatial_key: str = "spatial",
     section_key: str | None = None,
     n_spatial_neighbors: int | None = None,
+    devices: int | str = 1,
+    accelerator: str = "auto",
+    num_nodes: int = 1,
     copy: bool = False,
 ) -> AnnData | MuData | None:
     """Embed every cell with a pretrained CellWeave model.
@@ -68,6 +86,13 @@ def embed(
     spatial_key, section_key, n_spatial_neighbors
         Where the coordinates and sections are; neighbours averaged (default: the model's
         ``config.spatial_neighbors``, else 10).
+    devices, accelerator, num_nodes
+        Embed on several devices (Lightning's DDP predict; each cell on one process, gathered
+        back in cell order: the same embeddings as on one device). Lightning starts the other
+        processes by running the calling script again (under ``torchrun`` or SLURM the launcher
+        starts them), so this needs a script or ``cellweave embed --devices N``, not an
+        interactive session; every process returns the result, write it from rank 0 only.
+        Default: one device, in this process.
     copy
         Return a modified copy instead of writing into ``adata``.
 
@@ -92,8 +117,10 @@ def embed(
     """
     adata = adata.copy() if copy else adata
     model = _resolve(model)
+    embedder = None if _one_process(devices, num_nodes) else _multi_device_embedder(
+        model, devices=devices, accelerator=accelerator, num_nodes=num_nodes)
     emb, cov = model.embed(
-        adata, batch_size=batch_size, seed=seed, progress=progress,
+        adata, batch_size=batch_size, seed=seed, progress=progress, embed_corpus=embedder,
         spatial=spatial, spatial_key=spatial_key, section_key=section_key, n_spatial_neighbors=n_spatial_neighbors,
         layer=layer, modalities=modalities, organism=organism,
     )
@@ -128,12 +155,17 @@ def embed_store(
     batch_size: int = 128,
     seed: int = 0,
     progress: bool = True,
+    devices: int | str = 1,
+    accelerator: str = "auto",
+    num_nodes: int = 1,
 ) -> AnnData:
     """Embed every cell of a token store (``cellweave prepare``) without loading the corpus.
 
     Cells are read from the store's memory-mapped shards one batch at a time, so memory does not
     grow with the corpus beyond the returned embeddings (``n_cells x embedding_dim`` float32).
     The store must have been prepared with ``model``'s vocabulary and value encoding.
+    ``devices``, ``accelerator``, ``num_nodes``: as in :func:`embed` (one Lightning predict over
+    all sources; each rank reads its own cells from the shards).
 
     Returns
     -------
@@ -149,9 +181,15 @@ def embed_store(
 
     model = _resolve(model)
     corpora = open_store(store, vocab=model.vocab, value_encoding=model.config.value_encoding)
-    parts, names, sources = [], [], []
+    if _one_process(devices, num_nodes):
+        parts = [model.embed_corpus(corpus, batch_size=batch_size, seed=seed, progress=progress) for corpus in corpora]
+    else:
+        from cellweave.train import embed_corpora
+
+        parts = embed_corpora(model, corpora, batch_size=batch_size, seed=seed, devices=devices,
+                              accelerator=accelerator, num_nodes=num_nodes, progress=progress)
+    names, sources = [], []
     for corpus in corpora:
-        parts.append(model.embed_corpus(corpus, batch_size=batch_size, seed=seed, progress=progress))
         names.append(np.asarray(corpus.obs_names, dtype=str))
         sources.append(np.full(len(corpus), corpus.name, dtype=object))
     emb = np.concatenate(parts) if parts else np.zeros((0, model.module.embedding_dim), dtype=np.float32)

@@ -15,10 +15,11 @@ from ._perturb import (
     spread_ratio,
     zero_shot_features,
 )
-from ._plan import AtomicCheckpointIO, HistoryCallback, PretrainPlan
+from ._plan import AtomicCheckpointIO, CellLogCallback, HistoryCallback, PretrainPlan
+from ._predict import EmbedPlan, embed_corpora
 from ._pretrain import evaluate_masked, feature_mean_baselines, pretrain, split_cells
 
-__all__ = ["ADAPT_EPOCHS", "ADAPT_MAX_STEPS", "AdaptPlan", "adapt", "AtomicCheckpointIO", "CrossModalPredictor", "finetune_cross_modal", "PerturbationModel", "finetune_classifier", "finetune_perturbation", "HistoryCallback", "PretrainPlan", "evaluate_masked", "feature_mean_baselines", "pretrain", "split_cells",
+__all__ = ["ADAPT_EPOCHS", "ADAPT_MAX_STEPS", "AdaptPlan", "adapt", "AtomicCheckpointIO", "CellLogCallback", "CrossModalPredictor", "EmbedPlan", "embed_corpora", "finetune_cross_modal", "PerturbationModel", "finetune_classifier", "finetune_perturbation", "HistoryCallback", "PretrainPlan", "evaluate_masked", "feature_mean_baselines", "pretrain", "split_cells",
            # perturbation building blocks (the perturb benchmark task)
            "PerturbationIdentity", "fit_head", "identity_vectors", "rna_with_cell_obs", "spread_ratio",
            "zero_shot_features"]

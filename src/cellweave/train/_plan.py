@@ -91,8 +91,8 @@ class PretrainPlan(L.LightningModule):
         *,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
-        warmup_steps: int = 100,
-        total_steps: int = 1000,
+        warmup_steps: int | None = 100,
+        total_steps: int | None = 1000,
         count_weight: float = 1.0,
         vicreg_weight: float = 0.0,
     ) -> None:
@@ -106,8 +106,9 @@ class PretrainPlan(L.LightningModule):
                                               torch.nn.Linear(256, 256)) if vicreg_weight > 0 else None)
         self.lr = lr
         self.weight_decay = weight_decay
+        # ``None``: from the trainer when the optimizer is built (see ``configure_optimizers``).
         self.warmup_steps = warmup_steps
-        self.total_steps = max(total_steps, 1)
+        self.total_steps = None if total_steps is None else max(total_steps, 1)
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every loss term of ``batch`` and their weighted sum (``"loss"``)."""
@@ -172,6 +173,13 @@ class PretrainPlan(L.LightningModule):
             self.log(k, v, prog_bar=k == "val_loss", sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
+        if self.total_steps is None:
+            # Lightning's count of optimizer steps of this run: batches per rank (after the
+            # distributed sampler splits the cells), divided by gradient accumulation, capped by
+            # max_steps. The schedule then ends where training ends, on any number of devices.
+            self.total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        if self.warmup_steps is None:
+            self.warmup_steps = min(200, max(1, self.total_steps // 10))
         return adamw_warmup_cosine(self.named_parameters(), lr=self.lr, weight_decay=self.weight_decay,
                                    warmup_steps=self.warmup_steps, total_steps=self.total_steps)
 
@@ -234,3 +242,38 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
         with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+class CellLogCallback(L.Callback):
+    """What each data-parallel rank trained on, to check the sharding of a run (``--log-cells``).
+
+    Records the training-set positions of the cells of every batch a rank trains on, per epoch,
+    and at the end of fitting the SHA-256 of the rank's weights; writes them to
+    ``folder/rank{global_rank}.json``. Under DDP the ranks should see disjoint cells that together
+    cover the training set, and end with equal hashes. Memory grows with the cells seen, so this
+    is for checking small runs, not for a run over millions of cells.
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = os.fspath(folder)
+        self.seen: dict[int, list[int]] = {}
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self.seen.setdefault(int(trainer.current_epoch), []).extend(batch["index"].tolist())
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import hashlib
+        import json
+
+        digest = hashlib.sha256()
+        for name, tensor in sorted(pl_module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "steps": trainer.global_step,
+                  "weights_sha256": digest.hexdigest(), "cells_per_epoch": {str(k): v for k, v in self.seen.items()}}
+        os.makedirs(self.folder, exist_ok=True)
+        path = os.path.join(self.folder, f"rank{trainer.global_rank}.json")
+        with atomic_path(path) as tmp:
+            with open(tmp, "w") as fh:
+                json.dump(record, fh)

@@ -35,7 +35,14 @@ from cellweave.genes import Vocabulary
 from cellweave.models import CellWeave, environment_versions
 from cellweave.nn import CellWeaveConfig, CountDecoder
 
-from ._plan import AtomicCheckpointIO, CountTokenDataset, HistoryCallback, PretrainPlan, collate_count_tokens
+from ._plan import (
+    AtomicCheckpointIO,
+    CellLogCallback,
+    CountTokenDataset,
+    HistoryCallback,
+    PretrainPlan,
+    collate_count_tokens,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -45,6 +52,31 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
+CELL_LOG_DIR = "cells_seen"
+#: Lightning precisions that keep the weights in float32 (the saved model stays float32):
+#: full precision, or automatic mixed precision of the forward pass (bf16 works on CPUs too).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
+
+def check_scale_options(*, strategy: str, precision: str | None, accumulate_grad_batches: int,
+                        num_nodes: int, devices: int | str) -> None:
+    """Refuse, before any data is read, what Lightning would refuse only after the data is prepared."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    strategies = ["auto", *StrategyRegistry.available_strategies()]
+    if strategy not in strategies:
+        raise CellWeaveInputError(f"Unknown strategy {strategy!r}; choose one of Lightning's: auto, ddp, ddp_spawn, "
+                                  f"fsdp, ... (all: {', '.join(strategies)}).")
+    if precision is not None and precision not in PRECISIONS:
+        raise CellWeaveInputError(f"precision {precision!r} is not supported; choose one of {', '.join(PRECISIONS)} "
+                                  "(true half precision would save half-precision weights).")
+    if int(accumulate_grad_batches) < 1:
+        raise CellWeaveInputError(f"accumulate_grad_batches={accumulate_grad_batches}: give 1 (no accumulation) or more.")
+    if int(num_nodes) < 1:
+        raise CellWeaveInputError(f"num_nodes={num_nodes}: give at least 1.")
+    if isinstance(devices, str) and devices != "auto" and not devices.lstrip("-").isdigit() and "," not in devices:
+        raise CellWeaveInputError(f"devices={devices!r}: give a number of devices (2), a list of ids (0,1), "
+                                  "-1 or auto.")
 
 
 def split_cells(n: int, *, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -269,6 +301,10 @@ def pretrain(
     n_decoded_genes: int = 1000,
     vicreg_weight: float = 0.0,
     store: str | os.PathLike | None = None,
+    accumulate_grad_batches: int = 1,
+    gradient_checkpointing: bool = False,
+    num_nodes: int = 1,
+    log_cells: bool = False,
 ) -> CellWeave:
     """Pretrain a CellWeave model with masked value modelling.
 
@@ -308,12 +344,29 @@ def pretrain(
     vicreg_weight
         Weight of VICReg between two masked views of each cell (0: off; each step then encodes
         every cell once instead of twice).
+    accelerator, devices, num_nodes, strategy, precision, accumulate_grad_batches
+        Passed to Lightning's ``Trainer``. With several devices (``strategy`` ``"ddp"``, or
+        ``"auto"``), Lightning wraps the sampler in a distributed sampler: each rank trains on a
+        different part of every epoch's permutation of the training cells (all sources and
+        shards of a store shuffled together) and gradients are averaged, so the ranks keep
+        equal weights. ``batch_size`` is per device; the learning-rate schedule spans the
+        optimizer steps Lightning counts for the run (per-rank batches / accumulation, capped by
+        ``max_steps``). ``precision``: one of :data:`PRECISIONS`.
+    gradient_checkpointing
+        Recompute the encoder blocks' activations in the backward pass (``torch.utils.checkpoint``):
+        less memory for about a third more compute; same gradients.
+    log_cells
+        Write, per rank, the training-set positions of the cells it trained on (per epoch) and a
+        SHA-256 of its final weights to ``out/cells_seen/rank{r}.json``: a check of the data
+        sharding of a distributed run (see :class:`~cellweave.train.CellLogCallback`).
 
     Returns
     -------
     The trained model, also saved to ``out``. ``model.card["metrics"]`` holds the validation
     masked-value MSE before and after training and the per-feature mean baselines.
     """
+    check_scale_options(strategy=strategy, precision=precision, accumulate_grad_batches=accumulate_grad_batches,
+                        num_nodes=num_nodes, devices=devices)
     stored: dict[str, Any] = {}
     if store is not None:
         if datasets:
@@ -431,13 +484,11 @@ def pretrain(
     )
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=128, collate_fn=collate_tokens)
     steps_per_epoch = len(train_loader)
-    total_steps = steps_per_epoch * max_epochs
-    if max_steps is not None:
-        total_steps = min(total_steps, int(max_steps))
-    plan = PretrainPlan(
-        model.module, decoder, lr=lr, warmup_steps=min(200, max(1, total_steps // 10)), total_steps=total_steps,
-        vicreg_weight=vicreg_weight,
-    )
+    # total_steps / warmup_steps None: the plan takes the run's optimizer steps from the trainer
+    # (estimated_stepping_batches), which knows the devices, the accumulation and max_steps.
+    plan = PretrainPlan(model.module, decoder, lr=lr, warmup_steps=None, total_steps=None,
+                        vicreg_weight=vicreg_weight)
+    model.module.gradient_checkpointing = bool(gradient_checkpointing)
 
     baselines = feature_mean_baselines(train_corpora, tokenizer, len(vocab), seed=seed)
     before = evaluate_masked(model.module, val_corpora, tokenizer, baselines, seed=seed)
@@ -449,14 +500,20 @@ def pretrain(
         dirpath=ckpt_dir, filename="epoch{epoch:03d}", save_last=True, save_top_k=1,
         monitor="val_loss", mode="min", auto_insert_metric_name=False,
     )
+    callbacks: list[L.Callback] = [history, checkpoint]
+    if log_cells:
+        callbacks.append(CellLogCallback(out / CELL_LOG_DIR))
     trainer = L.Trainer(
         max_epochs=max_epochs,
         max_steps=int(max_steps) if max_steps is not None else -1,
         accelerator=accelerator,
         devices=devices,
+        num_nodes=int(num_nodes),
         strategy=strategy,
         precision=precision,
-        callbacks=[history, checkpoint],
+        accumulate_grad_batches=int(accumulate_grad_batches),
+        callbacks=callbacks,
+
         plugins=[AtomicCheckpointIO()],
         logger=False,
         enable_progress_bar=progress,
@@ -472,6 +529,7 @@ def pretrain(
         ckpt_path=str(ckpt_path) if resume else None, weights_only=True if resume else None,
     )
     model.module = plan.module.cpu()
+    model.module.gradient_checkpointing = False  # a training switch; the returned model starts without it
     after = evaluate_masked(model.module, val_corpora, tokenizer, baselines, seed=seed)
     logger.info("Validation masked-value MSE after training: %.4f", after["token_mse"])
     cross = evaluate_cross_modal(model.module, val_corpora, tokenizer, baselines, seed=seed)
@@ -504,6 +562,13 @@ def pretrain(
         "batch_size": batch_size,
         "lr": lr,
         "max_steps": max_steps,
+        "distributed": {"accelerator": str(accelerator), "devices": int(trainer.num_devices),
+                        "num_nodes": int(trainer.num_nodes), "world_size": int(trainer.world_size),
+                        "strategy": type(trainer.strategy).__name__, "precision": str(trainer.precision),
+                        "accumulate_grad_batches": int(accumulate_grad_batches),
+                        "gradient_checkpointing": bool(gradient_checkpointing),
+                        "effective_batch_size": batch_size * int(trainer.world_size) * int(accumulate_grad_batches),
+                        "lr_schedule_steps": int(plan.total_steps or 0), "warmup_steps": int(plan.warmup_steps or 0)},
         "objective": {"masked_values": True, "count_likelihood_genes": int(decoded[3].size) if decoder is not None else 0,
                       "count_covariate": "dataset" if decoder is not None else None,
                       "vicreg_weight": vicreg_weight},
