@@ -69,16 +69,19 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     if args.modality_dropout is not None and not 0.0 <= args.modality_dropout <= 1.0:
         raise CellWeaveInputError(f"--modality-dropout is a probability in [0, 1], not {args.modality_dropout}.")
-    from cellweave.data import is_store
+    from cellweave._cli.prepare import soma_selection
+    from cellweave.data import is_soma, is_store
 
-    stores = [p for p in args.data if is_store(p)]
+    stores = [p for p in args.data if is_store(p) or is_soma(p)]  # read in bounded memory
     if stores and len(args.data) > 1:
-        raise CellWeaveInputError(f"{stores[0]} is a token store: pretrain from one store, or from data files, not "
-                                  "both (add the files to the store with `cellweave prepare FILES --out STORE --append`).")
+        raise CellWeaveInputError(f"{stores[0]} is a token store or SOMA experiment: pretrain from one of those, or "
+                                  "from data files, not both (put them together with `cellweave prepare INPUTS --out "
+                                  "STORE`).")
     datasets, hashes = _read_named(args.data) if not stores else (None, None)
     model = pretrain(
         datasets,
         store=stores[0] if stores else None,
+        soma=soma_selection(args),
         out=args.out,
         preset=args.preset,
         max_epochs=args.max_epochs,
@@ -286,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("pretrain", help="pretrain a model on .h5ad/.h5mu files")
     sp.add_argument("--data", nargs="+", required=True, help="input .h5ad / .h5mu files or registered dataset names "
-                    "(all modalities are used), or one token store folder made by `cellweave prepare`")
+                    "(all modalities are used), or one token store folder made by `cellweave prepare`, or one "
+                    "TileDB-SOMA experiment (folder or URI; streamed, see --soma-*)")
     sp.add_argument("--preset", default="tiny", choices=["tiny", "small", "base"])
     sp.add_argument("--out", required=True, help="output model folder")
     sp.add_argument("--max-epochs", type=int, default=5)
@@ -326,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "dataset as covariate (needs --value-encoding log1p)")
     sp.add_argument("--vicreg-weight", type=float, default=0.0,
                     help="weight of VICReg between two masked views of each cell (default: 0.0, off; adaptation uses 0.04)")
+    from cellweave._cli.prepare import add_soma_arguments
+
+    add_soma_arguments(sp)
     sp.set_defaults(func=cmd_pretrain)
 
     sp = sub.add_parser("embed", help="embed cells: writes obsm['X_cellweave'] and uns['cellweave']")

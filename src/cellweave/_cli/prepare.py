@@ -14,16 +14,19 @@ logger = logging.getLogger("cellweave")
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from cellweave import datasets as registry
-    from cellweave.data import DEFAULT_CHUNK_SIZE, prepare_store
+    from cellweave.data import DEFAULT_CHUNK_SIZE, is_soma, prepare_store
     from cellweave.models import CellWeave
 
-    # A registered dataset's name (`cellweave datasets list`) stands for its file, as in `pretrain --data`.
-    inputs = [registry.path(p) if not Path(p).exists() and p in registry.REGISTRY else Path(p) for p in args.input]
+    # A registered dataset's name (`cellweave datasets list`) stands for its file, as in `pretrain --data`;
+    # a SOMA experiment's URI stays a string (it may be remote).
+    inputs = [p if is_soma(p) else registry.path(p) if not Path(p).exists() and p in registry.REGISTRY else Path(p)
+              for p in args.input]
     model = CellWeave.load(args.model)  # only its vocabulary and value encoding are used
     encoding = model.config.value_encoding
     logger.info("Tokens for %s: vocabulary of %d features, value encoding %r", model.name, len(model.vocab), encoding)
     manifest = prepare_store(inputs, args.out, vocab=model.vocab, value_encoding=encoding,
-                             chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, append=args.append)
+                             chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, append=args.append,
+                             soma=soma_selection(args))
     for source in manifest["sources"]:
         cov = ", ".join(f"{c['modality']} {c['n_in_vocab']:,}/{c['n_features']:,}" for c in source["coverage"])
         logger.info("  %-40s %9d cells  %3d shards  features in vocabulary: %s", source["name"], source["n_cells"],
@@ -41,10 +44,13 @@ def register(sub, model_help: str) -> None:
         description="Normalize the cells of INPUT files and map them onto a model's vocabulary once, writing a "
                     "token store folder (shards of .npy arrays and a manifest) that pretraining reads without "
                     "holding the corpus in memory. .h5ad files are read in chunks of --chunk-size cells; .h5mu "
-                    "and 10x files are read whole. Rerun with --append to add files or to finish a killed run.",
+                    "and 10x files are read whole; TileDB-SOMA experiments (a local folder, or a URI such as "
+                    "s3://... or tiledb://...) are read in chunks too (see --soma-*). Rerun with --append to add "
+                    "files or to finish a killed run.",
     )
     sp.add_argument("input", nargs="+",
-                    help=".h5ad / .h5mu / 10x .h5 or mtx folder, or a registered dataset's name")
+                    help=".h5ad / .h5mu / 10x .h5 or mtx folder, a TileDB-SOMA experiment, or a registered dataset's "
+                         "name")
     sp.add_argument("--out", required=True, help="token store folder (new, empty, or an existing store with --append)")
     sp.add_argument("--model", default=None, help=model_help + "; its vocabulary and value encoding make the tokens")
     sp.add_argument("--append", action="store_true",
@@ -52,7 +58,46 @@ def register(sub, model_help: str) -> None:
                          "prepare that was killed")
     sp.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE,
                     help=f"cells read and written at once, and per shard (default: {DEFAULT_CHUNK_SIZE})")
+    add_soma_arguments(sp)
     sp.set_defaults(func=cmd_prepare)
+
+
+def add_soma_arguments(sp: argparse.ArgumentParser) -> None:
+    """The ``--soma-*`` options of ``prepare`` and ``pretrain`` (:class:`cellweave.data.SomaSelection`)."""
+    from cellweave.data._soma import LAYER_ORDER, VAR_NAME_COLUMNS
+
+    sp.add_argument("--soma-measurement", default=None,
+                    help="TileDB-SOMA inputs: the measurement holding RNA (default: RNA)")
+    sp.add_argument("--soma-layer", default=None,
+                    help=f"TileDB-SOMA inputs: the X layer with raw counts (default: the first of "
+                         f"{', '.join(LAYER_ORDER)} that exists)")
+    sp.add_argument("--soma-filter", default=None,
+                    help="TileDB-SOMA inputs: an obs value filter selecting cells, e.g. "
+                         "\"tissue_general == 'blood' and is_primary_data == True\" (default: every cell)")
+    sp.add_argument("--soma-var-column", default=None,
+                    help=f"TileDB-SOMA inputs: the var column of feature names (default: the first of "
+                         f"{', '.join(VAR_NAME_COLUMNS)} that exists)")
+    sp.add_argument("--soma-config", action="append", default=None, metavar="KEY=VALUE",
+                    help="TileDB-SOMA inputs: a TileDB configuration entry, repeatable (CELLxGENE Census: "
+                         "vfs.s3.region=us-west-2 and vfs.s3.no_sign_request=true)")
+
+
+def soma_selection(args: argparse.Namespace):
+    """The :class:`cellweave.data.SomaSelection` the ``--soma-*`` options ask for; ``None`` when none is given."""
+    from cellweave.data import SomaSelection
+
+    from cellweave._exceptions import CellWeaveInputError
+
+    config = []
+    for entry in args.soma_config or []:
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip():
+            raise CellWeaveInputError(f"--soma-config {entry!r}: give KEY=VALUE, e.g. vfs.s3.region=us-west-2.")
+        config.append((key.strip(), value.strip()))
+    given = {"measurement": args.soma_measurement, "layer": args.soma_layer, "value_filter": args.soma_filter,
+             "var_column": args.soma_var_column, "tiledb_config": tuple(config) or None}
+    given = {k: v for k, v in given.items() if v is not None}
+    return SomaSelection(**given) if given else None
 
 
 def _positive_int(text: str) -> int:

@@ -21,6 +21,7 @@ from ._store import (
     read_store_manifest,
     store_vocabulary,
 )
+from ._soma import SomaCorpus, SomaCSR, SomaSelection, is_soma, open_soma, soma_vocabulary
 from ._spatial import neighbourhood_mean, section_neighbors, spatial_coordinates
 from ._tokenize import EpochShuffleSampler, Tokenizer, TokenDataset, collate_tokens
 from .synthetic import synthetic_adata, synthetic_mudata
@@ -31,6 +32,9 @@ __all__ = [
     "CellCorpus",
     "EpochShuffleSampler",
     "ModalityBlock",
+    "SomaCSR",
+    "SomaCorpus",
+    "SomaSelection",
     "StoreCSR",
     "StoreCorpus",
     "TokenDataset",
@@ -40,14 +44,17 @@ __all__ = [
     "collate_tokens",
     "corpus_counts",
     "hvg_features",
+    "is_soma",
     "is_store",
     "log_normalize",
     "neighbourhood_mean",
+    "open_soma",
     "open_store",
     "prepare_cells",
     "prepare_store",
     "read_store_manifest",
     "section_neighbors",
+    "soma_vocabulary",
     "spatial_coordinates",
     "store_vocabulary",
     "synthetic_adata",

@@ -48,6 +48,7 @@ from cellweave._exceptions import CellWeaveInputError
 from cellweave._io_utils import atomic_write_json, remove_stale_temporaries, sha256_file
 
 from ._corpus import CellCorpus, ModalityBlock, prepare_cells
+from ._soma import SomaReader, SomaSelection, is_soma
 
 if TYPE_CHECKING:
     from cellweave.genes import Vocabulary
@@ -79,6 +80,7 @@ def prepare_store(
     value_encoding: Literal["log1p", "quantile"] = "log1p",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     append: bool = False,
+    soma: SomaSelection | None = None,
 ) -> dict[str, Any]:
     """Write the cells of ``inputs`` into a token store at ``out``, in bounded memory.
 
@@ -89,7 +91,9 @@ def prepare_store(
         backed mode (``X`` must be CSR or dense; a CSC ``X`` is read whole, with a warning).
         ``.h5mu``, 10x ``.h5``/mtx and ``.loom`` inputs are read whole with
         :func:`cellweave.io.read` (those readers have no row-chunked mode) and then written in
-        shards of ``chunk_size`` cells; their memory is that of the file.
+        shards of ``chunk_size`` cells; their memory is that of the file. A TileDB-SOMA
+        experiment (a local folder, or a URI such as ``s3://...``; see :func:`is_soma`) is read
+        ``chunk_size`` cells at a time, as an ``.h5ad``.
     out
         Store folder; created when missing.
     vocab
@@ -103,6 +107,11 @@ def prepare_store(
         rewritten, and a source already in the store (same SHA-256) is skipped. Without it an
         existing store is refused. A store built with another vocabulary or value encoding is
         refused either way.
+    soma
+        Which measurement, ``X`` layer, cells (an ``obs`` value filter) and feature-name column
+        to read from SOMA inputs (:class:`~cellweave.data.SomaSelection`; default: measurement
+        "RNA", the raw layer, every cell). A SOMA source's identity is described in
+        :mod:`cellweave.data._soma`; its manifest record holds these settings under ``"soma"``.
 
     Returns
     -------
@@ -129,11 +138,15 @@ def prepare_store(
     if int(chunk_size) < 1:
         raise CellWeaveInputError(f"chunk_size {chunk_size}: give at least 1 cell per chunk.")
     chunk_size = int(chunk_size)
-    paths = [Path(p).expanduser() for p in inputs]
+    # A SOMA experiment stays a URI (it may be remote); its reader opens and checks it.
+    paths: list[Path | SomaReader] = [SomaReader(p, soma) if is_soma(p) else Path(p).expanduser() for p in inputs]
     if not paths:
-        raise CellWeaveInputError("No input files given; pass one or more .h5ad / .h5mu / 10x files.")
+        raise CellWeaveInputError("No input files given; pass one or more .h5ad / .h5mu / 10x files or SOMA "
+                                  "experiments.")
     for p in paths:
-        if not p.exists():
+        if isinstance(p, SomaReader):
+            p.n_cells  # opens it: a bad URI, measurement, layer or filter is refused before anything is written
+        elif not p.exists():
             raise CellWeaveInputError(f"File not found: {p}. Check the path (relative to {Path.cwd()}).")
     out = Path(out).expanduser()
     if out.is_file():
@@ -161,7 +174,7 @@ def prepare_store(
         shards_dir.mkdir(exist_ok=True)
         for path in paths:
             t0 = time.perf_counter()
-            digest = _sha256_input(path)
+            digest = path.identity() if isinstance(path, SomaReader) else _sha256_input(path)
             if digest in known:
                 logger.info("%s: already in the store as source %r (same SHA-256); skipped",
                             path, known[digest]["name"])
@@ -285,9 +298,9 @@ def _sha256_input(path: Path) -> str:
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
 
-def _source_name(path: Path, manifest: dict) -> str:
+def _source_name(path: Path | SomaReader, manifest: dict) -> str:
     """The file's stem, made unique among the store's sources (it is the corpus and dataset name)."""
-    base = path.name.split(".")[0] if path.is_file() else path.name
+    base = path.name.split(".")[0] if isinstance(path, Path) and path.is_file() else path.name
     taken = {s["name"] for s in manifest["sources"]}
     name, k = base, 1
     while name in taken:
@@ -295,14 +308,14 @@ def _source_name(path: Path, manifest: dict) -> str:
     return name
 
 
-def _write_source(path: Path, name: str, digest: str, shards_dir: Path, *, vocab: Vocabulary,
+def _write_source(path: Path | SomaReader, name: str, digest: str, shards_dir: Path, *, vocab: Vocabulary,
                   value_encoding: str, chunk_size: int) -> dict[str, Any]:
     """Write every shard of one input; return its manifest record (shards not yet listed anywhere)."""
     prefix = digest[:16]
     shards: list[dict[str, Any]] = []
     first: CellCorpus | None = None
     n_cells = 0
-    read_mode = "backed" if _is_h5ad(path) else "whole"
+    read_mode = "soma" if isinstance(path, SomaReader) else "backed" if _is_h5ad(path) else "whole"
     for k, chunk in enumerate(_chunks(path, name, vocab, value_encoding, chunk_size, read_mode)):
         if first is None:
             first = chunk
@@ -313,7 +326,7 @@ def _write_source(path: Path, name: str, digest: str, shards_dir: Path, *, vocab
     assert first is not None  # _chunks yields at least one chunk or raises
     return {
         "name": name,
-        "path": str(path.resolve()),
+        "path": path.uri if isinstance(path, SomaReader) else str(path.resolve()),
         "sha256": digest,
         "read": read_mode,
         "n_cells": n_cells,
@@ -322,6 +335,7 @@ def _write_source(path: Path, name: str, digest: str, shards_dir: Path, *, vocab
         "n_columns": {b.modality: int(b.token_ids.size) for b in first.blocks},
         "coverage": first.coverage,
         "shards": shards,
+        **({"soma": path.record()} if isinstance(path, SomaReader) else {}),
     }
 
 
@@ -329,7 +343,7 @@ def _is_h5ad(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(".h5ad")
 
 
-def _chunks(path: Path, name: str, vocab: Vocabulary, value_encoding: str, chunk_size: int,
+def _chunks(path: Path | SomaReader, name: str, vocab: Vocabulary, value_encoding: str, chunk_size: int,
             read_mode: str) -> Iterator[CellCorpus]:
     """Corpora of consecutive rows of ``path``, at most ``chunk_size`` cells each (more only when
     leading rows hold no value at all, which cost nothing to keep)."""
@@ -340,14 +354,19 @@ def _chunks(path: Path, name: str, vocab: Vocabulary, value_encoding: str, chunk
         for start in range(0, len(corpus), chunk_size):
             yield corpus.subset(np.arange(start, min(start + chunk_size, len(corpus))))
         return
+    if read_mode == "soma":
+        assert isinstance(path, SomaReader)
+        try:
+            yield from _row_chunks(name, path.n_cells, path.var, path.obs_names, path.read_rows, {}, vocab,
+                                   value_encoding, chunk_size)
+        finally:
+            path.close()
+        return
     import anndata as ad
-
-    from cellweave.genes import infer_organism
 
     backed = ad.read_h5ad(path, backed="r")
     try:
         n = backed.n_obs
-        var = backed.var.copy()
         obs_names = backed.obs_names
         if n == 0:
             raise CellWeaveInputError(f"{path} holds no cells. Check the filtering that produced it.")
@@ -357,7 +376,6 @@ def _chunks(path: Path, name: str, vocab: Vocabulary, value_encoding: str, chunk
                 f"{name}: {int(dup.sum())} duplicate cell names (e.g. {list(obs_names[dup][:3])}); make them unique "
                 "(adata.obs_names_make_unique()) and write the file again."
             )
-        organism = infer_organism(var.index, var.get("gene_id"))
         declared = backed.uns.get("x_kind") if backed.uns is not None else None
         uns = {"x_kind": declared} if isinstance(declared, str) else {}
         X = backed.X
@@ -365,37 +383,52 @@ def _chunks(path: Path, name: str, vocab: Vocabulary, value_encoding: str, chunk
             logger.warning("%s: X is stored by column (CSC), which cannot be read by rows; reading it whole. Write "
                            "it as CSR (adata.X = adata.X.tocsr()) for bounded memory.", path)
             X = sp.csr_matrix(X.to_memory() if hasattr(X, "to_memory") else X)
-        x_kind: str | None = None
-        first_corpus: CellCorpus | None = None
-        quiet = _QuietAfterFirst()
-        start = 0
-        with quiet.installed():
-            while start < n:
-                stop = min(start + chunk_size, n)
-                Xc = _read_rows(X, start, stop)
-                while Xc.nnz == 0 and stop < n:  # an all-empty chunk would be refused on its own
-                    stop = min(stop + chunk_size, n)
-                    Xc = _read_rows(X, start, stop)
-                chunk = ad.AnnData(X=Xc, obs=pd.DataFrame(index=obs_names[start:stop].copy()), var=var, uns=uns)
-                if Xc.nnz == 0 and first_corpus is not None:  # trailing empty cells
-                    corpus = _empty_like(chunk.obs_names, first_corpus, name)
-                else:
-                    corpus = prepare_cells(chunk, vocab, organism=organism, dataset=name,
-                                           value_encoding=value_encoding)
-                kind = corpus.blocks[0].x_kind
-                if x_kind is None:
-                    x_kind, first_corpus = kind, corpus
-                elif kind != x_kind:
-                    raise CellWeaveInputError(
-                        f"{name}: cells {start}-{stop - 1} look {kind!r} but the first cells look {x_kind!r}; a "
-                        "file must hold one kind of values. Check the file, or pass a larger chunk_size "
-                        "(--chunk-size) if its chunks are too small to tell."
-                    )
-                quiet.first_done = True
-                yield corpus
-                start = stop
+        yield from _row_chunks(name, n, backed.var.copy(), lambda a, b: obs_names[a:b].copy(),
+                               lambda a, b: _read_rows(X, a, b), uns, vocab, value_encoding, chunk_size)
     finally:
         backed.file.close()
+
+
+def _row_chunks(name: str, n: int, var: pd.DataFrame, read_names: Any, read_values: Any, uns: dict,
+                vocab: Vocabulary, value_encoding: str, chunk_size: int) -> Iterator[CellCorpus]:
+    """Corpora of rows ``start:stop`` of a source read by rows (an ``.h5ad`` in backed mode, a
+    SOMA experiment): ``read_names(start, stop)`` gives their cell names, ``read_values(start,
+    stop)`` their values (CSR, columns as ``var``). Every chunk goes through :func:`prepare_cells`
+    as an AnnData, and must hold the same kind of values as the first."""
+    import anndata as ad
+
+    from cellweave.genes import infer_organism
+
+    organism = infer_organism(var.index, var.get("gene_id"))
+    x_kind: str | None = None
+    first_corpus: CellCorpus | None = None
+    quiet = _QuietAfterFirst()
+    start = 0
+    with quiet.installed():
+        while start < n:
+            stop = min(start + chunk_size, n)
+            Xc = read_values(start, stop)
+            while Xc.nnz == 0 and stop < n:  # an all-empty chunk would be refused on its own
+                stop = min(stop + chunk_size, n)
+                Xc = read_values(start, stop)
+            chunk = ad.AnnData(X=Xc, obs=pd.DataFrame(index=read_names(start, stop)), var=var, uns=uns)
+            if Xc.nnz == 0 and first_corpus is not None:  # trailing empty cells
+                corpus = _empty_like(chunk.obs_names, first_corpus, name)
+            else:
+                corpus = prepare_cells(chunk, vocab, organism=organism, dataset=name,
+                                       value_encoding=value_encoding)
+            kind = corpus.blocks[0].x_kind
+            if x_kind is None:
+                x_kind, first_corpus = kind, corpus
+            elif kind != x_kind:
+                raise CellWeaveInputError(
+                    f"{name}: cells {start}-{stop - 1} look {kind!r} but the first cells look {x_kind!r}; a "
+                    "source must hold one kind of values. Check it, or pass a larger chunk_size "
+                    "(--chunk-size) if its chunks are too small to tell."
+                )
+            quiet.first_done = True
+            yield corpus
+            start = stop
 
 
 def _read_rows(X: Any, start: int, stop: int) -> sp.csr_matrix:

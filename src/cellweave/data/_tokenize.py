@@ -224,6 +224,19 @@ class TokenDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    def read_groups(self) -> tuple[np.ndarray, int] | None:
+        """``(group of every cell, window)`` when every corpus is read in blocks of neighbouring
+        cells (a SOMA experiment streamed by :func:`~cellweave.data.open_soma`), else ``None``:
+        what :class:`EpochShuffleSampler` needs to read each block once an epoch."""
+        if not self.corpora or not all(hasattr(c, "read_groups") for c in self.corpora):
+            return None
+        groups, base = [], 0
+        for c in self.corpora:
+            g = np.asarray(c.read_groups(), dtype=np.int64)
+            groups.append(g + base)
+            base += int(g.max(initial=-1)) + 1
+        return np.concatenate(groups), min(int(c.read_window) for c in self.corpora)
+
     def __getitem__(self, idx: int) -> dict[str, np.ndarray | int]:
         return self.item(idx)
 
@@ -256,6 +269,10 @@ class EpochShuffleSampler(torch.utils.data.Sampler[int]):
     it also sets the epoch of the :class:`TokenDataset`, so a run resumed from a checkpoint sees the
     same order and samples as an uninterrupted one. (A ``DataLoader(shuffle=True, generator=...)``
     keeps its order in the generator's state, which checkpoints do not hold.)
+
+    Cells of corpora read in blocks (:meth:`TokenDataset.read_groups`: a SOMA experiment
+    streamed by :func:`~cellweave.data.open_soma`) come block by block in random order, shuffled
+    within windows of as many blocks as the corpus caches, as ``tiledbsoma_ml`` shuffles chunks.
     """
 
     def __init__(self, dataset: TokenDataset | torch.utils.data.Dataset, seed: int = 0) -> None:
@@ -272,7 +289,23 @@ class EpochShuffleSampler(torch.utils.data.Sampler[int]):
         return len(self.dataset)
 
     def __iter__(self):
-        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(len(self.dataset)).tolist())
+        rng = np.random.default_rng([self.seed, self.epoch])
+        # Corpora read in blocks (SOMA): blocks in random order, cells shuffled within windows of
+        # blocks that fit the corpus' block cache, so a block is read once an epoch, not once a cell.
+        tokens = getattr(self.dataset, "tokens", self.dataset)  # a wrapper such as CountTokenDataset
+        found = tokens.read_groups() if hasattr(tokens, "read_groups") else None
+        if found is None or len(found[0]) != len(self.dataset):
+            return iter(rng.permutation(len(self.dataset)).tolist())
+        groups, window = found
+        order = np.argsort(groups, kind="stable")
+        bounds = np.flatnonzero(np.diff(groups[order])) + 1
+        cells = np.split(order, bounds)
+        if len(cells) <= window:  # every block fits the cache: one window, the plain permutation
+            return iter(rng.permutation(len(self.dataset)).tolist())
+        blocks = rng.permutation(len(cells))
+        out = [rng.permutation(np.concatenate([cells[b] for b in blocks[w: w + window]]))
+               for w in range(0, len(blocks), max(1, window))]
+        return iter(np.concatenate(out).tolist() if out else [])
 
 
 def _pad(items: list[dict], fields: dict[str, torch.dtype], length_key: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

@@ -26,9 +26,13 @@ from cellweave.data import (
     collate_tokens,
     corpus_counts,
     hvg_features,
+    SomaSelection,
+    is_soma,
+    open_soma,
     open_store,
     prepare_cells,
     read_store_manifest,
+    soma_vocabulary,
     store_vocabulary,
 )
 from cellweave.genes import Vocabulary
@@ -301,6 +305,7 @@ def pretrain(
     n_decoded_genes: int = 1000,
     vicreg_weight: float = 0.0,
     store: str | os.PathLike | None = None,
+    soma: SomaSelection | None = None,
     accumulate_grad_batches: int = 1,
     gradient_checkpointing: bool = False,
     num_nodes: int = 1,
@@ -316,7 +321,15 @@ def pretrain(
     store
         A token store folder (``cellweave prepare``) to pretrain from instead of ``datasets``:
         cells are read from memory-mapped shards, each source counts as a dataset, and the
-        vocabulary and value encoding are the store's.
+        vocabulary and value encoding are the store's. Or a TileDB-SOMA experiment (local folder
+        or URI, :func:`cellweave.data.is_soma`), streamed without a store
+        (:func:`cellweave.data.open_soma`): its vocabulary is every feature of the selected cells
+        detected in ``min_cells_per_feature`` of them (one pass over the cells), and each
+        cell is normalized as it is read; blocks of neighbouring cells are read at once and
+        shuffled together.
+    soma
+        Measurement, ``X`` layer, ``obs`` filter and feature-name column of a SOMA ``store``
+        (:class:`cellweave.data.SomaSelection`; default: "RNA", the raw layer, every cell).
     out
         Folder for the model (``config.json``, ``model.safetensors``, ``vocab.json``, model card,
         ``history.json``) and its training checkpoints (``checkpoints/last.ckpt``).
@@ -368,7 +381,22 @@ def pretrain(
     check_scale_options(strategy=strategy, precision=precision, accumulate_grad_batches=accumulate_grad_batches,
                         num_nodes=num_nodes, devices=devices)
     stored: dict[str, Any] = {}
-    if store is not None:
+    if soma is not None and (store is None or not is_soma(store)):
+        raise CellWeaveInputError("soma= selects cells of a TileDB-SOMA experiment; pass one as store=.")
+    if store is not None and is_soma(store):
+        if datasets:
+            raise CellWeaveInputError("Pretrain from a SOMA experiment or from data files, not both.")
+        if modalities is not None:
+            raise CellWeaveInputError("modalities= cannot restrict a SOMA experiment; it is read as RNA.")
+        encoding = (config_overrides or {}).get("value_encoding") or CellWeaveConfig.from_preset(preset).value_encoding
+        config_overrides = {**(config_overrides or {}), "value_encoding": encoding}
+        saved = Path(out) / "vocab.json"  # a resumed run keeps the vocabulary its weights index
+        store_vocab = (Vocabulary.load(saved) if resume and saved.is_file()
+                       else soma_vocabulary(store, selection=soma, min_cells=min_cells_per_feature))
+        stored = {c.name: c for c in open_soma(store, vocab=store_vocab, value_encoding=encoding, selection=soma)}
+        datasets = dict.fromkeys(stored)  # names only; cells come from the experiment
+        data_hashes = {c.name: c.source["sha256"] for c in stored.values()}
+    elif store is not None:
         if datasets:
             raise CellWeaveInputError("Pretrain from a token store or from data files, not both (pass one store folder).")
         if modalities is not None:
@@ -445,6 +473,7 @@ def pretrain(
                 "modalities": corpus.modalities,
                 "coverage": corpus.coverage,
                 **({"sha256": data_hashes[dname]} if data_hashes and dname in data_hashes else {}),
+                **({"soma": corpus.source["soma"]} if stored and "soma" in corpus.source else {}),
             }
         )
     if not val_corpora:
