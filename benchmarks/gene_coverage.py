@@ -19,13 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from cellweave import datasets
+from cellweave import datasets, modalities
 from cellweave.genes import infer_organism, map_features
 from cellweave.io import as_modalities
 from cellweave.models import CellWeave
-
-MODEL_MODALITIES = ("rna", "prot", "atac", "gene_activity")
-
 
 def coverage_rows(model: CellWeave) -> list[dict]:
     rows = []
@@ -35,9 +32,10 @@ def coverage_rows(model: CellWeave) -> list[dict]:
             continue
         data = datasets.load(entry.name)
         for mod, adata in as_modalities(data).items():
-            if mod not in MODEL_MODALITIES:
+            if mod not in model.config.modalities:  # registered, but the model has no embedding for it
                 continue
-            org = infer_organism(adata.var_names, adata.var.get("gene_id")) if mod != "atac" else None
+            needs_organism = modalities.get(mod).needs_organism  # genomic bins do not
+            org = infer_organism(adata.var_names, adata.var.get("gene_id")) if needs_organism else None
             row = {"dataset": entry.name, "modality": mod, "available": True, "organism": org,
                    "features": adata.n_vars}
             for label, aliases in (("", False), (" +aliases", True)):

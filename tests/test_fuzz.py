@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, event, example, given, settings  # noqa: E40
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
-from cellweave._constants import MODALITIES, MODALITY_ID  # noqa: E402
+from cellweave.modalities import names as modality_names  # noqa: E402
 from cellweave._exceptions import CellWeaveInputError, CellWeaveModelError  # noqa: E402
 
 #: The only exceptions bad input may raise (CellWeaveDataError is a CellWeaveInputError).
@@ -155,11 +155,11 @@ def test_modality_names_raise_only_cellweave_errors(names, modality_for_anndata)
     result = _call(check_modalities, names)
     if result is not None:
         used, skipped = result
-        assert set(used) <= set(MODALITIES) and len(used) + len(skipped) == len(names)
+        assert set(used) <= set(modality_names()) and len(used) + len(skipped) == len(names)
     adata = ad.AnnData(X=np.ones((2, 2), dtype=np.float32))
     mods = _call(as_modalities, adata, modality_for_anndata=modality_for_anndata)
     if mods is not None:
-        assert list(mods) and set(mods) <= set(MODALITIES)
+        assert list(mods) and set(mods) <= set(modality_names())
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def var_tables(draw):
 
 
 @FUZZ
-@given(var=var_tables(), modality=st.sampled_from([*MODALITIES, "adt", ""]),
+@given(var=var_tables(), modality=st.sampled_from([*modality_names(), "adt", ""]),
        organism=st.sampled_from([None, "human", "mouse", "Homo sapiens", "zebrafish", "", "HUMAN "]),
        bin_size=st.sampled_from([10_000, 1, 0, -5, 2.5, "10kb", True]))
 # Found by this test: an infinite or astronomically large peak coordinate (OverflowError, or a key
@@ -273,7 +273,7 @@ def test_tokenizer_invariants(fuzz_vocab, data) -> None:
         assert np.isfinite(values).all() and (values >= 0).all()
         if encoding == "quantile":
             assert (values <= 1).all()
-        assert (mods == MODALITY_ID["rna"]).all()
+        assert (mods == tok.modality_ids["rna"]).all()
         if mode != "embed":
             mask = item["value_mask"]
             assert mask.size == ids.size and (ids.size == 0 or mask.any())
@@ -324,7 +324,7 @@ def test_multimodal_tokenizer_invariants(fuzz_multimodal, context, mode, n_targe
     tok = Tokenizer(context, zero_fraction=0.2, mask_ratio=0.3, modality_dropout=dropout)
     dataset = TokenDataset([corpus], tok, mode=mode, seed=seed, n_targets=n_targets,
                            modalities=sorted(only) if only is not None else None)
-    allowed = {MODALITY_ID[m] for m in context if only is None or m in only}
+    allowed = {tok.modality_ids[m] for m in context if only is None or m in only}
     items = [dataset[i] for i in range(0, len(dataset), 3)]
     for item in items:
         ids, values, mods = item["token_ids"], item["values"], item["modality_ids"]
@@ -333,7 +333,7 @@ def test_multimodal_tokenizer_invariants(fuzz_multimodal, context, mode, n_targe
         assert np.isfinite(values).all() and ((values >= 0) & (values <= 1)).all()
         assert set(mods.tolist()) <= allowed
         for m, budget in context.items():
-            assert int((mods == MODALITY_ID[m]).sum()) <= budget  # each modality within its context
+            assert int((mods == tok.modality_ids[m]).sum()) <= budget  # each modality within its context
         if "target_ids" in item:
             t_ids = item["target_ids"]
             assert ((t_ids >= 0) & (t_ids < len(vocab))).all() and np.isfinite(item["target_values"]).all()

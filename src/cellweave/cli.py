@@ -278,7 +278,7 @@ def _add_device_options(sp: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cellweave import __version__
+    from cellweave import __version__, modalities
 
     p = argparse.ArgumentParser(prog="cellweave", description="Multimodal single-cell foundation models.")
     p.add_argument("--version", action="version", version=f"cellweave {__version__}")
@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--modality-dropout", type=float, default=None,
                     help="probability that a multimodal cell has one modality left out of its input and predicted "
                     "(cross-modal masking; e.g. 0.5). Default: the config's 0.0, as the shipped model")
-    sp.add_argument("--modalities", nargs="+", default=None, choices=["rna", "prot", "atac", "gene_activity"],
+    sp.add_argument("--modalities", nargs="+", default=None, choices=list(modalities.names()),
                     help="pretrain on these modalities only (e.g. rna for an RNA-only model); default: all")
     sp.add_argument("--max-steps", type=int, default=None,
                     help="stop after this many optimizer steps (default: no cap; --max-epochs still applies)")

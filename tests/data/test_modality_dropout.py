@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellweave._constants import MODALITY_ID
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.data import Tokenizer, TokenDataset, build_vocabulary, prepare_cells, synthetic_mudata
 from cellweave.data._spatial import neighbourhood_mean, section_labels, spatial_neighbors
@@ -26,8 +25,8 @@ def test_dropped_modality_leaves_input_and_becomes_targets(corpus) -> None:
     cell = int(np.flatnonzero(prot.present)[0])
     out = tok.tokenize(corpus, cell, np.random.default_rng(0), train=True, n_targets=48, drop_modality="prot")
     ids, _, mods, t_ids, t_vals, t_mods = out
-    assert MODALITY_ID["prot"] not in set(mods.tolist())
-    assert set(t_mods.tolist()) == {MODALITY_ID["prot"]}
+    assert tok.modality_ids["prot"] not in set(mods.tolist())
+    assert set(t_mods.tolist()) == {tok.modality_ids["prot"]}
     # 20 proteins <= 48 targets: every protein is a target, with its measured value (0 if absent).
     assert sorted(t_ids.tolist()) == sorted(prot.token_ids.tolist())
     dense = np.asarray(prot.values[cell].todense()).ravel()
@@ -60,7 +59,7 @@ def test_dropout_probability_and_unimodal_cells(corpus) -> None:
     # A cell measured in RNA + ATAC only still has two modalities; restrict to RNA: never dropped.
     ds = TokenDataset([corpus], tok, mode="train", n_targets=16, modality_dropout=1.0, modalities=["rna"])
     item = ds[no_prot]
-    assert set(item["modality_ids"].tolist()) == {MODALITY_ID["rna"]}
+    assert set(item["modality_ids"].tolist()) == {tok.modality_ids["rna"]}
 
 
 def test_eval_mode_dropout_is_fixed_per_cell(corpus) -> None:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cellweave._constants import MODALITY_ID
 from cellweave.data import TokenDataset, Tokenizer, build_vocabulary, collate_tokens, prepare_cells, synthetic_mudata
 
 
@@ -33,7 +32,7 @@ def test_tokenizer_respects_budget_and_zero_share(tiny_vocab_and_data) -> None:
         ids, vals, mods = tok.tokenize(corpus, i, rng)
         assert ids.size <= 40
         assert len(set(ids.tolist())) == ids.size  # no feature twice
-        assert (mods == MODALITY_ID["rna"]).all()
+        assert (mods == tok.modality_ids["rna"]).all()
         n_nonzero_cell = corpus.blocks[0].values[i].nnz
         n_zero_tokens = int((vals == 0).sum())
         if n_nonzero_cell >= 40:
@@ -90,7 +89,7 @@ def test_multimodal_with_missing_cells() -> None:
     rng = np.random.default_rng(0)
     for i in range(len(corpus)):
         _, _, mods = tok.tokenize(corpus, i, rng)
-        assert (MODALITY_ID["prot"] in mods) == bool(prot.present[i])
+        assert (tok.modality_ids["prot"] in mods) == bool(prot.present[i])
 
 
 def test_duplicate_features_are_summed_not_dropped(tiny_vocab_and_data) -> None:

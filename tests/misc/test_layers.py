@@ -22,9 +22,19 @@ ROOT = "<root>"  # the package root's own names (cellweave/__init__.py)
 #: writes, the data mirror/cache, the version. They import only each other (checked below).
 CORE = frozenset({"_constants", "_exceptions", "_fetch", "_io_utils", "_system", "_version"})
 
-#: Which package may import which (besides CORE). DESIGN.md's table, with the differences the code
-#: has good reason for marked "# + ...: why" (each is an import of a lower layer; none makes a cycle).
+#: Packages under every layer (besides CORE), which any package may import and which import only
+#: CORE themselves. + modalities (not in DESIGN.md's layer table; its "where things go" table puts
+#: one file per modality in modalities/): the modality registry, pure Python, asked by genes (key
+#: prefixes and schemes), io (aliases), data (normalisation), nn (context lengths, presets),
+#: models, tl and the command line (choices). It must sit below genes and nn, so it cannot live
+#: in data/.
+BASE = frozenset({"modalities"})
+
+#: Which package may import which (besides CORE and BASE). DESIGN.md's table, with the differences
+#: the code has good reason for marked "# + ...: why" (each is an import of a lower layer; none
+#: makes a cycle).
 LAYERS: dict[str, frozenset[str]] = {
+    "modalities": frozenset(),  # pure Python: CORE only (see BASE)
     "genes": frozenset(),  # numpy, pandas; no torch
     "io": frozenset({"genes"}),
     "data": frozenset({"genes", "io"}),  # + io: data validates and splits modalities through io
@@ -153,6 +163,8 @@ def test_layer_table() -> None:
             ok = b in CORE
         elif b in CORE:
             ok = True
+        elif b in BASE:
+            ok = a not in BASE  # BASE packages import CORE only
         else:
             ok = b in LAYERS[a]
         if not ok:

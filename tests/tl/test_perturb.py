@@ -51,10 +51,11 @@ def test_edit_tokens_sets_present_and_adds_missing() -> None:
     ids = np.array([5, 7, 9])
     vals = np.array([0.2, 0.5, 1.0], dtype=np.float32)
     mods = np.zeros(3, dtype=np.int64)
-    e_ids, e_vals, e_mods = _edit_tokens(ids, vals, mods, np.array([7, 11]), 0.0)
+    e_ids, e_vals, e_mods = _edit_tokens(ids, vals, mods, np.array([7, 11]), 0.0, rna_id=0)
     assert e_ids.tolist() == [5, 7, 9, 11]
     assert e_vals.tolist() == [pytest.approx(0.2), 0.0, 1.0, 0.0]
     assert e_mods.shape == e_ids.shape and vals[1] == pytest.approx(0.5)  # input left untouched
+    assert e_mods.tolist() == [0, 0, 0, 0]
 
 
 def test_perturb_writes_fields_and_is_deterministic(tiny_model, tiny_vocab_and_data, tmp_path) -> None:

@@ -40,6 +40,8 @@ def cmd_impute(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction, model_help: str) -> None:
     """Add ``cellweave impute`` to the cellweave parser."""
+    from cellweave import modalities
+
     sp = sub.add_parser(
         "impute",
         help="predict a missing modality (protein, ATAC, RNA) of every cell from the measured ones",
@@ -48,7 +50,7 @@ def register(sub: argparse._SubParsersAction, model_help: str) -> None:
         "layers['cellweave_imputed'].",
     )
     sp.add_argument("input", help=".h5ad (RNA) or .h5mu")
-    sp.add_argument("--target", required=True, choices=["prot", "atac", "rna", "gene_activity"],
+    sp.add_argument("--target", required=True, choices=list(modalities.names()),
                     help="modality to predict")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--out", required=True, help="output .h5ad (or .h5mu for MuData input)")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellweave._constants import MODALITIES
+from cellweave import modalities as _modalities
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.genes import Vocabulary, aliases_available, coverage, infer_organism, map_features
 from cellweave.io import as_modalities, validate_matrix
@@ -84,16 +84,28 @@ def _aggregate_columns(X: sp.csr_matrix, ids: np.ndarray) -> tuple[sp.csr_matrix
     return (X @ agg).tocsr(), uniq
 
 
-def _normalize(X: sp.csr_matrix, x_kind: str, value_encoding: str = "log1p") -> sp.csr_matrix:
-    """Counts -> log1p(counts per 10k); then, for ``value_encoding="quantile"``, each nonzero
-    value -> its within-cell quantile in (0, 1] (ties share their mean rank)."""
+def _log1p_cp10k(X: sp.csr_matrix) -> sp.csr_matrix:
+    """Counts -> log1p(counts per 10k), float32."""
+    lib = np.asarray(X.sum(axis=1)).ravel()
+    scale = np.divide(TARGET_SUM, lib, out=np.zeros_like(lib), where=lib > 0)
+    X = sp.diags(scale.astype(np.float32)) @ X
+    X = X.tocsr()
+    np.log1p(X.data, out=X.data)
+    return X
+
+
+#: One function per ``Modality.normalization`` (``cellweave.modalities.NORMALIZATIONS``): counts -> values.
+NORMALIZERS = {"log1p_cp10k": _log1p_cp10k}
+
+
+def _normalize(X: sp.csr_matrix, x_kind: str, value_encoding: str = "log1p",
+               normalization: str = "log1p_cp10k") -> sp.csr_matrix:
+    """Counts -> the modality's ``normalization`` (log1p(counts per 10k)); then, for
+    ``value_encoding="quantile"``, each nonzero value -> its within-cell quantile in (0, 1]
+    (ties share their mean rank)."""
     X = X.astype(np.float32)
     if x_kind == "counts":
-        lib = np.asarray(X.sum(axis=1)).ravel()
-        scale = np.divide(TARGET_SUM, lib, out=np.zeros_like(lib), where=lib > 0)
-        X = sp.diags(scale.astype(np.float32)) @ X
-        X = X.tocsr()
-        np.log1p(X.data, out=X.data)
+        X = NORMALIZERS[normalization](X)
     X.eliminate_zeros()
     X.sort_indices()
     if value_encoding == "quantile":
@@ -198,14 +210,14 @@ def prepare_cells(
     Parameters
     ----------
     data
-        AnnData (taken as RNA) or MuData with modalities among ``rna``, ``prot``, ``atac``,
-        ``gene_activity`` (``guide``/``hto`` are skipped).
+        AnnData (taken as RNA) or MuData with registered modalities (``cellweave.modalities``:
+        ``rna``, ``prot``, ``atac``, ``gene_activity``; ``guide``/``hto`` are skipped).
     vocab
         The model's feature vocabulary.
     modalities
         Restrict to these modalities (default: all model modalities present).
     layer
-        Layer holding counts (default ``X``).
+        Layer holding counts (default ``X``) of the primary modality (``rna``).
     organism
         ``"human"`` or ``"mouse"``; inferred from the features when not given.
     dataset
@@ -228,15 +240,17 @@ def prepare_cells(
             )
         mods = {m: mods[m] for m in modalities}
     if not mods:
-        raise CellWeaveInputError("The data holds no modality the model knows (rna, prot, atac, gene_activity).")
+        raise CellWeaveInputError(f"The data holds no modality the model knows ({', '.join(_modalities.names())}).")
     obs_names = data.obs_names
     name = dataset or "data"
     blocks: list[ModalityBlock] = []
     reports: list[dict[str, Any]] = []
     libraries: dict[str, np.ndarray] = {}
     for mod, adata in mods.items():
-        report = validate_matrix(adata, modality=mod, layer=layer if mod == "rna" else None, dataset=name)
-        X = adata.layers[layer] if (layer is not None and mod == "rna") else adata.X
+        spec = _modalities.get(mod, exact=True)
+        mod_layer = layer if mod == _modalities.PRIMARY else None
+        report = validate_matrix(adata, modality=mod, layer=mod_layer, dataset=name)
+        X = adata.layers[mod_layer] if mod_layer is not None else adata.X
         X = sp.csr_matrix(X.astype(np.float32) if X.dtype == np.float16 else X)  # scipy.sparse has no float16
         org = organism or infer_organism(adata.var_names, adata.var.get("gene_id"))
         fmap = map_features(adata.var, modality=mod, organism=org, aliases=vocab.gene_aliases)
@@ -245,7 +259,7 @@ def prepare_cells(
         logger.info("%s/%s: %d of %d features in the vocabulary", name, mod, cov.n_in_vocab, cov.n_features)
         ids = vocab.lookup(fmap.keys)
         library = np.asarray(X.sum(axis=1), dtype=np.float64).ravel() if report.x_kind == "counts" else None
-        X = _normalize(X, report.x_kind, value_encoding)
+        X = _normalize(X, report.x_kind, value_encoding, spec.normalization)
         keep = ids >= 0
         Xk, tok = _aggregate_columns(X[:, keep].tocsr(), ids[keep])
         # Align this modality's cells to the container's obs (unpaired MuData have disjoint cells).
@@ -318,11 +332,13 @@ def build_vocabulary(
                     counts[key] = 0
                 counts[key] += int(n)
             rows.append({"dataset": name, "modality": mod, "n_features": fmap.n_features, "n_mapped": fmap.n_mapped})
-    mod_rank = {m: i for i, m in enumerate(MODALITIES)}
+    mod_rank = {m: i for i, m in enumerate(_modalities.names())}
 
     def _rank(key: str) -> int:
-        prefix = key.split(":", 1)[0]
-        return {"prot": mod_rank["prot"], "atac": mod_rank["atac"]}.get(prefix, 0)
+        # Gene keys (unprefixed, shared by rna and gene_activity) first, then each prefixed
+        # modality in registration order: prot, atac.
+        owner = _modalities.modality_of_key(key)
+        return 0 if owner is None else mod_rank[owner.name]
 
     keys = [k for k in order if counts[k] >= min_cells]
     keys.sort(key=_rank)  # stable: keeps first-appearance order within a modality

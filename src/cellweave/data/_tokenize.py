@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cellweave._constants import MODALITY_ID
+from cellweave import modalities as _modalities
 
 from ._corpus import CellCorpus
 
@@ -37,11 +37,23 @@ class Tokenizer:
     """Probability, per training cell that carries two or more modalities, that one of them
     (chosen uniformly) is left out of the input and its features become cell-head targets:
     cross-modal masking, which teaches the model to predict a missing modality."""
+    modalities: tuple[str, ...] | None = None
+    """The model's modality embedding rows by name (``config.modalities``): a token of modality
+    ``m`` gets id ``modalities.index(m)``. ``None``: every registered modality, in registration
+    order (a new model's rows). Modalities not listed are left out of the input."""
+
+    def __post_init__(self) -> None:
+        names = _modalities.names() if self.modalities is None else tuple(self.modalities)
+        self.modality_ids: dict[str, int] = {name: i for i, name in enumerate(names)}
 
     @classmethod
     def from_config(cls, config) -> Tokenizer:  # config: CellWeaveConfig (nn layer; not imported here)
         return cls(dict(config.context_length), config.zero_fraction, config.mask_ratio, config.selection_jitter,
-                   getattr(config, "modality_dropout", 0.0))
+                   getattr(config, "modality_dropout", 0.0), tuple(config.modalities))
+
+    def _used(self, modality: str) -> bool:
+        """Whether tokens of ``modality`` enter a sequence: it has context and an embedding row."""
+        return self.context_length.get(modality, 0) > 0 and modality in self.modality_ids
 
     def draw_dropped_modality(
         self, corpus: CellCorpus, i: int, rng: np.random.Generator, p: float | None = None
@@ -52,7 +64,7 @@ class Tokenizer:
         if p <= 0:
             return None
         present = [b.modality for b in corpus.blocks
-                   if b.present[i] and b.token_ids.size and self.context_length.get(b.modality, 0) > 0]
+                   if b.present[i] and b.token_ids.size and self._used(b.modality)]
         if len(present) < 2 or rng.random() >= p:
             return None
         return present[int(rng.integers(len(present)))]
@@ -85,12 +97,13 @@ class Tokenizer:
         """
         noise = self.jitter if train else 1e-3
         ids, vals, mods, t_ids, t_vals, t_mods = [], [], [], [], [], []
-        present = [b for b in corpus.blocks if b.present[i] and b.token_ids.size and self.context_length.get(b.modality, 0) > 0
+        present = [b for b in corpus.blocks if b.present[i] and b.token_ids.size and self._used(b.modality)
                    and (modalities is None or b.modality in modalities)]
         dropped = [b for b in present if b.modality == drop_modality]
         present = [b for b in present if b.modality != drop_modality]
         if dropped and n_targets:
-            t_ids, t_vals, t_mods = _modality_targets(dropped[0], i, n_targets, rng)
+            t_ids, t_vals, t_mods = _modality_targets(dropped[0], i, n_targets, rng,
+                                                      self.modality_ids[dropped[0].modality])
         total_budget = sum(self.context_length[b.modality] for b in present) or 1
         for block in present:
             budget = self.context_length[block.modality]
@@ -123,14 +136,14 @@ class Tokenizer:
                 z_t = np.zeros(0, dtype=np.int64)
             ids.append(block.token_ids[cols])
             vals.append(v.astype(np.float32, copy=False))
-            mods.append(np.full(cols.size, MODALITY_ID[block.modality], dtype=np.int64))
+            mods.append(np.full(cols.size, self.modality_ids[block.modality], dtype=np.int64))
             if k_t:
                 k_nz = min(rest.size, k_t - z_t.size)
                 nz_t = rng.choice(rest, size=k_nz, replace=False) if k_nz > 0 else rest[:0]
                 tc = np.concatenate([measured[nz_t], z_t]).astype(np.int64)
                 t_ids.append(block.token_ids[tc])
                 t_vals.append(np.concatenate([measured_v[nz_t], np.zeros(z_t.size, dtype=np.float32)]))
-                t_mods.append(np.full(tc.size, MODALITY_ID[block.modality], dtype=np.int64))
+                t_mods.append(np.full(tc.size, self.modality_ids[block.modality], dtype=np.int64))
         out = tuple(_cat(x, dt) for x, dt in ((ids, np.int64), (vals, np.float32), (mods, np.int64)))
         if n_targets:
             out += tuple(_cat(x, dt) for x, dt in ((t_ids, np.int64), (t_vals, np.float32), (t_mods, np.int64)))
@@ -147,7 +160,7 @@ class Tokenizer:
 
 
 def _modality_targets(
-    block, i: int, n_targets: int, rng: np.random.Generator
+    block, i: int, n_targets: int, rng: np.random.Generator, modality_id: int
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Targets from a modality left out of the input: every feature when the modality has at
     most ``n_targets``, else ``n_targets`` of them, half measured and half zero where possible."""
@@ -168,7 +181,7 @@ def _modality_targets(
         cols = np.concatenate([measured[pick], zeros]).astype(np.int64)
         v = np.concatenate([measured_v[pick], np.zeros(zeros.size, dtype=np.float32)])
     return ([block.token_ids[cols]], [v.astype(np.float32, copy=False)],
-            [np.full(cols.size, MODALITY_ID[block.modality], dtype=np.int64)])
+            [np.full(cols.size, modality_id, dtype=np.int64)])
 
 
 def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:

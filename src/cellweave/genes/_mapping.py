@@ -1,14 +1,15 @@
 """Map a modality's features (``adata.var``) to the model's shared vocabulary keys.
 
-Keys by modality:
+A modality's spec (``cellweave.modalities``) names its key scheme and key prefix; this module
+holds one mapper per scheme:
 
-- ``rna`` / ``gene_activity``: the unversioned human Ensembl gene ID (``ENSG...``); mouse genes
-  take their human ortholog's ID when Ensembl lists exactly one, else their own ``ENSMUSG...`` ID,
-  so human and mouse data share tokens wherever orthology is one-to-one.
-- ``prot``: ``"prot:" + target``, the target gene's key when it is known, else the normalized
-  antibody name.
-- ``atac``: ``"atac:{genome}:{chrom}:{bin_start}"``, peaks binned on their midpoint, so peaks
-  called separately in two datasets meet in one vocabulary.
+- ``gene`` (``rna``, ``gene_activity``; no prefix): the unversioned human Ensembl gene ID
+  (``ENSG...``); mouse genes take their human ortholog's ID when Ensembl lists exactly one, else
+  their own ``ENSMUSG...`` ID, so human and mouse data share tokens wherever orthology is one-to-one.
+- ``protein`` (``prot``): prefix + target, the target gene's key when it is known, else the
+  normalized antibody name (``"prot:ENSG00000010610"``).
+- ``genomic_bin`` (``atac``): prefix + ``"{genome}:{chrom}:{bin_start}"``, peaks binned on their
+  midpoint, so peaks called separately in two datasets meet in one vocabulary.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cellweave._constants import MODALITIES
+from cellweave import modalities as _modalities
 from cellweave._exceptions import CellWeaveInputError
 
 from . import _tables
@@ -48,7 +49,7 @@ class FeatureMap:
     reasons
         Why a feature is unmapped, ``""`` where it is mapped.
     modality
-        One of ``cellweave._constants.MODALITIES``.
+        A registered modality's name (``cellweave.modalities.names()``).
     organism
         ``"human"``, ``"mouse"``, another name, or ``None`` if unknown.
     names
@@ -264,6 +265,8 @@ def _biolegend_index(organism: str) -> dict[str, frozenset[str]]:
 
 
 def _protein_key(name: str, gene_id: str, symbol_col: str, organism: str | None) -> tuple[str, str, bool]:
+    """The protein's key without the modality's prefix: target gene key (with the isoform, e.g.
+    ``ENSG00000081237:CD45RA``), else the normalized antibody name (``by_name``)."""
     key, reason, by_name = _protein_target(name, gene_id, symbol_col, organism)
     if key and not by_name:
         isoform = [a.upper() for a in antibody_aliases(name) if _ISOFORM_NAME.match(a)]
@@ -277,28 +280,28 @@ def _protein_target(name: str, gene_id: str, symbol_col: str, organism: str | No
     if ens:
         key, _ = _key_from_ensembl(ens)
         if key:
-            return "prot:" + key, "", False
+            return key, "", False
     org = organism if organism in ("human", "mouse") else "human"
     if symbol_col and "," not in symbol_col:
         key, _ = _key_from_symbol(symbol_col.strip(), org)
         if key:
-            return "prot:" + key, "", False
+            return key, "", False
     aliases = antibody_aliases(name)
     index = _biolegend_index(org)
     for alias in aliases:
         keys = index.get(alias.upper(), frozenset())
         if len(keys) == 1:
-            return "prot:" + next(iter(keys)), "", False
+            return next(iter(keys)), "", False
     for alias in aliases:
         # The antibody name is often the gene symbol itself (CCR7, CD4, CD8a).
         if re.fullmatch(r"[A-Za-z0-9-]+", alias):
             key, _ = _key_from_symbol(alias, org)
             if key:
-                return "prot:" + key, "", False
+                return key, "", False
     name_key = antibody_name_key(name)
     if not name_key:
         return "", REASON_EMPTY, False
-    return "prot:" + name_key, "", True
+    return name_key, "", True
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,7 +338,7 @@ def _peak_key(name: str, chrom, start, end, genome: str, bin_size: int) -> tuple
     if not c or e < s or s < 0 or e > MAX_GENOME_POSITION:
         return "", REASON_ATAC
     mid = (s + e) // 2
-    return f"atac:{genome}:{c}:{(mid // bin_size) * bin_size}", ""
+    return f"{genome}:{c}:{(mid // bin_size) * bin_size}", ""  # the modality's prefix is added by the caller
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,7 +371,8 @@ def map_features(
         may be empty or versioned), ``gene_symbol`` (proteins: the antibody's target gene),
         ``chrom``/``start``/``end`` (peaks).
     modality
-        One of ``"rna"``, ``"prot"``, ``"atac"``, ``"gene_activity"``.
+        A registered modality (``cellweave.modalities.names()``: ``"rna"``, ``"prot"``, ``"atac"``,
+        ``"gene_activity"``); its spec names the key scheme and prefix.
     organism
         ``"human"`` or ``"mouse"``; ``None`` infers it with :func:`infer_organism`.
     genome
@@ -393,31 +397,27 @@ def map_features(
     >>> list(fmap.keys)
     ['ENSG00000141510', '']
     """
-    if modality not in MODALITIES:
-        raise CellWeaveInputError(
-            f"Unknown modality {modality!r}; cellweave knows {', '.join(MODALITIES)}. "
-            "Rename the modality (e.g. 'adt' -> 'prot', 'peaks' -> 'atac') or drop it."
-        )
+    spec = _modalities.get(modality, exact=True)
     if not isinstance(var, pd.DataFrame):
         raise CellWeaveInputError(f"`var` must be a pandas DataFrame (adata.var), got {type(var).__name__}.")
     if isinstance(atac_bin_size, bool) or not isinstance(atac_bin_size, (int, np.integer)) or atac_bin_size <= 0:
         raise CellWeaveInputError(f"atac_bin_size must be a positive whole number of base pairs, got {atac_bin_size!r}.")
     names = [str(n) for n in var.index]
     org = canonical_organism(organism)
-    if org is None and modality in ("rna", "gene_activity", "prot"):
+    if org is None and spec.needs_organism:
         org = infer_organism(names, var["gene_id"] if "gene_id" in var.columns else None)
     n = len(names)
     keys = np.empty(n, dtype=object)
     reasons = np.empty(n, dtype=object)
     by_name = np.zeros(n, dtype=bool)
 
-    if modality in ("rna", "gene_activity"):
+    if spec.feature_keys == "gene":
         ids, symbols = _column(var, "gene_id"), _column(var, "gene_symbol")
         for i in range(n):
             keys[i], reasons[i] = _gene_key(names[i].strip(), ids[i].strip(), symbols[i].strip(), org)
         if aliases and org == "human":
             _map_aliases(keys, reasons, names, symbols)
-    elif modality == "prot":
+    elif spec.feature_keys == "protein":
         ids, symbols = _column(var, "gene_id"), _column(var, "gene_symbol")
         for i in range(n):
             keys[i], reasons[i], by_name[i] = _protein_key(names[i], ids[i].strip(), symbols[i].strip(), org)
@@ -428,6 +428,8 @@ def map_features(
         ends = var["end"].tolist() if has_cols else [None] * n
         for i in range(n):
             keys[i], reasons[i] = _peak_key(names[i], chroms[i], starts[i], ends[i], genome, atac_bin_size)
+    if spec.key_prefix:
+        keys = np.array([spec.key_prefix + k if k else "" for k in keys], dtype=object)
     fmap = FeatureMap(keys, reasons, modality, org, np.asarray(names, dtype=object), by_name)
     logger.debug("%s: %d of %d features mapped", modality, fmap.n_mapped, fmap.n_features)
     return fmap
@@ -457,19 +459,24 @@ def symbol_for(keys) -> np.ndarray:
     ``ENSG`` keys -> human symbol, ``ENSMUSG`` keys -> mouse symbol, ``prot:`` keys -> the target's
     symbol when the target is a gene (with the isoform, e.g. ``"PTPRC (CD45RA)"``), else the
     antibody name; ``atac:`` keys -> the bin
-    (``"GRCh38:chr1:100350000"``); ``""`` when unknown.
+    (``"GRCh38:chr1:100350000"``); ``""`` when unknown. Prefixes and key schemes are the
+    registered modalities' (``cellweave.modalities``).
     """
     human = _tables.human_id_to_symbol()
     mouse = _tables.id_to_symbol(_tables.BIOMART_MOUSE)
 
     def one(key) -> str:
         key = "" if key is None else str(key)
-        if key.startswith("prot:"):
-            target, _, isoform = key[5:].partition(":")
+        owner = _modalities.modality_of_key(key)
+        scheme = "gene" if owner is None else owner.feature_keys
+        if owner is not None:
+            key = key[len(owner.key_prefix):]
+        if scheme == "protein":
+            target, _, isoform = key.partition(":")
             symbol = human.get(target) or mouse.get(target) or target
             return f"{symbol} ({isoform})" if isoform else symbol
-        if key.startswith("atac:"):
-            return key[5:]
+        if scheme == "genomic_bin":
+            return key
         return human.get(key) or mouse.get(key) or ""
 
     return np.array([one(k) for k in keys], dtype=object).astype(str)

@@ -3,7 +3,6 @@
 from . import _validate as validate
 from ._read_write import SUPPORTED_SUFFIXES, read, write
 from ._validate import (
-    MODALITY_ALIASES,
     ValidationReport,
     as_modalities,
     check_modalities,
@@ -13,7 +12,6 @@ from ._validate import (
 )
 
 __all__ = [
-    "MODALITY_ALIASES",
     "SUPPORTED_SUFFIXES",
     "ValidationReport",
     "as_modalities",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from cellweave._constants import MODALITIES, NON_MODEL_MODALITIES
+from cellweave import modalities as _modalities
 from cellweave._exceptions import CellWeaveInputError
 
 if TYPE_CHECKING:
@@ -35,24 +35,6 @@ MAX_SAMPLE_ROWS = 2000
 LOG_MAX = 15.0
 #: Relative spread of expm1 row sums below which rows count as normalized to one total.
 ROW_SUM_RTOL = 0.01
-
-#: Common names for model modalities, lower-cased, as written by 10x, Seurat, muon and others.
-MODALITY_ALIASES: dict[str, str] = {
-    "rna": "rna",
-    "gex": "rna",
-    "gene expression": "rna",
-    "gene_expression": "rna",
-    "prot": "prot",
-    "adt": "prot",
-    "protein": "prot",
-    "proteins": "prot",
-    "antibody capture": "prot",
-    "antibody_capture": "prot",
-    "atac": "atac",
-    "peaks": "atac",
-    "gene_activity": "gene_activity",
-    "gene activity": "gene_activity",
-}
 
 
 @dataclass
@@ -399,22 +381,21 @@ def check_unique_cell_names(obj: AnnData | MuData, *, where: str = "data", fix: 
 
 
 def _canonical_modality(name: str) -> str | None:
-    """Model or non-model modality name for ``name``, or None when unknown."""
-    if name in MODALITIES or name in NON_MODEL_MODALITIES:
-        return name
+    """Model or non-model modality name for ``name`` (a registered modality's name or alias, see
+    ``cellweave.modalities``; or a skipped label modality), or None when unknown."""
+    modality = _modalities.lookup(name)
+    if modality is not None:
+        return modality.name
     key = str(name).strip().lower()
-    if key in MODALITY_ALIASES:
-        return MODALITY_ALIASES[key]
-    if key in NON_MODEL_MODALITIES:
-        return key
-    return None
+    return key if key in _modalities.SKIPPED else None
 
 
 def check_modalities(names: Iterable[str]) -> tuple[list[str], list[str]]:
     """Sort modality names into the ones the model uses and the ones it skips.
 
-    Common aliases are mapped with an info log: ``RNA``, ``GEX``, ``Gene Expression`` -> ``rna``;
-    ``ADT``, ``protein``, ``Antibody Capture`` -> ``prot``; ``ATAC``, ``Peaks`` -> ``atac``.
+    Aliases of registered modalities (``cellweave.modalities``) are mapped with an info log:
+    ``RNA``, ``GEX``, ``Gene Expression`` -> ``rna``; ``ADT``, ``protein``, ``Antibody Capture`` ->
+    ``prot``; ``ATAC``, ``Peaks`` -> ``atac``.
 
     Parameters
     ----------
@@ -438,17 +419,17 @@ def check_modalities(names: Iterable[str]) -> tuple[list[str], list[str]]:
     for name in names:
         canon = _canonical_modality(name)
         if canon is None:
-            free = [m for m in MODALITIES if m not in taken]
+            free = [m for m in _modalities.names() if m not in taken]
             rename = (f"If it holds one of {free}, rename it, e.g. mdata.mod[{free[0]!r}] = "
                       f"mdata.mod.pop({name!r}); mdata.update(). " if free else "")
             raise CellWeaveInputError(
-                f"Unknown modality {name!r}. Known modalities: {list(MODALITIES)} (model) and "
-                f"{list(NON_MODEL_MODALITIES)} (skipped). {rename}Otherwise remove it: "
+                f"Unknown modality {name!r}. Known modalities: {list(_modalities.names())} (model) and "
+                f"{list(_modalities.SKIPPED)} (skipped). {rename}Otherwise remove it: "
                 f"del mdata.mod[{name!r}]; mdata.update()."
             )
         if canon != name:
             logger.info("Modality %r taken as %r.", name, canon)
-        target = skipped if canon in NON_MODEL_MODALITIES else used
+        target = skipped if canon in _modalities.SKIPPED else used
         if canon in used or canon in skipped:
             raise CellWeaveInputError(
                 f"Two modalities map to {canon!r} (one of them is {name!r}). "
@@ -458,7 +439,7 @@ def check_modalities(names: Iterable[str]) -> tuple[list[str], list[str]]:
     return used, skipped
 
 
-def as_modalities(obj: AnnData | MuData, *, modality_for_anndata: str = "rna") -> dict[str, AnnData]:
+def as_modalities(obj: AnnData | MuData, *, modality_for_anndata: str = _modalities.PRIMARY) -> dict[str, AnnData]:
     """The model modalities of ``obj``, under canonical names.
 
     Parameters
@@ -497,7 +478,7 @@ def as_modalities(obj: AnnData | MuData, *, modality_for_anndata: str = "rna") -
     if not used:
         raise CellWeaveInputError(
             f"modality_for_anndata={modality_for_anndata!r} is not a model modality; "
-            f"pass one of {list(MODALITIES)}."
+            f"pass one of {list(_modalities.names())}."
         )
     check_unique_cell_names(obj, where=used[0])
     return {used[0]: obj}

@@ -200,6 +200,13 @@ class CellWeave:
     def tokenizer(self) -> Tokenizer:
         return Tokenizer.from_config(self.config)
 
+    def modality_id(self, modality: str) -> int:
+        """Row of ``modality`` in this model's modality embedding (by name, from ``config.json``)."""
+        try:
+            return self.config.modality_id(modality)
+        except ValueError as err:
+            raise CellWeaveInputError(str(err)) from None
+
     def __repr__(self) -> str:
         n = self.module.num_parameters()
         return (
@@ -239,16 +246,16 @@ class CellWeave:
         return out
 
     def modality_features(self, modality: str) -> list[str]:
-        """Vocabulary keys of a modality: ``prot:...``, ``atac:...``, or gene IDs (``rna`` and
-        ``gene_activity`` share gene keys; the modality embedding tells them apart)."""
-        from cellweave._constants import MODALITIES
+        """Vocabulary keys of a modality: those with its key prefix (``prot:...``, ``atac:...``), or
+        the unprefixed gene IDs (``rna`` and ``gene_activity`` share gene keys; the modality
+        embedding tells them apart). Prefixes are the registered modalities' (``cellweave.modalities``)."""
+        from cellweave import modalities
 
-        if modality not in MODALITIES:
-            raise CellWeaveInputError(f"Unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}.")
+        spec = modalities.get(modality, exact=True)
         keys = self.vocab.keys
-        if modality in ("prot", "atac"):
-            return [k for k in keys if k.startswith(modality + ":")]
-        return [k for k in keys if not k.startswith(("prot:", "atac:"))]
+        if spec.key_prefix:
+            return [k for k in keys if k.startswith(spec.key_prefix)]
+        return [k for k in keys if modalities.modality_of_key(k) is None]
 
     def gene_token_ids(self, genes: list[str], var: pd.DataFrame | None = None,
                        organism: str | None = "human") -> np.ndarray:
@@ -285,8 +292,6 @@ class CellWeave:
         (default: every modality except ``target``). Values are on the model's value scale
         (``config.value_encoding``: within-cell quantile in (0, 1], 0 = not detected).
         ``cell_states``: precomputed CLS states (``embed_corpus(..., pooling="cls")``)."""
-        from cellweave._constants import MODALITY_ID
-
         ids = self.vocab.lookup(features)
         if (ids < 0).any():
             bad = [f for f, i in zip(features, ids) if i < 0][:5]
@@ -302,7 +307,7 @@ class CellWeave:
                                             modalities=input_modalities, pooling="cls")
         device = next(self.module.parameters()).device
         fid = torch.as_tensor(ids, dtype=torch.long, device=device)
-        mid = torch.full_like(fid, MODALITY_ID[target])
+        mid = torch.full_like(fid, self.modality_id(target))
         out = np.zeros((cell_states.shape[0], len(features)), dtype=np.float32)
         for start in range(0, cell_states.shape[0], 1024):
             cell = torch.as_tensor(cell_states[start:start + 1024], device=device)

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from cellweave._constants import MODALITY_ID
 
 if TYPE_CHECKING:
     from cellweave.data import CellCorpus
@@ -18,8 +17,10 @@ if TYPE_CHECKING:
     from ._cellweave import CellWeave
 
 
-def _edit_tokens(ids: np.ndarray, vals: np.ndarray, mods: np.ndarray, targets: np.ndarray, value: float):
-    """Set the values of ``targets`` to ``value``, adding the tokens a cell's input lacks."""
+def _edit_tokens(ids: np.ndarray, vals: np.ndarray, mods: np.ndarray, targets: np.ndarray, value: float,
+                 rna_id: int):
+    """Set the values of ``targets`` to ``value``, adding the tokens a cell's input lacks (as RNA
+    tokens: modality embedding row ``rna_id``)."""
     vals = vals.copy()
     present = np.isin(ids, targets)
     vals[present] = value
@@ -27,7 +28,7 @@ def _edit_tokens(ids: np.ndarray, vals: np.ndarray, mods: np.ndarray, targets: n
     if add.size:
         ids = np.concatenate([ids, add])
         vals = np.concatenate([vals, np.full(add.size, value, dtype=np.float32)])
-        mods = np.concatenate([mods, np.full(add.size, MODALITY_ID["rna"], dtype=np.int64)])
+        mods = np.concatenate([mods, np.full(add.size, rna_id, dtype=np.int64)])
     return ids, vals.astype(np.float32), mods
 
 
@@ -64,6 +65,7 @@ def in_silico_profiles(
     module.eval()
     device = next(module.parameters()).device
     tok = model.tokenizer
+    rna_id = model.modality_id("rna")  # perturbed genes and the readout are RNA tokens
     n = len(corpus)
     targets = np.unique(np.asarray(targets, dtype=np.int64))
     shift = np.zeros(n, dtype=np.float32)
@@ -78,7 +80,7 @@ def in_silico_profiles(
                 value = 0.0
             else:
                 value = 1.0 if quantile else float(vals.max(initial=0.0))
-            e_ids, e_vals, e_mods = _edit_tokens(ids, vals, mods, targets, value)
+            e_ids, e_vals, e_mods = _edit_tokens(ids, vals, mods, targets, value, rna_id)
             before.append({"token_ids": ids, "values": vals, "modality_ids": mods, "index": i})
             after.append({"token_ids": e_ids, "values": e_vals, "modality_ids": e_mods, "index": i})
         outs = []
@@ -91,7 +93,7 @@ def in_silico_profiles(
                 if readout_ids is not None:
                     cls, _ = module.encode(*args)
                     r = torch.as_tensor(np.asarray(readout_ids), device=device).expand(cls.shape[0], -1)
-                    pred = module.predict_from_cell(cls, r, torch.full_like(r, MODALITY_ID["rna"])).float()
+                    pred = module.predict_from_cell(cls, r, torch.full_like(r, rna_id)).float()
                 outs.append((emb, pred))
         sl = slice(start, start + len(before))
         shift[sl] = (outs[1][0] - outs[0][0]).norm(dim=-1).cpu().numpy()

@@ -9,12 +9,18 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cellweave._constants import MODALITIES
+from cellweave import modalities as _modalities
+
+
+def _default_modalities() -> list[str]:
+    # A new model gets a modality embedding row for every registered modality, in registration
+    # order; the names are saved, so a later registration never moves these rows.
+    return list(_modalities.names())
 
 
 def _default_context() -> dict[str, int]:
-    # Tokens per modality and cell. RNA dominates cost; proteins and peaks are few per cell.
-    return {"rna": 256, "prot": 64, "atac": 128, "gene_activity": 128}
+    # Tokens per modality and cell, from each modality's spec (the tiny preset's).
+    return _modalities.default_context("tiny")
 
 
 @dataclass
@@ -27,8 +33,13 @@ class CellWeaveConfig:
 
     vocab_size: int = 0
     """Number of feature tokens (genes, proteins, peak bins); set from the vocabulary."""
-    n_modalities: int = len(MODALITIES)
-    """Modality embeddings: rna, prot, atac, gene_activity (ids from ``cellweave._constants``)."""
+    n_modalities: int = 0
+    """Rows of the modality embedding table: ``len(modalities)`` (0 here means "set from
+    ``modalities``"; written to ``config.json`` for readers of older versions)."""
+    modalities: list[str] = field(default_factory=_default_modalities)
+    """Modality of each modality embedding row, by name: a token of modality ``m`` gets id
+    ``modalities.index(m)``. New models list every registered modality (``cellweave.modalities``);
+    a ``config.json`` written before names were stored reads as ``cellweave.modalities.LEGACY_ORDER``."""
     d_model: int = 128
     """Width of token and cell embeddings."""
     n_layers: int = 4
@@ -78,9 +89,36 @@ class CellWeaveConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}).")
         if self.value_encoding not in ("quantile", "log1p"):
             raise ValueError(f"value_encoding must be 'quantile' or 'log1p', not {self.value_encoding!r}.")
-        unknown = set(self.context_length) - set(MODALITIES)
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities lists a modality twice: {self.modalities}.")
+        if self.n_modalities == 0:
+            self.n_modalities = len(self.modalities)
+        elif self.n_modalities != len(self.modalities):
+            raise ValueError(
+                f"n_modalities={self.n_modalities} but modalities names {len(self.modalities)} embedding rows "
+                f"({self.modalities}); leave n_modalities out, it follows modalities."
+            )
+        unknown = set(self.context_length) - set(self.modalities)
         if unknown:
-            raise ValueError(f"context_length has unknown modalities {sorted(unknown)}; known: {MODALITIES}.")
+            raise ValueError(
+                f"context_length has unknown modalities {sorted(unknown)} (no modality embedding row); "
+                f"known: {self.modalities}."
+            )
+
+    @property
+    def modality_ids(self) -> dict[str, int]:
+        """``{modality name: row of the modality embedding}``: the ids tokens of each modality get."""
+        return {name: i for i, name in enumerate(self.modalities)}
+
+    def modality_id(self, name: str) -> int:
+        """The modality embedding row of ``name``; ``ValueError`` naming the fix when the model has none."""
+        ids = self.modality_ids
+        if name not in ids:
+            raise ValueError(
+                f"This model has no embedding for modality {name!r} (it knows {self.modalities}); "
+                "pretrain a model with it registered (cellweave.modalities.register) to use it."
+            )
+        return ids[name]
 
     @property
     def max_tokens(self) -> int:
@@ -110,6 +148,15 @@ class CellWeaveConfig:
         hints = typing.get_type_hints(cls)
         for name, value in d.items():
             _check_field(name, value, hints[name])
+        if "modalities" not in d:
+            # Written before modality names were stored: the rows are in the historic order.
+            n = d.get("n_modalities", len(_modalities.LEGACY_ORDER))
+            if n > len(_modalities.LEGACY_ORDER):
+                raise ValueError(
+                    f"Config field 'n_modalities' is {n} but the config names no modalities; older configs "
+                    f"had at most {len(_modalities.LEGACY_ORDER)} ({list(_modalities.LEGACY_ORDER)})."
+                )
+            d = {**d, "modalities": list(_modalities.LEGACY_ORDER[:n])}
         return cls(**d)
 
     @classmethod
@@ -117,7 +164,10 @@ class CellWeaveConfig:
         """A named preset (``tiny``, ``small``, ``base``), optionally with fields overridden."""
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
-        params = {**PRESETS[name], "preset": name, **overrides}
+        # Context lengths come from each modality's spec; the preset holds the architecture.
+        mods = overrides.get("modalities") or _default_modalities()
+        params = {**PRESETS[name], "context_length": _modalities.default_context(name, mods), "preset": name,
+                  **overrides}
         return cls(**params)
 
 
@@ -146,6 +196,9 @@ def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is dict:
         key, val = typing.get_args(hint)
         return f"an object of {key.__name__} -> {val.__name__}"
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return f"a list of {item.__name__}"
     return {int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
@@ -157,6 +210,9 @@ def _is_instance(value: Any, hint: Any) -> bool:
     if origin is dict:
         key, val = typing.get_args(hint)
         return isinstance(value, dict) and all(_is_instance(k, key) and _is_instance(v, val) for k, v in value.items())
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_is_instance(v, item) for v in value)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
@@ -178,14 +234,13 @@ def _check_field(name: str, value: Any, hint: Any) -> None:
             raise ValueError(f"Config field {name!r} must be >= {low}{upper}, not {reprlib.repr(value)}.")
 
 
+#: Architecture of each preset; its context lengths are each modality's ``default_context[preset]``
+#: (``cellweave.modalities``).
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU: the demo, the shipped default model and tests. ~0.1-0.3 GFLOP per cell.
-    "tiny": dict(d_model=128, n_layers=4, n_heads=4, d_ff=256,
-                 context_length={"rna": 256, "prot": 64, "atac": 128, "gene_activity": 128}),
+    "tiny": dict(d_model=128, n_layers=4, n_heads=4, d_ff=256),
     # A workstation GPU.
-    "small": dict(d_model=256, n_layers=6, n_heads=8, d_ff=1024,
-                  context_length={"rna": 1024, "prot": 128, "atac": 512, "gene_activity": 512}),
+    "small": dict(d_model=256, n_layers=6, n_heads=8, d_ff=1024),
     # Cluster pretraining.
-    "base": dict(d_model=512, n_layers=12, n_heads=8, d_ff=2048,
-                 context_length={"rna": 2048, "prot": 256, "atac": 1024, "gene_activity": 1024}),
+    "base": dict(d_model=512, n_layers=12, n_heads=8, d_ff=2048),
 }

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from cellweave._constants import MODALITIES, UNS_KEY
+from cellweave import modalities
+from cellweave._constants import UNS_KEY
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.models import CellWeave, environment_versions
 
@@ -29,7 +30,8 @@ def feature_keys(model: CellWeave, mod: AnnData, target: str, organism: str | No
     where the model does not know it (ATAC peaks map to their genomic bins; no organism)."""
     from cellweave.genes import infer_organism, map_features
 
-    org = organism or (infer_organism(mod.var_names, mod.var.get("gene_id")) if target != "atac" else None)
+    needs_organism = modalities.get(target, exact=True).needs_organism  # genomic bins do not
+    org = organism or (infer_organism(mod.var_names, mod.var.get("gene_id")) if needs_organism else None)
     fmap = map_features(mod.var, modality=target, organism=org, aliases=model.vocab.gene_aliases)
     keys = [str(k) for k in fmap.keys]
     return [k if i >= 0 else "" for k, i in zip(keys, model.vocab.lookup(keys))]
@@ -58,7 +60,7 @@ def _target_features(model: CellWeave, data: Any, target: str, organism: str | N
 def impute(
     adata: AnnData | MuData,
     *,
-    target: Literal["prot", "atac", "rna", "gene_activity"],
+    target: str,
     model: CellWeave | str | None = None,
     features: list[str] | None = None,
     input_modalities: list[str] | None = None,
@@ -97,7 +99,8 @@ def impute(
     adata
         AnnData (RNA) or MuData.
     target
-        Modality to predict: ``"prot"``, ``"atac"``, ``"rna"`` or ``"gene_activity"``.
+        Modality to predict, a registered one (``cellweave.modalities.names()``): ``"prot"``,
+        ``"atac"``, ``"rna"`` or ``"gene_activity"``.
     model
         A :class:`~cellweave.CellWeave`, model folder, shipped model name or ``None`` (default).
     features
@@ -140,8 +143,10 @@ def impute(
         ``.layers["cellweave_imputed"]``, measured values kept in ``X`` (0 for cells that
         were not measured) and ``.obs["cellweave_measured"]`` telling them apart.
     """
-    if target not in MODALITIES:
-        raise CellWeaveInputError(f"target={target!r} is not a modality cellweave predicts; choose one of {', '.join(MODALITIES)}.")
+    if target not in modalities.names():
+        raise CellWeaveInputError(
+            f"target={target!r} is not a modality cellweave predicts; choose one of {', '.join(modalities.names())}."
+        )
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     if reference is not None:
@@ -246,22 +251,23 @@ def _write_modality(adata: MuData, target: str, pred: np.ndarray, features: list
 
 def reference_target_values(mod: AnnData, target: str) -> tuple[np.ndarray, str]:
     """A measured modality as the dense matrix a fine-tuned predictor learns and returns, and
-    its units: protein counts -> CLR (``log1p(x) - mean_j log1p(x_j)`` per cell, the CITE-seq
-    convention); counts of other modalities -> log1p(counts per 10k); log-normalized values as
-    they are."""
+    its units, by the modality's ``readout`` (``cellweave.modalities``): ``clr`` (proteins) ->
+    CLR of counts (``log1p(x) - mean_j log1p(x_j)`` per cell, the CITE-seq convention);
+    ``log1p_cp10k`` (the others) -> log1p(counts per 10k), log-normalized values as they are."""
     from cellweave.data import clr, log_normalize
     from cellweave.io import detect_x_kind
 
+    spec = modalities.get(target, exact=True)
     X = mod.X
     kind = detect_x_kind(X)
-    if target == "prot":
+    if spec.readout == "clr":
         if kind != "counts":
             raise CellWeaveInputError(
-                f"The reference's protein matrix holds {kind!r} values; pass raw ADT counts (CLR is computed here)."
+                f"The reference's {target!r} matrix holds {kind!r} values; pass raw counts (CLR is computed here)."
             )
-        return clr(X), "CLR of ADT counts (log1p(x) minus the cell's mean over proteins)"
+        return clr(X), spec.units
     M = log_normalize(X).toarray().astype(np.float64)
-    return M, "log1p(counts per 10k)" if kind == "counts" else "the reference's log-normalized values"
+    return M, spec.units if kind == "counts" else "the reference's log-normalized values"
 
 
 def _impute_finetuned(

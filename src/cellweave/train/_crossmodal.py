@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from cellweave._constants import MODALITY_ID
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.data import TokenDataset, Tokenizer, collate_tokens
 from cellweave.nn import FeatureQueryDecoder
@@ -301,7 +300,7 @@ def _init_queries(module, model, feature_keys, target, n_features) -> torch.Tens
         q = torch.randn(n_features, module.config.d_model) * 0.02
         known = torch.as_tensor(ids >= 0)
         emb = module.feature_embedding.weight[torch.as_tensor(ids[ids >= 0])]
-        emb = emb + module.modality_embedding.weight[MODALITY_ID[target]]
+        emb = emb + module.modality_embedding.weight[model.modality_id(target)]
         q[known] = emb.float()
     return q
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from cellweave import modalities
 from cellweave.bench import CELLWEAVE, make_records
 from cellweave.data import clr
 
@@ -72,7 +73,7 @@ def _target_matrix(model, data, target: str) -> tuple[list[str], list[str], np.n
 
     mod = data[target]
     keys = feature_keys(model, mod, target)
-    Y = clr(mod.X) if target == "prot" else log_normalize(mod.X)
+    Y = clr(mod.X) if modalities.get(target).readout == "clr" else log_normalize(mod.X)
     return keys, [str(n) for n in mod.var_names], Y
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellweave import modalities
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.bench import CELLWEAVE, make_records
 from cellweave.data import clr
@@ -77,7 +78,7 @@ def _pca_views(data, other: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
     R = log_normalize(data["rna"].X)
     R = R[:, top_variable(R, np.arange(R.shape[0]), 2000)]
-    O = clr(data[other].X) if other == "prot" else log_normalize(data[other].X)
+    O = clr(data[other].X) if modalities.get(other).readout == "clr" else log_normalize(data[other].X)
     blocks = []
     for M in (R, O):
         sd = M.std(0)
