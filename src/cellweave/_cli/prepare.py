@@ -64,7 +64,8 @@ def register(sub, model_help: str) -> None:
 
 def add_soma_arguments(sp: argparse.ArgumentParser) -> None:
     """The ``--soma-*`` options of ``prepare`` and ``pretrain`` (:class:`cellweave.data.SomaSelection`)."""
-    from cellweave.data._soma import LAYER_ORDER, VAR_NAME_COLUMNS
+    from cellweave.data import SOMA_LAYER_ORDER as LAYER_ORDER
+    from cellweave.data import SOMA_VAR_NAME_COLUMNS as VAR_NAME_COLUMNS
 
     sp.add_argument("--soma-measurement", default=None,
                     help="TileDB-SOMA inputs: the measurement holding RNA (default: RNA)")

@@ -21,6 +21,8 @@ from ._store import (
     read_store_manifest,
     store_vocabulary,
 )
+from ._soma import LAYER_ORDER as SOMA_LAYER_ORDER
+from ._soma import VAR_NAME_COLUMNS as SOMA_VAR_NAME_COLUMNS
 from ._soma import SomaCorpus, SomaCSR, SomaSelection, is_soma, open_soma, soma_vocabulary
 from ._spatial import neighbourhood_mean, section_neighbors, spatial_coordinates
 from ._tokenize import EpochShuffleSampler, Tokenizer, TokenDataset, collate_tokens
@@ -28,6 +30,8 @@ from .synthetic import synthetic_adata, synthetic_mudata
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "SOMA_LAYER_ORDER",
+    "SOMA_VAR_NAME_COLUMNS",
     "TARGET_SUM",
     "CellCorpus",
     "EpochShuffleSampler",
