@@ -131,3 +131,51 @@ def test_perturb_refuses_an_unknown_modality_and_advice_never_overwrites_rna(tmp
     assert cli.main(["perturb", str(tmp_path / "prot.h5mu"), "--genes", gene, "--out", str(tmp_path / "p.h5mu")]) == 2
     assert "rename it" in capsys.readouterr().err
     assert not (tmp_path / "o.h5mu").exists() and not (tmp_path / "p.h5mu").exists()
+
+
+@pytest.mark.parametrize("content, message", [(b"", "is empty (0 bytes)"), (b"not hdf5", "Could not parse"),
+                                               (None, "truncated")])
+def test_prepare_refuses_a_broken_file_before_creating_the_store(tmp_path, capsys, content, message) -> None:
+    """The same one-line reasons as every other verb, and no store folder left behind."""
+    from cellweave.data import synthetic_adata
+
+    bad = tmp_path / "cells.h5ad"
+    if content is None:  # a file cut in half, as an interrupted copy leaves it
+        synthetic_adata(n_cells=50, seed=0).write_h5ad(bad)
+        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    else:
+        bad.write_bytes(content)
+    store = tmp_path / "store"
+    assert cli.main(["prepare", str(bad), "--out", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cellweave prepare: error:") and message in err and "not handled" not in err
+    assert not store.exists()
+
+
+def test_prepare_refused_on_its_values_leaves_no_store_folder(tmp_path, capsys) -> None:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from cellweave.data import synthetic_adata
+
+    adata = synthetic_adata(n_cells=40, seed=0)
+    X = adata.X.toarray().astype(np.float32)
+    X[0, 0] = np.nan
+    adata.X = sp.csr_matrix(X)
+    adata.write_h5ad(tmp_path / "nan.h5ad")
+    assert cli.main(["prepare", str(tmp_path / "nan.h5ad"), "--out", str(tmp_path / "store")]) == 2
+    assert "NaN or infinite" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()
+
+
+def test_harmony_runs_on_a_handful_of_cells() -> None:
+    """harmonypy's default cluster count is 0 below 15 cells, which it cannot run with."""
+    import numpy as np
+
+    from cellweave.tl import integrate_embedding
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6, 8)).astype(np.float32)
+    X[3:] += 2.0
+    out = integrate_embedding(X, np.array(["a", "b"] * 3), method="harmony")
+    assert out.shape[0] == 6 and np.isfinite(out).all()

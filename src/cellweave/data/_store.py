@@ -143,16 +143,33 @@ def prepare_store(
     if not paths:
         raise CellWeaveInputError("No input files given; pass one or more .h5ad / .h5mu / 10x files or SOMA "
                                   "experiments.")
+    from cellweave.io import check_readable
+
     for p in paths:
         if isinstance(p, SomaReader):
             p.n_cells  # opens it: a bad URI, measurement, layer or filter is refused before anything is written
-        elif not p.exists():
-            raise CellWeaveInputError(f"File not found: {p}. Check the path (relative to {Path.cwd()}).")
+        else:
+            check_readable(p)  # missing, empty, unknown or unparsable files are refused before anything is written
     out = Path(out).expanduser()
     if out.is_file():
         raise CellWeaveInputError(f"{out} is a file; a token store is a folder. Choose a folder path for out.")
     _refuse_foreign_folder(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _prepare_into(paths, out, vocab=vocab, value_encoding=value_encoding, chunk_size=chunk_size,
+                             append=append)
+    except BaseException:
+        # A store folder this call created and never completed a source in is removed whole, so a
+        # refused input leaves nothing behind (a store that already existed keeps its last manifest).
+        if created and _read_manifest_or_none(out) is None:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _prepare_into(paths: list[Path | SomaReader], out: Path, *, vocab: Vocabulary, value_encoding: str,
+                  chunk_size: int, append: bool) -> dict[str, Any]:
+    """The body of :func:`prepare_store` once the inputs are checked and ``out`` exists."""
     with _writer_lock(out):
         manifest = _read_manifest_or_none(out)
         if manifest is not None and not append:

@@ -1,7 +1,7 @@
 """Reading, writing and validating AnnData / MuData input."""
 
 from . import _validate as validate
-from ._read_write import SUPPORTED_SUFFIXES, read, write
+from ._read_write import SUPPORTED_SUFFIXES, check_readable, read, write
 from ._validate import (
     ValidationReport,
     as_modalities,
@@ -16,6 +16,7 @@ __all__ = [
     "ValidationReport",
     "as_modalities",
     "check_modalities",
+    "check_readable",
     "check_unique_cell_names",
     "detect_x_kind",
     "read",

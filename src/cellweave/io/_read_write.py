@@ -78,6 +78,23 @@ def read(path: str | os.PathLike) -> AnnData | MuData:
     >>> import cellweave as cw
     >>> adata = cw.io.read("pbmc.h5ad")  # doctest: +SKIP
     """
+    path, suffix = _checked_path(path)
+    try:
+        obj = _read_by_suffix(path, suffix)
+    except CellWeaveInputError:
+        raise
+    except Exception as err:  # h5py/anndata/scanpy raise many kinds; the user needs one message
+        raise CellWeaveInputError(
+            f"Could not parse {path} as {SUPPORTED_SUFFIXES[suffix]}: {type(err).__name__}: {err}. "
+            "The file may be truncated or not what its suffix says; re-export or re-download it."
+        ) from err
+    _check_not_empty(obj, path)
+    logger.info("Read %s: %d cells x %d features.", path, obj.n_obs, obj.n_vars)
+    return obj
+
+
+def _checked_path(path: str | os.PathLike) -> tuple[Path, str]:
+    """The path and its reader's suffix, or a clear error for a missing, empty or unknown file."""
     path = Path(path).expanduser()
     if not path.exists():
         raise CellWeaveInputError(f"File not found: {path}. Check the path (relative to {Path.cwd()}).")
@@ -91,18 +108,33 @@ def read(path: str | os.PathLike) -> AnnData | MuData:
             f"Cannot read {path}: unknown suffix {suffix!r}. Supported: {_supported_list()}. "
             "Convert the file to .h5ad (e.g. with anndata or scanpy) or rename it if the suffix is wrong."
         )
-    try:
-        obj = _read_by_suffix(path, suffix)
-    except CellWeaveInputError:
-        raise
-    except Exception as err:  # h5py/anndata/scanpy raise many kinds; the user needs one message
-        raise CellWeaveInputError(
-            f"Could not parse {path} as {SUPPORTED_SUFFIXES[suffix]}: {type(err).__name__}: {err}. "
-            "The file may be truncated or not what its suffix says; re-export or re-download it."
-        ) from err
-    _check_not_empty(obj, path)
-    logger.info("Read %s: %d cells x %d features.", path, obj.n_obs, obj.n_vars)
-    return obj
+    return path, suffix
+
+
+def check_readable(path: str | os.PathLike) -> Path:
+    """Refuse, before any work starts, an input :func:`read` would refuse for its form.
+
+    Checks that the file exists, is not empty and has a known suffix; an ``.h5ad`` is also opened
+    (backed, so only its metadata is read) and closed again. Its values are checked later, when
+    they are read.
+
+    Raises
+    ------
+    CellWeaveInputError
+        With the same messages as :func:`read`.
+    """
+    path, suffix = _checked_path(path)
+    if suffix == ".h5ad":
+        import anndata
+
+        try:
+            anndata.read_h5ad(path, backed="r").file.close()
+        except Exception as err:  # h5py/anndata raise many kinds; the user needs one message
+            raise CellWeaveInputError(
+                f"Could not parse {path} as {SUPPORTED_SUFFIXES[suffix]}: {type(err).__name__}: {err}. "
+                "The file may be truncated or not what its suffix says; re-export or re-download it."
+            ) from err
+    return path
 
 
 def _read_by_suffix(path: Path, suffix: str) -> AnnData | MuData:

@@ -45,8 +45,10 @@ def harmony(X: np.ndarray, batches: np.ndarray, *, seed: int = 0) -> np.ndarray:
     """Harmony (harmonypy) on the rows of ``X`` (cells x PCs) with ``batches`` as the covariate."""
     import harmonypy
 
+    # harmonypy's default number of clusters, min(round(N / 30), 100), is 0 below 15 cells and fails.
+    nclust = max(1, min(round(X.shape[0] / 30.0), 100))
     ho = harmonypy.run_harmony(X, pd.DataFrame({"batch": np.asarray(batches).astype(str)}), "batch",
-                               random_state=seed, verbose=False)
+                               nclust=nclust, random_state=seed, verbose=False)
     out = np.asarray(ho.Z_corr)
     return (out.T if out.shape[0] != X.shape[0] else out).astype(np.float32)
 
