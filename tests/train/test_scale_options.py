@@ -25,6 +25,7 @@ def cells():
 
 @pytest.mark.parametrize(("kw", "match"), [
     ({"strategy": "dpp"}, "Unknown strategy 'dpp'"),
+    ({"strategy": "fsdp"}, "use --strategy ddp"),
     ({"precision": "bf16-true"}, "precision 'bf16-true' is not supported"),
     ({"accumulate_grad_batches": 0}, "accumulate_grad_batches=0"),
     ({"num_nodes": 0}, "num_nodes=0"),

@@ -71,6 +71,12 @@ def check_scale_options(*, strategy: str, precision: str | None, accumulate_grad
     if strategy not in strategies:
         raise CellWeaveInputError(f"Unknown strategy {strategy!r}; choose one of Lightning's: auto, ddp, ddp_spawn, "
                                   f"fsdp, ... (all: {', '.join(strategies)}).")
+    if strategy.startswith(("fsdp", "deepspeed")):
+        # Sharded strategies leave each rank a shard of the weights, and evaluation and the save
+        # after fit read them whole; not supported until that path gathers the full state.
+        raise CellWeaveInputError(f"strategy {strategy!r} shards the weights across devices, which pretrain does not "
+                                  "support yet (the saved model would be one shard). The presets fit on one device: "
+                                  "use --strategy ddp.")
     if precision is not None and precision not in PRECISIONS:
         raise CellWeaveInputError(f"precision {precision!r} is not supported; choose one of {', '.join(PRECISIONS)} "
                                   "(true half precision would save half-precision weights).")
