@@ -1,0 +1,50 @@
+"""The fine-tuning fits run as Lightning plans: seeded fits repeat bit for bit, and resume exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cellweave.models import CellWeave
+
+
+def _weights(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([t.detach().flatten().float() for t in module.state_dict().values()])
+
+
+@pytest.fixture(scope="module")
+def base_and_corpus(tiny_vocab_and_data):
+    vocab, adata = tiny_vocab_and_data
+    torch.manual_seed(0)
+    base = CellWeave.from_preset("tiny", vocab, d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                                 context_length={"rna": 32, "prot": 0, "atac": 0, "gene_activity": 0})
+    return base, base.prepare(adata, dataset="synthetic"), adata
+
+
+def test_finetune_plan_repeats_and_resumes_exactly(base_and_corpus, tmp_path) -> None:
+    from cellweave.train import finetune_classifier
+
+    base, corpus, adata = base_and_corpus
+    labels = adata.obs["cell_type"].to_numpy()
+    kw = dict(lr=1e-3, seed=3, progress=False)
+    straight, summary = finetune_classifier(base, corpus, labels, max_epochs=4, **kw)
+    again, _ = finetune_classifier(base, corpus, labels, max_epochs=4, **kw)
+    assert torch.equal(_weights(straight.module), _weights(again.module))
+    # 2 epochs with checkpoints, then resumed to 4: the same weights and loss curve as 4 straight.
+    finetune_classifier(base, corpus, labels, max_epochs=2, checkpoint_dir=tmp_path, **kw)
+    assert (tmp_path / "last.ckpt").is_file()
+    resumed, resumed_summary = finetune_classifier(base, corpus, labels, max_epochs=4, checkpoint_dir=tmp_path,
+                                                   resume=True, **kw)
+    assert torch.equal(_weights(resumed.module), _weights(straight.module))
+    assert resumed_summary["train_loss"] == summary["train_loss"]
+    assert not torch.equal(_weights(straight.module), _weights(base.module))
+
+
+def test_resume_without_a_checkpoint_names_the_fix(base_and_corpus, tmp_path) -> None:
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave.train import finetune_classifier
+
+    base, corpus, adata = base_and_corpus
+    with pytest.raises(CellWeaveInputError, match="run without resume first"):
+        finetune_classifier(base, corpus, adata.obs["cell_type"].to_numpy(), max_epochs=1, progress=False,
+                            checkpoint_dir=tmp_path, resume=True)
