@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,3 +49,27 @@ def test_resume_without_a_checkpoint_names_the_fix(base_and_corpus, tmp_path) ->
     with pytest.raises(CellWeaveInputError, match="run without resume first"):
         finetune_classifier(base, corpus, adata.obs["cell_type"].to_numpy(), max_epochs=1, progress=False,
                             checkpoint_dir=tmp_path, resume=True)
+
+
+def test_cross_modal_plan_repeats_and_stops_early() -> None:
+    from cellweave.data import build_vocabulary, synthetic_mudata
+    from cellweave.train import finetune_cross_modal
+
+    md = synthetic_mudata(n_cells=120, n_genes=100, n_proteins=6, n_peaks=20, seed=0)
+    vocab, _ = build_vocabulary({"s": md}, min_cells=1)
+    torch.manual_seed(0)
+    base = CellWeave.from_preset("tiny", vocab, d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                                 context_length={"rna": 32, "prot": 8, "atac": 8, "gene_activity": 0})
+    corpus = base.prepare(md)
+    prot = md.mod["prot"].X
+    prot = np.log1p(prot.toarray() if hasattr(prot, "toarray") else np.asarray(prot))
+    names = [str(v) for v in md.mod["prot"].var_names]
+    runs = [finetune_cross_modal(base, corpus, prot, target="prot", feature_names=names, input_modalities=["rna"],
+                                 max_epochs=6, patience=2, freeze_encoder=False, lr=1e-3, seed=1, progress=False)
+            for _ in range(2)]
+    assert torch.equal(_weights(runs[0].decoder), _weights(runs[1].decoder))
+    assert torch.equal(_weights(runs[0].model.module), _weights(runs[1].model.module))
+    history = runs[0].summary["history"]
+    assert 1 <= len(history) <= 6 and runs[0].summary["best_epoch"] <= len(history)
+    # The kept weights are the best epoch's: predictions score its held-out error, not the last one's.
+    assert runs[0].summary["best_val_mse"] <= min(h["val_mse"] for h in history) + 1e-4

@@ -101,6 +101,8 @@ def _quiet_lightning() -> Iterator[None]:
             warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
             warnings.filterwarnings("ignore", message=r".*`training_step` returned `None`.*")
+            # The plans set their modules' modes themselves (a frozen encoder stays in eval mode).
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
             warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")  # a resumed run's folder
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
             yield

@@ -128,6 +128,7 @@ def finetune_classifier(
     y_all = torch.from_numpy(codes.astype(np.int64))
     plan = FinetunePlan(module, head, y_all, lr=lr, head_lr=head_lr, warmup_steps=len(loader))
     t0 = time.perf_counter()
+    plan.train()  # Lightning keeps the modes it is given; the copied encoder may be in eval mode
     fit_plan(plan, loader, max_epochs=max_epochs, progress=progress, checkpoint_dir=checkpoint_dir, resume=resume,
              generators=[gen], draws_per_epoch=1)  # the batch order of the earlier hand-written loop
     history = plan.history
