@@ -314,3 +314,17 @@ def test_training_from_a_history_or_a_model_folder(tmp_path):
     assert pl.training(history, ax=given) is given
     with pytest.raises(CellWeaveInputError, match="empty"):
         pl.training([])
+
+
+def test_neighbouring_categories_never_share_a_hue() -> None:
+    """tab20 comes in dark/light pairs of one hue: two consecutive labels must not get a pair."""
+    import colorsys
+
+    from cellweave.pl import category_colors
+
+    for n in (12, 18, 40):
+        colors = list(category_colors([f"type {i}" for i in range(n)]).values())
+        assert len({tuple(c) for c in colors}) == n  # all distinct
+        hues = [colorsys.rgb_to_hsv(*c[:3])[0] for c in colors]
+        gaps = [min(abs(a - b), 1 - abs(a - b)) for a, b in zip(hues, hues[1:])]
+        assert min(gaps) > 0.02, (n, min(gaps))

@@ -35,7 +35,8 @@ def category_colors(categories: Sequence[Any]) -> dict[str, Any]:
     other category as long as there are colours (9 from tab10, 18 from tab20, 54 from tab20/b/c).
 
     The greys of the matplotlib palettes are left out so that no label reads as "unlabelled";
-    colours repeat only beyond 54 labelled categories.
+    colours repeat only beyond 54 labelled categories. Shades of one hue are spread apart: with
+    tab20, categories ``i`` and ``i + 9`` share a hue (dark and light), never neighbours.
     """
     plt = _pyplot()
     cats = [str(c) for c in dict.fromkeys(map(str, categories))]
@@ -46,7 +47,12 @@ def category_colors(categories: Sequence[Any]) -> dict[str, Any]:
         names = ["tab20"]
     else:
         names = ["tab20", "tab20b", "tab20c"]
-    palette = [c for n in names for c in plt.get_cmap(n).colors if not _is_grey(c)]
+    # tab20 holds 10 hues in dark/light pairs and tab20b/c 5 hues in 4 shades; taken in that order,
+    # neighbouring categories would get two shades of one hue. Take every hue's first shade, then
+    # every hue's second one, and so on, so shades of one hue are as far apart as the palette allows.
+    shades = {"tab10": 1, "tab20": 2, "tab20b": 4, "tab20c": 4}
+    palette = [c for n in names for k in range(shades[n]) for c in plt.get_cmap(n).colors[k::shades[n]]
+               if not _is_grey(c)]
     out: dict[str, Any] = {c: MISSING_COLOR for c in cats if c in MISSING_CATEGORIES}
     out.update({c: palette[i % len(palette)] for i, c in enumerate(labelled)})
     return out

@@ -54,6 +54,10 @@ class AdaptPlan(PretrainPlan):
         super().__init__(module, decoder, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
                          total_steps=total_steps, count_weight=count_weight, vicreg_weight=vicreg_weight)
 
+    # Adaptation fits every cell and has no validation split: without a validation step Lightning
+    # does not warn "You defined a validation_step but have no val_dataloader" on every run.
+    validation_step = L.LightningModule.validation_step
+
 
 def _decoded_counts(data: AnnData | MuData, layer: str | None, n_genes: int) -> tuple[sp.csr_matrix | None, str]:
     """Counts of the ``n_genes`` most variable genes (Seurat-like, on log-normalized values) of the
