@@ -41,7 +41,7 @@ test-all: install
 
 # Regenerates the shipped default model (src/cellweave/models/pretrained/cellweave-tiny).
 pretrained: install
-	$(CW) pretrain --data $(PRETRAIN_DATA) --preset tiny --out build/pretrained/cellweave-tiny \
+	$(CW) pretrain $(PRETRAIN_DATA) --preset tiny --out build/pretrained/cellweave-tiny \
 		--max-epochs 6 --max-cells-per-dataset 4000 --seed 0 --name cellweave-tiny
 	mkdir -p src/cellweave/models/pretrained/cellweave-tiny
 	cp build/pretrained/cellweave-tiny/{config.json,model.safetensors,vocab.json,model_card.json,MODEL_CARD.md,history.json} \

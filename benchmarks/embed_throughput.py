@@ -10,7 +10,6 @@ it is timed on random token ids, since only its cost per cell matters here.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

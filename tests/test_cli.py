@@ -67,7 +67,7 @@ def test_pretrain_cli_with_modality_dropout_and_rna_only(tmp_path) -> None:
     md = synthetic_mudata(n_cells=120, n_genes=80, n_proteins=6, n_peaks=20, modalities=("rna", "prot"), seed=0)
     src = tmp_path / "cite.h5mu"
     md.write(src)
-    common = ["-q", "pretrain", "--data", str(src), "--max-epochs", "1", "--batch-size", "32"]
+    common = ["-q", "pretrain", str(src), "--max-epochs", "1", "--batch-size", "32"]
     joint, rna = tmp_path / "joint", tmp_path / "rna"
     assert main([*common, "--out", str(joint), "--modality-dropout", "1.0"]) == 0
     assert json.loads((joint / "config.json").read_text())["modality_dropout"] == 1.0
@@ -127,3 +127,103 @@ def test_global_flags_work_before_and_after_the_verb(tmp_path) -> None:
     assert main(missing + ["-q"]) == 2
     with pytest.raises(CellWeaveInputError, match="File not found"):
         main(missing + ["--debug"])
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse as :func:`cellweave.cli.main` does, old flag names applied."""
+    from cellweave._cli._grammar import resolve_renamed
+    from cellweave.cli import _verb_parser, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    resolve_renamed(args, _verb_parser(parser, args.command))
+    return args
+
+
+#: (old command line, the same in the new grammar, the attribute both set, its value).
+RENAMED = [
+    (["pretrain", "--data", "a.h5ad", "b.h5mu", "--out", "m"], ["pretrain", "a.h5ad", "b.h5mu", "--out", "m"],
+     "input", ["a.h5ad", "b.h5mu"]),
+    (["annotate", "--reference", "r.h5ad", "--query", "q.h5ad", "--label-key", "ct", "--out", "o.h5ad"],
+     ["annotate", "q.h5ad", "--reference", "r.h5ad", "--label-key", "ct", "--out", "o.h5ad"], "input", "q.h5ad"),
+    (["annotate", "q.h5ad", "--reference", "r.h5ad", "--label-key", "ct", "--out", "o.h5ad", "--finetune-epochs", "7"],
+     ["annotate", "q.h5ad", "--reference", "r.h5ad", "--label-key", "ct", "--out", "o.h5ad", "--max-epochs", "7"],
+     "max_epochs", 7),
+    (["map-query", "--reference", "r.h5ad", "--query", "q.h5ad", "--label-key", "ct", "--out", "o.h5ad"],
+     ["map-query", "q.h5ad", "--reference", "r.h5ad", "--label-key", "ct", "--out", "o.h5ad"], "input", "q.h5ad"),
+    (["impute", "q.h5ad", "--target", "prot", "--reference", "cite.h5mu", "--out", "o.h5ad"],
+     ["impute", "q.h5ad", "--target", "prot", "--paired", "cite.h5mu", "--out", "o.h5ad"], "paired", "cite.h5mu"),
+    (["finetune-perturb", "--data", "s.h5ad", "--out", "ft"], ["finetune-perturb", "s.h5ad", "--out", "ft"],
+     "input", "s.h5ad"),
+    (["finetune-perturb", "s.h5ad", "--group-key", "batch", "--out", "ft"],
+     ["finetune-perturb", "s.h5ad", "--groupby", "batch", "--out", "ft"], "groupby", "batch"),
+    (["finetune-perturb", "s.h5ad", "--steps", "40", "--out", "ft"],
+     ["finetune-perturb", "s.h5ad", "--max-steps", "40", "--out", "ft"], "max_steps", 40),
+    (["predict-perturb", "--model", "ft", "--perturbation", "JAK2", "--cells", "c.h5ad", "--out", "p.h5ad"],
+     ["predict-perturb", "c.h5ad", "--model", "ft", "--perturbation", "JAK2", "--out", "p.h5ad"], "input", "c.h5ad"),
+    (["adapt", "x.h5ad", "--out", "m", "--adapt-epochs", "2"], ["adapt", "x.h5ad", "--out", "m", "--max-epochs", "2"],
+     "max_epochs", 2),
+    (["adapt", "x.h5ad", "--out", "m", "--adapt-max-steps", "9"], ["adapt", "x.h5ad", "--out", "m", "--max-steps", "9"],
+     "max_steps", 9),
+    (["benchmark", "--task", "annotate", "--data", "x.h5ad", "--out", "b"],
+     ["benchmark", "x.h5ad", "--task", "annotate", "--out", "b"], "input", "x.h5ad"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "attr", "value"), RENAMED, ids=[f"{o[0]} {n}" for o, n, *_ in
+                                                                       [(o, a) for o, _, a, _ in RENAMED]])
+def test_old_flag_names_still_work_and_warn(old, new, attr, value, caplog) -> None:
+    """Each flag renamed by the one grammar still works for one release, logging a warning that
+    names the new spelling; the new spelling gives the same arguments and no warning."""
+    with caplog.at_level("WARNING", logger="cellweave"):
+        old_args = _parse(old)
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    flag = next(a for a in old if a.startswith("--") and a not in new)
+    assert f"{flag} is deprecated" in warned and "instead" in warned
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cellweave"):
+        new_args = _parse(new)
+    assert not caplog.records
+    assert getattr(old_args, attr) == getattr(new_args, attr) == value
+    assert vars(old_args) == vars(new_args)
+
+
+def test_old_and_new_spelling_together_is_an_error(tmp_path, capsys) -> None:
+    assert main(["impute", "q.h5ad", "--target", "prot", "--paired", "a.h5mu", "--reference", "b.h5mu",
+                 "--out", str(tmp_path / "o.h5ad")]) == 2
+    assert "--reference is the old name of --paired" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # INPUT is required where the verb reads cells
+        main(["annotate", "--reference", "r.h5ad", "--label-key", "ct", "--out", str(tmp_path / "o.h5ad")])
+    assert exit_info.value.code == 2 and "INPUT" in capsys.readouterr().err
+
+
+def test_lists_are_space_separated_and_commas_still_work() -> None:
+    base = ["perturb", "x.h5ad", "--out", "o.h5ad", "--genes"]
+    assert _parse([*base, "STAT1", "IRF1"]).genes == _parse([*base, "STAT1,IRF1"]).genes == ["STAT1", "IRF1"]
+    ft = ["finetune-perturb", "s.h5ad", "--out", "ft", "--exclude"]
+    assert _parse([*ft, "JAK2", "STAT1"]).exclude == _parse([*ft, "JAK2,STAT1"]).exclude == ["JAK2", "STAT1"]
+    bench = ["benchmark", "--out", "b", "--seeds"]
+    assert _parse([*bench, "0", "1"]).seeds == _parse([*bench, "0,1"]).seeds == [0, 1]
+    assert _parse(["pretrain", "a.h5mu", "--out", "m", "--modalities", "rna,prot"]).modalities == ["rna", "prot"]
+    with pytest.raises(SystemExit):  # choices are checked item by item
+        _parse(["pretrain", "a.h5mu", "--out", "m", "--modalities", "rna,protein_typo"])
+
+
+def test_help_lists_every_verb_once_grouped_by_area(capsys) -> None:
+    from cellweave.cli import VERBS
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert list(_verbs()) == [v.name for v in VERBS]  # registered in the table's order, nothing else
+    areas = list(dict.fromkeys(v.area for v in VERBS))
+    assert areas[:3] == ["Cells", "Modalities", "Perturbation"]
+    positions = [out.index(f"  {area}:\n") for area in areas]
+    assert positions == sorted(positions)
+    for v in VERBS:
+        assert out.count(f"\n    {v.name} ") == 1, v.name
+        area_at = max(p for p in positions if p < out.index(f"\n    {v.name} "))
+        assert out[area_at:].startswith(f"  {v.area}:")
+    with pytest.raises(SystemExit):
+        main(["annotate", "--help"])
+    assert "usage: cellweave annotate INPUT " in capsys.readouterr().out

@@ -1,10 +1,12 @@
-"""The ``cellweave`` command line."""
+"""The ``cellweave`` command line: one table of verbs (:data:`VERBS`), one grammar (:mod:`cellweave._cli._grammar`)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger("cellweave")
@@ -72,12 +74,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from cellweave._cli.prepare import soma_selection
     from cellweave.data import is_soma, is_store
 
-    stores = [p for p in args.data if is_store(p) or is_soma(p)]  # read in bounded memory
-    if stores and len(args.data) > 1:
+    stores = [p for p in args.input if is_store(p) or is_soma(p)]  # read in bounded memory
+    if stores and len(args.input) > 1:
         raise CellWeaveInputError(f"{stores[0]} is a token store or SOMA experiment: pretrain from one of those, or "
                                   "from data files, not both (put them together with `cellweave prepare INPUTS --out "
                                   "STORE`).")
-    datasets, hashes = _read_named(args.data) if not stores else (None, None)
+    datasets, hashes = _read_named(args.input) if not stores else (None, None)
     model = pretrain(
         datasets,
         store=stores[0] if stores else None,
@@ -169,12 +171,12 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     from cellweave.models import CellWeave
 
     reference = io.read(args.reference)
-    query = io.read(args.query)
+    query = io.read(args.input)
     model = CellWeave.load(args.model)
     if args.adapt:
         model = _adapt_on_both(reference, query, model, args)
     tl.annotate(query, reference=reference, label_key=args.label_key, model=model,
-                novelty_quantile=args.novelty_quantile, finetune=args.finetune, finetune_epochs=args.finetune_epochs,
+                novelty_quantile=args.novelty_quantile, finetune=args.finetune, finetune_epochs=args.max_epochs,
                 spatial=args.spatial, spatial_key=args.spatial_key, section_key=args.section_key,
                 n_spatial_neighbors=args.n_spatial_neighbors, seed=args.seed)
     counts = query.obs["cellweave_prediction"].value_counts()
@@ -206,7 +208,7 @@ def cmd_map_query(args: argparse.Namespace) -> int:
     from cellweave.models import CellWeave
 
     reference = io.read(args.reference)  # only read: the reference file is never written
-    query = io.read(args.query)
+    query = io.read(args.input)
     model = CellWeave.load(args.model)
     if args.adapt:
         model = _adapt_on_both(reference, query, model, args)
@@ -243,7 +245,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from cellweave.bench import comparison_table, run_benchmark
 
     records = run_benchmark(
-        args.task, args.out, model=args.model, seeds=tuple(args.seeds), quick=args.quick, data=args.data,
+        args.task, args.out, model=args.model, seeds=tuple(args.seeds), quick=args.quick, data=args.input,
         label_key=args.label_key, batch_key=args.batch_key, adapt=tuple(args.adapt or ()),
         adapt_max_steps=args.adapt_max_steps,
     )
@@ -277,20 +279,15 @@ def _add_device_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--num-nodes", type=int, default=1, help="machines (e.g. SLURM nodes), each with --devices devices")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from cellweave import __version__, modalities
+def _add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave pretrain``."""
+    from cellweave import modalities
+    from cellweave._cli._grammar import ListArgument, add_input, add_renamed
 
-    p = argparse.ArgumentParser(prog="cellweave", description="Multimodal single-cell foundation models.")
-    p.add_argument("--version", action="version", version=f"cellweave {__version__}")
-    _add_global_options(p, default=True)
-    sub = p.add_subparsers(dest="command", required=True)
-
-    model_help = "model folder or shipped model name (default: the shipped default model)"
-
-    sp = sub.add_parser("pretrain", help="pretrain a model on .h5ad/.h5mu files")
-    sp.add_argument("--data", nargs="+", required=True, help="input .h5ad / .h5mu files or registered dataset names "
-                    "(all modalities are used), or one token store folder made by `cellweave prepare`, or one "
-                    "TileDB-SOMA experiment (folder or URI; streamed, see --soma-*)")
+    add_input(sp, ".h5ad / .h5mu files or registered dataset names (all modalities are used), or one token store "
+                  "folder made by `cellweave prepare`, or one TileDB-SOMA experiment (folder or URI; streamed, see "
+                  "--soma-*)", nargs="+")
+    add_renamed(sp, "--data", target="input", new="INPUT... (the positional arguments)", nargs="+")
     sp.add_argument("--preset", default="tiny", choices=["tiny", "small", "base"])
     sp.add_argument("--out", required=True, help="output model folder")
     sp.add_argument("--max-epochs", type=int, default=5)
@@ -317,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--modality-dropout", type=float, default=None,
                     help="probability that a multimodal cell has one modality left out of its input and predicted "
                     "(cross-modal masking; e.g. 0.5). Default: the config's 0.0, as the shipped model")
-    sp.add_argument("--modalities", nargs="+", default=None, choices=list(modalities.names()),
+    sp.add_argument("--modalities", action=ListArgument, default=None, choices=list(modalities.names()),
                     help="pretrain on these modalities only (e.g. rna for an RNA-only model); default: all")
     sp.add_argument("--max-steps", type=int, default=None,
                     help="stop after this many optimizer steps (default: no cap; --max-epochs still applies)")
@@ -333,11 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     from cellweave._cli.prepare import add_soma_arguments
 
     add_soma_arguments(sp)
-    sp.set_defaults(func=cmd_pretrain)
 
-    sp = sub.add_parser("embed", help="embed cells: writes obsm['X_cellweave'] and uns['cellweave']")
-    sp.add_argument("input", help=".h5ad, .h5mu, 10x .h5, 10x mtx folder or .loom, or a token store folder "
-                    "(`cellweave prepare`; read in bounded memory, written as .h5ad without X)")
+def _add_embed(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave embed``."""
+    from cellweave._cli._grammar import add_input
+
+    add_input(sp, ".h5ad, .h5mu, 10x .h5, 10x mtx folder or .loom, or a token store folder (`cellweave prepare`; "
+                  "read in bounded memory, written as .h5ad without X)")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--out", required=True, help="output .h5ad (or .h5mu for MuData input)")
     sp.add_argument("--layer", default=None, help="layer holding raw counts (default: X)")
@@ -351,12 +350,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="obs column of tissue sections (default: section/library_id/sample/batch)")
     _add_device_options(sp)
     _add_adapt_options(sp, with_batch_key=True)
-    sp.set_defaults(func=cmd_embed)
 
-    sp = sub.add_parser("annotate", help="transfer labels from a reference: writes obs['cellweave_prediction'] etc.")
+def _add_annotate(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave annotate``."""
+    from cellweave._cli._grammar import add_input, add_renamed
+
+    add_input(sp, "query .h5ad to annotate")
+    add_renamed(sp, "--query", target="input", new="INPUT (the positional argument)")
     sp.add_argument("--reference", required=True, help="labelled reference .h5ad")
     sp.add_argument("--label-key", required=True, help="column of the reference's obs with the labels")
-    sp.add_argument("--query", required=True, help="query .h5ad to annotate")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--out", required=True, help="output .h5ad (the annotated query)")
     sp.add_argument("--novelty-quantile", type=float, default=0.99,
@@ -364,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=False,
                     help="fine-tune the encoder on the reference labels (default: --no-finetune, a classifier on "
                          "frozen embeddings)")
-    sp.add_argument("--finetune-epochs", type=int, default=3)
+    sp.add_argument("--max-epochs", type=int, default=3, help="epochs of the fine-tuning (with --finetune)")
+    add_renamed(sp, "--finetune-epochs", target="max_epochs", new="--max-epochs", type=int)
     sp.add_argument("--spatial", action=argparse.BooleanOptionalAction, default=None,
                     help="append to each cell's embedding the mean embedding of its nearest cells in space (within "
                          "a section; reference and query each on their own); default: only if reference and query "
@@ -376,47 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="neighbours averaged (default: the model's setting, else 10)")
     sp.add_argument("--seed", type=int, default=0)
     _add_adapt_options(sp, with_batch_key=True)
-    sp.set_defaults(func=cmd_annotate)
 
-    from cellweave.bench import TASKS
+def _add_map_query(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave map-query``."""
+    from cellweave._cli._grammar import add_input, add_renamed
 
-    sp = sub.add_parser("benchmark", help="run cellweave and the baselines on the same splits; results.json + report.html")
-    sp.add_argument("--task", nargs="+", default=["all"], choices=[*TASKS, "all"], help="task(s) to run")
-    sp.add_argument("--out", required=True, help="output folder")
-    sp.add_argument("--model", default=None, help=model_help)
-    sp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
-    sp.add_argument("--quick", action="store_true", help="one seed and fewer folds/datasets (the demo's setting)")
-    sp.add_argument("--data", default=None, help="run the protocol on this file instead of the registered datasets")
-    sp.add_argument("--label-key", default=None, help="obs column with cell labels (with --data)")
-    sp.add_argument("--batch-key", default=None, help="obs column with batches (with --data)")
-    sp.add_argument("--adapt", nargs="+", default=None, choices=["pretrained", "scratch", "untrained"],
-                    help="panel: also score the model adapted to each dataset (pretrained), the same adaptation "
-                         "from random weights (scratch) and the architecture with random weights, untrained")
-    sp.add_argument("--adapt-max-steps", type=int, default=None,
-                    help="panel: step budget of each adaptation (default: cellweave adapt's)")
-    sp.set_defaults(func=cmd_benchmark)
-
-    import importlib
-
-    from cellweave._cli import GROUPS
-
-    for group in GROUPS:
-        importlib.import_module(f"cellweave._cli.{group}").register(sub, model_help)
-
-    sp = sub.add_parser("integrate", help="batch-corrected embedding: writes obsm['X_cellweave_integrated']")
-    sp.add_argument("input", help=".h5ad with RNA counts and a batch column")
-    sp.add_argument("--batch-key", required=True, help="obs column with the batch of each cell")
-    sp.add_argument("--model", default=None, help=model_help)
-    sp.add_argument("--method", default="harmony", choices=["harmony", "adversarial"],
-                    help="correction on top of the embedding (default: harmony; see the benchmark)")
-    sp.add_argument("--out", required=True, help="output .h5ad")
-    sp.add_argument("--seed", type=int, default=0)
-    _add_adapt_options(sp, with_batch_key=False)
-    sp.set_defaults(func=cmd_integrate)
-
-    sp = sub.add_parser("map-query", help="map query cells onto a labelled reference (the reference is not modified)")
+    add_input(sp, "query .h5ad")
+    add_renamed(sp, "--query", target="input", new="INPUT (the positional argument)")
     sp.add_argument("--reference", required=True, help="labelled reference .h5ad (read only)")
-    sp.add_argument("--query", required=True, help="query .h5ad")
     sp.add_argument("--label-key", required=True, help="column of the reference's obs with the labels")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--n-neighbors", type=int, default=15)
@@ -425,9 +395,42 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="output .h5ad (the mapped query)")
     sp.add_argument("--seed", type=int, default=0)
     _add_adapt_options(sp, with_batch_key=True)
-    sp.set_defaults(func=cmd_map_query)
 
-    sp = sub.add_parser("demo", help="embed every available registered dataset and write an HTML report")
+def _add_integrate(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave integrate``."""
+    from cellweave._cli._grammar import add_input
+
+    add_input(sp, ".h5ad with RNA counts and a batch column")
+    sp.add_argument("--batch-key", required=True, help="obs column with the batch of each cell")
+    sp.add_argument("--model", default=None, help=model_help)
+    sp.add_argument("--method", default="harmony", choices=["harmony", "adversarial"],
+                    help="correction on top of the embedding (default: harmony; see the benchmark)")
+    sp.add_argument("--out", required=True, help="output .h5ad")
+    sp.add_argument("--seed", type=int, default=0)
+    _add_adapt_options(sp, with_batch_key=False)
+
+def _add_benchmark(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave benchmark``."""
+    from cellweave._cli._grammar import ListArgument, add_input, add_renamed
+    from cellweave.bench import TASKS
+
+    add_input(sp, "run the protocol on this file instead of the registered datasets", required=False)
+    add_renamed(sp, "--data", target="input", new="INPUT (the positional argument)")
+    sp.add_argument("--task", action=ListArgument, default=["all"], choices=[*TASKS, "all"], help="task(s) to run")
+    sp.add_argument("--out", required=True, help="output folder")
+    sp.add_argument("--model", default=None, help=model_help)
+    sp.add_argument("--seeds", action=ListArgument, item_type=int, default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    sp.add_argument("--quick", action="store_true", help="one seed and fewer folds/datasets (the demo's setting)")
+    sp.add_argument("--label-key", default=None, help="obs column with cell labels (with INPUT)")
+    sp.add_argument("--batch-key", default=None, help="obs column with batches (with INPUT)")
+    sp.add_argument("--adapt", action=ListArgument, default=None, choices=["pretrained", "scratch", "untrained"],
+                    help="panel: also score the model adapted to each dataset (pretrained), the same adaptation "
+                         "from random weights (scratch) and the architecture with random weights, untrained")
+    sp.add_argument("--adapt-max-steps", type=int, default=None,
+                    help="panel: step budget of each adaptation (default: cellweave adapt's)")
+
+def _add_demo(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave demo``."""
     sp.add_argument("--out", default="demo_out", help="output folder (report.html, embeddings, metrics)")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--from-scratch", action="store_true", help="pretrain the tiny preset on the bundled corpus first")
@@ -435,14 +438,136 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-cells-per-dataset", type=int, default=None, help="cap per dataset for --from-scratch (default: the demo's setting)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--no-benchmark", action="store_true", help="skip the quick benchmark sections")
-    sp.set_defaults(func=cmd_demo)
 
-    sp = sub.add_parser("models", help="list the shipped models")
-    sp.set_defaults(func=cmd_models)
-    for verb in sub.choices.values():  # -q / -v / --debug work after the verb too
-        _add_global_options(verb, default=False)
-        _show_defaults(verb)
+
+def _add_models(sp: argparse.ArgumentParser, model_help: str) -> None:  # noqa: ARG001 - same signature as the others
+    """``cellweave models`` takes no arguments."""
+
+
+@dataclass(frozen=True)
+class Verb:
+    """One ``cellweave`` verb: its name, the area ``cellweave --help`` lists it under, its one-line help,
+    and the functions that add its arguments and run it: ``"module:function"`` of ``cellweave._cli``
+    or the name of a function of this module, looked up when the parser is built (so the modules of
+    verbs not run are imported only for their arguments, and a test may replace a command)."""
+
+    name: str
+    area: str
+    help: str
+    add_arguments: str
+    command: str
+
+
+#: Every verb, in the order ``cellweave --help`` lists them; :func:`build_parser` registers these only.
+VERBS: tuple[Verb, ...] = (
+    Verb("embed", "Cells", "embed cells: writes obsm['X_cellweave'] and uns['cellweave']", "_add_embed", "cmd_embed"),
+    Verb("annotate", "Cells", "transfer labels from a reference: writes obs['cellweave_prediction'] etc.",
+         "_add_annotate", "cmd_annotate"),
+    Verb("map-query", "Cells", "map query cells onto a labelled reference (the reference is not modified)",
+         "_add_map_query", "cmd_map_query"),
+    Verb("integrate", "Cells", "batch-corrected embedding: writes obsm['X_cellweave_integrated']", "_add_integrate",
+         "cmd_integrate"),
+    Verb("adapt", "Cells", "adapt a pretrained model to your cells without labels; writes a model folder",
+         "adapt:add_adapt", "adapt:cmd_adapt"),
+    Verb("impute", "Modalities", "predict a missing modality (protein, ATAC, RNA) of every cell from the measured ones",
+         "multimodal:add_impute", "multimodal:cmd_impute"),
+    Verb("perturb", "Perturbation", "zero-shot in silico knock-out / over-expression with the pretrained model",
+         "perturb:add_perturb", "perturb:cmd_perturb"),
+    Verb("finetune-perturb", "Perturbation", "fine-tune a perturbation-response head on a screen or conditions",
+         "perturb:add_finetune_perturb", "perturb:cmd_finetune"),
+    Verb("predict-perturb", "Perturbation", "predict control cells' expression after a perturbation",
+         "perturb:add_predict_perturb", "perturb:cmd_predict"),
+    Verb("grn", "Genes", "gene regulatory network from the model: edge table (source, target, score, group)",
+         "genes:add_grn", "genes:cmd_grn"),
+    Verb("markers", "Genes", "marker genes per group by attribution through the model", "genes:add_markers",
+         "genes:cmd_markers"),
+    Verb("genes", "Genes", "the model's gene embedding table as an AnnData with UMAP and Leiden programs",
+         "genes:add_genes", "genes:cmd_genes"),
+    Verb("pretrain", "Models & data", "pretrain a model on .h5ad/.h5mu files, a token store or a SOMA experiment",
+         "_add_pretrain", "cmd_pretrain"),
+    Verb("prepare", "Models & data",
+         "turn .h5ad/.h5mu/10x files into a sharded, memory-mapped token store (bounded memory)",
+         "prepare:add_prepare", "prepare:cmd_prepare"),
+    Verb("models", "Models & data", "list the shipped models", "_add_models", "cmd_models"),
+    Verb("datasets", "Models & data", "registered public datasets: list, info, fetch (mirror, cache or download)",
+         "datasets:add_datasets", "datasets:cmd_datasets"),
+    Verb("benchmark", "Evaluation", "run cellweave and the baselines on the same splits; results.json + report.html",
+         "_add_benchmark", "cmd_benchmark"),
+    Verb("demo", "Evaluation", "embed every available registered dataset and write an HTML report", "_add_demo",
+         "cmd_demo"),
+)
+
+
+def _resolve(ref: str) -> Callable:
+    """A function the table names: ``"module:function"`` of ``cellweave._cli``, or one of this module."""
+    import importlib
+
+    module, _, name = ref.rpartition(":")
+    return getattr(importlib.import_module(f"cellweave._cli.{module}"), name) if module else globals()[name]
+
+
+def _verbs_by_area() -> str:
+    """The verbs grouped by area, for ``cellweave --help`` (argparse's own list of choices cannot group)."""
+    import textwrap
+
+    width = max(len(v.name) for v in VERBS) + 2
+    lines = ["verbs (`cellweave VERB --help` for each):"]
+    for area in dict.fromkeys(v.area for v in VERBS):
+        lines.append(f"  {area}:")
+        for v in (v for v in VERBS if v.area == area):
+            text = textwrap.wrap(v.help, 110 - 4 - width) or [""]
+            lines.append(f"    {v.name:<{width}}{text[0]}")
+            lines.extend(" " * (4 + width) + more for more in text[1:])
+    return "\n".join(lines)
+
+
+_GRAMMAR = """\
+grammar: INPUT (positional) is the cells a verb reads; --out is what it writes; --model the base model;
+--reference a labelled reference; --groupby an obs column of groups; --max-epochs / --max-steps cap the
+verb's own training (--adapt-epochs / --adapt-max-steps the --adapt step before it); lists are
+space-separated (commas also work). Old flag names still work until 0.3, with a warning (README: Changed
+flag names)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cellweave import __version__
+
+    p = argparse.ArgumentParser(prog="cellweave", description="Multimodal single-cell foundation models.\n\n"
+                                + _verbs_by_area(), epilog=_GRAMMAR,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"cellweave {__version__}")
+    _add_global_options(p, default=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="VERB", help="one of the verbs above")
+
+    model_help = "model folder or shipped model name (default: the shipped default model)"
+    for verb in VERBS:
+        # No help= here: argparse would list the verbs again, ungrouped; the description above lists them.
+        sp = sub.add_parser(verb.name, description=verb.help)
+        _resolve(verb.add_arguments)(sp, model_help)
+        sp.set_defaults(func=_resolve(verb.command))
+        _add_global_options(sp, default=False)  # -q / -v / --debug work after the verb too
+        _show_defaults(sp)
+        _usage_with_input_first(sp)
     return p
+
+
+def _usage_with_input_first(sp: argparse.ArgumentParser) -> None:
+    """Show ``INPUT`` first in the verb's usage line, as it is written, and without brackets where the
+    verb needs it (argparse must take it as optional, for the old flag that may stand for it)."""
+    action = next((a for a in sp._actions if a.dest == "input" and not a.option_strings), None)
+    if action is None:
+        return
+    shown = "INPUT [INPUT ...]" if action.nargs == "*" else "INPUT"
+    if not sp.get_default("_input_required"):
+        shown = f"[{shown}]"
+    sp._actions.remove(action)
+    try:
+        usage = sp.format_usage().strip().removeprefix("usage: ")
+    finally:
+        sp._actions.append(action)
+    sp.usage = usage.replace(sp.prog, f"{sp.prog} {shown}", 1).replace("%", "%%")
+
+
 
 
 def _default_text(value) -> str:
@@ -542,13 +667,22 @@ def _check_outputs(args: argparse.Namespace) -> None:
                 f"{flag} {value}: the folder {ancestor} is not writable. Choose a path you can write to.")
 
 
+def _verb_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
 def main(argv: list[str] | None = None) -> int:
     from cellweave._exceptions import CellWeaveInputError, CellWeaveModelError
 
-    args = build_parser().parse_args(argv)
+    from cellweave._cli._grammar import resolve_renamed
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(-1 if args.quiet else args.verbose)
     try:
+        resolve_renamed(args, _verb_parser(parser, args.command))
         _check_outputs(args)
         return int(args.func(args) or 0)
     except (CellWeaveInputError, CellWeaveModelError, FileExistsError) as err:

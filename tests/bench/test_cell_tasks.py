@@ -1,4 +1,4 @@
-"""The annotate / map / integrate benchmark tasks on a user's file (``--data``), end to end."""
+"""The annotate / map / integrate benchmark tasks on a user's file (``INPUT``), end to end."""
 
 from __future__ import annotations
 
@@ -48,9 +48,9 @@ def test_annotate_and_map_on_user_data(user_file, tmp_path) -> None:
 
 
 def test_benchmark_cli_errors(user_file, tmp_path, capsys) -> None:
-    assert main(["benchmark", "--task", "annotate", "--out", str(tmp_path), "--data", str(user_file)]) == 2
+    assert main(["benchmark", str(user_file), "--task", "annotate", "--out", str(tmp_path)]) == 2
     assert "--label-key" in capsys.readouterr().err
-    assert main(["benchmark", "--task", "annotate", "--out", str(tmp_path), "--data", str(user_file),
+    assert main(["benchmark", str(user_file), "--task", "annotate", "--out", str(tmp_path),
                  "--label-key", "celltype"]) == 2
     assert "no column 'celltype'" in capsys.readouterr().err
 

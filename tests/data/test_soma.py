@@ -227,11 +227,11 @@ def test_cli_prepare_mixed_inputs_and_pretrain_from_soma(pbmc, tmp_path):
 
 
 def test_cli_pretrain_from_a_filtered_experiment(pbmc, tmp_path):
-    """``cellweave pretrain --data EXPERIMENT --soma-filter ...`` streams the selected cells only."""
+    """``cellweave pretrain EXPERIMENT --soma-filter ...`` streams the selected cells only."""
     from cellweave.cli import main
     from cellweave.models import CellWeave
 
-    args = ["pretrain", "--data", pbmc["exp"], "--out", str(tmp_path / "m_cli"), "--max-steps", "2",
+    args = ["pretrain", pbmc["exp"], "--out", str(tmp_path / "m_cli"), "--max-steps", "2",
             "--max-epochs", "1", "--batch-size", "50", "--soma-filter", "nUMIs > 3000"]
     assert main(args + ["--soma-config", "sm.compute_concurrency_level"]) == 2  # KEY=VALUE, refused up front
     assert main(args + ["--soma-config", "sm.compute_concurrency_level=2"]) == 0

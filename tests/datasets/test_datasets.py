@@ -235,7 +235,7 @@ def test_real_download(monkeypatch, tmp_path) -> None:
 
 
 def test_pretrain_inputs_accept_registered_names(tmp_path) -> None:
-    """`cellweave pretrain --data NAME` reads a registered dataset through the registry (what
+    """`cellweave pretrain NAME` reads a registered dataset through the registry (what
     `make pretrained` does); a path that exists is still read as a file."""
     from cellweave.cli import _read_named
 

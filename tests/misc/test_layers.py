@@ -47,9 +47,7 @@ LAYERS: dict[str, frozenset[str]] = {
     # user's modalities (io.as_modalities); both are layers below data.
     "train": frozenset({"nn", "models", "data", "genes", "io"}),
     # + genes, io: lower layers (symbols for gene-level results, modality lookup);
-    # + nn: tl.integrate trains its batch-adversarial adapter by hand (issue #13 moves that fit
-    #   into a train/ plan; then tl no longer needs nn).
-    "tl": frozenset({"models", "train", "data", "genes", "io", "nn"}),
+    "tl": frozenset({"models", "train", "data", "genes", "io"}),
     "pl": frozenset({"models", "train", "data"}),
     # + train: tasks fine-tune (finetune_classifier, finetune_cross_modal, adapt, perturbation heads)
     #   as the user would; + pl: task figures; + datasets: registered datasets; + io, genes: lower

@@ -85,7 +85,7 @@ def test_cli_round_trip_and_bad_label_key(cellbench, tmp_path, capsys) -> None:
     perm = np.random.default_rng(1).permutation(raw.n_obs)
     raw[perm[:200]].copy().write_h5ad(tmp_path / "ref.h5ad")
     raw[perm[200:260]].copy().write_h5ad(tmp_path / "query.h5ad")
-    args = ["-q", "annotate", "--reference", str(tmp_path / "ref.h5ad"), "--query", str(tmp_path / "query.h5ad")]
+    args = ["-q", "annotate", str(tmp_path / "query.h5ad"), "--reference", str(tmp_path / "ref.h5ad")]
 
     assert main([*args, "--label-key", LABEL, "--out", str(tmp_path / "out.h5ad")]) == 0
     out = ad.read_h5ad(tmp_path / "out.h5ad")

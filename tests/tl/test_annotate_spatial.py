@@ -209,22 +209,22 @@ def test_cli_spatial_flags(tissue, tiny_rna_model, tmp_path, capsys) -> None:
     args = ["-q", "annotate", "--reference", str(tmp_path / "ref.h5ad"), "--label-key", LABEL,
             "--model", str(model_dir)]
 
-    assert main([*args, "--query", str(tmp_path / "query.h5ad"), "--out", str(tmp_path / "auto.h5ad"),
+    assert main([*args, str(tmp_path / "query.h5ad"), "--out", str(tmp_path / "auto.h5ad"),
                  "--n-spatial-neighbors", "5"]) == 0
     rec = ad.read_h5ad(tmp_path / "auto.h5ad").uns["cellweave"]["annotate"]
     assert rec["spatial"] and rec["spatial_context"]["n_neighbors"] == 5
 
-    assert main([*args, "--query", str(tmp_path / "query.h5ad"), "--out", str(tmp_path / "off.h5ad"),
+    assert main([*args, str(tmp_path / "query.h5ad"), "--out", str(tmp_path / "off.h5ad"),
                  "--no-spatial"]) == 0
     assert not ad.read_h5ad(tmp_path / "off.h5ad").uns["cellweave"]["annotate"]["spatial"]
 
-    assert main([*args, "--query", str(tmp_path / "bare.h5ad"), "--out", str(tmp_path / "bad.h5ad"),
+    assert main([*args, str(tmp_path / "bare.h5ad"), "--out", str(tmp_path / "bad.h5ad"),
                  "--spatial"]) == 2
     err = capsys.readouterr().err
     assert "query has no obsm['spatial']" in err and "--no-spatial" in err and "Traceback" not in err
     assert not (tmp_path / "bad.h5ad").exists()
 
-    assert main([*args, "--query", str(tmp_path / "query.h5ad"), "--out", str(tmp_path / "s.h5ad"),
+    assert main([*args, str(tmp_path / "query.h5ad"), "--out", str(tmp_path / "s.h5ad"),
                  "--section-key", "cell_type", "--spatial-key", "spatial"]) == 0
     ctx = ad.read_h5ad(tmp_path / "s.h5ad").uns["cellweave"]["annotate"]["spatial_context"]
     assert ctx["query_section_key"] == "cell_type" and ctx["query_n_sections"] == 3

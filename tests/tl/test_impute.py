@@ -229,7 +229,7 @@ def test_cli_impute_with_reference(model, query, tmp_path) -> None:
     src, ref, out = tmp_path / "q.h5ad", tmp_path / "ref.h5mu", tmp_path / "out.h5ad"
     query["rna"].copy().write_h5ad(src)
     _cells()[:300].copy().write(ref)
-    assert main(["-q", "impute", str(src), "--target", "prot", "--model", str(model.path), "--reference", str(ref),
+    assert main(["-q", "impute", str(src), "--target", "prot", "--model", str(model.path), "--paired", str(ref),
                  "--max-epochs", "2", "--out", str(out)]) == 0
     res = cellweave.io.read(out)
     assert res.obsm["cellweave_prot"].shape == (query.n_obs, query["prot"].n_vars)

@@ -99,7 +99,7 @@ def test_map_query_cli_leaves_reference_untouched(protocols, tmp_path, capsys) -
     ref.write_h5ad(ref_path)
     query.write_h5ad(query_path)
     before = sha256_file(ref_path)
-    args = ["map-query", "--reference", str(ref_path), "--query", str(query_path), "--out", str(out)]
+    args = ["map-query", str(query_path), "--reference", str(ref_path), "--out", str(out)]
     assert main([*args, "--label-key", "cell_type"]) == 0
     assert sha256_file(ref_path) == before
     mapped = cellweave.io.read(out)

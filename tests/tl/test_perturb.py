@@ -167,12 +167,12 @@ def test_cli_perturb_commands(tiny_model, condition_data, tmp_path) -> None:
     assert main(["-q", "perturb", str(data), "--model", model_dir, "--genes", "NOTAGENE1", "--out",
                  str(tmp_path / "x.h5ad")]) == 2
     ft = tmp_path / "ft"
-    assert main(["-q", "finetune-perturb", "--model", model_dir, "--data", str(data), "--perturbation-key",
-                 "condition", "--control", "ctrl", "--steps", "40", "--n-control-cells", "32", "--out", str(ft)]) == 0
+    assert main(["-q", "finetune-perturb", str(data), "--model", model_dir, "--perturbation-key",
+                 "condition", "--control", "ctrl", "--max-steps", "40", "--n-control-cells", "32", "--out", str(ft)]) == 0
     ctrl = condition_data[condition_data.obs["condition"] == "ctrl"][:10].copy()
     cellweave.io.write(ctrl, tmp_path / "cells.h5ad")
-    assert main(["-q", "predict-perturb", "--model", str(ft), "--perturbation", "stim", "--cells",
-                 str(tmp_path / "cells.h5ad"), "--out", str(tmp_path / "pred.h5ad")]) == 0
+    assert main(["-q", "predict-perturb", str(tmp_path / "cells.h5ad"), "--model", str(ft), "--perturbation",
+                 "stim", "--out", str(tmp_path / "pred.h5ad")]) == 0
     pred = ad.read_h5ad(tmp_path / "pred.h5ad")
     assert pred.n_obs == 10 and pred.layers["cellweave_predicted"].shape == (10, condition_data.n_vars)
     assert Path(ft / "perturbation.json").is_file()

@@ -77,9 +77,11 @@ def test_adapt_lowers_both_losses_saves_a_loadable_model_and_leaves_the_base_alo
     assert emb.shape == (adata.n_obs, loaded.module.embedding_dim) and np.isfinite(emb).all()
 
 
-def test_adapt_from_scratch_and_without_counts(data_and_model) -> None:
+def test_adapt_from_scratch_and_without_counts(data_and_model, recwarn) -> None:
     adata, model, _ = data_and_model
     scratch = adapt(adata, model=model, max_epochs=1, max_steps=2, batch_size=32, from_scratch=True, progress=False)
+    # Adaptation has no validation loop; Lightning must not warn about a missing val_dataloader.
+    assert not [w for w in recwarn if "val_dataloader" in str(w.message)]
     assert scratch.card["adaptation"]["from_scratch"] and scratch.card["adaptation"]["base_model_sha256"] is None
     assert scratch.card["adaptation"]["steps"] == 2
     lognorm = adata.copy()
@@ -106,7 +108,7 @@ def test_cli_adapt_then_embed_and_embed_with_adapt(data_and_model, tmp_path) -> 
     adata.write_h5ad(tmp_path / "cells.h5ad")
     out = tmp_path / "adapted"
     rc = main(["-q", "adapt", str(tmp_path / "cells.h5ad"), "--model", str(folder), "--out", str(out),
-               "--batch-key", "batch", "--adapt-epochs", "1", "--adapt-max-steps", "3"])
+               "--batch-key", "batch", "--max-epochs", "1", "--max-steps", "3"])
     assert rc == 0
     adapted = CellWeave.load(out)
     assert adapted.card["adaptation"]["steps"] == 3 and adapted.card["adaptation"]["batch_key"] == "batch"
@@ -132,7 +134,7 @@ def test_annotate_with_adapt_uses_reference_and_query(data_and_model, tmp_path) 
         adata[adata.obs["batch"] != adata.obs["batch"].cat.categories[0]].copy()
     ref.write_h5ad(tmp_path / "ref.h5ad")
     query.write_h5ad(tmp_path / "query.h5ad")
-    rc = main(["-q", "annotate", "--reference", str(tmp_path / "ref.h5ad"), "--query", str(tmp_path / "query.h5ad"),
+    rc = main(["-q", "annotate", str(tmp_path / "query.h5ad"), "--reference", str(tmp_path / "ref.h5ad"),
                "--label-key", "cell_type", "--model", str(folder), "--adapt", "--adapt-epochs", "1",
                "--adapt-max-steps", "2", "--out", str(tmp_path / "a.h5ad")])
     assert rc == 0

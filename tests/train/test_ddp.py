@@ -16,7 +16,7 @@ import cellweave
 def test_pretrain_with_two_cpu_processes(tmp_path) -> None:
     adata = cellweave.datasets.load("multibatch_cellbench_sc_mixology")[:400].copy()
     adata.write_h5ad(tmp_path / "cells.h5ad")
-    cmd = [sys.executable, "-m", "cellweave.cli", "-q", "pretrain", "--data", str(tmp_path / "cells.h5ad"),
+    cmd = [sys.executable, "-m", "cellweave.cli", "-q", "pretrain", str(tmp_path / "cells.h5ad"),
            "--preset", "tiny", "--out", str(tmp_path / "model"), "--max-epochs", "2",
            "--accelerator", "cpu", "--devices", "2"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -39,7 +39,7 @@ def test_ddp_from_a_token_store_shards_cells_and_keeps_weights_equal(tmp_path) -
     prepared = subprocess.run([*cli, "prepare", str(tmp_path / "cells.h5ad"), "--out", str(store),
                                "--chunk-size", "100"], capture_output=True, text=True, timeout=300)
     assert prepared.returncode == 0, prepared.stderr[-2000:]
-    cmd = [*cli, "pretrain", "--data", str(store), "--preset", "tiny", "--rna-context", "64", "--out", str(out),
+    cmd = [*cli, "pretrain", str(store), "--preset", "tiny", "--rna-context", "64", "--out", str(out),
            "--max-epochs", "2", "--batch-size", "32", "--accumulate-grad-batches", "2",
            "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--log-cells"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,

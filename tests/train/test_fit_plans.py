@@ -73,3 +73,35 @@ def test_cross_modal_plan_repeats_and_stops_early() -> None:
     assert 1 <= len(history) <= 6 and runs[0].summary["best_epoch"] <= len(history)
     # The kept weights are the best epoch's: predictions score its held-out error, not the last one's.
     assert runs[0].summary["best_val_mse"] <= min(h["val_mse"] for h in history) + 1e-4
+
+
+def test_perturbation_plan_repeats() -> None:
+    from cellweave.train import fit_head
+
+    r = np.random.default_rng(0)
+    t_pert = np.repeat(np.arange(6), 2)
+    kw = dict(gene_tokens=r.normal(size=(30, 8)).astype(np.float32),
+              perturbation_vectors=r.normal(size=(6, 8)).astype(np.float32), label_index=np.zeros(6, int), n_labels=0,
+              targets=r.normal(size=(12, 30)).astype(np.float32), target_perturbation=t_pert,
+              target_group=np.tile(np.array(["a", "b"]), 6), control_embedding=r.normal(size=(20, 10)).astype(np.float32),
+              control_group=np.where(np.arange(20) % 2, "a", "b"), steps=40, batch_size=16, seed=2)
+    (a, ma), (b, mb) = fit_head(**kw), fit_head(**kw)
+    assert torch.equal(_weights(a), _weights(b)) and ma == mb
+    assert mb["train_mse_last"] < mb["train_mse_first"]
+
+
+def test_adversarial_plan_repeats_and_resumes_exactly(tmp_path) -> None:
+    from cellweave.train import fit_batch_adapter
+
+    r = np.random.default_rng(1)
+    batch = r.integers(0, 3, 300).astype(str)
+    z = (r.normal(size=(300, 12)) + 2.0 * (batch == "1")[:, None]).astype(np.float32)
+    kw = dict(batch_size=64, seed=5)
+    straight, summary = fit_batch_adapter(z, batch, max_epochs=6, **kw)
+    again, _ = fit_batch_adapter(z, batch, max_epochs=6, **kw)
+    assert torch.equal(_weights(straight), _weights(again)) and summary["batches"] == ["0", "1", "2"]
+    assert len(summary["history"]) == 6
+    fit_batch_adapter(z, batch, max_epochs=3, checkpoint_dir=tmp_path, **kw)
+    resumed, resumed_summary = fit_batch_adapter(z, batch, max_epochs=6, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert torch.equal(_weights(resumed), _weights(straight))
+    assert resumed_summary["history"] == summary["history"]

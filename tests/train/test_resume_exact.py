@@ -20,7 +20,7 @@ N_KILLS = 5
 
 
 def _command(data, out, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "cellweave.cli", "-q", "pretrain", "--data", str(data), "--out", str(out),
+    return [sys.executable, "-m", "cellweave.cli", "-q", "pretrain", str(data), "--out", str(out),
             "--max-epochs", str(EPOCHS), "--batch-size", "32", "--seed", "0", "--accelerator", "cpu", *extra]
 
 

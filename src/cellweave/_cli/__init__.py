@@ -1,10 +1,9 @@
-"""Subcommand groups of the ``cellweave`` command line, one module per area.
+"""Verbs of the ``cellweave`` command line, one module per area.
 
-Each module has ``register(sub, model_help)``; :func:`cellweave.cli.build_parser` calls them in
-the order of :data:`GROUPS`.
+Each verb has ``add_<verb>(parser, model_help)``, which adds its arguments, and ``cmd_<verb>(args)``;
+:data:`cellweave.cli.VERBS` names them, and :func:`cellweave.cli.build_parser` registers them in the
+table's order. The grammar every verb follows is :mod:`cellweave._cli._grammar`.
 """
-
-GROUPS = ("adapt", "multimodal", "perturb", "genes", "datasets", "prepare")
 
 
 def command_line(args) -> str:

@@ -1,6 +1,6 @@
 """``cellweave adapt``: self-supervised adaptation of a pretrained model to the user's cells.
 
-Registered by :mod:`cellweave.cli`. ``--adapt`` on ``embed``, ``annotate``, ``integrate`` and
+Listed in :data:`cellweave.cli.VERBS`. ``--adapt`` on ``embed``, ``annotate``, ``integrate`` and
 ``map-query`` calls :func:`adapt_for_command` with the same options.
 """
 
@@ -49,7 +49,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     model = CellWeave.load(args.model)
     adapted = adapt(
         data, model=model, batch_key=args.batch_key, layer=args.layer, organism=args.organism,
-        max_epochs=args.adapt_epochs, max_steps=args.adapt_max_steps or None, batch_size=args.batch_size,
+        max_epochs=args.max_epochs, max_steps=args.max_steps or None, batch_size=args.batch_size,
         lr=args.lr, count_likelihood=args.count_likelihood, from_scratch=args.from_scratch, seed=args.seed,
         out=args.out, command=command_line(args),
     )
@@ -59,21 +59,27 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub, model_help: str) -> None:
-    sp = sub.add_parser(
-        "adapt", help="adapt a pretrained model to your cells without labels; writes a model folder",
-        description="Fine-tune a pretrained model self-supervised on INPUT (masked value modelling plus a "
-                    "negative-binomial count decoder with the batch as covariate) and save the adapted model "
-                    "folder, which every command accepts as --model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    sp.add_argument("input", help=".h5ad/.h5mu with RNA counts (all cells you will embed, annotate or integrate)")
+def add_adapt(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave adapt``."""
+    from cellweave._cli._grammar import add_input, add_renamed
+    from cellweave.train import ADAPT_EPOCHS, ADAPT_MAX_STEPS
+
+    sp.description = ("Fine-tune a pretrained model self-supervised on INPUT (masked value modelling plus a "
+                      "negative-binomial count decoder with the batch as covariate) and save the adapted model "
+                      "folder, which every command accepts as --model.")
+    add_input(sp, ".h5ad/.h5mu with RNA counts (all cells you will embed, annotate or integrate)")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--out", required=True, help="output model folder")
     sp.add_argument("--batch-key", default=None, help="obs column of batches (a covariate of the count decoder)")
     sp.add_argument("--layer", default=None, help="layer holding raw counts (default: X)")
     sp.add_argument("--organism", default=None, choices=["human", "mouse"], help="default: inferred")
-    add_budget_options(sp, with_batch_key=False)
+    # The verb's own training: --max-epochs / --max-steps, as every verb; --adapt-* is `--adapt` on the others.
+    sp.add_argument("--max-epochs", type=int, default=ADAPT_EPOCHS, help="passes over the cells")
+    sp.add_argument("--max-steps", type=int, default=ADAPT_MAX_STEPS,
+                    help=f"cap on optimizer steps (default: {ADAPT_MAX_STEPS}, about 8 minutes on 2 CPU cores; "
+                         "0 = no cap)")
+    add_renamed(sp, "--adapt-epochs", target="max_epochs", new="--max-epochs", type=int)
+    add_renamed(sp, "--adapt-max-steps", target="max_steps", new="--max-steps", type=int)
     sp.add_argument("--batch-size", type=int, default=64)
     sp.add_argument("--lr", type=float, default=3e-4)
     sp.add_argument("--count-likelihood", action=argparse.BooleanOptionalAction, default=True,
@@ -82,4 +88,3 @@ def register(sub, model_help: str) -> None:
     sp.add_argument("--from-scratch", action="store_true",
                     help="start from random weights of the same architecture (the control for pretraining)")
     sp.add_argument("--seed", type=int, default=0)
-    sp.set_defaults(func=cmd_adapt)

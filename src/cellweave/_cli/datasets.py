@@ -1,6 +1,6 @@
 """``cellweave datasets list|info|fetch``: the dataset registry on the command line.
 
-Registered by :mod:`cellweave.cli`.
+Listed in :data:`cellweave.cli.VERBS`.
 """
 
 from __future__ import annotations
@@ -74,12 +74,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, model_help: str) -> None:  # noqa: ARG001 - same signature as the others
-    """Add ``datasets`` to the cellweave parser."""
-    sp = sub.add_parser("datasets", help="registered public datasets: list, info, fetch (mirror, cache or download)")
+def add_datasets(sp: argparse.ArgumentParser, model_help: str) -> None:  # noqa: ARG001 - same signature as the others
+    """Arguments of ``cellweave datasets``."""
     sp.add_argument("action", choices=["list", "info", "fetch"], help="list the registry, describe or fetch datasets")
     sp.add_argument("name", nargs="*", help="dataset name(s) for info / fetch")
     sp.add_argument("--pretrain", action="store_true", help="list: only the pretraining corpus")
     sp.add_argument("--task", default=None, help="list: only datasets tagged with this task (panel, spatial, ...)")
     sp.add_argument("--names", action="store_true", help="list: print the names only, space-separated")
-    sp.set_defaults(func=cmd_datasets)

@@ -1,6 +1,6 @@
 """``cellweave`` subcommands of this area (gene-level knowledge): ``grn``, ``markers``, ``genes``.
 
-Registered by :mod:`cellweave.cli`.
+Listed in :data:`cellweave.cli.VERBS`.
 """
 
 from __future__ import annotations
@@ -132,10 +132,11 @@ def cmd_genes(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, model_help: str) -> None:
-    """Add ``grn``, ``markers`` and ``genes`` to the cellweave parser."""
-    sp = sub.add_parser("grn", help="gene regulatory network from the model: edge table (source, target, score, group)")
-    sp.add_argument("input", help=".h5ad / .h5mu (RNA counts or log-normalized)")
+def add_grn(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave grn``."""
+    from cellweave._cli._grammar import add_input
+
+    add_input(sp, ".h5ad / .h5mu (RNA counts or log-normalized)")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--out", required=True, help="edge table (.tsv)")
     sp.add_argument("--out-h5ad", default=None, help="also write the data with varp['cellweave_grn...'] here")
@@ -150,25 +151,29 @@ def register(sub: argparse._SubParsersAction, model_help: str) -> None:
     sp.add_argument("--use-raw", action="store_true", help="use .raw (e.g. when X is scaled)")
     sp.add_argument("--organism", default=None, choices=["human", "mouse"], help="default: inferred")
     sp.add_argument("--seed", type=int, default=0)
-    sp.set_defaults(func=cmd_grn)
 
-    sp = sub.add_parser("markers", help="marker genes per group by attribution through the model")
-    sp.add_argument("input", help=".h5ad / .h5mu (RNA counts or log-normalized)")
+
+def add_markers(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave markers``."""
+    from cellweave._cli._grammar import add_input
+
+    add_input(sp, ".h5ad / .h5mu (RNA counts or log-normalized)")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--groupby", required=True, help="obs column with the groups")
     sp.add_argument("--out", required=True, help="marker table (.tsv: group, rank, gene, score)")
     sp.add_argument("--out-h5ad", default=None, help="also write the data with uns['cellweave_markers'] here")
     sp.add_argument("--method", default="integrated_gradients", choices=["integrated_gradients", "deletion"])
     sp.add_argument("--n-cells", type=int, default=50, help="cells per group averaged over")
-    sp.add_argument("--n-steps", type=int, default=16, help="integrated-gradients steps")
+    sp.add_argument("--n-steps", type=int, default=16, help="integrated-gradients steps (a count, not a training budget)")
     sp.add_argument("--n-top", type=int, default=100, help="markers per group in the table (0 = all genes)")
     sp.add_argument("--layer", default=None, help="layer holding raw counts (default: X)")
     sp.add_argument("--use-raw", action="store_true", help="use .raw (e.g. when X is scaled)")
     sp.add_argument("--organism", default=None, choices=["human", "mouse"], help="default: inferred")
     sp.add_argument("--seed", type=int, default=0)
-    sp.set_defaults(func=cmd_markers)
 
-    sp = sub.add_parser("genes", help="the model's gene embedding table as an AnnData with UMAP and Leiden programs")
+
+def add_genes(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave genes`` (no INPUT: the model's own gene table)."""
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--out", required=True, help="output .h5ad (genes x dims); a .png UMAP is written beside it")
     sp.add_argument("--organism", default="human", choices=["human", "mouse"])
@@ -176,4 +181,3 @@ def register(sub: argparse._SubParsersAction, model_help: str) -> None:
     sp.add_argument("--resolution", type=float, default=1.0, help="Leiden resolution of the gene programs")
     sp.add_argument("--programs-tsv", default=None, help="also write gene -> program as a .tsv")
     sp.add_argument("--seed", type=int, default=0)
-    sp.set_defaults(func=cmd_genes)

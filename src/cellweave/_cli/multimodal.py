@@ -1,4 +1,4 @@
-"""``cellweave impute``: predict a missing modality (registered by :mod:`cellweave.cli`)."""
+"""``cellweave impute``: predict a missing modality (listed in :data:`cellweave.cli.VERBS`)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def cmd_impute(args: argparse.Namespace) -> int:
                                   f"not {out.name!r}.")
     model = CellWeave.load(args.model)
     reference = None
-    if args.reference is not None:
-        reference = data if Path(args.reference).resolve() == Path(args.input).resolve() else io.read(args.reference)
+    if args.paired is not None:
+        reference = data if Path(args.paired).resolve() == Path(args.input).resolve() else io.read(args.paired)
     tl.impute(data, target=args.target, model=model, input_modalities=args.input_modalities, layer=args.layer,
               organism=args.organism, batch_size=args.batch_size, seed=args.seed, reference=reference,
               max_epochs=args.max_epochs)
@@ -38,32 +38,30 @@ def cmd_impute(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, model_help: str) -> None:
-    """Add ``cellweave impute`` to the cellweave parser."""
+def add_impute(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave impute``."""
     from cellweave import modalities
+    from cellweave._cli._grammar import ListArgument, add_input, add_renamed
 
-    sp = sub.add_parser(
-        "impute",
-        help="predict a missing modality (protein, ATAC, RNA) of every cell from the measured ones",
-        description="Writes obsm['cellweave_<target>'] (features in uns['cellweave']['cellweave_<target>']); "
-        "for .h5mu input also adds the modality, or extends it to every cell with the predictions in "
-        "layers['cellweave_imputed'].",
-    )
-    sp.add_argument("input", help=".h5ad (RNA) or .h5mu")
+    sp.description = ("Writes obsm['cellweave_<target>'] (features in uns['cellweave']['cellweave_<target>']); "
+                      "for .h5mu input also adds the modality, or extends it to every cell with the predictions in "
+                      "layers['cellweave_imputed'].")
+    add_input(sp, ".h5ad (RNA) or .h5mu")
     sp.add_argument("--target", required=True, choices=list(modalities.names()),
                     help="modality to predict")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--out", required=True, help="output .h5ad (or .h5mu for MuData input)")
-    sp.add_argument("--reference", default=None,
+    # Not --reference: that names a labelled reference everywhere else; these are paired training cells.
+    sp.add_argument("--paired", default=None,
                     help=".h5mu whose cells measured the target and the input modalities (CITE-seq, multiome; "
                     "may be INPUT itself): fine-tune a decoder on its cells and predict its target features in "
                     "its units (CLR protein, log1p CP10k otherwise). Without it: zero-shot from the pretrained "
                     "cell head.")
-    sp.add_argument("--max-epochs", type=int, default=40, help="fine-tuning epochs at most (with --reference)")
-    sp.add_argument("--input-modalities", nargs="+", default=None,
+    add_renamed(sp, "--reference", target="paired", new="--paired")
+    sp.add_argument("--max-epochs", type=int, default=40, help="fine-tuning epochs at most (with --paired)")
+    sp.add_argument("--input-modalities", action=ListArgument, default=None,
                     help="predict from these modalities only (default: all but the target)")
     sp.add_argument("--layer", default=None, help="layer holding raw RNA counts (default: X)")
     sp.add_argument("--organism", default=None, choices=["human", "mouse"], help="default: inferred")
     sp.add_argument("--batch-size", type=int, default=128)
     sp.add_argument("--seed", type=int, default=0)
-    sp.set_defaults(func=cmd_impute)

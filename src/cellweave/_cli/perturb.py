@@ -1,4 +1,4 @@
-"""``cellweave perturb``, ``finetune-perturb`` and ``predict-perturb``; registered by :mod:`cellweave.cli`."""
+"""``cellweave perturb``, ``finetune-perturb`` and ``predict-perturb``; listed in :data:`cellweave.cli.VERBS`."""
 
 from __future__ import annotations
 
@@ -35,12 +35,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from cellweave.models import CellWeave
     from cellweave.train import finetune_perturbation
 
-    data = io.read(args.data)
+    data = io.read(args.input)
     model = CellWeave.load(args.model)
     finetune_perturbation(
-        data, model=model, perturbation_key=args.perturbation_key, control=args.control, group_key=args.group_key,
-        exclude=[e for e in (args.exclude or "").split(",") if e], layer=args.layer, zero_shot=args.zero_shot,
-        n_control_cells=args.n_control_cells, steps=args.steps, seed=args.seed, out=args.out,
+        data, model=model, perturbation_key=args.perturbation_key, control=args.control, group_key=args.groupby,
+        exclude=list(args.exclude or []), layer=args.layer, zero_shot=args.zero_shot,
+        n_control_cells=args.n_control_cells, steps=args.max_steps, seed=args.seed, out=args.out,
     )
     logger.info("Wrote the fine-tuned model to %s", args.out)
     return 0
@@ -50,8 +50,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from cellweave import io, tl
 
     cells = None
-    if args.cells:
-        cells = io.read(args.cells)
+    if args.input:
+        cells = io.read(args.input)
         if hasattr(cells, "mod"):
             from cellweave.train import rna_with_cell_obs
 
@@ -63,40 +63,52 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, model_help: str) -> None:
-    """Add the perturbation subcommands to the cellweave parser."""
-    sp = sub.add_parser("perturb", help="zero-shot in silico knock-out / over-expression with the pretrained model")
-    sp.add_argument("input", help=".h5ad / .h5mu with RNA counts")
+def add_perturb(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave perturb``."""
+    from cellweave._cli._grammar import ListArgument, add_input
+
+    add_input(sp, ".h5ad / .h5mu with RNA counts")
     sp.add_argument("--model", default=None, help=model_help)
-    sp.add_argument("--genes", required=True, help="comma-separated genes perturbed together, e.g. STAT1,IRF1")
+    sp.add_argument("--genes", action=ListArgument, required=True, metavar="GENE",
+                    help="genes perturbed together, e.g. STAT1 IRF1 (STAT1,IRF1 also works)")
     sp.add_argument("--mode", default="knockout", choices=["knockout", "overexpress"])
     sp.add_argument("--groupby", default=None, help="obs column (e.g. cell_type) to rank groups by shift")
     sp.add_argument("--layer", default=None, help="layer holding raw counts (default: X)")
     sp.add_argument("--out", required=True, help="output .h5ad")
     sp.add_argument("--batch-size", type=int, default=128)
     sp.add_argument("--seed", type=int, default=0)
-    sp.set_defaults(func=cmd_perturb)
 
-    sp = sub.add_parser("finetune-perturb", help="fine-tune a perturbation-response head on a screen or conditions")
-    sp.add_argument("--data", required=True, help=".h5ad / .h5mu with counts and a perturbation column")
+
+def add_finetune_perturb(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave finetune-perturb``."""
+    from cellweave._cli._grammar import ListArgument, add_input, add_renamed
+
+    add_input(sp, ".h5ad / .h5mu with counts and a perturbation column")
+    add_renamed(sp, "--data", target="input", new="INPUT (the positional argument)")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--perturbation-key", default="perturbation", help="obs column naming each cell's perturbation")
     sp.add_argument("--control", default="control", help="value of --perturbation-key for control cells")
-    sp.add_argument("--group-key", default=None, help="obs column (replicate, cell type) to compare within")
-    sp.add_argument("--exclude", default=None, help="comma-separated perturbations to hold out of training")
+    sp.add_argument("--groupby", default=None, help="obs column (replicate, cell type) to compare within")
+    add_renamed(sp, "--group-key", target="groupby", new="--groupby")
+    sp.add_argument("--exclude", action=ListArgument, default=None, metavar="PERTURBATION",
+                    help="perturbations to hold out of training, e.g. JAK2 STAT1")
     sp.add_argument("--layer", default=None, help="layer holding raw counts (default: X)")
     sp.add_argument("--zero-shot", action="store_true", help="add zero-shot in silico KO profiles as features")
     sp.add_argument("--n-control-cells", type=int, default=512)
-    sp.add_argument("--steps", type=int, default=500)
+    sp.add_argument("--max-steps", type=int, default=500, help="optimizer steps of the fine-tuning")
+    add_renamed(sp, "--steps", target="max_steps", new="--max-steps", type=int)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", required=True, help="output model folder")
-    sp.set_defaults(func=cmd_finetune)
 
-    sp = sub.add_parser("predict-perturb", help="predict control cells' expression after a perturbation")
+
+def add_predict_perturb(sp: argparse.ArgumentParser, model_help: str) -> None:  # noqa: ARG001 - its model is required
+    """Arguments of ``cellweave predict-perturb``."""
+    from cellweave._cli._grammar import add_input, add_renamed
+
+    add_input(sp, "control cells .h5ad (default: those kept at fine-tuning)", required=False)
+    add_renamed(sp, "--cells", target="input", new="INPUT (the positional argument)")
     sp.add_argument("--model", required=True, help="folder written by `cellweave finetune-perturb`")
     sp.add_argument("--perturbation", required=True, help="gene (seen or unseen), G1+G2, or a condition label")
-    sp.add_argument("--cells", default=None, help="control cells .h5ad (default: those kept at fine-tuning)")
-    sp.add_argument("--layer", default=None, help="layer of --cells holding raw counts (default: X)")
+    sp.add_argument("--layer", default=None, help="layer of INPUT holding raw counts (default: X)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", required=True, help="output .h5ad with layers['cellweave_predicted']")
-    sp.set_defaults(func=cmd_predict)

@@ -1,6 +1,6 @@
 """``cellweave prepare``: build a sharded, memory-mapped token store from files larger than memory.
 
-Registered by :mod:`cellweave.cli`; the work is :func:`cellweave.data.prepare_store`.
+Listed in :data:`cellweave.cli.VERBS`; the work is :func:`cellweave.data.prepare_store`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from cellweave.data import DEFAULT_CHUNK_SIZE, is_soma, prepare_store
     from cellweave.models import CellWeave
 
-    # A registered dataset's name (`cellweave datasets list`) stands for its file, as in `pretrain --data`;
+    # A registered dataset's name (`cellweave datasets list`) stands for its file, as in `pretrain`;
     # a SOMA experiment's URI stays a string (it may be remote).
     inputs = [p if is_soma(p) else registry.path(p) if not Path(p).exists() and p in registry.REGISTRY else Path(p)
               for p in args.input]
@@ -36,21 +36,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub, model_help: str) -> None:
+def add_prepare(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave prepare``."""
+    from cellweave._cli._grammar import add_input
     from cellweave.data import DEFAULT_CHUNK_SIZE
 
-    sp = sub.add_parser(
-        "prepare", help="turn .h5ad/.h5mu/10x files into a sharded, memory-mapped token store (bounded memory)",
-        description="Normalize the cells of INPUT files and map them onto a model's vocabulary once, writing a "
-                    "token store folder (shards of .npy arrays and a manifest) that pretraining reads without "
-                    "holding the corpus in memory. .h5ad files are read in chunks of --chunk-size cells; .h5mu "
-                    "and 10x files are read whole; TileDB-SOMA experiments (a local folder, or a URI such as "
-                    "s3://... or tiledb://...) are read in chunks too (see --soma-*). Rerun with --append to add "
-                    "files or to finish a killed run.",
-    )
-    sp.add_argument("input", nargs="+",
-                    help=".h5ad / .h5mu / 10x .h5 or mtx folder, a TileDB-SOMA experiment, or a registered dataset's "
-                         "name")
+    sp.description = (
+        "Normalize the cells of INPUT files and map them onto a model's vocabulary once, writing a token store "
+        "folder (shards of .npy arrays and a manifest) that pretraining reads without holding the corpus in "
+        "memory. .h5ad files are read in chunks of --chunk-size cells; .h5mu and 10x files are read whole; "
+        "TileDB-SOMA experiments (a local folder, or a URI such as s3://... or tiledb://...) are read in chunks "
+        "too (see --soma-*). Rerun with --append to add files or to finish a killed run.")
+    add_input(sp, ".h5ad / .h5mu / 10x .h5 or mtx folder, a TileDB-SOMA experiment, or a registered dataset's "
+                  "name", nargs="+")
     sp.add_argument("--out", required=True, help="token store folder (new, empty, or an existing store with --append)")
     sp.add_argument("--model", default=None, help=model_help + "; its vocabulary and value encoding make the tokens")
     sp.add_argument("--append", action="store_true",
@@ -59,7 +57,6 @@ def register(sub, model_help: str) -> None:
     sp.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE,
                     help=f"cells read and written at once, and per shard (default: {DEFAULT_CHUNK_SIZE})")
     add_soma_arguments(sp)
-    sp.set_defaults(func=cmd_prepare)
 
 
 def add_soma_arguments(sp: argparse.ArgumentParser) -> None:

@@ -59,7 +59,7 @@ class BenchmarkContext:
     model: Any  # cellweave.CellWeave
     seeds: tuple[int, ...] = (0, 1, 2)
     quick: bool = False
-    data: Any = None  # AnnData / MuData given with --data, else None (registered datasets)
+    data: Any = None  # AnnData / MuData given as INPUT, else None (registered datasets)
     data_name: str | None = None
     label_key: str | None = None
     batch_key: str | None = None
@@ -200,7 +200,7 @@ def run_benchmark(
     user = None
     if data is not None:
         if not label_key:
-            raise CellWeaveInputError("--data needs --label-key (the obs column with cell labels).")
+            raise CellWeaveInputError("INPUT (your file) needs --label-key (the obs column with cell labels).")
         user = io.read(data)
         obs = user.obs
         for key in [label_key] + ([batch_key] if batch_key else []):

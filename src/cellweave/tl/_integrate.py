@@ -85,30 +85,12 @@ def integrate_embedding(
 
 def _adversarial(z: np.ndarray, batches: np.ndarray, *, max_epochs: int, seed: int, progress: bool) -> np.ndarray:
     import torch
-    from tqdm.auto import tqdm
 
-    from cellweave.nn import BatchAdversarialAdapter
+    from cellweave.train import fit_batch_adapter
 
-    codes, uniq = pd.factorize(batches, sort=True)
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    x = torch.from_numpy(z)
-    b = torch.from_numpy(codes.astype(np.int64))
-    net = BatchAdversarialAdapter(z.shape[1], len(uniq))
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    batch_size = min(256, len(x))
-    net.train()
-    for _ in tqdm(range(max_epochs), desc="integrate (adversarial)", disable=not progress):
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), batch_size):
-            idx = perm[i:i + batch_size]
-            out = net(x[idx], b[idx])
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            opt.step()
-    net.eval()
+    net, _ = fit_batch_adapter(z, batches, max_epochs=max_epochs, seed=seed, progress=progress)
     with torch.no_grad():
-        return net.encode(x).numpy().astype(np.float32)
+        return net.encode(torch.from_numpy(z)).numpy().astype(np.float32)
 
 
 def integrate(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -31,6 +32,8 @@ from cellweave._io_utils import atomic_write_bytes, atomic_write_json
 from cellweave.data import log_normalize
 from cellweave.models import CellWeave, environment_versions
 from cellweave.nn import PerturbationHead
+
+from ._engine import fit_plan, seed_fit
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -164,7 +167,7 @@ def fit_head(
     group, so the head sees the spread of control states. The per-gene bias starts at the mean
     of the targets (the training-mean baseline), so the head learns departures from it.
     """
-    torch.manual_seed(seed)
+    seed_fit(seed)
     rng = np.random.default_rng(seed)
     head = PerturbationHead(torch.as_tensor(gene_tokens), control_embedding.shape[1], n_labels,
                             d_hidden=d_hidden, n_extra=0 if extra is None else extra.shape[1], dropout=dropout)
@@ -174,43 +177,82 @@ def fit_head(
     for g, idx in groups.items():
         if idx.size == 0:
             raise CellWeaveInputError(f"Group {g!r} has perturbed cells but no control cells to pair them with.")
-    T = torch.as_tensor(targets, dtype=torch.float32)
-    P = torch.as_tensor(perturbation_vectors, dtype=torch.float32)
-    Lb = torch.as_tensor(label_index, dtype=torch.long)
-    C = torch.as_tensor(control_embedding, dtype=torch.float32)
-    X = None if extra is None else torch.as_tensor(extra, dtype=torch.float32)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    draws = ExampleDraws(rng, len(targets), groups, target_group, steps=steps, batch_size=batch_size)
+    # Batches are drawn above; the loader's own generator keeps its seed draw off the global one (dropout).
+    loader = torch.utils.data.DataLoader(draws, batch_size=None, generator=torch.Generator().manual_seed(seed))
+    plan = PerturbationPlan(head, targets=targets, perturbation_vectors=perturbation_vectors, label_index=label_index,
+                            target_perturbation=target_perturbation, control_embedding=control_embedding,
+                            extra=extra, lr=lr, weight_decay=weight_decay, total_steps=steps)
     head.train()
-    losses = []
     # The head's ops are tiny: on a CPU, synchronizing intra-op threads costs more than it saves
     # (10x slower on a busy 2-core machine), so train on one thread.
     n_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _train_steps(head, opt, sched, rng, T, P, Lb, C, X, groups, target_group, target_perturbation, steps,
-                     batch_size, losses, progress)
+        fit_plan(plan, loader, max_epochs=1, progress=progress)
     finally:
         torch.set_num_threads(n_threads)
     head.eval()
+    losses = plan.losses
     return head, {"train_mse_first": losses[0], "train_mse_last": float(np.mean(losses[-20:]))}
 
 
-def _train_steps(head, opt, sched, rng, T, P, Lb, C, X, groups, target_group, target_perturbation, steps,
-                 batch_size, losses, progress) -> None:
-    from tqdm.auto import tqdm
+class ExampleDraws(torch.utils.data.Dataset):
+    """The examples of every step of a head fit, drawn up front from ``rng`` in the order the
+    steps use them: per step, ``batch_size`` (perturbation, group) targets, each with a random
+    control cell of its group. Item ``i`` is step ``i``'s ``{"examples", "cells"}``."""
 
-    for _ in tqdm(range(steps), desc="fine-tuning perturbation head", disable=not progress, leave=False):
-        k = rng.integers(0, len(T), size=batch_size)
-        cells = np.array([groups[g][rng.integers(0, groups[g].size)] for g in target_group[k]])
-        p = target_perturbation[k]
-        pred = head(P[p], Lb[p], C[cells], None if X is None else X[p])
-        loss = torch.mean((pred - T[k]) ** 2)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
+    def __init__(self, rng: np.random.Generator, n_targets: int, groups: dict[Any, np.ndarray],
+                 target_group: np.ndarray, *, steps: int, batch_size: int) -> None:
+        self.steps: list[tuple[np.ndarray, np.ndarray]] = []
+        for _ in range(steps):
+            k = rng.integers(0, n_targets, size=batch_size)
+            cells = np.array([groups[g][rng.integers(0, groups[g].size)] for g in target_group[k]])
+            self.steps.append((k, cells))
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        k, cells = self.steps[i]
+        return {"examples": k, "cells": cells}
+
+
+class PerturbationPlan(L.LightningModule):
+    """Squared error of a :class:`PerturbationHead`'s predicted change against the observed mean changes.
+
+    Batches (:class:`ExampleDraws`) name examples (rows of ``targets``) and the control cell
+    (row of ``control_embedding``) each is paired with. AdamW with a one-cycle schedule over
+    ``total_steps`` steps (10% warm-up). ``losses`` records every step's loss.
+    """
+
+    def __init__(self, head: PerturbationHead, *, targets: np.ndarray, perturbation_vectors: np.ndarray,
+                 label_index: np.ndarray, target_perturbation: np.ndarray, control_embedding: np.ndarray,
+                 extra: np.ndarray | None, lr: float, weight_decay: float, total_steps: int) -> None:
+        super().__init__()
+        self.head = head
+        self.T = torch.as_tensor(targets, dtype=torch.float32)
+        self.P = torch.as_tensor(perturbation_vectors, dtype=torch.float32)
+        self.Lb = torch.as_tensor(label_index, dtype=torch.long)
+        self.C = torch.as_tensor(control_embedding, dtype=torch.float32)
+        self.X = None if extra is None else torch.as_tensor(extra, dtype=torch.float32)
+        self.target_perturbation = torch.as_tensor(np.asarray(target_perturbation), dtype=torch.long)
+        self.lr, self.weight_decay, self.total_steps = lr, weight_decay, int(total_steps)
+        self.losses: list[float] = []
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        k, cells = batch["examples"], batch["cells"]
+        p = self.target_perturbation[k]
+        pred = self.head(self.P[p], self.Lb[p], self.C[cells], None if self.X is None else self.X[p])
+        loss = torch.mean((pred - self.T[k]) ** 2)
+        self.losses.append(float(loss.detach()))
+        self.log("train_mse", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(k))
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = torch.optim.AdamW(self.head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=self.total_steps, pct_start=0.1)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 # ---------------------------------------------------------------------- the fine-tuned model
@@ -310,7 +352,8 @@ class PerturbationModel:
 
         if adata is None:
             if self.control is None:
-                raise CellWeaveInputError("This model folder has no control cells; pass cells (--cells CELLS.h5ad).")
+                raise CellWeaveInputError("This model folder has no control cells; pass control cells as INPUT "
+                                          "(`cellweave predict-perturb CELLS.h5ad --model ...`).")
             adata = self.control
         genes = self.genes
         counts, missing = align_genes(adata, genes, layer=layer)

@@ -45,7 +45,7 @@ class CellTaskData:
 
 
 def load_cell_tasks(ctx, *, need_batch: bool = False) -> list[CellTaskData]:
-    """The datasets of a cell-level task: the user's file (``--data``) or the bundled ones."""
+    """The datasets of a cell-level task: the user's file (``INPUT``) or the bundled ones."""
     from cellweave import datasets
     from cellweave.data import log_normalize
     from cellweave._exceptions import CellWeaveInputError
@@ -55,7 +55,7 @@ def load_cell_tasks(ctx, *, need_batch: bool = False) -> list[CellTaskData]:
     if ctx.data is not None:
         rna = as_modalities(ctx.data).get("rna")
         if rna is None:
-            raise CellWeaveInputError("--data has no RNA modality; the cell-level benchmarks need RNA.")
+            raise CellWeaveInputError("INPUT has no RNA modality; the cell-level benchmarks need RNA.")
         if hasattr(ctx.data, "mod"):
             rna = rna.copy()
             for col in ctx.data.obs.columns:
