@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cellweave.bench.tasks.perturb import DIRECTIONS, on_target_down, score
-from cellweave.train._perturb import spread_ratio
+from cellweave.models import spread_ratio
 
 
 def test_score_perfect_constant_and_opposite_predictions() -> None:

@@ -12,9 +12,9 @@ import scipy.sparse as sp
 import cellweave
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.cli import main
-from cellweave.models import CellWeave
+from cellweave.models import CellWeave, PerturbationModel, spread_ratio
 from cellweave.models._insilico import _edit_tokens
-from cellweave.train._perturb import PerturbationModel, finetune_perturbation, spread_ratio
+from cellweave.train import finetune_perturbation
 
 TINY = dict(d_model=32, n_layers=1, n_heads=2, d_ff=64,
             context_length={"rna": 64, "prot": 16, "atac": 16, "gene_activity": 16})
@@ -95,6 +95,16 @@ def test_perturb_rejects_bad_input(tiny_model, tiny_vocab_and_data) -> None:
         cellweave.tl.perturb(adata, genes=[str(adata.var_names[0])], mode="delete", model=tiny_model, copy=True)
     with pytest.raises(CellWeaveInputError, match="groupby"):
         cellweave.tl.perturb(adata, genes=[str(adata.var_names[0])], groupby="nope", model=tiny_model, copy=True)
+
+
+def test_trained_objects_live_in_models_with_train_aliases_until_0_3() -> None:
+    import cellweave.models
+    import cellweave.train
+
+    assert cellweave.train.PerturbationModel is PerturbationModel
+    assert cellweave.train.CrossModalPredictor is cellweave.models.CrossModalPredictor
+    assert PerturbationModel.__module__ == "cellweave.models._perturb"
+    assert cellweave.models.CrossModalPredictor.__module__ == "cellweave.models._impute"
 
 
 def test_spread_ratio_detects_collapse() -> None:

@@ -1,4 +1,5 @@
-"""User-facing models: configuration presets, save/load, shipped checkpoints."""
+"""User-facing models: configuration presets, save/load, shipped checkpoints, and the fine-tuned
+objects a user keeps (perturbation-response and cross-modal models)."""
 
 from ._cellweave import (
     DEFAULT_MODEL,
@@ -8,14 +9,33 @@ from ._cellweave import (
     render_model_card,
     resolve_model_path,
 )
+from ._impute import CrossModalPredictor, LinearStart, cross_modal_decode, cross_modal_pass
 from ._insilico import in_silico_profiles
+from ._perturb import (
+    PerturbationIdentity,
+    PerturbationModel,
+    identity_vectors,
+    perturbation_expression,
+    spread_ratio,
+    zero_shot_features,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
     "CellWeave",
+    "CrossModalPredictor",
+    "LinearStart",
+    "PerturbationIdentity",
+    "PerturbationModel",
     "available_models",
+    "cross_modal_decode",
+    "cross_modal_pass",
     "environment_versions",
+    "identity_vectors",
     "in_silico_profiles",
+    "perturbation_expression",
     "render_model_card",
     "resolve_model_path",
+    "spread_ratio",
+    "zero_shot_features",
 ]

@@ -13,7 +13,7 @@ import pandas as pd
 
 from cellweave._constants import UNS_KEY
 from cellweave._exceptions import CellWeaveInputError
-from cellweave.models import CellWeave, environment_versions
+from cellweave.models import CellWeave, PerturbationModel, environment_versions
 from cellweave.models import in_silico_profiles
 
 from ._embed import _h5_safe, _resolve
@@ -200,7 +200,7 @@ def predict_perturbation(
         genes padded with zeros (their count is logged and recorded).
     model
         A folder written by :func:`cellweave.train.finetune_perturbation` (or the loaded
-        :class:`cellweave.train.PerturbationModel`).
+        :class:`cellweave.models.PerturbationModel`).
     perturbation
         A gene (seen or unseen in fine-tuning: it is represented by its pretrained token), a
         combination ``"G1+G2"``, or a condition label seen in fine-tuning.
@@ -229,8 +229,6 @@ def predict_perturbation(
         mean change, averaged over genes, divided by the same for the observed changes; values
         far below 1 mean the model predicts nearly the same response for every perturbation.
     """
-    from cellweave.train import PerturbationModel
-
     pm = model if isinstance(model, PerturbationModel) else PerturbationModel.load(model)
     out = pm.predict(adata, perturbation, layer=layer, batch_size=batch_size, seed=seed, progress=progress)
     if key_added != "cellweave_predicted":

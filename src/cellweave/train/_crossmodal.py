@@ -1,4 +1,6 @@
-"""Fine-tuning the encoder to predict one modality from others (cells measured in both)."""
+"""Fine-tuning the encoder to predict one modality from others (cells measured in both).
+
+The fitted object, :class:`cellweave.models.CrossModalPredictor`, lives in :mod:`cellweave.models`."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import dataclasses
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
@@ -15,121 +16,36 @@ import numpy as np
 import torch
 
 from cellweave._exceptions import CellWeaveInputError
-from cellweave.data import TokenDataset, Tokenizer, collate_tokens
+from cellweave.data import TokenDataset, collate_tokens
+from cellweave.models import CellWeave, CrossModalPredictor, LinearStart, cross_modal_decode, cross_modal_pass
 from cellweave.nn import FeatureQueryDecoder
 
 from ._engine import fit_plan, seed_fit
 
 if TYPE_CHECKING:
     from cellweave.data import CellCorpus
-    from cellweave.models import CellWeave
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class CrossModalPredictor:
-    """A fine-tuned encoder and feature-query decoder that predict ``target`` from ``input_modalities``.
+def _fit_linear_start(emb: np.ndarray, Z: np.ndarray, train: np.ndarray, seed: int) -> tuple[LinearStart, np.ndarray]:
+    """A :class:`~cellweave.models.LinearStart` fitted on the ``train`` rows; also return out-of-fold
+    predictions for them (5-fold, the decoder's residual targets must not be in-sample fits) and
+    predictions for the others."""
+    from sklearn.linear_model import Ridge, RidgeCV
+    from sklearn.model_selection import KFold
 
-    Predictions are in the units of the training matrix (e.g. CLR protein, log1p counts per
-    10k for ATAC), de-standardized with the training cells' per-feature mean and scale.
-    """
-
-    model: CellWeave
-    decoder: FeatureQueryDecoder
-    target: str
-    input_modalities: list[str]
-    feature_names: list[str]
-    mean: np.ndarray
-    scale: np.ndarray
-    summary: dict[str, Any] = field(default_factory=dict)
-    tokenizer: Tokenizer | None = None
-    linear: LinearStart | None = None
-
-    @torch.inference_mode()
-    def predict(self, corpus: CellCorpus, *, batch_size: int = 64, seed: int = 0, progress: bool = True) -> np.ndarray:
-        """Predictions ``(n_cells, n_features)`` for every cell of ``corpus`` (float32)."""
-        decoded, emb = _run(self.model.module, self.tokenizer or self.model.tokenizer, corpus, self.input_modalities,
-                            decoder=self.decoder, batch_size=batch_size, seed=seed, progress=progress,
-                            desc=f"predicting {self.target}")
-        out = decoded if self.linear is None else decoded + self.linear.predict(emb).astype(np.float32)
-        return out * self.scale.astype(np.float32) + self.mean.astype(np.float32)
-
-
-@torch.inference_mode()
-def _run(module, tokenizer: Tokenizer, corpus: CellCorpus, inputs: list[str], *,
-         decoder: FeatureQueryDecoder | None, batch_size: int, seed: int, progress: bool,
-         desc: str) -> tuple[np.ndarray | None, np.ndarray]:
-    """One encoder pass over ``corpus`` (embed-mode tokens of ``inputs``): the decoder's output
-    (``None`` without a decoder) and the pooled cell embedding the linear start reads."""
-    from tqdm.auto import tqdm
-
-    module.eval()
-    if decoder is not None:
-        decoder.eval()
-    ds = TokenDataset([corpus], tokenizer, mode="embed", seed=seed, modalities=inputs)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate_tokens)
-    decoded = None if decoder is None else np.zeros((len(ds), decoder.bias.shape[0]), dtype=np.float32)
-    emb = np.zeros((len(ds), module.embedding_dim), dtype=np.float32)
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        rows = batch["index"].numpy()
-        z, pooled = _decode(module, decoder, batch, pool=True)
-        emb[rows] = pooled.float().numpy()
-        if decoded is not None:
-            decoded[rows] = z.float().numpy()
-    return decoded, emb
-
-
-@dataclass
-class LinearStart:
-    """Ridge regression from the standardized frozen cell embedding to the standardized targets:
-    the decoder learns the residual, so training starts from what the embedding already tells
-    (a small decoder otherwise spends its first epochs on a plateau, and sometimes never leaves)."""
-
-    emb_mean: np.ndarray
-    emb_scale: np.ndarray
-    coef: np.ndarray
-    intercept: np.ndarray
-    alpha: float
-
-    @classmethod
-    def fit(cls, emb: np.ndarray, Z: np.ndarray, train: np.ndarray, seed: int) -> tuple[LinearStart, np.ndarray]:
-        """Fit on the ``train`` rows; also return out-of-fold predictions for them (5-fold, the
-        decoder's residual targets must not be in-sample fits) and predictions for the others."""
-        from sklearn.linear_model import Ridge, RidgeCV
-        from sklearn.model_selection import KFold
-
-        mu, sd = emb[train].mean(0), emb[train].std(0)
-        sd = np.where(sd > 1e-8, sd, 1.0)
-        X = (emb - mu) / sd
-        full = RidgeCV(alphas=np.logspace(-1, 5, 13)).fit(X[train], Z[train])
-        offsets = full.predict(X)
-        folds = KFold(n_splits=min(5, len(train)), shuffle=True, random_state=seed)
-        for fit_idx, pred_idx in folds.split(train):
-            m = Ridge(alpha=full.alpha_).fit(X[train[fit_idx]], Z[train[fit_idx]])
-            offsets[train[pred_idx]] = m.predict(X[train[pred_idx]])
-        lin = cls(mu, sd, np.asarray(full.coef_), np.asarray(full.intercept_), float(full.alpha_))
-        return lin, offsets
-
-    def predict(self, emb: np.ndarray) -> np.ndarray:
-        return ((emb - self.emb_mean) / self.emb_scale) @ self.coef.T + self.intercept
-
-
-def _decode(module: torch.nn.Module, decoder: FeatureQueryDecoder | None, batch: dict[str, torch.Tensor],
-            *, pool: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Decoder output (over the CLS state and every token's contextual state plus its input
-    embedding: feature + modality + value; the skip gives the decoder "gene g has value v"
-    directly, which a small encoder's contextual states carry only faintly) and, with ``pool``,
-    the pooled cell embedding, from one encoder pass."""
-    ids, vals, mods, pad = batch["token_ids"], batch["values"], batch["modality_ids"], batch["padding_mask"]
-    cls, tokens = module.encode(ids, vals, mods, pad)
-    pooled = module.pool(cls, tokens, ids, vals, pad) if pool else None
-    if decoder is None:
-        return None, pooled
-    inputs = module.feature_embedding(ids) + module.modality_embedding(mods) + module.value_encoder(vals, None)
-    states = torch.cat([cls.unsqueeze(1), tokens + inputs], dim=1)
-    keep = torch.cat([pad.new_ones(cls.shape[0], 1), pad], dim=1)
-    return decoder(states, keep), pooled
+    mu, sd = emb[train].mean(0), emb[train].std(0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    X = (emb - mu) / sd
+    full = RidgeCV(alphas=np.logspace(-1, 5, 13)).fit(X[train], Z[train])
+    offsets = full.predict(X)
+    folds = KFold(n_splits=min(5, len(train)), shuffle=True, random_state=seed)
+    for fit_idx, pred_idx in folds.split(train):
+        m = Ridge(alpha=full.alpha_).fit(X[train[fit_idx]], Z[train[fit_idx]])
+        offsets[train[pred_idx]] = m.predict(X[train[pred_idx]])
+    lin = LinearStart(mu, sd, np.asarray(full.coef_), np.asarray(full.intercept_), float(full.alpha_))
+    return lin, offsets
 
 
 class CrossModalPlan(L.LightningModule):
@@ -167,7 +83,7 @@ class CrossModalPlan(L.LightningModule):
         self._train = [0.0, 0]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        pred, _ = _decode(self.module, self.decoder, batch)
+        pred, _ = cross_modal_decode(self.module, self.decoder, batch)
         loss = torch.nn.functional.mse_loss(pred, self.Z_train[batch["index"]])
         n = len(batch["index"])
         self._train[0] += float(loss.detach()) * n
@@ -179,7 +95,7 @@ class CrossModalPlan(L.LightningModule):
         self._val = [0.0, 0]
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        pred, _ = _decode(self.module, self.decoder, batch)
+        pred, _ = cross_modal_decode(self.module, self.decoder, batch)
         self._val[0] += float(((pred - self.Z_val[batch["index"]]) ** 2).sum())
         self._val[1] += pred.numel()
 
@@ -248,8 +164,8 @@ def finetune_cross_modal(
     (``feature_keys``, "" for unknown ones). Targets are standardized per feature, so each
     protein or peak weighs the same in the squared error, as in the per-feature correlations
     it is judged by. With ``linear_start`` (and a frozen encoder) a ridge regression on the
-    standardized cell embedding predicts first (:class:`LinearStart`) and the decoder learns what
-    it leaves. The encoder (``lr``) and decoder (``head_lr``) train with AdamW;
+    standardized cell embedding predicts first (:class:`~cellweave.models.LinearStart`) and the
+    decoder learns what it leaves. The encoder (``lr``) and decoder (``head_lr``) train with AdamW;
     ``val_fraction`` of the cells are held out and the epoch with the lowest held-out error is
     kept (early stopping after ``patience`` epochs without improvement). Seeded: reproducible on
     the CPU. The original ``model`` is left unchanged.
@@ -263,8 +179,6 @@ def finetune_cross_modal(
     The fit runs as a Lightning plan (:class:`CrossModalPlan`); with ``checkpoint_dir`` it writes
     ``last.ckpt`` there after every epoch, and ``resume=True`` continues from it.
     """
-    from cellweave.models import CellWeave
-
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or values.shape[0] != len(corpus):
         raise CellWeaveInputError(f"values must be (n_cells={len(corpus)}, n_features); got {values.shape}.")
@@ -292,9 +206,9 @@ def finetune_cross_modal(
         tokenizer = dataclasses.replace(tokenizer, context_length={**tokenizer.context_length, **context_length})
     linear, offsets = None, np.zeros_like(Z_np)
     if linear_start and freeze_encoder:
-        _, emb = _run(model.module, tokenizer, corpus, inputs, decoder=None, batch_size=128, seed=seed,
-                      progress=False, desc="embedding")
-        linear, offsets = LinearStart.fit(emb, Z_np, tr_idx, seed)
+        _, emb = cross_modal_pass(model.module, tokenizer, corpus, inputs, decoder=None, batch_size=128, seed=seed,
+                                  progress=False, desc="embedding")
+        linear, offsets = _fit_linear_start(emb, Z_np, tr_idx, seed)
     # The decoder's targets: what the linear start leaves (all of Z without it).
     Z = torch.as_tensor(Z_np - offsets, dtype=torch.float32)
 

@@ -155,13 +155,8 @@ def run(ctx, report) -> list[Any]:
     from sklearn.model_selection import KFold
 
     from cellweave import datasets
-    from cellweave.train import (
-        PerturbationIdentity,
-        fit_head,
-        identity_vectors,
-        spread_ratio,
-        zero_shot_features,
-    )
+    from cellweave.models import PerturbationIdentity, identity_vectors, spread_ratio, zero_shot_features
+    from cellweave.train import fit_head
 
     model = ctx.model
     if ctx.data is not None:
