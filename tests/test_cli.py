@@ -215,11 +215,14 @@ def test_help_lists_every_verb_once_grouped_by_area(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    assert list(_verbs()) == [v.name for v in VERBS]  # registered in the table's order, nothing else
+    old_names = {n for v in VERBS for n in v.old_names}
+    assert [n for n in _verbs() if n not in old_names] == [v.name for v in VERBS]  # the table's order, nothing else
     areas = list(dict.fromkeys(v.area for v in VERBS))
     assert areas[:3] == ["Cells", "Modalities", "Perturbation"]
     positions = [out.index(f"  {area}:\n") for area in areas]
     assert positions == sorted(positions)
+    for name in old_names:  # hidden aliases: run, but not listed
+        assert f"\n    {name} " not in out and f"'{name}'" not in out, name
     for v in VERBS:
         assert out.count(f"\n    {v.name} ") == 1, v.name
         area_at = max(p for p in positions if p < out.index(f"\n    {v.name} "))
@@ -227,3 +230,33 @@ def test_help_lists_every_verb_once_grouped_by_area(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["annotate", "--help"])
     assert "usage: cellweave annotate INPUT " in capsys.readouterr().out
+
+
+def test_every_verb_lives_in_its_own_module() -> None:
+    """``_cli/<verb>.py`` holds ``add_<verb>`` and ``cmd_<verb>`` (``-`` as ``_``); the perturbation
+    family shares ``perturb.py``."""
+    from cellweave.cli import VERBS
+
+    family = {"finetune-perturb": "perturb", "predict-perturb": "perturb"}
+    for v in VERBS:
+        stem = v.name.replace("-", "_")
+        module = family.get(v.name, stem)
+        assert (v.add_arguments, v.command) == (f"{module}:add_{stem}", f"{module}:cmd_{stem}"), v.name
+
+
+def test_old_verb_name_runs_the_new_verb_with_a_warning(caplog, capsys) -> None:
+    """``cellweave genes`` is ``cellweave gene-map`` until 0.3: same arguments and command, a warning
+    naming gene-map (also before --help), and not listed by ``cellweave --help``."""
+    with caplog.at_level("WARNING", logger="cellweave"):
+        old = _parse(["genes", "--out", "g.h5ad", "--seed", "3"])
+    assert "cellweave genes is deprecated" in caplog.text and "cellweave gene-map instead" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cellweave"):
+        new = _parse(["gene-map", "--out", "g.h5ad", "--seed", "3"])
+    assert not caplog.records
+    assert old.command == new.command == "gene-map" and old.func is new.func
+    assert vars(old) == vars(new)
+    with caplog.at_level("WARNING", logger="cellweave"), pytest.raises(SystemExit):
+        main(["genes", "--help"])
+    assert "cellweave gene-map instead" in caplog.text
+    assert "usage: cellweave gene-map" in capsys.readouterr().out

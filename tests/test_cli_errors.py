@@ -14,7 +14,9 @@ def test_unexpected_error_is_one_line(monkeypatch, capsys) -> None:
     def boom(args):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(cli, "cmd_models", boom)
+    import cellweave._cli.models
+
+    monkeypatch.setattr(cellweave._cli.models, "cmd_models", boom)  # the table names it; build_parser looks it up
     assert cli.main(["models"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("cellweave models: error: RuntimeError: disk on fire")

@@ -1,4 +1,4 @@
-"""The annotate / map / integrate benchmark tasks on a user's file (``INPUT``), end to end."""
+"""The annotate / map-query / integrate benchmark tasks on a user's file (``INPUT``), end to end."""
 
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ def user_file(tmp_path_factory):
 
 
 def test_annotate_and_map_on_user_data(user_file, tmp_path) -> None:
-    records = run_benchmark(["annotate", "map"], tmp_path, data=user_file, label_key="cell_type",
+    records = run_benchmark(["annotate", "map-query"], tmp_path, data=user_file, label_key="cell_type",
                             batch_key="batch", seeds=(0,), quick=True, progress=False)
     rows = json.loads((tmp_path / "results.json").read_text())
     assert len(rows) == len(records) and read_results(tmp_path / "results.json") == records
     assert {r["dataset"] for r in rows} == {"mine"}
-    assert {r["task"] for r in rows} == {"annotate", "map"}
+    assert {r["task"] for r in rows} == {"annotate", "map-query"}
     s = summarize(records)
     ann = s[s.task == "annotate"]
     assert set(ann.split) == {"5-fold", "across batch", "novel type"}
@@ -41,10 +41,10 @@ def test_annotate_and_map_on_user_data(user_file, tmp_path) -> None:
     assert (acc > 0.5).all()  # five balanced lines: chance is 0.2
     auroc = ann[ann.metric == "novel_auroc"]
     assert ((auroc["mean"] >= 0) & (auroc["mean"] <= 1)).all() and len(auroc) >= 3
-    mp = s[(s.task == "map") & (s.metric == "macro_f1")]
+    mp = s[(s.task == "map-query") & (s.metric == "macro_f1")]
     assert {"cellweave", "cellweave (harmony)", "kNN (PCA)", "Harmony + kNN"} <= set(mp.method)
     html = (tmp_path / "report.html").read_text()
-    assert "Benchmark: annotate" in html and "Benchmark: map" in html and "data:image/png;base64" in html
+    assert "Benchmark: annotate" in html and "Benchmark: map-query" in html and "data:image/png;base64" in html
 
 
 def test_benchmark_cli_errors(user_file, tmp_path, capsys) -> None:

@@ -1,4 +1,4 @@
-"""Metrics and baselines of the grn / markers / genes benchmark tasks, and their CLI commands."""
+"""Metrics and baselines of the grn / markers / gene-map benchmark tasks, and their CLI commands."""
 
 from __future__ import annotations
 
@@ -61,10 +61,10 @@ def test_cli_registers_gene_commands(tmp_path):
     assert args.func.__name__ == "cmd_grn" and args.method == "embedding"
     args = p.parse_args(["markers", "in.h5ad", "--groupby", "cell_type", "--out", "m.tsv"])
     assert args.func.__name__ == "cmd_markers"
-    args = p.parse_args(["genes", "--out", "g.h5ad"])
-    assert args.func.__name__ == "cmd_genes"
+    args = p.parse_args(["gene-map", "--out", "g.h5ad"])
+    assert args.func.__name__ == "cmd_gene_map" and args.command == "gene-map"
     # Bad input: one line, exit code 2.
-    assert main(["genes", "--out", str(tmp_path / "g.txt")]) == 2
+    assert main(["gene-map", "--out", str(tmp_path / "g.txt")]) == 2
     assert main(["grn", "in.h5ad", "--out", "e.tsv", "--regulators", str(tmp_path / "missing.txt")]) == 2
 
 

@@ -66,6 +66,25 @@ def test_unknown_task_is_a_clear_error():
         resolve_tasks(["nope"])
 
 
+def test_task_names_are_verb_names_and_the_old_ones_still_work(caplog):
+    """map -> map-query and genes -> gene-map: the old names run their task with a warning, once even
+    when both spellings are given, and ``all`` lists each task once, under its name now."""
+    from cellweave.bench import RENAMED_TASKS, TASKS
+
+    assert {"map-query", "gene-map"} <= set(TASKS) and not set(RENAMED_TASKS) & set(TASKS)
+    assert set(RENAMED_TASKS.values()) <= set(TASKS)
+    with caplog.at_level("WARNING", logger="cellweave"):
+        assert resolve_tasks(["map", "genes", "map-query"]) == ["map-query", "gene-map"]
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "'map' is deprecated" in warned and "'map-query' instead" in warned and "'gene-map' instead" in warned
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cellweave"):
+        every = resolve_tasks("all")
+        assert resolve_tasks(["map-query"]) == ["map-query"]
+    assert not caplog.records
+    assert "map" not in every and "genes" not in every and len(every) == len(set(every))
+
+
 def test_runner_runs_a_task_module(monkeypatch, tmp_path):
     module = types.ModuleType("fake_task")
     module.DESCRIPTION = "A fake task."

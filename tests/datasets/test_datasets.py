@@ -237,13 +237,13 @@ def test_real_download(monkeypatch, tmp_path) -> None:
 def test_pretrain_inputs_accept_registered_names(tmp_path) -> None:
     """`cellweave pretrain NAME` reads a registered dataset through the registry (what
     `make pretrained` does); a path that exists is still read as a file."""
-    from cellweave.cli import _read_named
+    from cellweave._cli._common import read_named
 
     if datasets.data_dir() is None:
         pytest.skip("no data mirror (set CELLWEAVE_DATA_DIR)")
-    data, hashes = _read_named(["spatial_visium_squidpy_test", "prot_citeseq_87ab_kotliarov2020_dsb"])
+    data, hashes = read_named(["spatial_visium_squidpy_test", "prot_citeseq_87ab_kotliarov2020_dsb"])
     assert list(data) == ["spatial_visium_squidpy_test", "prot_citeseq_87ab_kotliarov2020_dsb"]
     assert hashes["spatial_visium_squidpy_test"] == datasets.info("spatial_visium_squidpy_test").sha256
     assert list(data["prot_citeseq_87ab_kotliarov2020_dsb"].mod) == ["prot"]  # antibodies are not read as RNA
     with pytest.raises(CellWeaveInputError):
-        _read_named([str(tmp_path / "missing.h5ad")])
+        read_named([str(tmp_path / "missing.h5ad")])

@@ -58,7 +58,7 @@ _BELOW_CLI = frozenset(LAYERS) | {ROOT}
 #: Entry points on top: the command modules (_cli), the demo and cli.py itself. Nothing imports cli.
 LAYERS.update({
     ROOT: frozenset({"models", "nn", "tl", "pl", "datasets", "genes", "io"}),  # a thin face: hands names on
-    "_cli": _BELOW_CLI,
+    "_cli": _BELOW_CLI | {"demo"},  # + demo: `cellweave demo`'s command (_cli/demo.py) runs demo.run_demo
     "demo": _BELOW_CLI,
     "cli": _BELOW_CLI | {"_cli", "demo"},
 })

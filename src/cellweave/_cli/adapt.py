@@ -1,7 +1,8 @@
 """``cellweave adapt``: self-supervised adaptation of a pretrained model to the user's cells.
 
-Listed in :data:`cellweave.cli.VERBS`. ``--adapt`` on ``embed``, ``annotate``, ``integrate`` and
-``map-query`` calls :func:`adapt_for_command` with the same options.
+Listed in :data:`cellweave.cli.VERBS`; the work is :func:`cellweave.train.adapt`. ``--adapt`` on
+``embed``, ``annotate``, ``integrate`` and ``map-query`` runs the same adaptation first
+(:func:`cellweave._cli._common.adapt_for_command`).
 """
 
 from __future__ import annotations
@@ -9,35 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cellweave._cli import command_line
+from cellweave._cli._common import command_line
 
 logger = logging.getLogger("cellweave")
-
-
-def add_budget_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = True) -> None:
-    """The adaptation budget's options, shared by ``adapt`` and every verb's ``--adapt``."""
-    from cellweave.train import ADAPT_EPOCHS, ADAPT_MAX_STEPS
-
-    sp.add_argument("--adapt-epochs", type=int, default=ADAPT_EPOCHS,
-                    help=f"passes over the cells when adapting (default: {ADAPT_EPOCHS})")
-    sp.add_argument("--adapt-max-steps", type=int, default=ADAPT_MAX_STEPS,
-                    help=f"cap on optimizer steps when adapting (default: {ADAPT_MAX_STEPS}, about 8 minutes on "
-                         "2 CPU cores; 0 = no cap)")
-    if with_batch_key:
-        sp.add_argument("--adapt-batch-key", default=None,
-                        help="obs column of batches, a covariate of the count decoder when adapting (default: none)")
-
-
-def adapt_for_command(data, model, args: argparse.Namespace, *, batch_key: str | None = None):
-    """The model adapted to ``data`` with the command's ``--adapt-*`` options."""
-    from cellweave.train import adapt
-
-    key = getattr(args, "adapt_batch_key", None) or batch_key
-    max_steps = args.adapt_max_steps or None
-    logger.info("Adapting %s to %d cells (--adapt; batch covariate: %s)", model.name, data.n_obs, key or "none")
-    return adapt(data, model=model, batch_key=key, max_epochs=args.adapt_epochs, max_steps=max_steps,
-                 seed=getattr(args, "seed", 0), layer=getattr(args, "layer", None),
-                 command=command_line(args))
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:

@@ -1,4 +1,11 @@
-"""``cellweave perturb``, ``finetune-perturb`` and ``predict-perturb``; listed in :data:`cellweave.cli.VERBS`."""
+"""``cellweave perturb``, ``finetune-perturb`` and ``predict-perturb``: one family in one module.
+
+The three verbs share one subject (a perturbation's effect on cells): ``perturb`` is the zero-shot
+in silico knock-out or over-expression (:func:`cellweave.tl.perturb`); ``finetune-perturb`` trains a
+perturbation-response head on a screen and saves it; ``predict-perturb`` predicts control cells'
+expression after a perturbation with that head (:func:`cellweave.tl.predict_perturbation`). Each
+verb has its ``add_<verb>`` and ``cmd_<verb>`` here; all are listed in :data:`cellweave.cli.VERBS`.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +37,7 @@ def cmd_perturb(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_finetune(args: argparse.Namespace) -> int:
+def cmd_finetune_perturb(args: argparse.Namespace) -> int:
     from cellweave import io
     from cellweave.models import CellWeave
     from cellweave.train import finetune_perturbation
@@ -46,7 +53,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def cmd_predict_perturb(args: argparse.Namespace) -> int:
     from cellweave import io, tl
 
     cells = None

@@ -9,6 +9,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from cellweave._cli._common import add_soma_arguments, soma_selection
+
 logger = logging.getLogger("cellweave")
 
 
@@ -57,45 +59,6 @@ def add_prepare(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE,
                     help=f"cells read and written at once, and per shard (default: {DEFAULT_CHUNK_SIZE})")
     add_soma_arguments(sp)
-
-
-def add_soma_arguments(sp: argparse.ArgumentParser) -> None:
-    """The ``--soma-*`` options of ``prepare`` and ``pretrain`` (:class:`cellweave.data.SomaSelection`)."""
-    from cellweave.data import SOMA_LAYER_ORDER as LAYER_ORDER
-    from cellweave.data import SOMA_VAR_NAME_COLUMNS as VAR_NAME_COLUMNS
-
-    sp.add_argument("--soma-measurement", default=None,
-                    help="TileDB-SOMA inputs: the measurement holding RNA (default: RNA)")
-    sp.add_argument("--soma-layer", default=None,
-                    help=f"TileDB-SOMA inputs: the X layer with raw counts (default: the first of "
-                         f"{', '.join(LAYER_ORDER)} that exists)")
-    sp.add_argument("--soma-filter", default=None,
-                    help="TileDB-SOMA inputs: an obs value filter selecting cells, e.g. "
-                         "\"tissue_general == 'blood' and is_primary_data == True\" (default: every cell)")
-    sp.add_argument("--soma-var-column", default=None,
-                    help=f"TileDB-SOMA inputs: the var column of feature names (default: the first of "
-                         f"{', '.join(VAR_NAME_COLUMNS)} that exists)")
-    sp.add_argument("--soma-config", action="append", default=None, metavar="KEY=VALUE",
-                    help="TileDB-SOMA inputs: a TileDB configuration entry, repeatable (CELLxGENE Census: "
-                         "vfs.s3.region=us-west-2 and vfs.s3.no_sign_request=true)")
-
-
-def soma_selection(args: argparse.Namespace):
-    """The :class:`cellweave.data.SomaSelection` the ``--soma-*`` options ask for; ``None`` when none is given."""
-    from cellweave.data import SomaSelection
-
-    from cellweave._exceptions import CellWeaveInputError
-
-    config = []
-    for entry in args.soma_config or []:
-        key, sep, value = entry.partition("=")
-        if not sep or not key.strip():
-            raise CellWeaveInputError(f"--soma-config {entry!r}: give KEY=VALUE, e.g. vfs.s3.region=us-west-2.")
-        config.append((key.strip(), value.strip()))
-    given = {"measurement": args.soma_measurement, "layer": args.soma_layer, "value_filter": args.soma_filter,
-             "var_column": args.soma_var_column, "tiledb_config": tuple(config) or None}
-    given = {k: v for k, v in given.items() if v is not None}
-    return SomaSelection(**given) if given else None
 
 
 def _positive_int(text: str) -> int:

@@ -3,13 +3,14 @@
 from ._knn import knn_accuracy, pca_hvg_embedding
 from ._report import HtmlReport
 from ._results import CELLWEAVE, Record, comparison_table, make_records, read_results, records_frame, summarize, write_results
-from ._runner import TASKS, BenchmarkContext, available_tasks, resolve_tasks, run_benchmark, run_tasks
+from ._runner import RENAMED_TASKS, TASKS, BenchmarkContext, available_tasks, resolve_tasks, run_benchmark, run_tasks
 from cellweave.tl import umap_coordinates
 
 __all__ = [
     "CELLWEAVE",
     "BenchmarkContext",
     "HtmlReport",
+    "RENAMED_TASKS",
     "Record",
     "TASKS",
     "available_tasks",

@@ -33,20 +33,26 @@ from ._results import Record, comparison_table, summarize, write_results
 
 logger = logging.getLogger(__name__)
 
-#: Task name -> module. Order is the order of ``--task all`` and of the report.
+#: Task name -> module. Order is the order of ``--task all`` and of the report. A task of a verb
+#: has the verb's name (``cellweave map-query`` -> ``map-query``, in ``tasks/map_query.py``).
 TASKS: dict[str, str] = {
     "annotate": "cellweave.bench.tasks.annotate",
     "integrate": "cellweave.bench.tasks.integrate",
-    "map": "cellweave.bench.tasks.map_query",
+    "map-query": "cellweave.bench.tasks.map_query",
     "impute": "cellweave.bench.tasks.impute",
     "multimodal": "cellweave.bench.tasks.multimodal",
     "spatial": "cellweave.bench.tasks.spatial",
     "perturb": "cellweave.bench.tasks.perturb",
     "grn": "cellweave.bench.tasks.grn",
     "markers": "cellweave.bench.tasks.markers",
-    "genes": "cellweave.bench.tasks.gene_map",
+    "gene-map": "cellweave.bench.tasks.gene_map",
     "panel": "cellweave.bench.tasks.panel",
 }
+#: Old task name -> its name now. The old names still run their task, with a warning, until
+#: :data:`RENAMED_UNTIL`; results written under them (``benchmarks/published``) keep them.
+RENAMED_TASKS: dict[str, str] = {"map": "map-query", "genes": "gene-map"}
+#: The release after which the old task names are removed.
+RENAMED_UNTIL = "0.3"
 #: Tasks run only when named: not part of ``--task all`` or the demo (the panel takes up to 30
 #: minutes in quick form and repeats the cell-level protocols on every labelled dataset).
 STANDALONE = frozenset({"panel"})
@@ -99,11 +105,22 @@ def available_tasks() -> list[str]:
     return [t for t in TASKS if t not in STANDALONE and _import_task(t) is not None]
 
 
+def _current_name(name: str) -> str:
+    """``name``, or the name now of a renamed task (with a warning naming it)."""
+    new = RENAMED_TASKS.get(name)
+    if new is None:
+        return name
+    logger.warning("Benchmark task %r is deprecated and goes in %s; write %r instead.", name, RENAMED_UNTIL, new)
+    return new
+
+
 def resolve_tasks(tasks: str | list[str]) -> list[str]:
-    """``"all"`` or a list of names -> the task names, checked."""
+    """``"all"`` or a list of names -> the task names, checked. An old name (:data:`RENAMED_TASKS`)
+    stands for its task, with a warning; a task named twice runs once."""
     names = [tasks] if isinstance(tasks, str) else list(tasks)
     if "all" in names:
         return available_tasks()
+    names = list(dict.fromkeys(_current_name(n) for n in names))
     for n in names:
         if _import_task(n) is None:
             raise CellWeaveInputError(f"Benchmark task {n!r} is not available in this version; "
@@ -125,7 +142,7 @@ def run_tasks(ctx: BenchmarkContext, tasks: list[str], report: HtmlReport) -> tu
     """Run ``tasks`` and add one section per task to ``report``. Returns records and seconds per task."""
     records: list[Record] = []
     seconds: dict[str, float] = {}
-    for name in tasks:
+    for name in dict.fromkeys(_current_name(n) for n in tasks):
         module = _import_task(name)
         logger.info("Benchmark task %s ...", name)
         t = time.perf_counter()
@@ -172,7 +189,8 @@ def run_benchmark(
     Parameters
     ----------
     tasks
-        A task name, a list of names, or ``"all"`` (see :data:`TASKS`).
+        A task name, a list of names, or ``"all"`` (see :data:`TASKS`; the old names of
+        :data:`RENAMED_TASKS` still work, with a warning).
     out
         Output folder (created).
     model
@@ -233,4 +251,5 @@ def run_benchmark(
     return records
 
 
-__all__ = ["BenchmarkContext", "TASKS", "available_tasks", "resolve_tasks", "run_benchmark", "run_tasks"]
+__all__ = ["BenchmarkContext", "RENAMED_TASKS", "TASKS", "available_tasks", "resolve_tasks", "run_benchmark",
+           "run_tasks"]

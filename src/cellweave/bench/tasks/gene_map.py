@@ -1,5 +1,6 @@
-"""Benchmark task ``genes``: do genes of one known program sit together in the model's gene
-embedding, compared with a co-expression embedding of the same genes from bundled data?
+"""Benchmark task ``gene-map`` (the old name ``genes`` still runs it, with a warning): do genes of
+one known program sit together in the model's gene embedding, compared with a co-expression
+embedding of the same genes from bundled data?
 
 Protocol
 --------
@@ -30,6 +31,7 @@ from cellweave.bench._results import make_records
 
 logger = logging.getLogger(__name__)
 
+TASK = "gene-map"
 DESCRIPTION = (
     "Gene map: silhouette and neighbour enrichment of known gene programs (cell cycle S/G2M, interferon, "
     "ribosomal, MHC-II, mitochondrial) in the model's gene embedding vs a co-expression PCA embedding of the same "
@@ -145,7 +147,7 @@ def run(ctx: Any, report: Any) -> list:
                 "random embedding": rng.standard_normal((int(k2.sum()), W.shape[1])).astype(np.float32),
             }
             for method, E in embs.items():
-                records += make_records("genes", name, "80% of cells", seed, method, program_metrics(E, lab, in_set))
+                records += make_records(TASK, name, "80% of cells", seed, method, program_metrics(E, lab, in_set))
             if not shown:
                 _plot(report, embs, lab, in_set, seed, name, umap_coordinates, plt)
                 shown = True

@@ -1,4 +1,5 @@
-"""Benchmark task ``map``: map a query onto a labelled reference across batches/protocols."""
+"""Benchmark task ``map-query`` (the old name ``map`` still runs it, with a warning): map a query
+onto a labelled reference across batches/protocols."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ._cells import across_splits, load_cell_tasks
 
 logger = logging.getLogger(__name__)
 
-TASK = "map"
+TASK = "map-query"
 DESCRIPTION = (
     "Reference mapping: the reference is every group but one (leave one protocol out on the cell-line mixture, "
     "or one --batch-key group on user data), the query is the "

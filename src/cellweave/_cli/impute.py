@@ -1,4 +1,7 @@
-"""``cellweave impute``: predict a missing modality (listed in :data:`cellweave.cli.VERBS`)."""
+"""``cellweave impute``: predict a missing modality (protein, ATAC, RNA) of every cell from the measured ones.
+
+Listed in :data:`cellweave.cli.VERBS`; the work is :func:`cellweave.tl.impute`.
+"""
 
 from __future__ import annotations
 

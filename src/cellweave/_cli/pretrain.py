@@ -1,0 +1,133 @@
+"""``cellweave pretrain``: pretrain a model on data files, a token store or a TileDB-SOMA experiment.
+
+Listed in :data:`cellweave.cli.VERBS`; the work is :func:`cellweave.train.pretrain`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from cellweave._cli._common import add_device_options, add_soma_arguments, command_line, read_named, soma_selection
+
+logger = logging.getLogger("cellweave")
+
+
+def _pretrain_overrides(args: argparse.Namespace) -> dict | None:
+    """Architecture fields ``pretrain`` flags override in the preset."""
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave.nn import CellWeaveConfig
+
+    overrides: dict = {}
+    if args.modality_dropout is not None:
+        overrides["modality_dropout"] = args.modality_dropout
+    if args.value_encoding is not None:
+        overrides["value_encoding"] = args.value_encoding
+    if args.rna_context is not None:
+        if args.rna_context < 1:
+            raise CellWeaveInputError(f"--rna-context {args.rna_context}: give at least 1 token per cell.")
+        context = dict(CellWeaveConfig.from_preset(args.preset).context_length)
+        context["rna"] = args.rna_context
+        overrides["context_length"] = context
+    return overrides or None
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave.data import is_soma, is_store
+    from cellweave.train import pretrain
+
+    if args.modality_dropout is not None and not 0.0 <= args.modality_dropout <= 1.0:
+        raise CellWeaveInputError(f"--modality-dropout is a probability in [0, 1], not {args.modality_dropout}.")
+    stores = [p for p in args.input if is_store(p) or is_soma(p)]  # read in bounded memory
+    if stores and len(args.input) > 1:
+        raise CellWeaveInputError(f"{stores[0]} is a token store or SOMA experiment: pretrain from one of those, or "
+                                  "from data files, not both (put them together with `cellweave prepare INPUTS --out "
+                                  "STORE`).")
+    datasets, hashes = read_named(args.input) if not stores else (None, None)
+    model = pretrain(
+        datasets,
+        store=stores[0] if stores else None,
+        soma=soma_selection(args),
+        out=args.out,
+        preset=args.preset,
+        max_epochs=args.max_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        max_cells_per_dataset=args.max_cells_per_dataset,
+        resume=args.resume,
+        name=args.name,
+        command=command_line(args),
+        data_hashes=hashes,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
+        precision=args.precision,
+        accumulate_grad_batches=args.accumulate_grad_batches,
+        gradient_checkpointing=args.gradient_checkpointing,
+        log_cells=args.log_cells,
+        modalities=args.modalities,
+        config_overrides=_pretrain_overrides(args),
+        max_steps=args.max_steps,
+        count_likelihood=args.count_likelihood,
+        vicreg_weight=args.vicreg_weight,
+    )
+    m = model.card["metrics"]
+    logger.info(
+        "validation masked-value MSE: %.4f after, %.4f before (epoch 0); per-feature mean baselines %.4f / %.4f",
+        m["val_masked_mse"], m["val_masked_mse_epoch0"], m["val_feature_mean_mse"], m["val_token_mean_mse"],
+    )
+    return 0
+
+
+def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
+    """Arguments of ``cellweave pretrain``."""
+    from cellweave import modalities
+    from cellweave._cli._grammar import ListArgument, add_input, add_renamed
+
+    add_input(sp, ".h5ad / .h5mu files or registered dataset names (all modalities are used), or one token store "
+                  "folder made by `cellweave prepare`, or one TileDB-SOMA experiment (folder or URI; streamed, see "
+                  "--soma-*)", nargs="+")
+    add_renamed(sp, "--data", target="input", new="INPUT... (the positional arguments)", nargs="+")
+    sp.add_argument("--preset", default="tiny", choices=["tiny", "small", "base"])
+    sp.add_argument("--out", required=True, help="output model folder")
+    sp.add_argument("--max-epochs", type=int, default=5)
+    sp.add_argument("--batch-size", type=int, default=64)
+    sp.add_argument("--lr", type=float, default=1e-3)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--max-cells-per-dataset", type=int, default=None,
+                    help="pretrain on at most this many cells of each dataset, drawn with the seed (default: all cells)")
+    sp.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    sp.add_argument("--name", default=None, help="model name recorded in the model card (default: the output folder's name)")
+    add_device_options(sp)
+    sp.add_argument("--strategy", default="auto",
+                    help="Lightning strategy: auto (ddp on several devices), ddp, ddp_spawn, fsdp, ... "
+                    "(see README, Scaling out)")
+    sp.add_argument("--precision", default=None, choices=["32-true", "bf16-mixed", "16-mixed"],  # train.PRECISIONS (not imported: keeps --help fast)
+                    help="Lightning precision (default 32-true; bf16-mixed also runs on CPUs)")
+    sp.add_argument("--accumulate-grad-batches", type=int, default=1, metavar="K",
+                    help="sum gradients over K batches per optimizer step (effective batch: batch size x devices x K)")
+    sp.add_argument("--gradient-checkpointing", action="store_true",
+                    help="recompute the encoder's activations in the backward pass: less memory, ~1/3 more compute")
+    sp.add_argument("--log-cells", action="store_true",
+                    help="write each rank's trained-on cells and final weight hash to OUT/cells_seen/ "
+                    "(a check of data-parallel sharding; small runs)")
+    sp.add_argument("--modality-dropout", type=float, default=None,
+                    help="probability that a multimodal cell has one modality left out of its input and predicted "
+                    "(cross-modal masking; e.g. 0.5). Default: the config's 0.0, as the shipped model")
+    sp.add_argument("--modalities", action=ListArgument, default=None, choices=list(modalities.names()),
+                    help="pretrain on these modalities only (e.g. rna for an RNA-only model); default: all")
+    sp.add_argument("--max-steps", type=int, default=None,
+                    help="stop after this many optimizer steps (default: no cap; --max-epochs still applies)")
+    sp.add_argument("--value-encoding", default=None, choices=["quantile", "log1p"],
+                    help="token values: within-cell quantiles or log1p of counts per 10k (default: the preset's, quantile)")
+    sp.add_argument("--rna-context", type=int, default=None,
+                    help="RNA tokens per cell (default: the preset's; tiny 256)")
+    sp.add_argument("--count-likelihood", action="store_true",
+                    help="add a negative-binomial decoder of each cell's counts of 1,000 variable genes per dataset, "
+                    "dataset as covariate (needs --value-encoding log1p)")
+    sp.add_argument("--vicreg-weight", type=float, default=0.0,
+                    help="weight of VICReg between two masked views of each cell (default: 0.0, off; adaptation uses 0.04)")
+    add_soma_arguments(sp)
