@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -350,3 +351,19 @@ def test_implausibly_large_counts_are_refused_with_the_reason() -> None:
     X.data[0] = 1e9
     with pytest.raises(CellWeaveInputError, match="1,000,000,000.*bulk"):
         validate_matrix(ad.AnnData(X=X))
+
+
+def test_a_counts_layer_is_named_when_x_is_not_counts() -> None:
+    """Log-normalized or scaled X beside a layer of raw counts: the message names the layer to pass."""
+    adata = synthetic_adata(n_cells=60, n_genes=40, seed=0)
+    adata.layers["umi"] = adata.X.copy()
+    dense = adata.X.toarray()
+    adata.X = np.log1p(dense / dense.sum(1, keepdims=True) * 1e4).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"log-normalized input detected.*layers\['umi'\] holds raw counts.*--layer umi"):
+        validate_matrix(adata, dataset="lognorm")
+    adata.X = (adata.X - adata.X.mean(0)) / (adata.X.std(0) + 1e-6)
+    with pytest.raises(CellWeaveInputError, match=r"negative values.*layer='umi'"):
+        validate_matrix(adata, dataset="scaled")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert validate_matrix(adata, layer="umi", dataset="counts").x_kind == "counts"  # no advice to itself

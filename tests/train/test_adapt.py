@@ -141,3 +141,14 @@ def test_annotate_with_adapt_uses_reference_and_query(data_and_model, tmp_path) 
     out = ad.read_h5ad(tmp_path / "a.h5ad")
     assert out.n_obs == query.n_obs and "cellweave_prediction" in out.obs
     assert out.uns["cellweave"]["annotate"]["model"] == "tiny-base-adapted"
+
+
+def test_cells_without_a_batch_are_one_more_batch_with_a_warning(caplog) -> None:
+    from cellweave.train._adapt import _obs_column
+
+    adata = synthetic_adata(n_cells=12, n_genes=10, seed=0)
+    adata.obs["b"] = ["x", "y", None, "x", "", "y"] * 2
+    with caplog.at_level("WARNING", logger="cellweave"):
+        values = _obs_column(adata, "b")
+    assert list(values[:6]) == ["x", "y", "missing", "x", "missing", "y"]
+    assert "4 of 12 cells have no value in obs['b']" in caplog.text

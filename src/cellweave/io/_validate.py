@@ -187,8 +187,17 @@ def _nonzero_per_row(X: Any) -> np.ndarray:
     return np.count_nonzero(np.asarray(X), axis=1)
 
 
-def _raw_hint(adata: AnnData) -> str:
-    """A sentence about ``adata.raw``, when it holds something better than ``X``."""
+def _raw_hint(adata: AnnData, *, layer: str | None = None) -> str:
+    """A sentence about a layer or ``adata.raw`` holding raw counts, when the matrix read is not counts."""
+    for name in adata.layers.keys():
+        if name == layer:
+            continue
+        try:
+            if detect_x_kind(adata.layers[name]) == "counts":
+                return (f" layers[{name!r}] holds raw counts: pass layer={name!r} "
+                        f"(on the command line: --layer {name}).")
+        except Exception:  # an exotic layer should never mask the real message
+            continue
     if getattr(adata, "raw", None) is None:
         return ""
     try:
@@ -285,13 +294,13 @@ def validate_matrix(
     if x_kind == "scaled":
         raise CellWeaveInputError(
             f"{where}: {source} has negative values; it looks scaled (z-scored) — pass raw counts, "
-            "e.g. layer='counts' or adata.raw.to_adata()." + _raw_hint(adata)
+            "e.g. layer='counts' or adata.raw.to_adata()." + _raw_hint(adata, layer=layer)
         )
     if x_kind == "normalized_other":
         raise CellWeaveInputError(
             f"{where}: {source} is neither counts nor log-normalized (non-integer values that do not "
             "look like log1p of library-size-normalized counts). Pass raw counts, e.g. "
-            "layer='counts' or adata.raw.to_adata()." + _raw_hint(adata)
+            "layer='counts' or adata.raw.to_adata()." + _raw_hint(adata, layer=layer)
         )
     if x_kind == "counts":
         top = _max_value(X)
@@ -319,7 +328,9 @@ def validate_matrix(
             report_warnings.append(msg)
             logger.warning(msg)
     if x_kind == "log_normalized":
-        msg = f"{where}: log-normalized input detected; raw counts are preferred."
+        hint = _raw_hint(adata, layer=layer)
+        msg = f"{where}: log-normalized input detected; raw counts are preferred." + (
+            "" if "log-normalized values" in hint else hint)
         report_warnings.append(msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
     n_empty = int(np.sum(_nonzero_per_row(X) == 0))

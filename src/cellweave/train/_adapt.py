@@ -101,7 +101,12 @@ def _obs_column(data: AnnData | MuData, key: str) -> np.ndarray:
     frames = [data.obs] + [m.obs for m in getattr(data, "mod", {}).values()]
     for obs in frames:
         if key in obs.columns and len(obs) == data.n_obs:
-            return obs[key].astype(str).to_numpy()
+            values = obs[key]
+            missing = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
+            if missing.any():
+                logger.warning("%d of %d cells have no value in obs[%r]; they are adapted as one more batch, "
+                               "'missing'. Fill in their batch to use it.", int(missing.sum()), len(values), key)
+            return np.where(missing, "missing", values.astype(str).to_numpy())
     raise CellWeaveInputError(
         f"batch_key {key!r} is not a column of obs (columns: {', '.join(map(str, data.obs.columns[:10]))}); "
         "give an existing column, or no batch key.")
