@@ -62,9 +62,12 @@ def _labels_of(data: Any, label_key: str | None) -> np.ndarray | None:
 
 def _rna_view(data: Any):
     """The RNA AnnData of a dataset for the PCA baseline (the only modality of a protein-only set)."""
-    if hasattr(data, "mod"):
-        return data.mod.get("rna", next(iter(data.mod.values())))
-    return data
+    from cellweave.io import rna_modality
+
+    try:
+        return rna_modality(data, purpose="the PCA baseline")
+    except CellWeaveInputError:  # a protein-only set: its one modality
+        return next(iter(data.mod.values()))
 
 
 def _subsample(data: Any, max_cells: int, seed: int) -> Any:

@@ -367,3 +367,20 @@ def test_a_counts_layer_is_named_when_x_is_not_counts() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert validate_matrix(adata, layer="umi", dataset="counts").x_kind == "counts"  # no advice to itself
+
+
+def test_rna_modality_of_anndata_and_mudata() -> None:
+    from cellweave.io import rna_modality
+
+    mdata = synthetic_mudata(n_cells=30, seed=0)
+    adata = mdata.mod["rna"]
+    assert rna_modality(adata) is adata
+    assert rna_modality(mdata) is mdata.mod["rna"]
+    mdata.obs["group"] = ["g1", "g2", "g3"] * 10
+    with_obs = rna_modality(mdata, with_container_obs=True)
+    assert list(with_obs.obs["group"][:3]) == ["g1", "g2", "g3"] and "group" not in mdata.mod["rna"].obs
+    import mudata as md
+
+    prot_only = md.MuData({"prot": mdata.mod["prot"]})
+    with pytest.raises(CellWeaveInputError, match=r"no 'rna' modality \(it has prot\); markers needs RNA.*rename it"):
+        rna_modality(prot_only, purpose="markers")

@@ -8,6 +8,7 @@ from ._validate import (
     check_modalities,
     check_unique_cell_names,
     detect_x_kind,
+    rna_modality,
     validate_matrix,
 )
 
@@ -20,6 +21,7 @@ __all__ = [
     "check_unique_cell_names",
     "detect_x_kind",
     "read",
+    "rna_modality",
     "validate",
     "validate_matrix",
     "write",

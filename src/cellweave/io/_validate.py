@@ -493,3 +493,40 @@ def as_modalities(obj: AnnData | MuData, *, modality_for_anndata: str = _modalit
         )
     check_unique_cell_names(obj, where=used[0])
     return {used[0]: obj}
+
+
+def rna_modality(obj: AnnData | MuData, *, purpose: str = "this task", with_container_obs: bool = False) -> AnnData:
+    """The RNA of ``obj``: an AnnData itself, or a MuData's ``rna`` modality (any registered alias).
+
+    Parameters
+    ----------
+    obj
+        An AnnData (returned as is) or a MuData.
+    purpose
+        What needs the RNA, for the error message (e.g. ``"perturbation"``).
+    with_container_obs
+        Return a copy of the modality with the MuData's own ``obs`` columns added (those not
+        prefixed ``modality:``), so group and label columns kept on the container can be used.
+
+    Raises
+    ------
+    CellWeaveInputError
+        The MuData has no RNA modality (the message says how to name one), or any error of
+        :func:`as_modalities` (unknown modality names are refused here as everywhere).
+    """
+    if not hasattr(obj, "mod"):
+        return obj
+    mods = as_modalities(obj)
+    if _modalities.PRIMARY not in mods:
+        raise CellWeaveInputError(
+            f"The MuData has no 'rna' modality (it has {', '.join(map(str, obj.mod))}); {purpose} needs RNA counts. "
+            "If one of these holds RNA, rename it: mdata.mod['rna'] = mdata.mod.pop(NAME); mdata.update(). "
+            "Or pass the RNA AnnData itself.")
+    rna = mods[_modalities.PRIMARY]
+    if not with_container_obs:
+        return rna
+    rna = rna.copy()
+    for col in obj.obs.columns:
+        if ":" not in str(col) and col not in rna.obs.columns:
+            rna.obs[col] = obj.obs.loc[rna.obs_names, col].values
+    return rna

@@ -29,15 +29,10 @@ logger = logging.getLogger(__name__)
 
 
 def rna_adata(data: Any) -> AnnData:
-    """The RNA AnnData of an AnnData (itself) or a MuData (``mod['rna']``)."""
-    if hasattr(data, "mod"):
-        if "rna" not in data.mod:
-            raise CellWeaveInputError(
-                f"Gene-level tasks need an 'rna' modality; this MuData has {list(data.mod)}. "
-                "Pass a MuData with RNA, or the RNA AnnData itself."
-            )
-        return data.mod["rna"]
-    return data
+    """The RNA AnnData of an AnnData (itself) or a MuData (:func:`cellweave.io.rna_modality`)."""
+    from cellweave.io import rna_modality
+
+    return rna_modality(data, purpose="a gene-level task")
 
 
 def var_token_ids(adata: AnnData, model: CellWeave, *, organism: str | None = None) -> np.ndarray:

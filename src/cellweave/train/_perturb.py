@@ -339,19 +339,8 @@ def finetune_perturbation(
 
 
 def rna_with_cell_obs(data) -> AnnData:
-    """AnnData as is; a MuData's ``rna`` modality with the container's obs columns."""
-    if hasattr(data, "mod"):
-        from cellweave.io import as_modalities
+    """AnnData as is; a MuData's ``rna`` modality with the container's obs columns
+    (:func:`cellweave.io.rna_modality`)."""
+    from cellweave.io import rna_modality
 
-        mods = as_modalities(data)  # unknown modality names are refused here, as by every other verb
-        if "rna" not in mods:
-            raise CellWeaveInputError(
-                f"The MuData has no 'rna' modality (it has {', '.join(data.mod)}); perturbation needs RNA counts. "
-                "If one of these holds RNA, rename it: mdata.mod['rna'] = mdata.mod.pop(NAME); mdata.update(). "
-                "Or pass the RNA AnnData itself.")
-        adata = mods["rna"].copy()
-        for col in data.obs.columns:
-            if ":" not in str(col) and col not in adata.obs.columns:
-                adata.obs[col] = data.obs.loc[adata.obs_names, col].values
-        return adata
-    return data
+    return rna_modality(data, purpose="perturbation", with_container_obs=True)
