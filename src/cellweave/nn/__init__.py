@@ -1,6 +1,6 @@
 """Pure torch modules: embeddings, encoder, heads and losses (no AnnData here)."""
 
-from ._adapter import BatchAdversarialAdapter
+from ._integrate import BatchAdversarialAdapter
 from ._config import PRESETS, CellWeaveConfig
 from ._decoder import CountDecoder, FeatureQueryDecoder, nb_nll, vicreg_loss
 from ._model import CellWeaveModule, masked_value_loss

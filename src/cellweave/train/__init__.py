@@ -3,8 +3,8 @@
 from ._adapt import DEFAULT_EPOCHS as ADAPT_EPOCHS
 from ._adapt import DEFAULT_MAX_STEPS as ADAPT_MAX_STEPS
 from ._adapt import AdaptPlan, adapt
-from ._crossmodal import finetune_cross_modal
-from ._finetune import finetune_classifier
+from ._impute import finetune_cross_modal
+from ._annotate import finetune_classifier
 from ._integrate import AdversarialPlan, fit_batch_adapter
 from ._perturb import finetune_perturbation, fit_head, rna_with_cell_obs
 from ._plan import AtomicCheckpointIO, CellLogCallback, HistoryCallback, PretrainPlan
