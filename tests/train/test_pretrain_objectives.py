@@ -85,3 +85,19 @@ def test_pretrain_refuses_count_likelihood_on_quantiles_and_an_empty_step_budget
     with pytest.raises(CellWeaveInputError, match="max_steps"):
         pretrain(two_datasets, out=tmp_path / "z", max_steps=0, config_overrides=TINY, progress=False)
     assert not (tmp_path / "q").exists() and not (tmp_path / "z").exists()
+
+
+def test_feature_mean_baselines_read_a_seeded_sample_of_a_large_corpus(tiny_rna_model, tiny_vocab_and_data) -> None:
+    """Above max_cells, both constant baselines come from the same seeded cells (a 1M-cell store is not
+    read in full before training); at or below it, from every cell."""
+    from cellweave.train import feature_mean_baselines
+
+    model = tiny_rna_model
+    corpus = model.prepare(tiny_vocab_and_data[1], dataset="synthetic")
+    n_vocab = len(model.vocab)
+    full = feature_mean_baselines([corpus], model.tokenizer, n_vocab, seed=0, max_cells=len(corpus))
+    sampled = feature_mean_baselines([corpus], model.tokenizer, n_vocab, seed=0, max_cells=30)
+    cells = np.sort(np.random.default_rng(7).choice(len(corpus), 30, replace=False))
+    subset = feature_mean_baselines([corpus.subset(cells)], model.tokenizer, n_vocab, seed=0, max_cells=30)
+    np.testing.assert_allclose(sampled["cell_mean"], subset["cell_mean"])
+    assert not np.allclose(sampled["cell_mean"], full["cell_mean"])

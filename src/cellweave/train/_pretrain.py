@@ -102,25 +102,28 @@ def feature_mean_baselines(
 ) -> dict[str, np.ndarray]:
     """Two constant-per-feature predictors learned from the training cells.
 
-    ``cell_mean``: a feature's mean over all training cells, zeros included. ``token_mean``: its
+    ``cell_mean``: a feature's mean over the training cells, zeros included. ``token_mean``: its
     mean over the tokens the tokenizer actually emits (which over-represents measured values, as
     masked tokens do): the stronger constant predictor, and the one the model must beat.
-    ``token_mean`` is estimated from at most ``max_cells`` seeded cells per corpus, so a corpus of
-    millions of cells is not tokenized in full before the first step.
+    Both are estimated from at most ``max_cells`` seeded cells per corpus (every cell of a smaller
+    one), so a corpus of millions of cells is neither tokenized nor read in full before the first
+    step (a full pass over a 1M-cell store took minutes and touched every page of it).
     """
     sums = np.zeros(vocab_size)
     counts = np.zeros(vocab_size)
     cell_sums = np.zeros(vocab_size)
     cell_counts = np.zeros(vocab_size)
     for corpus in train:
-        for block in corpus.blocks:
-            col_sum = np.asarray(block.values[block.present].sum(axis=0)).ravel()
-            np.add.at(cell_sums, block.token_ids, col_sum)
-            np.add.at(cell_counts, block.token_ids, block.present.sum())
         ds = TokenDataset([corpus], tokenizer, mode="eval", seed=seed + 7)
-        cells = range(len(ds)) if len(ds) <= max_cells else np.sort(
+        sample = None if len(ds) <= max_cells else np.sort(
             np.random.default_rng(seed + 7).choice(len(ds), max_cells, replace=False))
-        for i in cells:
+        for block in corpus.blocks:
+            present = block.present if sample is None else block.present[sample]
+            values = block.values if sample is None else block.values[sample]
+            col_sum = np.asarray(values[present].sum(axis=0)).ravel()
+            np.add.at(cell_sums, block.token_ids, col_sum)
+            np.add.at(cell_counts, block.token_ids, present.sum())
+        for i in range(len(ds)) if sample is None else sample:
             item = ds[int(i)]
             np.add.at(sums, item["token_ids"], item["values"])
             np.add.at(counts, item["token_ids"], 1)
