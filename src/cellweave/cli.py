@@ -22,59 +22,59 @@ def _setup_logging(verbose: int) -> None:
 
 @dataclass(frozen=True)
 class Verb:
-    """One ``cellweave`` verb: its name, the area ``cellweave --help`` lists it under, its one-line help,
-    and the functions that add its arguments and run it, as ``"module:function"`` of ``cellweave._cli``
-    (``add_<verb>`` and ``cmd_<verb>`` in ``_cli/<verb>.py``), looked up when the parser is built (so
-    the modules of verbs not run are imported only for their arguments, and a test may replace a
-    command). ``old_names`` still run the verb, with a warning naming it, until
-    :data:`~cellweave._cli._grammar.RENAMED_UNTIL`; ``cellweave --help`` does not list them."""
+    """One ``cellweave`` verb: its name, the area ``cellweave --help`` lists it under and its one-line
+    help. Its functions are ``add_<verb>`` (adds its arguments) and ``cmd_<verb>`` (runs it) in
+    ``cellweave._cli.<module>`` (``<verb>`` with ``-`` as ``_``; ``module`` defaults to that too),
+    looked up when the parser is built (so the modules of verbs not run are imported only for their
+    arguments, and a test may replace a command). ``old_names`` still run the verb, with a warning
+    naming it, until :data:`~cellweave._cli._grammar.RENAMED_UNTIL`; ``cellweave --help`` does not
+    list them."""
 
     name: str
     area: str
     help: str
-    add_arguments: str
-    command: str
+    module: str = ""
     old_names: tuple[str, ...] = ()
+
+    @property
+    def _stem(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def add_arguments(self) -> str:
+        """``"module:add_<verb>"``."""
+        return f"{self.module or self._stem}:add_{self._stem}"
+
+    @property
+    def command(self) -> str:
+        """``"module:cmd_<verb>"``."""
+        return f"{self.module or self._stem}:cmd_{self._stem}"
 
 
 #: Every verb, in the order ``cellweave --help`` lists them; :func:`build_parser` registers these only.
 VERBS: tuple[Verb, ...] = (
-    Verb("embed", "Cells", "embed cells: writes obsm['X_cellweave'] and uns['cellweave']", "embed:add_embed",
-         "embed:cmd_embed"),
-    Verb("annotate", "Cells", "transfer labels from a reference: writes obs['cellweave_prediction'] etc.",
-         "annotate:add_annotate", "annotate:cmd_annotate"),
-    Verb("map-query", "Cells", "map query cells onto a labelled reference (the reference is not modified)",
-         "map_query:add_map_query", "map_query:cmd_map_query"),
-    Verb("integrate", "Cells", "batch-corrected embedding: writes obsm['X_cellweave_integrated']",
-         "integrate:add_integrate", "integrate:cmd_integrate"),
-    Verb("adapt", "Cells", "adapt a pretrained model to your cells without labels; writes a model folder",
-         "adapt:add_adapt", "adapt:cmd_adapt"),
-    Verb("impute", "Modalities", "predict a missing modality (protein, ATAC, RNA) of every cell from the measured ones",
-         "impute:add_impute", "impute:cmd_impute"),
-    Verb("perturb", "Perturbation", "zero-shot in silico knock-out / over-expression with the pretrained model",
-         "perturb:add_perturb", "perturb:cmd_perturb"),
+    Verb("embed", "Cells", "embed cells: writes obsm['X_cellweave'] and uns['cellweave']"),
+    Verb("annotate", "Cells", "transfer labels from a reference: writes obs['cellweave_prediction'] etc."),
+    Verb("map-query", "Cells", "map query cells onto a labelled reference (the reference is not modified)"),
+    Verb("integrate", "Cells", "batch-corrected embedding: writes obsm['X_cellweave_integrated']"),
+    Verb("adapt", "Cells", "adapt a pretrained model to your cells without labels; writes a model folder"),
+    Verb("impute", "Modalities", "predict a missing modality (protein, ATAC, RNA) of every cell from the measured ones"),
+    Verb("perturb", "Perturbation", "zero-shot in silico knock-out / over-expression with the pretrained model"),
     Verb("finetune-perturb", "Perturbation", "fine-tune a perturbation-response head on a screen or conditions",
-         "perturb:add_finetune_perturb", "perturb:cmd_finetune_perturb"),
+         module="perturb"),
     Verb("predict-perturb", "Perturbation", "predict control cells' expression after a perturbation",
-         "perturb:add_predict_perturb", "perturb:cmd_predict_perturb"),
-    Verb("grn", "Genes", "gene regulatory network from the model: edge table (source, target, score, group)",
-         "grn:add_grn", "grn:cmd_grn"),
-    Verb("markers", "Genes", "marker genes per group by attribution through the model", "markers:add_markers",
-         "markers:cmd_markers"),
+         module="perturb"),
+    Verb("grn", "Genes", "gene regulatory network from the model: edge table (source, target, score, group)"),
+    Verb("markers", "Genes", "marker genes per group by attribution through the model"),
     Verb("gene-map", "Genes", "the model's gene embedding table as an AnnData with UMAP and Leiden programs",
-         "gene_map:add_gene_map", "gene_map:cmd_gene_map", old_names=("genes",)),
-    Verb("pretrain", "Models & data", "pretrain a model on .h5ad/.h5mu files, a token store or a SOMA experiment",
-         "pretrain:add_pretrain", "pretrain:cmd_pretrain"),
+         old_names=("genes",)),
+    Verb("pretrain", "Models & data", "pretrain a model on .h5ad/.h5mu files, a token store or a SOMA experiment"),
     Verb("prepare", "Models & data",
-         "turn .h5ad/.h5mu/10x files into a sharded, memory-mapped token store (bounded memory)",
-         "prepare:add_prepare", "prepare:cmd_prepare"),
-    Verb("models", "Models & data", "list the shipped models", "models:add_models", "models:cmd_models"),
-    Verb("datasets", "Models & data", "registered public datasets: list, info, fetch (mirror, cache or download)",
-         "datasets:add_datasets", "datasets:cmd_datasets"),
-    Verb("benchmark", "Evaluation", "run cellweave and the baselines on the same splits; results.json + report.html",
-         "benchmark:add_benchmark", "benchmark:cmd_benchmark"),
-    Verb("demo", "Evaluation", "embed every available registered dataset and write an HTML report",
-         "demo:add_demo", "demo:cmd_demo"),
+         "turn .h5ad/.h5mu/10x files into a sharded, memory-mapped token store (bounded memory)"),
+    Verb("models", "Models & data", "list the shipped models"),
+    Verb("datasets", "Models & data", "registered public datasets: list, info, fetch (mirror, cache or download)"),
+    Verb("benchmark", "Evaluation", "run cellweave and the baselines on the same splits; results.json + report.html"),
+    Verb("demo", "Evaluation", "embed every available registered dataset and write an HTML report"),
 )
 
 

@@ -181,3 +181,14 @@ def write_tsv(df, path: str) -> None:
 
     atomic_write_text(path, df.to_csv(sep="\t", index=False))
     logger.info("Wrote %s (%d rows)", path, len(df))
+
+
+def add_query_and_reference(sp: argparse.ArgumentParser, *, query_help: str, reference_help: str) -> None:
+    """The query (``INPUT``; the old ``--query`` as an alias), ``--reference`` and ``--label-key`` of the
+    verbs that carry labels from a reference to a query (``annotate``, ``map-query``)."""
+    from cellweave._cli._grammar import add_input, add_renamed
+
+    add_input(sp, query_help)
+    add_renamed(sp, "--query", target="input", new="INPUT (the positional argument)")
+    sp.add_argument("--reference", required=True, help=reference_help)
+    sp.add_argument("--label-key", required=True, help="column of the reference's obs with the labels")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cellweave._cli._common import adapt_on_both, add_adapt_options
+from cellweave._cli._common import adapt_on_both, add_adapt_options, add_query_and_reference
 
 logger = logging.getLogger("cellweave")
 
@@ -36,12 +36,9 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
 def add_annotate(sp: argparse.ArgumentParser, model_help: str) -> None:
     """Arguments of ``cellweave annotate``."""
-    from cellweave._cli._grammar import add_input, add_renamed
+    from cellweave._cli._grammar import add_renamed
 
-    add_input(sp, "query .h5ad to annotate")
-    add_renamed(sp, "--query", target="input", new="INPUT (the positional argument)")
-    sp.add_argument("--reference", required=True, help="labelled reference .h5ad")
-    sp.add_argument("--label-key", required=True, help="column of the reference's obs with the labels")
+    add_query_and_reference(sp, query_help="query .h5ad to annotate", reference_help="labelled reference .h5ad")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--out", required=True, help="output .h5ad (the annotated query)")
     sp.add_argument("--novelty-quantile", type=float, default=0.99,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cellweave._cli._common import adapt_on_both, add_adapt_options
+from cellweave._cli._common import adapt_on_both, add_adapt_options, add_query_and_reference
 
 logger = logging.getLogger("cellweave")
 
@@ -33,12 +33,7 @@ def cmd_map_query(args: argparse.Namespace) -> int:
 
 def add_map_query(sp: argparse.ArgumentParser, model_help: str) -> None:
     """Arguments of ``cellweave map-query``."""
-    from cellweave._cli._grammar import add_input, add_renamed
-
-    add_input(sp, "query .h5ad")
-    add_renamed(sp, "--query", target="input", new="INPUT (the positional argument)")
-    sp.add_argument("--reference", required=True, help="labelled reference .h5ad (read only)")
-    sp.add_argument("--label-key", required=True, help="column of the reference's obs with the labels")
+    add_query_and_reference(sp, query_help="query .h5ad", reference_help="labelled reference .h5ad (read only)")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--n-neighbors", type=int, default=15)
     sp.add_argument("--index", default="faiss", choices=["faiss", "pynndescent"], help="nearest-neighbour library")
