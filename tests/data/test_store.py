@@ -144,6 +144,29 @@ def test_chunked_store_equals_one_chunk(synthetic, tmp_path):
     assert s.obs.equals(w.obs)
 
 
+def test_store_reads_only_the_rows_asked_for(synthetic, tmp_path, monkeypatch):
+    """Rows are read by positional reads of their own values: sums and ``tocsr`` of a few cells
+    read those cells' bytes (a memory map read at random grew the resident memory with the store)."""
+    vocab = synthetic["vocab"]
+    prepare_store([synthetic["a_path"]], tmp_path / "store", vocab=vocab, chunk_size=100)  # shards 100 + 100 + 30
+    [store] = open_store(tmp_path / "store", vocab=vocab)
+    mem = prepare_cells(synthetic["a"], vocab, dataset="a", value_encoding=store.value_encoding)
+    read = []
+    real_pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, off: read.append(n) or real_pread(fd, n, off))
+    rows = np.array([150, 3, 7, 8, 9, 150, 229])  # out of order, across shards, a repeat, a run of three
+    sub, msub = store.blocks[0].values[rows], mem.blocks[0].values[rows]
+    assert (sub.tocsr() != msub).nnz == 0
+    own_bytes = int(np.diff(sub.indptr).sum()) * 8  # float32 value + int32 column per stored value
+    assert 0 < sum(read) <= own_bytes
+    read.clear()
+    np.testing.assert_allclose(np.asarray(sub.sum(axis=0)).ravel(), np.asarray(msub.sum(axis=0)).ravel(), rtol=1e-6)
+    assert sum(read) <= own_bytes
+    # The tokenizer's route (row slices) reads the same bytes as the in-memory matrix holds.
+    np.testing.assert_array_equal(sub.data[int(sub.indptr[2]):int(sub.indptr[5])],
+                                  msub.data[int(msub.indptr[2]):int(msub.indptr[5])])
+
+
 def test_append_adds_shards_and_keeps_old_ones(synthetic, tmp_path, caplog):
     vocab, store = synthetic["vocab"], tmp_path / "store"
     prepare_store([synthetic["a_path"]], store, vocab=vocab, chunk_size=100)

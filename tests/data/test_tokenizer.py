@@ -123,6 +123,21 @@ def test_top_values_are_kept_and_targets_lie_outside_the_input(tiny_vocab_and_da
         assert 0 < t_ids.size <= 16
 
 
+def test_within_cell_quantiles_in_blocks_equal_one_pass() -> None:
+    """Ranking rows in blocks of a few values (bounded memory) gives the one-pass quantiles."""
+    from cellweave.data._corpus import within_cell_quantiles
+
+    rng = np.random.default_rng(0)
+    X = sp.random(60, 40, density=0.3, format="csr", random_state=1, dtype=np.float32)
+    X.data = rng.integers(1, 4, X.data.size).astype(np.float32)  # many ties
+    X[5:9] = 0  # empty rows inside a block
+    X.eliminate_zeros()
+    whole = within_cell_quantiles(X, block_values=10**9)
+    for block in (1, 7, 50):  # smaller than a row, a few rows
+        np.testing.assert_array_equal(within_cell_quantiles(X, block_values=block), whole)
+    assert whole.min() > 0 and whole.max() == 1.0
+
+
 def test_quantile_encoding_ignores_how_the_input_was_normalized(tiny_vocab_and_data) -> None:
     from cellweave.data._corpus import within_cell_quantiles
 

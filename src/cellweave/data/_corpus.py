@@ -171,19 +171,35 @@ def clr(X: Any) -> np.ndarray:
     return L - L.mean(1, keepdims=True)
 
 
-def within_cell_quantiles(X: sp.csr_matrix) -> np.ndarray:
+def within_cell_quantiles(X: sp.csr_matrix, *, block_values: int = 4_000_000) -> np.ndarray:
     """Quantile of every stored value among its row's stored values, in (0, 1].
 
     Rank encodings (Geneformer's ranks, scGPT's per-cell bins) make values comparable between
     cells sequenced to different depths and with different protocols; ties (the many genes with
-    one count) share their mean rank so that equal measurements get equal values.
+    one count) share their mean rank so that equal measurements get equal values. Rows are ranked
+    in blocks of about ``block_values`` stored values, so the working memory (several 8-byte
+    arrays per value) stays bounded however many cells ``X`` holds.
     """
+    q = np.empty(X.data.size, dtype=np.float32)
     n_rows = X.shape[0]
-    nnz = np.diff(X.indptr)
-    rows = np.repeat(np.arange(n_rows), nnz)
-    order = np.lexsort((X.data, rows))
-    r_sorted, v_sorted = rows[order], X.data[order]
-    pos = np.arange(order.size) - X.indptr[r_sorted]  # 0-based rank within the row
+    start = 0
+    while start < n_rows:
+        # Rows start..stop hold at most block_values values (one row at least).
+        stop = int(np.searchsorted(X.indptr, X.indptr[start] + block_values, side="right")) - 1
+        stop = min(max(stop, start + 1), n_rows)
+        lo, hi = int(X.indptr[start]), int(X.indptr[stop])
+        q[lo:hi] = _ranks_in_rows(X.data[lo:hi], X.indptr[start:stop + 1] - lo)
+        start = stop
+    return q
+
+
+def _ranks_in_rows(data: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+    """:func:`within_cell_quantiles` of the rows of one block (``indptr`` from 0)."""
+    nnz = np.diff(indptr)
+    rows = np.repeat(np.arange(nnz.size), nnz)
+    order = np.lexsort((data, rows))
+    r_sorted, v_sorted = rows[order], data[order]
+    pos = np.arange(order.size) - indptr[r_sorted]  # 0-based rank within the row
     new_run = np.ones(order.size, dtype=bool)
     new_run[1:] = (r_sorted[1:] != r_sorted[:-1]) | (v_sorted[1:] != v_sorted[:-1])
     run_id = np.cumsum(new_run) - 1
