@@ -19,8 +19,8 @@ FLOPs are counted as 2 x non-embedding parameters x tokens for a forward pass (x
 step) plus attention, 4 x L^2 x d per layer and cell (L tokens per cell). Peak memory is the
 child's own ``VmHWM`` (peak resident set of its address space), beside the peak of its anonymous
 memory (``RssAnon``, sampled every 50 ms): resident memory also counts the pages of memory-mapped
-files a process has touched (the store is read through memory maps, and torch's libraries are
-mapped files), which the kernel can drop; anonymous memory is what it cannot. ``ru_maxrss`` (what
+files a process has touched (torch's libraries; the store is read with positional reads, not
+mapped), which the kernel can drop; anonymous memory is what it cannot. ``ru_maxrss`` (what
 ``cellweave._system.peak_rss_mb`` reads) is kept in the JSON only: Linux carries it over fork and
 exec, so in a child it is at least the parent's resident set at the time of the fork.
 

@@ -181,3 +181,31 @@ def test_harmony_runs_on_a_handful_of_cells() -> None:
     X[3:] += 2.0
     out = integrate_embedding(X, np.array(["a", "b"] * 3), method="harmony")
     assert out.shape[0] == 6 and np.isfinite(out).all()
+
+
+def test_embed_refuses_a_file_that_cannot_fit_before_reading_it(tmp_path, monkeypatch, capsys) -> None:
+    """A file whose embedding would not fit in the free memory is refused with the store route,
+    before it is read (other tests embed such files when the memory is there)."""
+    import anndata as ad
+    import numpy as np
+    import scipy.sparse as sp
+
+    import cellweave._system
+    from cellweave import io
+
+    X = sp.random(50, 30, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    X.data = np.ceil(X.data * 5)
+    path = tmp_path / "cells.h5ad"
+    ad.AnnData(X=X).write_h5ad(path)
+    assert io.h5ad_matrix_bytes(path) == X.nnz * 8  # float32 values + int32 columns
+    assert io.h5ad_matrix_bytes(tmp_path / "missing.h5ad") is None
+
+    def never(*a, **k):
+        raise AssertionError("the file was read")
+
+    monkeypatch.setattr(cellweave._system, "available_memory_mb", lambda: 100.0)
+    monkeypatch.setattr(io, "read", never)
+    assert cli.main(["embed", str(path), "--out", str(tmp_path / "out.h5ad")]) == 2
+    err = capsys.readouterr().err
+    assert "GiB are free" in err and f"cellweave prepare {path} --out STORE/" in err
+    assert not (tmp_path / "out.h5ad").exists()

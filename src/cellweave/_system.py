@@ -22,3 +22,15 @@ def peak_rss_mb() -> float:
         pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if platform.system() == "Darwin" else rss / 1024
+
+
+def available_memory_mb() -> float | None:
+    """Memory the kernel could give this process now (``MemAvailable``), in MB; ``None`` off Linux."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -48,6 +48,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         # Each process would adapt its own copy; on a GPU they need not end equal.
         raise CellWeaveInputError("--adapt runs on one device: adapt and save the model first (`cellweave adapt`), "
                                   "then embed with it on several devices.")
+    _check_fits_in_memory(args.input)
     data = io.read(args.input)
     model = CellWeave.load(args.model)
     if args.adapt:
@@ -60,6 +61,33 @@ def cmd_embed(args: argparse.Namespace) -> int:
     io.write(data, args.out)
     logger.info("Wrote %s", args.out)
     return 0
+
+
+#: Peak memory of ``cellweave embed FILE.h5ad`` as a multiple of the bytes of its ``X`` (the file is
+#: read whole, then normalized and tokenized: 6.5 GB for 1.6 GB of X at 100k cells x 20k genes,
+#: ``benchmarks/perf.py``), plus the model and libraries.
+EMBED_MEMORY_FACTOR = 4.0
+EMBED_MEMORY_BASE_MB = 600
+
+
+def _check_fits_in_memory(path: str) -> None:
+    """Refuse, before reading, a file whose embedding would plainly not fit in the free memory,
+    naming the bounded-memory route (a token store) instead of letting the kernel kill the run."""
+    from cellweave import io
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave._system import available_memory_mb
+
+    x_bytes, avail = io.h5ad_matrix_bytes(path), available_memory_mb()
+    if x_bytes is None or avail is None:
+        return
+    need = EMBED_MEMORY_BASE_MB + EMBED_MEMORY_FACTOR * x_bytes / 2**20
+    if need > avail:
+        raise CellWeaveInputError(
+            f"{path} holds {x_bytes / 2**30:.1f} GiB of values; embedding it whole needs about {need / 1024:.0f} GiB "
+            f"and {avail / 1024:.0f} GiB are free. Tokenize it in chunks into a token store and embed the store in "
+            f"bounded memory: `cellweave prepare {path} --out STORE/ [--model M]`, then "
+            "`cellweave embed STORE/ --out OUT.h5ad [--model M]` (OUT.h5ad holds the cells and the embedding, no X)."
+        )
 
 
 def add_embed(sp: argparse.ArgumentParser, model_help: str) -> None:

@@ -1,7 +1,7 @@
 """Reading, writing and validating AnnData / MuData input."""
 
 from . import _validate as validate
-from ._read_write import SUPPORTED_SUFFIXES, check_readable, read, write
+from ._read_write import SUPPORTED_SUFFIXES, check_readable, h5ad_matrix_bytes, read, write
 from ._validate import (
     ValidationReport,
     as_modalities,
@@ -18,6 +18,7 @@ __all__ = [
     "as_modalities",
     "check_modalities",
     "check_readable",
+    "h5ad_matrix_bytes",
     "check_unique_cell_names",
     "detect_x_kind",
     "read",

@@ -137,6 +137,26 @@ def check_readable(path: str | os.PathLike) -> Path:
     return path
 
 
+def h5ad_matrix_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes ``X`` of an ``.h5ad`` takes in memory once read (values plus column indices when
+    sparse), from the file's metadata alone; ``None`` for other files or when it cannot tell."""
+    path = Path(path).expanduser()
+    if not path.is_file() or _suffix(path) != ".h5ad":
+        return None
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            X = fh.get("X")
+            if isinstance(X, h5py.Dataset):
+                return int(X.size) * X.dtype.itemsize
+            if isinstance(X, h5py.Group) and "data" in X and "indices" in X:
+                return int(X["data"].size) * (X["data"].dtype.itemsize + X["indices"].dtype.itemsize)
+    except (OSError, KeyError, TypeError):
+        return None
+    return None
+
+
 def _read_by_suffix(path: Path, suffix: str) -> AnnData | MuData:
     if suffix == ".h5ad":
         import anndata
