@@ -589,9 +589,12 @@ def memory_by_size(sizes: list[int], workdir: Path, vocab_file: Path, var: pd.Da
                 if reads_hook is not None and k == 0 and "error" not in res:
                     reads_hook(h5ad, store)
         # `cellweave embed` reads the .h5ad whole: run it only where that plainly fits in memory.
-        need_gib = 4 * gen["nnz"] * 8 / 2**30  # values + indices, a few copies while normalizing
+        # `cellweave embed`'s own estimate (float32 values + int32 columns of X), with a margin.
+        from cellweave._cli.embed import memory_to_embed_mb
+
+        need_gib = memory_to_embed_mb(gen["nnz"] * 8) / 1024
         avail = _mem_available_gib()
-        if avail is None or need_gib < 0.5 * avail:
+        if avail is None or need_gib < 0.8 * avail:
             res = run_child("embed_read", {"h5ad": str(h5ad), "vocab": str(vocab_file),
                                            "value_encoding": value_encoding}, threads=args.threads)
             log(f"[{label}] embed_read: " + (res.get("error") or f"peak RSS {res['peak_rss_mb']:.0f} MB"))
@@ -608,12 +611,10 @@ def memory_by_size(sizes: list[int], workdir: Path, vocab_file: Path, var: pd.Da
 
 
 def _mem_available_gib() -> float | None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 2**20
-    return None
+    from cellweave._system import available_memory_mb
+
+    mb = available_memory_mb()
+    return None if mb is None else mb / 1024
 
 
 # --------------------------------------------------------------------------------------------

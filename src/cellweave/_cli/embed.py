@@ -70,6 +70,11 @@ EMBED_MEMORY_FACTOR = 4.0
 EMBED_MEMORY_BASE_MB = 600
 
 
+def memory_to_embed_mb(x_bytes: int) -> float:
+    """Estimated peak memory, in MB, of ``cellweave embed`` on a file whose ``X`` takes ``x_bytes``."""
+    return EMBED_MEMORY_BASE_MB + EMBED_MEMORY_FACTOR * x_bytes / 2**20
+
+
 def _check_fits_in_memory(path: str) -> None:
     """Refuse, before reading, a file whose embedding would plainly not fit in the free memory,
     naming the bounded-memory route (a token store) instead of letting the kernel kill the run."""
@@ -80,7 +85,7 @@ def _check_fits_in_memory(path: str) -> None:
     x_bytes, avail = io.h5ad_matrix_bytes(path), available_memory_mb()
     if x_bytes is None or avail is None:
         return
-    need = EMBED_MEMORY_BASE_MB + EMBED_MEMORY_FACTOR * x_bytes / 2**20
+    need = memory_to_embed_mb(x_bytes)
     if need > avail:
         raise CellWeaveInputError(
             f"{path} holds {x_bytes / 2**30:.1f} GiB of values; embedding it whole needs about {need / 1024:.0f} GiB "
