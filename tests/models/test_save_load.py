@@ -34,6 +34,21 @@ def test_round_trip_gives_identical_embeddings(tmp_path, tiny_model, tiny_vocab_
     assert cov[0]["n_features"] == adata.n_vars
 
 
+def test_profile_skip_model_round_trips(tmp_path, tiny_vocab_and_data) -> None:
+    vocab, adata = tiny_vocab_and_data
+    model = CellWeave.from_preset("tiny", vocab, d_model=32, n_layers=2, n_heads=4, d_ff=64, profile_skip=True)
+    emb, _ = model.embed(adata, progress=False)
+    model.save(tmp_path / "m")
+    loaded = CellWeave.load(tmp_path / "m")
+    assert loaded.config.profile_skip
+    np.testing.assert_array_equal(emb, loaded.embed(adata, progress=False)[0])
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["profile_skip"] = False  # weights of a path the config does not have
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CellWeaveModelError, match="do not match"):
+        CellWeave.load(tmp_path / "m")
+
+
 def test_changed_weights_change_hash(tmp_path, tiny_model) -> None:
     h = tiny_model.model_hash
     tiny_model.module.cls_embedding.data += 1

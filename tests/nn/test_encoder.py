@@ -39,9 +39,10 @@ def test_forward_shapes_and_finite() -> None:
     assert all(torch.isfinite(v).all() for v in out.values())
 
 
-def test_backward_reaches_every_parameter() -> None:
+@pytest.mark.parametrize("profile_skip", [False, True])
+def test_backward_reaches_every_parameter(profile_skip: bool) -> None:
     torch.manual_seed(0)
-    m = CellWeaveModule(tiny_config())
+    m = CellWeaveModule(tiny_config(profile_skip=profile_skip))
     batch = random_batch()
     t_ids, t_mods = torch.randint(0, 50, (3, 5)), torch.zeros(3, 5, dtype=torch.long)
     out = m(*batch, t_ids, t_mods)
@@ -53,9 +54,10 @@ def test_backward_reaches_every_parameter() -> None:
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean", "bag", "cls+bag"])
-def test_padding_does_not_change_the_cell_embedding(pooling: str) -> None:
+@pytest.mark.parametrize("profile_skip", [False, True])
+def test_padding_does_not_change_the_cell_embedding(pooling: str, profile_skip: bool) -> None:
     torch.manual_seed(0)
-    m = CellWeaveModule(tiny_config(pooling=pooling)).eval()
+    m = CellWeaveModule(tiny_config(pooling=pooling, profile_skip=profile_skip)).eval()
     ids, vals, mods, pad, _ = random_batch(b=1, n=6)
     short = m.embed_cells(ids, vals, mods, pad)
     assert short.shape == (1, m.embedding_dim)
@@ -68,10 +70,11 @@ def test_padding_does_not_change_the_cell_embedding(pooling: str) -> None:
     torch.testing.assert_close(short, padded, atol=1e-5, rtol=1e-5)
 
 
-def test_masked_value_is_hidden() -> None:
-    """A masked token's true value must not influence any output."""
+@pytest.mark.parametrize("profile_skip", [False, True])
+def test_masked_value_is_hidden(profile_skip: bool) -> None:
+    """A masked token's true value must not influence any output (nor reach the profile path)."""
     torch.manual_seed(0)
-    m = CellWeaveModule(tiny_config()).eval()
+    m = CellWeaveModule(tiny_config(profile_skip=profile_skip)).eval()
     ids, vals, mods, pad, mask = random_batch(b=1, n=8)
     mask = torch.zeros_like(mask)
     mask[0, 2] = True
@@ -81,6 +84,27 @@ def test_masked_value_is_hidden() -> None:
     b = m(ids, vals_b, mods, pad, mask)
     torch.testing.assert_close(a["token_pred"], b["token_pred"])
     torch.testing.assert_close(a["cell_embedding"], b["cell_embedding"])
+
+
+def test_profile_skip_adds_the_linear_path_of_the_visible_values() -> None:
+    """With ``profile_skip`` the cell state is the CLS state plus the profile of the visible
+    (unmasked, unpadded) values, and that profile moves when a visible value does."""
+    torch.manual_seed(0)
+    m = CellWeaveModule(tiny_config(profile_skip=True)).eval()
+    ids, vals, mods, pad, mask = random_batch()
+    with torch.no_grad():
+        cell, _ = m.encode(ids, vals, mods, pad, mask)
+        m.config.profile_skip = False
+        cls, _ = m.encode(ids, vals, mods, pad, mask)
+        m.config.profile_skip = True
+        torch.testing.assert_close(cell - cls, m.profile(ids, vals, pad & ~mask))
+        visible = int(torch.nonzero(pad[1] & ~mask[1])[0])
+        vals_b = vals.clone()
+        vals_b[1, visible] += 5.0
+        moved = m.profile(ids, vals_b, pad & ~mask) - m.profile(ids, vals, pad & ~mask)
+    assert moved[1].abs().max() > 1e-3
+    assert moved[[0, 2]].abs().max() == 0
+    assert not hasattr(CellWeaveModule(tiny_config()), "profile_embedding")
 
 
 def test_golden_value() -> None:

@@ -29,6 +29,8 @@ def _pretrain_overrides(args: argparse.Namespace) -> dict | None:
         context = dict(CellWeaveConfig.from_preset(args.preset).context_length)
         context["rna"] = args.rna_context
         overrides["context_length"] = context
+    if getattr(args, "profile_skip", False):
+        overrides["profile_skip"] = True
     return overrides or None
 
 
@@ -125,6 +127,9 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
                     help="token values: within-cell quantiles or log1p of counts per 10k (default: the preset's, quantile)")
     sp.add_argument("--rna-context", type=int, default=None,
                     help="RNA tokens per cell (default: the preset's; tiny 256)")
+    sp.add_argument("--profile-skip", action="store_true",
+                    help="add a linear path from the input values to the cell state beside the transformer "
+                    "(CellWeaveConfig.profile_skip; default: off, as the shipped model)")
     sp.add_argument("--count-likelihood", action="store_true",
                     help="add a negative-binomial decoder of each cell's counts of 1,000 variable genes per dataset, "
                     "dataset as covariate (needs --value-encoding log1p)")

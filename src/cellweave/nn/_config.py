@@ -77,6 +77,14 @@ class CellWeaveConfig:
     """What a token's value is: its quantile among the cell's measured values in (0, 1]
     (depth- and protocol-invariant, like Geneformer's ranks and scGPT's per-cell bins), or
     log1p of counts per 10k. Either goes through a small MLP rather than being binned."""
+    profile_skip: bool = False
+    """A linear path from the input values to the cell state, beside the transformer: the cell
+    state is the CLS state plus a layer-normalized, value-weighted mean of a second, learned
+    embedding of the input features (hidden values left out in training). Every objective that
+    reads the cell state (cell head, count likelihood) then trains a linear encoder of the
+    profile as well, whose optimum under a reconstruction loss is the profile's principal
+    subspace (as for PCA), while the transformer adds what is non-linear. scVI's encoder reads
+    the profile directly for the same reason (Lopez et al. 2018). Off in models saved before it."""
     spatial_neighbors: int = 0
     """Spatial context when embedding data with ``obsm["spatial"]``: the mean embedding of this
     many nearest neighbours in space (within a section) is appended to each cell's embedding.

@@ -93,6 +93,12 @@ class CellWeaveModule(nn.Module):
         # Per-feature offset of the cell head: the typical value of a feature needs no cell
         # information, so the cell embedding only has to encode how this cell deviates from it.
         self.cell_bias = nn.Linear(d, 1)
+        if config.profile_skip:
+            # The linear path of ``config.profile_skip``: its own feature embedding (the
+            # transformer's input embedding is shaped by attention, this one only by what the cell
+            # state must reconstruct) and a LayerNorm that gives it the CLS state's scale.
+            self.profile_embedding = nn.Embedding(config.vocab_size, d)
+            self.profile_norm = nn.LayerNorm(d)
         # Recompute each block's activations in the backward pass instead of keeping them
         # (torch.utils.checkpoint): memory for compute, same outputs and gradients. A training
         # switch set by ``pretrain(gradient_checkpointing=True)``, not part of the architecture,
@@ -118,6 +124,8 @@ class CellWeaveModule(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         if exclude_embeddings:
             n -= self.feature_embedding.weight.numel()
+            if self.config.profile_skip:
+                n -= self.profile_embedding.weight.numel()
         return n
 
     def encode(
@@ -128,7 +136,10 @@ class CellWeaveModule(nn.Module):
         padding_mask: torch.Tensor,
         value_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (CLS state ``(B, d)``, token states ``(B, L, d)``); the CLS state feeds the heads."""
+        """Return (cell state ``(B, d)``, token states ``(B, L, d)``); the cell state feeds the heads.
+
+        The cell state is the CLS state, plus :meth:`profile` of the visible values when
+        ``config.profile_skip`` is set."""
         b = token_ids.shape[0]
         x = (
             self.feature_embedding(token_ids)
@@ -147,7 +158,18 @@ class CellWeaveModule(nn.Module):
             else:
                 x = block(x, attn_mask)
         x = self.ln_f(x)
-        return x[:, 0], x[:, 1:]
+        cell = x[:, 0]
+        if self.config.profile_skip:
+            visible = padding_mask if value_mask is None else padding_mask & ~value_mask
+            cell = cell + self.profile(token_ids, values, visible)
+        return cell, x[:, 1:]
+
+    def profile(self, token_ids: torch.Tensor, values: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """The linear path of ``config.profile_skip``: LayerNorm of the mean over ``visible``
+        tokens of value x profile embedding of the feature, ``(B, d)``."""
+        w = (values * visible.to(values.dtype)).unsqueeze(-1)
+        bag = (self.profile_embedding(token_ids) * w).sum(1) / visible.sum(1, keepdim=True).clamp_min(1)
+        return self.profile_norm(bag)
 
     @property
     def embedding_dim(self) -> int:
