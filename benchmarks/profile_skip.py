@@ -12,7 +12,11 @@ steps, the dataset's batch key, else its shift key, as the count decoder's covar
   per 10k instead of within-cell quantiles [and 384 RNA tokens per cell instead of 256];
 
 each read out as the cell state (``cls``, which holds the path) and as the shipped pooling
-(``cls+bag``). PCA-50 on log-normalized HVGs of the same cells is printed beside them::
+(``cls+bag``). Beside them: PCA-50 on log-normalized HVGs of the same cells (the panel's
+baseline), and PCA-50 of what each input encoding lets the model see: the shipped model's tokens
+(top 256 genes, within-cell quantiles), all measured genes as quantiles, and the top 256 as log1p
+(the ceiling a linear path over the tokens can reach). ``--model M`` adds M zero-shot and
+adapted the same way::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/profile_skip.py --out skip.json
 """
@@ -44,16 +48,44 @@ def with_skip(base, *, pretrained: bool, **overrides):
     return CellWeave(config, base.vocab, module=module, card=copy.deepcopy(base.card))
 
 
+def input_pca(base, data, encoding: str, *, tokens_only: bool):
+    """PCA-50 of the model's RNA input under ``encoding``: each cell's tokens (top genes, as
+    ``embed`` tokenizes them; zeros elsewhere) or every measured gene."""
+    import numpy as np
+    import scipy.sparse as sp
+    from sklearn.decomposition import PCA
+
+    from cellweave.data import TokenDataset, Tokenizer
+
+    config = dataclasses.replace(copy.deepcopy(base.config), value_encoding=encoding)
+    from cellweave.models import CellWeave
+
+    model = CellWeave(config, base.vocab, module=base.module, card=base.card)
+    corpus = model.prepare(data)
+    if tokens_only:
+        ds = TokenDataset([corpus], Tokenizer.from_config(config), mode="embed", seed=0, modalities=["rna"])
+        items = [ds[i] for i in range(len(ds))]
+        rows = np.concatenate([np.full(it["token_ids"].size, i) for i, it in enumerate(items)])
+        X = sp.csr_matrix((np.concatenate([it["values"] for it in items]),
+                           (rows, np.concatenate([it["token_ids"] for it in items]))),
+                          shape=(len(ds), config.vocab_size))
+    else:
+        X = next(b for b in corpus.blocks if b.modality == "rna").values
+    return PCA(50, random_state=0).fit_transform(X.toarray())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS))
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--model", default=None,
+                   help="also score this model (e.g. one pretrained with --profile-skip) zero-shot and adapted")
     p.add_argument("--out", default="profile_skip.json")
     args = p.parse_args()
 
-    from cellweave.bench import knn_accuracy
+    from cellweave.bench import knn_accuracy, pca_hvg_embedding
     from cellweave.bench.tasks.panel import N_NEIGHBORS, panel_datasets
     from cellweave.models import CellWeave
     from cellweave.train import adapt
@@ -67,7 +99,26 @@ def main() -> None:
         def f1(emb) -> float:
             return round(float(knn_accuracy(emb, d.labels, k=N_NEIGHBORS, seed=0)["macro_f1"]), 3)
 
-        res: dict[str, float] = {}
+        res: dict[str, float] = {"PCA (HVG)": f1(pca_hvg_embedding(d.adata, seed=0))}
+        for label, encoding, tokens_only in (("input PCA: tokens, quantile", "quantile", True),
+                                             ("input PCA: all measured, quantile", "quantile", False),
+                                             ("input PCA: tokens, log1p", "log1p", True)):
+            res[label] = f1(input_pca(base, d.model_input, encoding, tokens_only=tokens_only))
+        print(d.name, res, flush=True)
+        if args.model:
+            own = CellWeave.load(args.model)
+            t = time.perf_counter()
+            corpus = own.prepare(d.model_input)
+            for pooling in ("cls", "config"):
+                label = f"{own.name} zero-shot: {'cls' if pooling == 'cls' else own.config.pooling}"
+                res[label] = f1(own.embed_corpus(corpus, seed=0, progress=False, pooling=pooling))
+            adapted = adapt(d.model_input, model=own, batch_key=d.batch_key or d.shift_key, max_steps=args.steps,
+                            seed=0, progress=False, lr=args.lr)
+            for pooling in ("cls", "config"):
+                label = f"{own.name} adapted: {'cls' if pooling == 'cls' else own.config.pooling}"
+                res[label] = f1(adapted.embed_corpus(corpus, seed=0, progress=False, pooling=pooling))
+            res[f"{own.name}: seconds"] = round(time.perf_counter() - t, 1)
+            print(d.name, {k: v for k, v in res.items() if k.startswith(own.name)}, flush=True)
         for name in args.variants:
             t = time.perf_counter()
             overrides = {}

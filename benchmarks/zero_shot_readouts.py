@@ -2,6 +2,7 @@
 
 On every development-panel dataset, kNN macro-F1 (k=15, stratified 5-fold, seed 0) of:
 
+0. the model's cell state alone (``pooling="cls"``: with ``profile_skip`` it holds the linear path);
 1. **post-hoc transforms of the shipped embedding**, fitted on the dataset's own cells without
    labels: z-scoring each dimension; "all-but-the-top" (centre, remove the top 2 or 5 principal
    directions; Mu & Viswanath 2018, ICLR); PCA whitening, all dimensions or the top 32 (BERT-whitening,
@@ -56,6 +57,8 @@ def readouts(model, d) -> dict[str, np.ndarray]:
     emb = model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]
     reps = {
         "embedding (shipped)": emb,
+        "cell state (cls pooling)": model.embed_corpus(model.prepare(d.model_input, dataset=d.name), seed=0,
+                                                       progress=False, pooling="cls"),
         "z-scored": (emb - emb.mean(0)) / (emb.std(0) + 1e-6),
         "all-but-the-top 2": all_but_the_top(emb, 2),
         "all-but-the-top 5": all_but_the_top(emb, 5),
