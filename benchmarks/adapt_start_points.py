@@ -43,20 +43,17 @@ def main() -> None:
     p.add_argument("--out", default="adapt_start_points.json")
     args = p.parse_args()
 
-    from cellweave.bench import knn_accuracy
-    from cellweave.bench.tasks.panel import N_NEIGHBORS, panel_datasets
+    from _diagnostics import knn_f1, panel_selection
+
     from cellweave.models import CellWeave
     from cellweave.train import adapt
 
     base = CellWeave.load(None)
     results: dict[str, dict[str, float]] = {}
-    for d in panel_datasets():
-        if d.name not in args.datasets:
-            continue
+    for d in panel_selection(args.datasets):
 
         def f1(model) -> float:
-            emb = model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]
-            return round(float(knn_accuracy(emb, d.labels, k=N_NEIGHBORS, seed=0)["macro_f1"]), 3)
+            return knn_f1(model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0], d.labels)
 
         res = {"zero-shot": f1(base)}
         for name in args.variants:

@@ -57,9 +57,9 @@ def input_pca(base, data, encoding: str, *, tokens_only: bool):
 
     from cellweave.data import TokenDataset, Tokenizer
 
-    config = dataclasses.replace(copy.deepcopy(base.config), value_encoding=encoding)
     from cellweave.models import CellWeave
 
+    config = dataclasses.replace(copy.deepcopy(base.config), value_encoding=encoding)
     model = CellWeave(config, base.vocab, module=base.module, card=base.card)
     corpus = model.prepare(data)
     if tokens_only:
@@ -74,6 +74,15 @@ def input_pca(base, data, encoding: str, *, tokens_only: bool):
     return PCA(50, random_state=0).fit_transform(X.toarray())
 
 
+def score_poolings(model, corpus, labels, prefix: str) -> dict[str, float]:
+    """kNN macro-F1 of ``model``'s cell state (``cls``) and of its configured pooling on ``corpus``."""
+    from _diagnostics import knn_f1
+
+    return {f"{prefix}: {'cls' if pooling == 'cls' else model.config.pooling}":
+            knn_f1(model.embed_corpus(corpus, seed=0, progress=False, pooling=pooling), labels)
+            for pooling in ("cls", "config")}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS))
@@ -85,19 +94,19 @@ def main() -> None:
     p.add_argument("--out", default="profile_skip.json")
     args = p.parse_args()
 
-    from cellweave.bench import knn_accuracy, pca_hvg_embedding
-    from cellweave.bench.tasks.panel import N_NEIGHBORS, panel_datasets
+    from _diagnostics import knn_f1, panel_selection
+
+    from cellweave.bench import pca_hvg_embedding
     from cellweave.models import CellWeave
     from cellweave.train import adapt
 
     base = CellWeave.load(None)
+    own = CellWeave.load(args.model) if args.model else None
     results: dict[str, dict[str, float]] = {}
-    for d in panel_datasets():
-        if d.name not in args.datasets:
-            continue
+    for d in panel_selection(args.datasets):
 
         def f1(emb) -> float:
-            return round(float(knn_accuracy(emb, d.labels, k=N_NEIGHBORS, seed=0)["macro_f1"]), 3)
+            return knn_f1(emb, d.labels)
 
         res: dict[str, float] = {"PCA (HVG)": f1(pca_hvg_embedding(d.adata, seed=0))}
         for label, encoding, tokens_only in (("input PCA: tokens, quantile", "quantile", True),
@@ -105,18 +114,13 @@ def main() -> None:
                                              ("input PCA: tokens, log1p", "log1p", True)):
             res[label] = f1(input_pca(base, d.model_input, encoding, tokens_only=tokens_only))
         print(d.name, res, flush=True)
-        if args.model:
-            own = CellWeave.load(args.model)
+        if own is not None:
             t = time.perf_counter()
             corpus = own.prepare(d.model_input)
-            for pooling in ("cls", "config"):
-                label = f"{own.name} zero-shot: {'cls' if pooling == 'cls' else own.config.pooling}"
-                res[label] = f1(own.embed_corpus(corpus, seed=0, progress=False, pooling=pooling))
+            res.update(score_poolings(own, corpus, d.labels, f"{own.name} zero-shot"))
             adapted = adapt(d.model_input, model=own, batch_key=d.batch_key or d.shift_key, max_steps=args.steps,
                             seed=0, progress=False, lr=args.lr)
-            for pooling in ("cls", "config"):
-                label = f"{own.name} adapted: {'cls' if pooling == 'cls' else own.config.pooling}"
-                res[label] = f1(adapted.embed_corpus(corpus, seed=0, progress=False, pooling=pooling))
+            res.update(score_poolings(adapted, corpus, d.labels, f"{own.name} adapted"))
             res[f"{own.name}: seconds"] = round(time.perf_counter() - t, 1)
             print(d.name, {k: v for k, v in res.items() if k.startswith(own.name)}, flush=True)
         for name in args.variants:
@@ -130,10 +134,7 @@ def main() -> None:
                                                              **overrides)
             adapted = adapt(d.model_input, model=start, batch_key=d.batch_key or d.shift_key, max_steps=args.steps,
                             seed=0, progress=False, lr=args.lr, from_scratch=name.startswith("scratch"))
-            corpus = adapted.prepare(d.model_input)
-            for pooling in ("cls", "config"):
-                label = f"{name}: {'cls' if pooling == 'cls' else adapted.config.pooling}"
-                res[label] = f1(adapted.embed_corpus(corpus, seed=0, progress=False, pooling=pooling))
+            res.update(score_poolings(adapted, adapted.prepare(d.model_input), d.labels, name))
             res[f"{name}: seconds"] = round(time.perf_counter() - t, 1)
             print(d.name, {k: v for k, v in res.items() if k.startswith(name)}, flush=True)
         results[d.name] = res

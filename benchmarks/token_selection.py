@@ -47,19 +47,18 @@ def main() -> None:
     import scipy.sparse as sp
     from sklearn.decomposition import PCA
 
-    from cellweave.bench import knn_accuracy, pca_hvg_embedding
-    from cellweave.bench.tasks.panel import N_NEIGHBORS, panel_datasets
+    from _diagnostics import knn_f1, panel_selection
+
+    from cellweave.bench import pca_hvg_embedding
     from cellweave.data import prepare_cells
     from cellweave.models import CellWeave
 
     vocab = CellWeave.load(None).vocab
     results: dict[str, dict[str, float]] = {}
-    for d in panel_datasets():
-        if d.name not in args.datasets:
-            continue
+    for d in panel_selection(args.datasets):
 
         def f1(z: np.ndarray) -> float:
-            return round(float(knn_accuracy(z, d.labels, k=N_NEIGHBORS, seed=0)["macro_f1"]), 3)
+            return knn_f1(z, d.labels)
 
         def pca(x: np.ndarray) -> np.ndarray:
             return PCA(50, random_state=0).fit_transform(x)

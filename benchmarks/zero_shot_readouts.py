@@ -88,17 +88,15 @@ def main() -> None:
 
     import pandas as pd
 
-    from cellweave.bench import knn_accuracy
-    from cellweave.bench.tasks.panel import N_NEIGHBORS, panel_datasets
+    from _diagnostics import knn_f1, panel_selection
+
     from cellweave.models import CellWeave
 
     model = CellWeave.load(args.model)
     results: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
-    for d in panel_datasets():
-        reps = readouts(model, d)
-        results[d.name] = {k: round(float(knn_accuracy(v, d.labels, k=N_NEIGHBORS, seed=0)["macro_f1"]), 3)
-                           for k, v in reps.items()}
+    for d in panel_selection():
+        results[d.name] = {k: knn_f1(v, d.labels) for k, v in readouts(model, d).items()}
         print(f"[{time.perf_counter() - t0:5.0f} s] {d.name}", flush=True)
     table = pd.DataFrame(results).T
     table.loc["mean"] = table.mean().round(3)

@@ -29,7 +29,7 @@ def _pretrain_overrides(args: argparse.Namespace) -> dict | None:
         context = dict(CellWeaveConfig.from_preset(args.preset).context_length)
         context["rna"] = args.rna_context
         overrides["context_length"] = context
-    if getattr(args, "profile_skip", False):
+    if args.profile_skip:
         overrides["profile_skip"] = True
     return overrides or None
 
