@@ -10,12 +10,14 @@ steps, the dataset's batch key, else its shift key, as the count decoder's covar
 - ``pretrained + skip``: the shipped weights with a new, randomly initialized profile path;
 - ``scratch + skip, log1p [384]``: random weights with the path, token values log1p of counts
   per 10k instead of within-cell quantiles [and 384 RNA tokens per cell instead of 256];
+- ``scratch + skip, log1p, deviation``: as above with 256 tokens chosen by deviation above each
+  gene's mean over the dataset's cells instead of by value (``token_selection="deviation"``);
 
 each read out as the cell state (``cls``, which holds the path) and as the shipped pooling
 (``cls+bag``). Beside them: PCA-50 on log-normalized HVGs of the same cells (the panel's
 baseline), and PCA-50 of what each input encoding lets the model see: the shipped model's tokens
-(top 256 genes, within-cell quantiles), all measured genes as quantiles, and the top 256 as log1p
-(the ceiling a linear path over the tokens can reach). ``--model M`` adds M zero-shot and
+(top 256 genes, within-cell quantiles), all measured genes as quantiles, and the top 256 as log1p,
+chosen by value or by deviation (the ceiling a linear path over the tokens can reach). ``--model M`` adds M zero-shot and
 adapted the same way::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/profile_skip.py --out skip.json
@@ -31,7 +33,12 @@ import time
 
 DEFAULT_DATASETS = ("scrna_mouse_ca1_zeisel2015_descend", "scrna_mouse_pancreas_endocrinogenesis_veloviz",
                     "scrna_pancreas_baron2016_human_mouse_cider")
-VARIANTS = ("scratch", "scratch + skip", "pretrained + skip", "scratch + skip, log1p", "scratch + skip, log1p 384")
+VARIANTS = ("scratch", "scratch + skip", "pretrained + skip", "scratch + skip, log1p", "scratch + skip, log1p 384",
+            "scratch + skip, log1p, deviation")
+INPUTS = (("input PCA: tokens, quantile", "quantile", True, "value"),
+          ("input PCA: all measured, quantile", "quantile", False, "value"),
+          ("input PCA: tokens, log1p", "log1p", True, "value"),
+          ("input PCA: tokens, log1p, deviation", "log1p", True, "deviation"))
 
 
 def with_skip(base, *, pretrained: bool, **overrides):
@@ -48,9 +55,9 @@ def with_skip(base, *, pretrained: bool, **overrides):
     return CellWeave(config, base.vocab, module=module, card=copy.deepcopy(base.card))
 
 
-def input_pca(base, data, encoding: str, *, tokens_only: bool):
-    """PCA-50 of the model's RNA input under ``encoding``: each cell's tokens (top genes, as
-    ``embed`` tokenizes them; zeros elsewhere) or every measured gene."""
+def input_pca(base, data, encoding: str, *, tokens_only: bool, selection: str = "value"):
+    """PCA-50 of the model's RNA input under ``encoding``: each cell's tokens (chosen by
+    ``selection``, as ``embed`` tokenizes them; zeros elsewhere) or every measured gene."""
     import numpy as np
     import scipy.sparse as sp
     from sklearn.decomposition import PCA
@@ -59,7 +66,7 @@ def input_pca(base, data, encoding: str, *, tokens_only: bool):
 
     from cellweave.models import CellWeave
 
-    config = dataclasses.replace(copy.deepcopy(base.config), value_encoding=encoding)
+    config = dataclasses.replace(copy.deepcopy(base.config), value_encoding=encoding, token_selection=selection)
     model = CellWeave(config, base.vocab, module=base.module, card=base.card)
     corpus = model.prepare(data)
     if tokens_only:
@@ -87,6 +94,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS))
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--inputs", nargs="*", default=[i[0] for i in INPUTS], choices=[i[0] for i in INPUTS],
+                   help="input ceilings to score (PCA of what each encoding lets the model see)")
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--model", default=None,
@@ -109,10 +118,9 @@ def main() -> None:
             return knn_f1(emb, d.labels)
 
         res: dict[str, float] = {"PCA (HVG)": f1(pca_hvg_embedding(d.adata, seed=0))}
-        for label, encoding, tokens_only in (("input PCA: tokens, quantile", "quantile", True),
-                                             ("input PCA: all measured, quantile", "quantile", False),
-                                             ("input PCA: tokens, log1p", "log1p", True)):
-            res[label] = f1(input_pca(base, d.model_input, encoding, tokens_only=tokens_only))
+        for label, encoding, tokens_only, selection in INPUTS:
+            if label in args.inputs:
+                res[label] = f1(input_pca(base, d.model_input, encoding, tokens_only=tokens_only, selection=selection))
         print(d.name, res, flush=True)
         if own is not None:
             t = time.perf_counter()
@@ -128,6 +136,8 @@ def main() -> None:
             overrides = {}
             if "log1p" in name:
                 overrides["value_encoding"] = "log1p"
+            if "deviation" in name:
+                overrides["token_selection"] = "deviation"
             if "384" in name:
                 overrides["context_length"] = {**base.config.context_length, "rna": 384}
             start = base if name == "scratch" else with_skip(base, pretrained=name.startswith("pretrained"),

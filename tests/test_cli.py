@@ -73,9 +73,13 @@ def test_pretrain_cli_with_modality_dropout_and_rna_only(tmp_path) -> None:
     assert json.loads((joint / "config.json").read_text())["modality_dropout"] == 1.0
     card = json.loads((joint / "model_card.json").read_text())
     assert card["metrics"]["val_cross_modal_values"] > 0  # one modality of held-out cells left out and predicted
-    assert main([*common, "--out", str(rna), "--modalities", "rna"]) == 0
+    # The issue-12 architecture flags reach the saved config.
+    assert main([*common, "--out", str(rna), "--modalities", "rna", "--value-encoding", "log1p", "--profile-skip",
+                 "--token-selection", "deviation"]) == 0
     rna_model = cellweave.CellWeave.load(rna)
     assert rna_model.card["modalities"] == ["rna"] and rna_model.modality_features("prot") == []
+    assert (rna_model.config.value_encoding, rna_model.config.profile_skip,
+            rna_model.config.token_selection) == ("log1p", True, "deviation")
     assert main([*common, "--out", str(tmp_path / "bad"), "--modality-dropout", "1.5"]) == 2
     assert not (tmp_path / "bad").exists()
 

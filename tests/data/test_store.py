@@ -30,9 +30,10 @@ from cellweave.data import (
 REAL = "celltypist_sample_559cells"  # 559 cells x the 10x gene panel: the smallest real RNA counts dataset
 
 
-def _items(corpora, *, mode: str, seed: int = 3, context: int = 40, n_targets: int = 0) -> list[dict]:
-    ds = TokenDataset(corpora, Tokenizer({"rna": context, "prot": 16, "atac": 16, "gene_activity": 16}), mode=mode,
-                      seed=seed, n_targets=n_targets)
+def _items(corpora, *, mode: str, seed: int = 3, context: int = 40, n_targets: int = 0,
+           selection: str = "value") -> list[dict]:
+    tokenizer = Tokenizer({"rna": context, "prot": 16, "atac": 16, "gene_activity": 16}, selection=selection)
+    ds = TokenDataset(corpora, tokenizer, mode=mode, seed=seed, n_targets=n_targets)
     return [ds[i] for i in range(len(ds))]
 
 
@@ -73,6 +74,10 @@ def test_round_trip_synthetic(synthetic, tmp_path, value_encoding):
     assert isinstance(store, StoreCorpus) and len(store) == 230 and store.name == "a"
     mem = prepare_cells(a, vocab, dataset="a", value_encoding=value_encoding)
     _assert_same_tokens([mem], [store], n_targets=8)
+    # Tokens chosen by deviation from the gene means read the same means from a store.
+    _assert_same_tokens([mem], [store], selection="deviation")
+    assert store.blocks[0].feature_mean is not None
+    np.testing.assert_allclose(store.blocks[0].feature_mean, mem.blocks[0].feature_mean, rtol=1e-5)
     # What pretraining does with a corpus: train/val subsets, column sums of present cells, counts.
     idx = np.random.default_rng(0).permutation(230)[:150]
     s_sub, m_sub = store.subset(idx), mem.subset(idx)

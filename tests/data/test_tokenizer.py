@@ -160,3 +160,59 @@ def test_quantile_encoding_ignores_how_the_input_was_normalized(tiny_vocab_and_d
     assert a.data.min() > 0 and a.data.max() <= 1
     with pytest.raises(ValueError, match="value_encoding"):
         prepare_cells(adata, vocab, value_encoding="bins")
+
+
+def _housekeeping_corpus(n_cells: int):
+    """Gene 0 is high in every cell (5); cell i's marker, gene 1 + i % 5, is 3; the rest are 1.
+    Cells from ``n_cells`` on are marked as not measured."""
+    import pandas as pd
+
+    from cellweave.data import CellCorpus, ModalityBlock
+
+    n = n_cells + 2
+    X = np.ones((n, 6), dtype=np.float32)
+    X[:, 0] = 5.0
+    X[np.arange(n), 1 + np.arange(n) % 5] = 3.0
+    present = np.arange(n) < n_cells
+    X[~present] = 0.0
+    block = ModalityBlock("rna", sp.csr_matrix(X), np.arange(10, 16), present, "counts")
+    return CellCorpus([block], pd.DataFrame(index=[f"c{i}" for i in range(n)]))
+
+
+def test_deviation_selection_keeps_what_sets_a_cell_apart() -> None:
+    from cellweave.data import feature_means
+
+    corpus = _housekeeping_corpus(30)
+    by_value = Tokenizer({"rna": 1}, zero_fraction=0.0)
+    by_deviation = Tokenizer({"rna": 1}, zero_fraction=0.0, selection="deviation")
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        ids, vals, _ = by_value.tokenize(corpus, i, rng)
+        assert ids.tolist() == [10] and vals.tolist() == [5.0]
+        ids, vals, _ = by_deviation.tokenize(corpus, i, rng)
+        # The marker, with its value unchanged (selection does not alter values).
+        assert ids.tolist() == [11 + i % 5] and vals.tolist() == [3.0]
+    # Means are over the measured cells only (the two unmeasured rows are left out).
+    X = corpus.blocks[0].values.toarray()[:30]
+    np.testing.assert_allclose(feature_means(corpus.blocks[0]), X.mean(axis=0), rtol=1e-6)
+
+
+def test_deviation_selection_falls_back_to_value_on_too_few_cells(caplog) -> None:
+    corpus = _housekeeping_corpus(5)
+    tok = Tokenizer({"rna": 1}, zero_fraction=0.0, selection="deviation")
+    with caplog.at_level("WARNING", logger="cellweave.data._tokenize"):
+        ids, _, _ = tok.tokenize(corpus, 0, np.random.default_rng(0))
+    assert ids.tolist() == [10]
+    assert "too few for gene means" in caplog.text
+
+
+def test_token_selection_comes_from_the_config_and_is_checked() -> None:
+    from cellweave.nn import CellWeaveConfig
+
+    config = CellWeaveConfig.from_preset("tiny", vocab_size=20, token_selection="deviation")
+    assert Tokenizer.from_config(config).selection == "deviation"
+    assert Tokenizer.from_config(CellWeaveConfig.from_preset("tiny", vocab_size=20)).selection == "value"
+    with pytest.raises(ValueError, match="token_selection"):
+        CellWeaveConfig.from_preset("tiny", vocab_size=20, token_selection="median")
+    with pytest.raises(ValueError, match="selection"):
+        Tokenizer({"rna": 1}, selection="median")

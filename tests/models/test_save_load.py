@@ -49,6 +49,22 @@ def test_profile_skip_model_round_trips(tmp_path, tiny_vocab_and_data) -> None:
         CellWeave.load(tmp_path / "m")
 
 
+def test_token_selection_is_saved_and_used_by_embed(tmp_path, tiny_vocab_and_data) -> None:
+    import dataclasses
+
+    vocab, adata = tiny_vocab_and_data
+    kw = dict(d_model=32, n_layers=2, n_heads=4, d_ff=64, context_length={"rna": 8})
+    model = CellWeave.from_preset("tiny", vocab, token_selection="deviation", **kw)
+    model.save(tmp_path / "m")
+    loaded = CellWeave.load(tmp_path / "m")
+    assert loaded.config.token_selection == "deviation"
+    emb = loaded.embed(adata, progress=False)[0]
+    np.testing.assert_array_equal(emb, model.embed(adata, progress=False)[0])
+    # The same weights reading tokens chosen by value embed differently: the setting is used.
+    by_value = CellWeave(dataclasses.replace(loaded.config, token_selection="value"), vocab, module=loaded.module)
+    assert not np.allclose(emb, by_value.embed(adata, progress=False)[0])
+
+
 def test_changed_weights_change_hash(tmp_path, tiny_model) -> None:
     h = tiny_model.model_hash
     tiny_model.module.cls_embedding.data += 1

@@ -31,6 +31,8 @@ def _pretrain_overrides(args: argparse.Namespace) -> dict | None:
         overrides["context_length"] = context
     if args.profile_skip:
         overrides["profile_skip"] = True
+    if args.token_selection is not None:
+        overrides["token_selection"] = args.token_selection
     return overrides or None
 
 
@@ -130,6 +132,10 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--profile-skip", action="store_true",
                     help="add a linear path from the input values to the cell state beside the transformer "
                     "(CellWeaveConfig.profile_skip; default: off, as the shipped model)")
+    sp.add_argument("--token-selection", default=None, choices=["value", "deviation"],
+                    help="which measured genes become a cell's tokens: the highest values, or the largest "
+                    "deviations above each gene's mean over the cells prepared together (default: value, "
+                    "as the shipped model)")
     sp.add_argument("--count-likelihood", action="store_true",
                     help="add a negative-binomial decoder of each cell's counts of 1,000 variable genes per dataset, "
                     "dataset as covariate (needs --value-encoding log1p)")

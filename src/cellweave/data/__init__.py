@@ -25,7 +25,7 @@ from ._soma import LAYER_ORDER as SOMA_LAYER_ORDER
 from ._soma import VAR_NAME_COLUMNS as SOMA_VAR_NAME_COLUMNS
 from ._soma import SomaCorpus, SomaCSR, SomaSelection, is_soma, open_soma, soma_vocabulary
 from ._spatial import neighbourhood_mean, section_neighbors, spatial_coordinates
-from ._tokenize import EpochShuffleSampler, Tokenizer, TokenDataset, collate_tokens
+from ._tokenize import EpochShuffleSampler, Tokenizer, TokenDataset, collate_tokens, feature_means
 from .synthetic import synthetic_adata, synthetic_mudata
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "clr",
     "collate_tokens",
     "corpus_counts",
+    "feature_means",
     "hvg_features",
     "is_soma",
     "is_store",

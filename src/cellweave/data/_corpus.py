@@ -44,6 +44,9 @@ class ModalityBlock:
     present: np.ndarray
     """(n_cells,) bool: whether the cell was measured in this modality."""
     x_kind: str
+    feature_mean: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """(n_columns,) mean value of each column over the block's measured cells, filled on first use
+    by a tokenizer that selects tokens by deviation (:func:`cellweave.data.feature_means`)."""
 
 
 @dataclass

@@ -85,6 +85,12 @@ class CellWeaveConfig:
     profile as well, whose optimum under a reconstruction loss is the profile's principal
     subspace (as for PCA), while the transformer adds what is non-linear. scVI's encoder reads
     the profile directly for the same reason (Lopez et al. 2018). Off in models saved before it."""
+    token_selection: Literal["value", "deviation"] = "value"
+    """Which measured genes become a cell's tokens when it has more than its context holds: the
+    highest values, or the largest deviations above each gene's mean over the cells prepared
+    together (the dataset in pretraining; the user's cells in ``embed`` and ``adapt``), which
+    passes over genes every cell expresses highly. With ``"deviation"`` a cell's tokens depend on
+    the cells embedded with it, as PCA's centring does. ``"value"`` in models saved before it."""
     spatial_neighbors: int = 0
     """Spatial context when embedding data with ``obsm["spatial"]``: the mean embedding of this
     many nearest neighbours in space (within a section) is appended to each cell's embedding.
@@ -97,6 +103,8 @@ class CellWeaveConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}).")
         if self.value_encoding not in ("quantile", "log1p"):
             raise ValueError(f"value_encoding must be 'quantile' or 'log1p', not {self.value_encoding!r}.")
+        if self.token_selection not in ("value", "deviation"):
+            raise ValueError(f"token_selection must be 'value' or 'deviation', not {self.token_selection!r}.")
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities lists a modality twice: {self.modalities}.")
         if self.n_modalities == 0:
