@@ -11,7 +11,10 @@ encoding) restricted, per cell, to the ``k`` genes chosen by:
 - ``expm1 ratio to nonzero median``: Geneformer's ratio on the count scale;
 
 beside every measured gene and PCA-50 of log-normalized HVGs (the panel's baseline). The gene
-statistics come from the dataset's own cells (transductive, as PCA's centring is)::
+statistics come from the dataset's own cells (transductive, as PCA's centring is).
+``--corpus-means`` adds ``value - corpus mean``: the gene means taken instead over the shipped
+model's pretraining datasets (``cellweave.data.feature_means``, up to 4,000 cells each), the
+statistic a model could save and carry to new data::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/token_selection.py --out sel.json
 """
@@ -37,10 +40,28 @@ def top_k(x: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def corpus_means(model, max_cells: int = 4000) -> np.ndarray:
+    """Per vocabulary id, the mean log1p RNA value over ``model``'s pretraining datasets (the
+    mean of the per-dataset means, weighted by the cells sampled; 0 where none measures it)."""
+    from cellweave import datasets as registry
+    from cellweave.data import feature_means, prepare_cells
+
+    total, cells = np.zeros(len(model.vocab)), np.zeros(len(model.vocab))
+    for entry in model.card["data"]:
+        corpus = prepare_cells(registry.load(entry["name"]), model.vocab, dataset=entry["name"], value_encoding="log1p")
+        for block in (b for b in corpus.blocks if b.modality == "rna"):
+            n = min(int(np.count_nonzero(block.present)), max_cells)
+            np.add.at(total, block.token_ids, n * feature_means(block, max_cells=max_cells))
+            np.add.at(cells, block.token_ids, n)
+    return np.where(cells > 0, total / np.maximum(cells, 1), 0.0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS))
     p.add_argument("--k", type=int, default=256)
+    p.add_argument("--corpus-means", action="store_true",
+                   help="also rank by value minus each gene's mean over the shipped model's pretraining datasets")
     p.add_argument("--out", default="token_selection.json")
     args = p.parse_args()
 
@@ -53,7 +74,9 @@ def main() -> None:
     from cellweave.data import prepare_cells
     from cellweave.models import CellWeave
 
-    vocab = CellWeave.load(None).vocab
+    shipped = CellWeave.load(None)
+    vocab = shipped.vocab
+    corpus_mean = corpus_means(shipped) if args.corpus_means else None
     results: dict[str, dict[str, float]] = {}
     for d in panel_selection(args.datasets):
 
@@ -74,6 +97,9 @@ def main() -> None:
             "value - gene mean": f1(pca(top_k(x, x - x.mean(0), args.k))),
             "expm1 ratio to nonzero median": f1(pca(top_k(x, np.expm1(x) / np.expm1(median), args.k))),
         }
+        if corpus_mean is not None:
+            rna = next(b for b in corpus.blocks if b.modality == "rna")
+            res["value - corpus mean"] = f1(pca(top_k(x, x - corpus_mean[rna.token_ids][None, :], args.k)))
         print(d.name, res, flush=True)
         results[d.name] = res
     with open(args.out, "w") as fh:

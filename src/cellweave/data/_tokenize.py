@@ -16,7 +16,7 @@ instead of by value, so genes every cell expresses highly (ribosomal, mitochondr
 the genes that set the cell apart. The values themselves are unchanged. PCA of each cell's 256
 tokens so chosen keeps more of the cell type than PCA of its top 256 by value on the panel
 (kNN macro-F1 on endocrinogenesis 0.743 vs 0.700; ``benchmarks/token_selection.py``); means over
-another corpus do not (0.694). As in PCA's centring, a cell's tokens then depend on the cells it
+another corpus do not (0.694; ``--corpus-means``). As in PCA's centring, a cell's tokens then depend on the cells it
 was prepared with.
 """
 
