@@ -94,6 +94,11 @@ def test_panel_variants_adapted_and_untrained_beside_zero_shot() -> None:
     assert not np.allclose(embs["cellweave"], embs[panel.ADAPTED])
     steps = [r for r in records if r.metric == "steps"]
     assert len(steps) == 1 and steps[0].value == 2 and steps[0].split == "adaptation"
+    # --adapt-lr reaches the adaptation: a vanishing learning rate leaves the weights (and embedding) as they were.
+    frozen = BenchmarkContext(model=model, seeds=(0,), quick=True, adapt=("pretrained",), adapt_max_steps=2,
+                              adapt_lr=1e-12, progress=False)
+    still, _ = panel._model_embeddings(frozen, d, seed=0)
+    np.testing.assert_allclose(still[panel.ADAPTED], still["cellweave"], atol=1e-4)
     # The summary counts the untrained control as a baseline, not as a cellweave variant.
     recs = panel._zero_shot(ctx, d, embs, seed=0)
     assert {r.method for r in recs} >= {"cellweave", panel.ADAPTED, panel.UNTRAINED, "PCA (HVG)"}

@@ -75,6 +75,8 @@ class BenchmarkContext:
     """Variants the panel adds: ``"pretrained"`` (the model adapted to each dataset), ``"scratch"``
     (the same adaptation from random weights) and ``"untrained"`` (random weights, no training)."""
     adapt_max_steps: int | None = None
+    adapt_lr: float | None = None
+    """Learning rate of each adaptation (``None``: :func:`cellweave.train.adapt`'s default)."""
     joint_vs_rna_results: Path | None = None
     """``multimodal`` only: results.json of ``benchmarks/joint_vs_rna_pretraining.py`` to show;
     default: the copy shipped with cellweave (package code never reads the repository's folders)."""
@@ -182,6 +184,7 @@ def run_benchmark(
     progress: bool = True,
     adapt: tuple[str, ...] = (),
     adapt_max_steps: int | None = None,
+    adapt_lr: float | None = None,
     joint_vs_rna_results: str | os.PathLike | None = None,
 ) -> list[Record]:
     """Run benchmark tasks and write ``out/results.json`` and ``out/report.html``.
@@ -201,9 +204,10 @@ def run_benchmark(
         The demo's setting: fewer seeds, folds and datasets.
     data, label_key, batch_key
         Run the protocol on a user's file instead of the registered datasets.
-    adapt, adapt_max_steps
+    adapt, adapt_max_steps, adapt_lr
         Panel only: also score the model adapted to each dataset (``"pretrained"``) and the same
-        adaptation from random weights (``"scratch"``), with this step budget (default: adapt's).
+        adaptation from random weights (``"scratch"``), with this step budget and learning rate
+        (default: adapt's).
     joint_vs_rna_results
         Multimodal only: the results.json of ``benchmarks/joint_vs_rna_pretraining.py`` to show
         (default: the copy shipped with cellweave).
@@ -228,7 +232,7 @@ def run_benchmark(
         model=cw, seeds=tuple(seeds), quick=quick, data=user,
         data_name=Path(data).name.split(".")[0] if data is not None else None,
         label_key=label_key, batch_key=batch_key, out=out, progress=progress, adapt=tuple(adapt),
-        adapt_max_steps=adapt_max_steps,
+        adapt_max_steps=adapt_max_steps, adapt_lr=adapt_lr,
         joint_vs_rna_results=Path(joint_vs_rna_results) if joint_vs_rna_results is not None else None,
     )
     t0 = time.perf_counter()

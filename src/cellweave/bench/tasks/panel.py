@@ -346,6 +346,8 @@ def _model_embeddings(ctx, d: PanelData, seed: int) -> tuple[dict[str, np.ndarra
         method = SCRATCH if scratch else ADAPTED
         key = d.batch_key or d.shift_key
         budget = {"max_steps": ctx.adapt_max_steps} if ctx.adapt_max_steps else {}  # else adapt's default
+        if getattr(ctx, "adapt_lr", None) is not None:
+            budget["lr"] = ctx.adapt_lr
         model = adapt(d.model_input, model=ctx.model, batch_key=key, from_scratch=scratch, seed=seed,
                       progress=False, **budget)
         embs[method] = model.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
