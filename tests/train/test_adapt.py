@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -91,6 +93,35 @@ def test_adapt_from_scratch_and_without_counts(data_and_model, recwarn) -> None:
                         progress=False)
     assert not masked_only.card["adaptation"]["count_likelihood"]
     assert set(masked_only.card["adaptation"]["losses_after"]) == {"masked_loss"}
+
+
+def test_adapt_start_genes_keeps_only_the_pretrained_gene_tables(data_and_model) -> None:
+    from cellweave.nn import CellWeaveModule
+    from cellweave.train import start_module
+
+    adata, model, _ = data_and_model
+    model = copy.deepcopy(model)  # the fixture is shared
+    # Give the base model gene embeddings no random initialization would produce.
+    with torch.no_grad():
+        model.module.feature_embedding.weight.add_(5.0)
+    genes = start_module(model, "genes", seed=3)
+    random = start_module(model, "random", seed=3)
+    assert torch.equal(genes.feature_embedding.weight, model.module.feature_embedding.weight)
+    assert genes.feature_embedding.weight is not model.module.feature_embedding.weight  # a copy
+    assert not torch.equal(random.feature_embedding.weight, model.module.feature_embedding.weight)
+    fresh = CellWeaveModule(model.config).state_dict()
+    for name, value in genes.state_dict().items():  # every other weight is re-drawn, not copied
+        if name != "feature_embedding.weight" and value.numel() > 1 and value.std() > 0:
+            assert not torch.equal(value, model.module.state_dict()[name]), name
+            assert value.shape == fresh[name].shape
+    adapted = adapt(adata, model=model, start="genes", max_epochs=1, max_steps=2, batch_size=32, progress=False)
+    rec = adapted.card["adaptation"]
+    assert rec["start"] == "genes" and not rec["from_scratch"] and rec["base_model_sha256"] == model.model_hash
+    assert adapted.name.endswith("-genes-adapted")
+    with pytest.raises(CellWeaveInputError, match="start"):
+        adapt(adata, model=model, start="genes", from_scratch=True, progress=False)
+    with pytest.raises(CellWeaveInputError, match="give one of"):
+        adapt(adata, model=model, start="weights", progress=False)
 
 
 def test_adapt_refuses_a_missing_batch_key_and_an_empty_budget(data_and_model) -> None:

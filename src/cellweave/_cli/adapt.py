@@ -25,7 +25,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     adapted = adapt(
         data, model=model, batch_key=args.batch_key, layer=args.layer, organism=args.organism,
         max_epochs=args.max_epochs, max_steps=args.max_steps or None, batch_size=args.batch_size,
-        lr=args.lr, count_likelihood=args.count_likelihood, from_scratch=args.from_scratch, seed=args.seed,
+        lr=args.lr, count_likelihood=args.count_likelihood, start=args.start,
+        from_scratch=args.from_scratch, seed=args.seed,
         out=args.out, command=command_line(args),
     )
     rec = adapted.card["adaptation"]
@@ -60,6 +61,9 @@ def add_adapt(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--count-likelihood", action=argparse.BooleanOptionalAction, default=True,
                     help="decode the counts of 2,000 highly variable genes (negative binomial) from the cell "
                          "embedding; needs raw counts")
-    sp.add_argument("--from-scratch", action="store_true",
-                    help="start from random weights of the same architecture (the control for pretraining)")
+    sp.add_argument("--start", default="pretrained", choices=["pretrained", "random", "genes"],
+                    help="start from the model's weights, from random weights of the same architecture (the "
+                         "control for pretraining), or from random weights with the model's pretrained gene "
+                         "embeddings")
+    sp.add_argument("--from-scratch", action="store_true", help="the same as --start random")
     sp.add_argument("--seed", type=int, default=0)

@@ -43,9 +43,10 @@ def add_benchmark(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--quick", action="store_true", help="one seed and fewer folds/datasets (the demo's setting)")
     sp.add_argument("--label-key", default=None, help="obs column with cell labels (with INPUT)")
     sp.add_argument("--batch-key", default=None, help="obs column with batches (with INPUT)")
-    sp.add_argument("--adapt", action=ListArgument, default=None, choices=["pretrained", "scratch", "untrained"],
+    sp.add_argument("--adapt", action=ListArgument, default=None, choices=["pretrained", "scratch", "untrained", "genes"],
                     help="panel: also score the model adapted to each dataset (pretrained), the same adaptation "
-                         "from random weights (scratch) and the architecture with random weights, untrained")
+                         "from random weights (scratch), the architecture with random weights, untrained, and the same "
+                         "adaptation from random weights with the pretrained gene embeddings (genes)")
     sp.add_argument("--adapt-max-steps", type=int, default=None,
                     help="panel: step budget of each adaptation (default: cellweave adapt's)")
     sp.add_argument("--adapt-lr", type=float, default=None,

@@ -73,7 +73,8 @@ class BenchmarkContext:
     progress: bool = True
     adapt: tuple[str, ...] = ()
     """Variants the panel adds: ``"pretrained"`` (the model adapted to each dataset), ``"scratch"``
-    (the same adaptation from random weights) and ``"untrained"`` (random weights, no training)."""
+    (the same adaptation from random weights), ``"untrained"`` (random weights, no training) and
+    ``"genes"`` (the same adaptation from random weights with the pretrained gene embeddings)."""
     adapt_max_steps: int | None = None
     adapt_lr: float | None = None
     """Learning rate of each adaptation (``None``: :func:`cellweave.train.adapt`'s default)."""

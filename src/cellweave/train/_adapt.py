@@ -43,6 +43,37 @@ DEFAULT_MAX_STEPS = 200
 N_DECODED_GENES = 2000
 #: Weight of the VICReg term (its invariance part then weighs 1, like the other losses).
 VICREG_WEIGHT = 0.04
+#: Where adaptation starts: the pretrained weights; random weights of the same architecture (the
+#: control for pretraining); random weights except the pretrained per-feature tables (the gene
+#: embeddings, and the profile path's gene weights where the model has the path).
+STARTS = ("pretrained", "random", "genes")
+#: Parameters ``start="genes"`` keeps from the pretrained model: one row per vocabulary entry.
+GENE_TABLES = ("feature_embedding.weight", "profile_embedding.weight")
+
+
+def start_module(base: CellWeave, start: str, seed: int | None = None) -> CellWeaveModule:
+    """The module adaptation trains, a new object (``base`` is not changed): see :data:`STARTS`.
+    ``seed`` seeds the random weights (``None``: torch's current random state, as :func:`adapt`
+    uses it after seeding everything).
+
+    ``"genes"`` follows the usual transfer of pretrained word embeddings into a freshly initialized
+    network (as scGPT and Geneformer fine-tuning keep the gene table; here every other weight is
+    re-drawn): it tests whether pretraining's value lies in what it learned about genes rather than
+    in the transformer's weights.
+    """
+    if start not in STARTS:
+        raise CellWeaveInputError(f"start={start!r}: give one of {', '.join(STARTS)}.")
+    if start == "pretrained":
+        return copy.deepcopy(base.module)
+    if seed is not None:
+        torch.manual_seed(seed)
+    module = CellWeaveModule(base.config)
+    if start == "genes":
+        pretrained = base.module.state_dict()
+        kept = {k: pretrained[k].clone() for k in GENE_TABLES if k in pretrained}
+        missing, unexpected = module.load_state_dict(kept, strict=False)
+        assert not unexpected and len(missing) == len(module.state_dict()) - len(kept)
+    return module
 
 
 class AdaptPlan(PretrainPlan):
@@ -127,6 +158,7 @@ def adapt(
     count_weight: float = 1.0,
     vicreg_weight: float = VICREG_WEIGHT,
     n_decoded_genes: int = N_DECODED_GENES,
+    start: str = "pretrained",
     from_scratch: bool = False,
     seed: int = 0,
     out: str | os.PathLike | None = None,
@@ -153,9 +185,12 @@ def adapt(
     vicreg_weight
         Weight of VICReg between two masked views of each cell (0 turns it off; each step then
         runs the encoder once instead of twice).
+    start
+        ``"pretrained"`` (the model's weights), ``"random"`` (random weights of the same
+        architecture: the control that says whether pretraining adds anything) or ``"genes"``
+        (random weights except the pretrained gene embeddings; :func:`start_module`).
     from_scratch
-        Start from random weights of the same architecture instead of the pretrained ones: the
-        control that says whether pretraining adds anything.
+        The same as ``start="random"`` (kept for earlier callers).
     out
         Save the adapted model to this folder (``config.json``, ``model.safetensors``, vocabulary,
         card with the adaptation record).
@@ -173,6 +208,12 @@ def adapt(
         raise CellWeaveInputError(f"max_epochs={max_epochs}: adaptation needs at least 1 epoch.")
     if max_steps is not None and int(max_steps) < 1:
         raise CellWeaveInputError(f"max_steps={max_steps}: give at least 1 step, or None for no cap.")
+    if from_scratch:
+        if start not in ("pretrained", "random"):
+            raise CellWeaveInputError(f"from_scratch=True and start={start!r} contradict each other; give only start.")
+        start = "random"
+    if start not in STARTS:
+        raise CellWeaveInputError(f"start={start!r}: give one of {', '.join(STARTS)}.")
     batch_values = _obs_column(data, batch_key) if batch_key is not None else None
     t0 = time.perf_counter()
     L.seed_everything(seed, workers=True, verbose=False)
@@ -186,7 +227,7 @@ def adapt(
                else np.zeros(len(corpus), dtype=np.int64))
     n_batches = int(batches.max()) + 1
 
-    module = CellWeaveModule(base.config) if from_scratch else copy.deepcopy(base.module)
+    module = start_module(base, start)
     module.train()
     decoder = CountDecoder(base.config.d_model, counts.shape[1], n_batches) if counts is not None else None
     tokens = TokenDataset([corpus], base.tokenizer, mode="train", seed=seed, n_targets=base.config.n_cell_targets)
@@ -215,8 +256,9 @@ def adapt(
     adapted = CellWeave(copy.deepcopy(base.config), base.vocab, module=module, card=copy.deepcopy(base.card))
     record = {
         "base_model": base.name,
-        "base_model_sha256": None if from_scratch else base.model_hash,
-        "from_scratch": bool(from_scratch),
+        "base_model_sha256": None if start == "random" else base.model_hash,
+        "start": start,
+        "from_scratch": start == "random",
         "n_cells": len(corpus),
         "batch_key": batch_key,
         "n_batches": n_batches,
@@ -234,7 +276,8 @@ def adapt(
         "command": command or "cellweave.train.adapt(...)",
         "versions": environment_versions(),
     }
-    adapted.card["name"] = f"{base.name}-adapted" if not from_scratch else f"{base.name}-scratch-adapted"
+    adapted.card["name"] = {"pretrained": f"{base.name}-adapted", "random": f"{base.name}-scratch-adapted",
+                            "genes": f"{base.name}-genes-adapted"}[start]
     adapted.card["adaptation"] = record
     logger.info("Adapted %s on %d cells: %d steps in %.0f s; count NLL %s -> %s, masked loss %.4f -> %.4f",
                 base.name, len(corpus), record["steps"], seconds, before.get("count_nll"), after.get("count_nll"),

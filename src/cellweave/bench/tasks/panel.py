@@ -24,7 +24,9 @@ same splits; nothing is chosen on a test split):
 labels (:func:`cellweave.train.adapt`, the dataset's batch key, else its shift key, as the count
 decoder's covariate; transductive like scVI, which also trains on every cell); ``--adapt scratch``
 adds the same adaptation from random weights, the control that says whether pretraining helps;
-``--adapt untrained`` adds the architecture with random weights and no training at all.
+``--adapt untrained`` adds the architecture with random weights and no training at all;
+``--adapt genes`` adds the same adaptation from random weights with the model's pretrained gene
+embeddings (a cellweave variant: it uses what pretraining learned about genes).
 Every protocol scores them beside the zero-shot model; ``--adapt-max-steps`` sets the budget.
 
 ``--quick`` keeps 3 seeds and every dataset but trains scVI for fewer epochs, scores at most 4
@@ -78,6 +80,7 @@ N_NEIGHBORS = 15
 ADAPTED = "cellweave (adapted)"
 SCRATCH = "scratch transformer (same adaptation)"
 UNTRAINED = "untrained transformer (same architecture)"
+GENES = "cellweave (adapted, pretrained gene embeddings only)"
 #: Protocol of each (split, metric) pair the summary reads, and whether higher is better.
 PROTOCOLS = {
     ("zero-shot kNN", "macro_f1"): "zero-shot kNN macro-F1",
@@ -342,13 +345,13 @@ def _model_embeddings(ctx, d: PanelData, seed: int) -> tuple[dict[str, np.ndarra
             untrained = CellWeave(ctx.model.config, ctx.model.vocab, module=CellWeaveModule(ctx.model.config).eval())
             embs[UNTRAINED] = untrained.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
             continue
-        scratch = variant == "scratch"
-        method = SCRATCH if scratch else ADAPTED
+        start = {"pretrained": "pretrained", "scratch": "random", "genes": "genes"}[variant]
+        method = {"pretrained": ADAPTED, "random": SCRATCH, "genes": GENES}[start]
         key = d.batch_key or d.shift_key
         budget = {"max_steps": ctx.adapt_max_steps} if ctx.adapt_max_steps else {}  # else adapt's default
         if getattr(ctx, "adapt_lr", None) is not None:
             budget["lr"] = ctx.adapt_lr
-        model = adapt(d.model_input, model=ctx.model, batch_key=key, from_scratch=scratch, seed=seed,
+        model = adapt(d.model_input, model=ctx.model, batch_key=key, start=start, seed=seed,
                       progress=False, **budget)
         embs[method] = model.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
         rec = model.card["adaptation"]
