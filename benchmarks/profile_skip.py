@@ -3,7 +3,7 @@
 
 On the panel datasets named (default: CA1 neurons, endocrinogenesis, Baron pancreas), kNN macro-F1
 (k=15, stratified 5-fold, seed 0) of the embedding after ``cellweave.train.adapt`` (``--steps``
-steps, the dataset's batch key, else its shift key, as the count decoder's covariate) from:
+steps or ``--epochs`` passes over the cells, whichever ends first; the dataset's batch key, else its shift key, as the count decoder's covariate) from:
 
 - ``scratch``: random weights, no profile path (the best start of ``adapt_start_points.py``);
 - ``scratch + skip``: random weights with the profile path;
@@ -18,7 +18,8 @@ each read out as the cell state (``cls``, which holds the path) and as the shipp
 baseline), and PCA-50 of what each input encoding lets the model see: the shipped model's tokens
 (top 256 genes, within-cell quantiles), all measured genes as quantiles, and the top 256 as log1p,
 chosen by value or by deviation (the ceiling a linear path over the tokens can reach). ``--model M`` adds M zero-shot and
-adapted the same way::
+adapted the same way (``--starts``: from its weights, from random weights with its gene embeddings, from random
+weights)::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/profile_skip.py --out skip.json
 """
@@ -97,9 +98,14 @@ def main() -> None:
     p.add_argument("--inputs", nargs="*", default=[i[0] for i in INPUTS], choices=[i[0] for i in INPUTS],
                    help="input ceilings to score (PCA of what each encoding lets the model see)")
     p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--epochs", type=int, default=3,
+                   help="passes over the cells (adapt's default, 3; small datasets reach it before --steps)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--model", default=None,
                    help="also score this model (e.g. one pretrained with --profile-skip) zero-shot and adapted")
+    p.add_argument("--starts", nargs="+", default=["pretrained"], choices=["pretrained", "genes", "random"],
+                   help="with --model: adapt it from these starts (adapt's start=: its weights, random weights "
+                        "with its gene embeddings, random weights)")
     p.add_argument("--out", default="profile_skip.json")
     args = p.parse_args()
 
@@ -126,10 +132,14 @@ def main() -> None:
             t = time.perf_counter()
             corpus = own.prepare(d.model_input)
             res.update(score_poolings(own, corpus, d.labels, f"{own.name} zero-shot"))
-            adapted = adapt(d.model_input, model=own, batch_key=d.batch_key or d.shift_key, max_steps=args.steps,
-                            seed=0, progress=False, lr=args.lr)
-            res.update(score_poolings(adapted, corpus, d.labels, f"{own.name} adapted"))
             res[f"{own.name}: seconds"] = round(time.perf_counter() - t, 1)
+            for start in args.starts:
+                t = time.perf_counter()
+                adapted = adapt(d.model_input, model=own, batch_key=d.batch_key or d.shift_key, max_steps=args.steps,
+                                max_epochs=args.epochs, seed=0, progress=False, lr=args.lr, start=start)
+                label = f"{own.name} adapted" + ("" if start == "pretrained" else f" from {start}")
+                res.update(score_poolings(adapted, corpus, d.labels, label))
+                res[f"{label}: seconds"] = round(time.perf_counter() - t, 1)
             print(d.name, {k: v for k, v in res.items() if k.startswith(own.name)}, flush=True)
         for name in args.variants:
             t = time.perf_counter()
@@ -143,13 +153,14 @@ def main() -> None:
             start = base if name == "scratch" else with_skip(base, pretrained=name.startswith("pretrained"),
                                                              **overrides)
             adapted = adapt(d.model_input, model=start, batch_key=d.batch_key or d.shift_key, max_steps=args.steps,
-                            seed=0, progress=False, lr=args.lr, from_scratch=name.startswith("scratch"))
+                            max_epochs=args.epochs, seed=0, progress=False, lr=args.lr,
+                            from_scratch=name.startswith("scratch"))
             res.update(score_poolings(adapted, adapted.prepare(d.model_input), d.labels, name))
             res[f"{name}: seconds"] = round(time.perf_counter() - t, 1)
             print(d.name, {k: v for k, v in res.items() if k.startswith(name)}, flush=True)
         results[d.name] = res
     with open(args.out, "w") as fh:
-        json.dump({"command": "benchmarks/profile_skip.py", "steps": args.steps, "lr": args.lr,
+        json.dump({"command": "benchmarks/profile_skip.py", "steps": args.steps, "epochs": args.epochs, "lr": args.lr,
                    "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)", "results": results}, fh, indent=1)
 
 

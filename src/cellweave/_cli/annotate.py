@@ -23,7 +23,8 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     if args.adapt:
         model = adapt_on_both(reference, query, model, args)
     tl.annotate(query, reference=reference, label_key=args.label_key, model=model,
-                novelty_quantile=args.novelty_quantile, finetune=args.finetune, finetune_epochs=args.max_epochs,
+                novelty_quantile=args.novelty_quantile, align=args.align, finetune=args.finetune,
+                finetune_epochs=args.max_epochs,
                 spatial=args.spatial, spatial_key=args.spatial_key, section_key=args.section_key,
                 n_spatial_neighbors=args.n_spatial_neighbors, seed=args.seed)
     counts = query.obs["cellweave_prediction"].value_counts()
@@ -43,6 +44,9 @@ def add_annotate(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--out", required=True, help="output .h5ad (the annotated query)")
     sp.add_argument("--novelty-quantile", type=float, default=0.99,
                     help="quantile of held-out reference novelty used as the 'unknown' threshold")
+    sp.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
+                    help="correct reference and query embeddings together by Harmony first, so known types in a "
+                         "new state (another protocol, study or condition) are not called unknown")
     sp.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=False,
                     help="fine-tune the encoder on the reference labels (default: --no-finetune, a classifier on "
                          "frozen embeddings)")

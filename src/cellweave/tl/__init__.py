@@ -24,7 +24,7 @@ from ._gene_utils import (
 )
 from ._grn import attention_scores, combine_scores, embedding_scores, perturbation_scores
 from ._impute import feature_keys
-from ._integrate import harmony, integrate_embedding
+from ._integrate import align_reference_query, harmony, integrate_embedding
 from ._map_query import NeighborIndex, kernel_vote
 from ._markers import attribution_scores, corpus_var_names, fit_group_classifier
 from ._transfer import LabelTransfer
@@ -38,6 +38,6 @@ __all__ = [
     # building blocks
     "LabelTransfer", "NeighborIndex", "attention_scores", "attribution_scores", "combine_scores",
     "corpus_var_names", "embedding_scores", "feature_keys", "fit_group_classifier", "gene_embedding_table",
-    "harmony", "integrate_embedding", "kernel_vote", "local_columns", "log_normalized", "perturbation_scores",
+    "align_reference_query", "harmony", "integrate_embedding", "kernel_vote", "local_columns", "log_normalized", "perturbation_scores",
     "prepare_rna", "rna_adata", "token_batches", "umap_coordinates", "var_token_ids", "vocab_to_col_map",
 ]

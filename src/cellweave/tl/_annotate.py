@@ -30,6 +30,7 @@ def annotate(
     model: CellWeave | str | None = None,
     key_added: str = "cellweave",
     novelty_quantile: float = 0.99,
+    align: bool = False,
     finetune: bool = False,
     finetune_epochs: int = 3,
     spatial: bool | None = None,
@@ -79,6 +80,9 @@ def annotate(
     novelty_quantile
         Quantile (in ``(0, 1]``) of held-out reference novelty scores used as the threshold;
         higher flags fewer cells as unknown.
+    align
+        Correct reference and query embeddings together by Harmony before the classifier and the
+        novelty score (see above). Needs at least a few dozen cells on each side.
     finetune
         Fine-tune a copy of the model's encoder on the reference labels first (a linear head on
         the cell embedding, cross-entropy, ``finetune_epochs`` epochs; see
@@ -195,6 +199,11 @@ def annotate(
                     "(reference: %d section(s), query: %d)", ref_nbr.shape[1], ref_n, query_n)
     if ref_emb.shape[0] == reference.n_obs and not keep.all():
         ref_emb = ref_emb[keep]  # unlabelled cells served as neighbours only
+    if align:
+        from ._integrate import align_reference_query
+
+        ref_emb, query_emb = align_reference_query(ref_emb, query_emb, seed=seed)
+        logger.info("Reference and query aligned by Harmony before label transfer (align=True)")
 
     transfer.fit(ref_emb, ref_labels)
     res = transfer.predict(query_emb)
@@ -211,6 +220,7 @@ def annotate(
         "key_added": key_added,
         "classes": classes,
         "novelty_quantile": novelty_quantile,
+        "align": bool(align),
         "threshold": threshold,
         "n_neighbors": k,
         "n_unknown": int(unknown.sum()),

@@ -83,6 +83,25 @@ def integrate_embedding(
     return _adversarial(z.astype(np.float32), batches, max_epochs=max_epochs, seed=seed, progress=progress)
 
 
+def align_reference_query(reference: np.ndarray, query: np.ndarray, *, n_comps: int = 50,
+                          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Reference and query embeddings (cells x dims) corrected together by Harmony, with "reference"
+    and "query" as the batches (:func:`integrate_embedding`); returns the two parts in order.
+
+    Transductive, as Harmony-based label transfer is (Korsunsky et al. 2019; the kNN distance after
+    Harmony on reference + query is the strongest simple novelty baseline of the panel): a query
+    shifted by protocol, study or condition is moved onto the reference, so its known types are
+    no longer far from it. A type the reference lacks has no reference cluster to move onto.
+    """
+    reference, query = np.asarray(reference), np.asarray(query)
+    if reference.shape[1] != query.shape[1]:
+        raise CellWeaveInputError(f"reference and query embeddings differ in width ({reference.shape[1]} vs "
+                                  f"{query.shape[1]}); embed both with the same model.")
+    side = np.array(["reference"] * len(reference) + ["query"] * len(query))
+    joint = integrate_embedding(np.vstack([reference, query]), side, method="harmony", n_comps=n_comps, seed=seed)
+    return joint[: len(reference)], joint[len(reference):]
+
+
 def _adversarial(z: np.ndarray, batches: np.ndarray, *, max_epochs: int, seed: int, progress: bool) -> np.ndarray:
     import torch
 

@@ -10,7 +10,8 @@ same splits; nothing is chosen on a test split):
    study), test on the held-out one (types it lacks in training dropped): cellweave's label transfer
    (tl.annotate's classifier on the frozen embedding) vs L2 logistic regression on HVGs chosen on
    the training cells; also the share of test cells cellweave calls "unknown" (all of their types
-   are in the reference, so this should be near 0) and the expected calibration error;
+   are in the reference, so this should be near 0) and the expected calibration error; each
+   cellweave variant also as "+ Harmony (reference + query)" (``tl.annotate(align=True)``);
 3. **novel type**: each type in turn removed from a stratified 70% reference; AUROC of the novelty
    score for that type among the 30% query: cellweave (mean distance to the 15 nearest reference
    cells in the embedding) vs logistic-regression max-softmax, kNN distance on PCA, and kNN distance
@@ -81,6 +82,8 @@ ADAPTED = "cellweave (adapted)"
 SCRATCH = "scratch transformer (same adaptation)"
 UNTRAINED = "untrained transformer (same architecture)"
 GENES = "cellweave (adapted, pretrained gene embeddings only)"
+#: Suffix of a cellweave variant whose reference and query are corrected together by Harmony.
+ALIGNED = " + Harmony (reference + query)"
 #: Protocol of each (split, metric) pair the summary reads, and whether higher is better.
 PROTOCOLS = {
     ("zero-shot kNN", "macro_f1"): "zero-shot kNN macro-F1",
@@ -214,6 +217,21 @@ def _zero_shot(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> lis
     return records
 
 
+def _with_aligned(embs: dict[str, np.ndarray], ref: np.ndarray, query: np.ndarray,
+                  seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Reference and query rows of each embedding, plus, for each cellweave variant, the two
+    corrected together by Harmony (``tl.annotate(align=True)``), named ``"<variant> + Harmony
+    (reference + query)"``: a combination with a baseline method, reported as one."""
+    from cellweave.tl import align_reference_query
+
+    out = {}
+    for method, emb in embs.items():
+        out[method] = (emb[ref], emb[query])
+        if method.startswith(CELLWEAVE):
+            out[f"{method}{ALIGNED}"] = align_reference_query(emb[ref], emb[query], seed=seed)
+    return out
+
+
 def _across_shift(d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[Record]:
     from sklearn.linear_model import LogisticRegression
 
@@ -226,8 +244,8 @@ def _across_shift(d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[
         split = f"across shift ({d.shift_key}={group})"
         yte = d.labels[te]
         lower = {"unknown_rate": False, "ece": False}
-        for method, emb in embs.items():
-            cw = LabelTransfer(seed=seed).fit(emb[tr], d.labels[tr]).predict(emb[te])
+        for method, (etr, ete) in _with_aligned(embs, tr, te, seed).items():
+            cw = LabelTransfer(seed=seed).fit(etr, d.labels[tr]).predict(ete)
             m = _macro_f1(yte, cw.raw_prediction.astype(str))
             m["unknown_rate"] = float(cw.unknown.mean())
             m["ece"] = expected_calibration_error(cw.confidence, cw.raw_prediction.astype(str) == yte)
@@ -263,8 +281,8 @@ def _novel_type(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> li
     for novel in classes:
         tr = ref[d.labels[ref] != novel]
         is_novel = d.labels[query] == novel
-        transfers = {method: LabelTransfer(seed=seed).fit(emb[tr], d.labels[tr]).predict(emb[query])
-                     for method, emb in embs.items()}
+        transfers = {method: LabelTransfer(seed=seed).fit(etr, d.labels[tr]).predict(eq)
+                     for method, (etr, eq) in _with_aligned(embs, tr, query, seed).items()}
         scores = {method: cw.novelty for method, cw in transfers.items()}
         ztr, zq = _standardized_hvgs(d, tr, query)
         lr = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(ztr, d.labels[tr])
