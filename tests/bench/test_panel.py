@@ -102,3 +102,12 @@ def test_panel_variants_adapted_and_untrained_beside_zero_shot() -> None:
     # The summary counts the untrained control as a baseline, not as a cellweave variant.
     recs = panel._zero_shot(ctx, d, embs, seed=0)
     assert {r.method for r in recs} >= {"cellweave", panel.ADAPTED, panel.UNTRAINED, "PCA (HVG)"}
+    # Across a shift, each cellweave variant is also scored aligned to the reference by Harmony; baselines are not.
+    import dataclasses
+
+    shift = panel._across_shift(dataclasses.replace(d, shift_key="batch"), embs, seed=0)
+    methods = {r.method for r in shift}
+    assert {f"cellweave{panel.ALIGNED}", f"{panel.ADAPTED}{panel.ALIGNED}"} <= methods
+    assert f"{panel.UNTRAINED}{panel.ALIGNED}" not in methods and "logreg-L2 (HVG)" in methods
+    aligned_unknown = [r for r in shift if r.method.endswith(panel.ALIGNED) and r.metric == "unknown_rate"]
+    assert aligned_unknown and all(0.0 <= r.value <= 1.0 for r in aligned_unknown)

@@ -94,6 +94,9 @@ def test_cli_round_trip_and_bad_label_key(cellbench, tmp_path, capsys) -> None:
     assert out.n_obs == 60 and "X_cellweave" in out.obsm
     assert out.uns["cellweave"]["annotate"]["label_key"] == LABEL
     assert not list(tmp_path.glob("*.tmp*"))
+    assert not out.uns["cellweave"]["annotate"]["align"]
+    assert main([*args, "--label-key", LABEL, "--align", "--out", str(tmp_path / "aligned.h5ad")]) == 0
+    assert ad.read_h5ad(tmp_path / "aligned.h5ad").uns["cellweave"]["annotate"]["align"]
 
     assert main([*args, "--label-key", "celltype", "--out", str(tmp_path / "bad.h5ad")]) == 2
     err = capsys.readouterr().err
