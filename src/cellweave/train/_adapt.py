@@ -51,6 +51,11 @@ STARTS = ("pretrained", "random", "genes")
 GENE_TABLES = ("feature_embedding.weight", "profile_embedding.weight")
 
 
+def _check_start(start: str) -> None:
+    if start not in STARTS:
+        raise CellWeaveInputError(f"start={start!r}: give one of {', '.join(STARTS)}.")
+
+
 def start_module(base: CellWeave, start: str, seed: int | None = None) -> CellWeaveModule:
     """The module adaptation trains, a new object (``base`` is not changed): see :data:`STARTS`.
     ``seed`` seeds the random weights (``None``: torch's current random state, as :func:`adapt`
@@ -61,8 +66,7 @@ def start_module(base: CellWeave, start: str, seed: int | None = None) -> CellWe
     re-drawn): it tests whether pretraining's value lies in what it learned about genes rather than
     in the transformer's weights.
     """
-    if start not in STARTS:
-        raise CellWeaveInputError(f"start={start!r}: give one of {', '.join(STARTS)}.")
+    _check_start(start)
     if start == "pretrained":
         return copy.deepcopy(base.module)
     if seed is not None:
@@ -212,8 +216,7 @@ def adapt(
         if start not in ("pretrained", "random"):
             raise CellWeaveInputError(f"from_scratch=True and start={start!r} contradict each other; give only start.")
         start = "random"
-    if start not in STARTS:
-        raise CellWeaveInputError(f"start={start!r}: give one of {', '.join(STARTS)}.")
+    _check_start(start)  # before the data are prepared
     batch_values = _obs_column(data, batch_key) if batch_key is not None else None
     t0 = time.perf_counter()
     L.seed_everything(seed, workers=True, verbose=False)

@@ -28,7 +28,8 @@ adds the same adaptation from random weights, the control that says whether pret
 ``--adapt untrained`` adds the architecture with random weights and no training at all;
 ``--adapt genes`` adds the same adaptation from random weights with the model's pretrained gene
 embeddings (a cellweave variant: it uses what pretraining learned about genes).
-Every protocol scores them beside the zero-shot model; ``--adapt-max-steps`` sets the budget.
+Every protocol scores them beside the zero-shot model; ``--adapt-max-steps`` and ``--adapt-lr``
+set the budget and learning rate.
 
 ``--quick`` keeps 3 seeds and every dataset but trains scVI for fewer epochs, scores at most 4
 novel types per dataset and leaves kBET out of the scIB batch score. The summary (written as
@@ -363,11 +364,11 @@ def _model_embeddings(ctx, d: PanelData, seed: int) -> tuple[dict[str, np.ndarra
             untrained = CellWeave(ctx.model.config, ctx.model.vocab, module=CellWeaveModule(ctx.model.config).eval())
             embs[UNTRAINED] = untrained.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
             continue
-        start = {"pretrained": "pretrained", "scratch": "random", "genes": "genes"}[variant]
-        method = {"pretrained": ADAPTED, "random": SCRATCH, "genes": GENES}[start]
+        start, method = {"pretrained": ("pretrained", ADAPTED), "scratch": ("random", SCRATCH),
+                         "genes": ("genes", GENES)}[variant]
         key = d.batch_key or d.shift_key
         budget = {"max_steps": ctx.adapt_max_steps} if ctx.adapt_max_steps else {}  # else adapt's default
-        if getattr(ctx, "adapt_lr", None) is not None:
+        if ctx.adapt_lr is not None:
             budget["lr"] = ctx.adapt_lr
         model = adapt(d.model_input, model=ctx.model, batch_key=key, start=start, seed=seed,
                       progress=False, **budget)
