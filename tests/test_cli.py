@@ -264,3 +264,14 @@ def test_old_verb_name_runs_the_new_verb_with_a_warning(caplog, capsys) -> None:
         main(["genes", "--help"])
     assert "cellweave gene-map instead" in caplog.text
     assert "usage: cellweave gene-map" in capsys.readouterr().out
+
+
+def test_benchmark_resume_reaches_the_runner(monkeypatch, tmp_path) -> None:
+    import cellweave.bench
+
+    seen = {}
+    monkeypatch.setattr(cellweave.bench, "run_benchmark", lambda *a, **kw: seen.update(kw) or [])
+    assert main(["benchmark", "--task", "panel", "--out", str(tmp_path), "--resume"]) == 0
+    assert seen["resume"] is True
+    assert main(["benchmark", "--task", "panel", "--out", str(tmp_path)]) == 0
+    assert seen["resume"] is False

@@ -55,6 +55,9 @@ def test_summary_states_the_goal() -> None:
     assert row["worst dataset gap"] == "-0.050 (b)"
     assert not row["goal met"]  # mean is ahead, but dataset b is 0.05 behind
     assert s.loc["novel-type AUROC", "datasets"] == 0
+    # A protocol with cellweave but no baseline is listed, without a comparison.
+    alone = panel_summary([r for r in recs if r.method == "cellweave"]).set_index("protocol")
+    assert alone.loc["zero-shot kNN macro-F1", "datasets"] == 2 and "gap (mean)" not in alone.columns
 
 
 def test_summary_compares_on_common_datasets() -> None:
@@ -111,3 +114,53 @@ def test_panel_variants_adapted_and_untrained_beside_zero_shot() -> None:
     assert f"{panel.UNTRAINED}{panel.ALIGNED}" not in methods and "logreg-L2 (HVG)" in methods
     aligned_unknown = [r for r in shift if r.method.endswith(panel.ALIGNED) and r.metric == "unknown_rate"]
     assert aligned_unknown and all(0.0 <= r.value <= 1.0 for r in aligned_unknown)
+
+
+def test_panel_saves_each_finished_dataset_and_resumes(tmp_path, monkeypatch) -> None:
+    """A panel run stopped on its second dataset keeps the first one's records; ``resume`` continues
+    from them without recomputing them, refuses records written under other settings, and the
+    checkpoint is gone once the panel ends."""
+    import json
+
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave.bench._report import HtmlReport
+    from cellweave.bench._runner import BenchmarkContext
+    from cellweave.bench.tasks import panel
+
+    class Model:
+        model_hash = "abc"
+
+    data = [panel.PanelData(name, None, None, np.array(["a", "b"]), None, None, None) for name in ("one", "two")]
+    monkeypatch.setattr(panel, "panel_datasets", lambda quick=False: data)
+    monkeypatch.setattr(panel, "_model_embeddings", lambda ctx, d, seed: ({}, []))
+    monkeypatch.setattr(panel, "_novel_type", lambda ctx, d, embs, seed: [])
+    scored = []
+
+    def zero_shot(ctx, d, embs, seed):
+        if d.name == "two" and stop["now"]:
+            raise KeyboardInterrupt
+        scored.append((d.name, seed))
+        return make_records("panel", d.name, "zero-shot kNN", seed, "cellweave", {"macro_f1": 0.5 + seed / 10})
+
+    stop = {"now": True}
+    monkeypatch.setattr(panel, "_zero_shot", zero_shot)
+    ctx = BenchmarkContext(model=Model(), seeds=(0, 1), quick=True, out=tmp_path, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        panel.run(ctx, HtmlReport("t"))
+    saved = json.loads((tmp_path / panel.PARTIAL).read_text())
+    assert {(r["dataset"], r["seed"]) for r in saved["records"]} == {("one", 0), ("one", 1)}
+
+    # Other settings: refused with the fix, nothing run.
+    other = BenchmarkContext(model=Model(), seeds=(0, 1), quick=False, out=tmp_path, progress=False, resume=True)
+    with pytest.raises(CellWeaveInputError, match="quick: True there, False now"):
+        panel.run(other, HtmlReport("t"))
+
+    stop["now"] = False
+    scored.clear()
+    ctx.resume = True
+    records = panel.run(ctx, HtmlReport("t"))
+    assert scored == [("two", 0), ("two", 1)]  # the first dataset is not scored again
+    assert sorted((r.dataset, r.seed, r.value) for r in records) == [
+        ("one", 0, 0.5), ("one", 1, 0.6), ("two", 0, 0.5), ("two", 1, 0.6)]
+    assert not (tmp_path / panel.PARTIAL).exists()
+    assert (tmp_path / "panel.json").exists()

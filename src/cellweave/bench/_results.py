@@ -87,6 +87,12 @@ def read_results(path: str | os.PathLike) -> list[Record]:
     """Read a ``results.json`` written by :func:`write_results`."""
     with open(path) as fh:
         rows = json.load(fh)
+    return records_from_rows(rows, path)
+
+
+def records_from_rows(rows: list, source: str | os.PathLike) -> list[Record]:
+    """Records from the dicts of :meth:`Record.to_dict` (``source`` names the file in errors)."""
+    path = source
     if not isinstance(rows, list):
         raise CellWeaveInputError(f"{path}: expected a JSON list of result records.")
     out = []

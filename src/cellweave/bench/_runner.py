@@ -78,6 +78,8 @@ class BenchmarkContext:
     adapt_max_steps: int | None = None
     adapt_lr: float | None = None
     """Learning rate of each adaptation (``None``: :func:`cellweave.train.adapt`'s default)."""
+    resume: bool = False
+    """Panel: continue a stopped run in ``out`` from the (dataset, seed) pairs it finished."""
     joint_vs_rna_results: Path | None = None
     """``multimodal`` only: results.json of ``benchmarks/joint_vs_rna_pretraining.py`` to show;
     default: the copy shipped with cellweave (package code never reads the repository's folders)."""
@@ -186,6 +188,7 @@ def run_benchmark(
     adapt: tuple[str, ...] = (),
     adapt_max_steps: int | None = None,
     adapt_lr: float | None = None,
+    resume: bool = False,
     joint_vs_rna_results: str | os.PathLike | None = None,
 ) -> list[Record]:
     """Run benchmark tasks and write ``out/results.json`` and ``out/report.html``.
@@ -209,6 +212,10 @@ def run_benchmark(
         Panel only: also score the model adapted to each dataset (``"pretrained"``) and the same
         adaptation from random weights (``"scratch"``), with this step budget and learning rate
         (default: adapt's).
+    resume
+        Panel only: the panel saves the records of each finished (dataset, seed) pair in
+        ``out/panel_partial.json``; with ``resume`` a run with the same model and settings starts
+        from them instead of from the first dataset (without it, they are replaced).
     joint_vs_rna_results
         Multimodal only: the results.json of ``benchmarks/joint_vs_rna_pretraining.py`` to show
         (default: the copy shipped with cellweave).
@@ -233,7 +240,7 @@ def run_benchmark(
         model=cw, seeds=tuple(seeds), quick=quick, data=user,
         data_name=Path(data).name.split(".")[0] if data is not None else None,
         label_key=label_key, batch_key=batch_key, out=out, progress=progress, adapt=tuple(adapt),
-        adapt_max_steps=adapt_max_steps, adapt_lr=adapt_lr,
+        adapt_max_steps=adapt_max_steps, adapt_lr=adapt_lr, resume=resume,
         joint_vs_rna_results=Path(joint_vs_rna_results) if joint_vs_rna_results is not None else None,
     )
     t0 = time.perf_counter()

@@ -36,6 +36,11 @@ novel types per dataset and leaves kBET out of the scIB batch score. The summary
 ``panel.json`` beside ``results.json`` and as the report's first table) gives, per protocol, the
 mean over datasets of cellweave and of each baseline, the gap to the best baseline, and the worst
 single-dataset gap: the goal is gap >= 0 on the mean and > -0.03 on every dataset.
+
+After each dataset and seed the records so far are saved in ``panel_partial.json`` in the output
+folder (removed when the panel ends); ``--resume`` continues a stopped run from them, if the model
+and the settings that change the numbers (quick, the adapted variants, their budget and learning
+rate, cellweave's version) are the same.
 """
 
 from __future__ import annotations
@@ -85,6 +90,9 @@ UNTRAINED = "untrained transformer (same architecture)"
 GENES = "cellweave (adapted, pretrained gene embeddings only)"
 #: Suffix of a cellweave variant whose reference and query are corrected together by Harmony.
 ALIGNED = " + Harmony (reference + query)"
+#: Records of the finished (dataset, seed) pairs, rewritten after each pair and removed when the panel
+#: ends: a stopped run (hours with adaptation) keeps them, and ``--resume`` continues from there.
+PARTIAL = "panel_partial.json"
 #: Protocol of each (split, metric) pair the summary reads, and whether higher is better.
 PROTOCOLS = {
     ("zero-shot kNN", "macro_f1"): "zero-shot kNN macro-F1",
@@ -405,6 +413,9 @@ def panel_summary(records: list[Record]) -> pd.DataFrame:
         means = per_dataset.mean(axis=0)
         baselines = [m for m in per_dataset.columns if not m.startswith(CELLWEAVE)]
         ours = [m for m in per_dataset.columns if m.startswith(CELLWEAVE)]
+        if not ours or not baselines:  # nothing to compare (e.g. a run whose baselines failed)
+            rows.append({"protocol": label, "datasets": len(per_dataset)})
+            continue
         best_ours = means[ours].idxmax()
         gaps = {}
         for b in baselines:  # over the datasets where both ran
@@ -425,11 +436,66 @@ def panel_summary(records: list[Record]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _run_config(ctx) -> dict:
+    """What makes two panel runs' records comparable: a run resumes only records written under the same."""
+    from cellweave import __version__
+
+    return {"model_sha256": ctx.model.model_hash, "quick": bool(ctx.quick), "adapt": list(getattr(ctx, "adapt", ())),
+            "adapt_max_steps": ctx.adapt_max_steps, "adapt_lr": ctx.adapt_lr, "cellweave": __version__}
+
+
+def _finished(ctx) -> list[Record]:
+    """Records of the (dataset, seed) pairs a stopped run in ``ctx.out`` finished (with ``ctx.resume``)."""
+    import json
+
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave.bench._results import records_from_rows
+
+    path = ctx.out / PARTIAL if ctx.out is not None else None
+    if path is None or not path.exists():
+        if getattr(ctx, "resume", False):
+            logger.warning("panel: --resume, but %s holds no stopped run; starting from the first dataset",
+                           ctx.out if ctx.out is not None else "no output folder")
+        return []
+    if not getattr(ctx, "resume", False):
+        logger.warning("panel: %s holds a stopped run's records; starting over and replacing them "
+                       "(pass --resume to continue it instead)", path)
+        return []
+    try:
+        with open(path) as fh:
+            payload = json.load(fh)
+        config, rows = payload["config"], payload["records"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CellWeaveInputError(f"{path}: cannot resume from it ({e}); delete it to start over.") from e
+    now = _run_config(ctx)
+    changed = [k for k in now if config.get(k) != now[k]]
+    if changed:
+        what = ", ".join(f"{k}: {config.get(k)!r} there, {now[k]!r} now" for k in changed)
+        raise CellWeaveInputError(f"{path} was written by a panel run with other settings ({what}); resume with "
+                                  "the same settings, or drop --resume to start over.")
+    records = records_from_rows(rows, path)
+    logger.info("panel: resuming %s: %d (dataset, seed) pairs already done", path,
+                len({(r.dataset, r.seed) for r in records}))
+    return records
+
+
+def _save_finished(ctx, records: list[Record]) -> None:
+    """Rewrite the records of every finished (dataset, seed) pair, atomically, so a stopped run keeps them."""
+    from cellweave._io_utils import atomic_write_json
+
+    if ctx.out is not None:
+        atomic_write_json(ctx.out / PARTIAL, {"config": _run_config(ctx), "records": [r.to_dict() for r in records]})
+
+
 def run(ctx, report) -> list[Record]:
-    records: list[Record] = []
+    records = _finished(ctx)
+    done = {(r.dataset, r.seed) for r in records}
     data = panel_datasets(ctx.quick)
     for d in data:
         for seed in ctx.seeds:
+            if (d.short, seed) in done:
+                logger.info("panel: %s seed %d done in the stopped run; kept", d.name, seed)
+                continue
             embs, adapt_records = _model_embeddings(ctx, d, seed)
             records += adapt_records
             records += _zero_shot(ctx, d, embs, seed)
@@ -438,6 +504,7 @@ def run(ctx, report) -> list[Record]:
             records += _novel_type(ctx, d, embs, seed)
             if d.batch_key:
                 records += _integration(ctx, d, embs, seed)
+            _save_finished(ctx, records)
             logger.info("panel: %s seed %d done", d.name, seed)
     summary = panel_summary(records)
     report.heading("Panel summary: mean over datasets per protocol", level=3)
@@ -454,4 +521,6 @@ def run(ctx, report) -> list[Record]:
             "datasets": [d.name for d in data], "seeds": list(ctx.seeds), "quick": ctx.quick,
             "summary": summary.replace({np.nan: None}).to_dict(orient="records"),
         })
+        # The runner writes every record to results.json next; the checkpoint has served.
+        (ctx.out / PARTIAL).unlink(missing_ok=True)
     return records
