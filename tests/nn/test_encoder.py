@@ -53,6 +53,24 @@ def test_backward_reaches_every_parameter(profile_skip: bool) -> None:
     assert no_grad == []
 
 
+def test_fixed_feature_tables_get_no_gradient_and_no_optimizer_slot() -> None:
+    from cellweave.train._plan import adamw_warmup_cosine
+
+    torch.manual_seed(0)
+    m = CellWeaveModule(tiny_config(profile_skip=True, fixed_feature_tables=True))
+    batch = random_batch()
+    t_ids, t_mods = torch.randint(0, 50, (3, 5)), torch.zeros(3, 5, dtype=torch.long)
+    out = m(*batch, t_ids, t_mods)
+    masked_value_loss(out, batch[1], batch[4], torch.rand(3, 5), torch.ones(3, 5, dtype=torch.bool))["loss"].backward()
+    frozen = {n for n, p in m.named_parameters() if p.grad is None}
+    assert frozen == {"feature_embedding.weight", "profile_embedding.weight"}
+    opt = adamw_warmup_cosine(m.named_parameters(), lr=1e-3, weight_decay=0.01, warmup_steps=1, total_steps=2)
+    trained = {id(p) for g in opt["optimizer"].param_groups for p in g["params"]}
+    assert id(m.feature_embedding.weight) not in trained and id(m.cell_key.weight) in trained
+    # A model saved before the field (no key in its config) keeps learned tables.
+    assert CellWeaveModule(tiny_config()).feature_embedding.weight.requires_grad
+
+
 @pytest.mark.parametrize("pooling", ["cls", "mean", "bag", "cls+bag"])
 @pytest.mark.parametrize("profile_skip", [False, True])
 def test_padding_does_not_change_the_cell_embedding(pooling: str, profile_skip: bool) -> None:

@@ -124,6 +124,23 @@ def test_adapt_start_genes_keeps_only_the_pretrained_gene_tables(data_and_model)
         adapt(adata, model=model, start="weights", progress=False)
 
 
+def test_adapt_keeps_fixed_feature_tables_fixed(data_and_model, tmp_path) -> None:
+    import dataclasses
+
+    adata, model, _ = data_and_model
+    torch.manual_seed(5)
+    fixed = CellWeave.from_preset("tiny", model.vocab, **TINY, profile_skip=True, fixed_feature_tables=True)
+    fixed.save(tmp_path / "fixed")
+    fixed = CellWeave.load(tmp_path / "fixed")  # the flag and the codes survive saving
+    assert fixed.config.fixed_feature_tables and not fixed.module.feature_embedding.weight.requires_grad
+    assert dataclasses.asdict(fixed.config) == dataclasses.asdict(CellWeave.load(tmp_path / "fixed").config)
+    adapted = adapt(adata, model=fixed, max_epochs=1, max_steps=3, batch_size=32, lr=1e-2, progress=False)
+    before, after = fixed.module.state_dict(), adapted.module.state_dict()
+    for name in ("feature_embedding.weight", "profile_embedding.weight"):
+        assert torch.equal(before[name], after[name]), name
+    assert not torch.equal(before["cell_key.weight"], after["cell_key.weight"])
+
+
 def test_adapt_refuses_a_missing_batch_key_and_an_empty_budget(data_and_model) -> None:
     adata, model, _ = data_and_model
     with pytest.raises(CellWeaveInputError, match="nope"):

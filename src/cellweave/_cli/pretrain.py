@@ -33,6 +33,8 @@ def _pretrain_overrides(args: argparse.Namespace) -> dict | None:
         overrides["profile_skip"] = True
     if args.token_selection is not None:
         overrides["token_selection"] = args.token_selection
+    if args.fixed_feature_tables:
+        overrides["fixed_feature_tables"] = True
     return overrides or None
 
 
@@ -136,6 +138,9 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
                     help="which measured genes become a cell's tokens: the highest values, or the largest "
                     "deviations above each gene's mean over the cells prepared together (default: value, "
                     "as the shipped model)")
+    sp.add_argument("--fixed-feature-tables", action="store_true",
+                    help="keep each gene's (and protein's, peak's) embedding at its random initialization, training "
+                    "only the rest (CellWeaveConfig.fixed_feature_tables; default: off, learned, as the shipped model)")
     sp.add_argument("--count-likelihood", action="store_true",
                     help="add a negative-binomial decoder of each cell's counts of 1,000 variable genes per dataset, "
                     "dataset as covariate (needs --value-encoding log1p)")

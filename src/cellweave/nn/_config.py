@@ -91,6 +91,17 @@ class CellWeaveConfig:
     together (the dataset in pretraining; the user's cells in ``embed`` and ``adapt``), which
     passes over genes every cell expresses highly. With ``"deviation"`` a cell's tokens depend on
     the cells embedded with it, as PCA's centring does. ``"value"`` in models saved before it."""
+    fixed_feature_tables: bool = False
+    """Keep the per-feature tables (the input feature embedding and the profile path's) at their
+    random initialization: every gene, protein or peak bin gets a fixed random code, and training
+    shapes only the rest of the network. UCE (Rosen et al. 2023) likewise keeps its gene tokens
+    fixed (protein-language-model embeddings; here random codes, since none can be loaded here).
+    Measured reason (issue 12): the learned tables of a pretrained model cost zero-shot kNN
+    macro-F1 (random weights with the pretrained tables embed like the pretrained model, below
+    fully random weights), as co-expressed genes share directions and a dataset's own contrasts
+    collapse; fixed random codes keep a value-weighted sum of them a random projection of the
+    profile, which preserves its distances. Gene-level readouts of the table (``gene-map``,
+    ``grn``'s embedding similarity) then carry no learned meaning. Off in models saved before it."""
     spatial_neighbors: int = 0
     """Spatial context when embedding data with ``obsm["spatial"]``: the mean embedding of this
     many nearest neighbours in space (within a section) is appended to each cell's embedding.

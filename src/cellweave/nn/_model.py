@@ -110,6 +110,14 @@ class CellWeaveModule(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("attn.out.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+        if config.fixed_feature_tables:  # saved with the weights, never trained
+            for table in self.feature_tables():
+                table.weight.requires_grad_(False)
+
+    def feature_tables(self) -> list[nn.Embedding]:
+        """The per-feature tables (one row per vocabulary entry): the input feature embedding and,
+        with ``config.profile_skip``, the profile path's."""
+        return [self.feature_embedding] + ([self.profile_embedding] if self.config.profile_skip else [])
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
