@@ -438,7 +438,7 @@ def panel_summary(records: list[Record]) -> pd.DataFrame:
 
 def _run_config(ctx) -> dict:
     """What makes two panel runs' records comparable: a run resumes only records written under the same."""
-    from cellweave import __version__
+    from cellweave._version import __version__
 
     return {"model_sha256": ctx.model.model_hash, "quick": bool(ctx.quick), "adapt": list(getattr(ctx, "adapt", ())),
             "adapt_max_steps": ctx.adapt_max_steps, "adapt_lr": ctx.adapt_lr, "cellweave": __version__}
