@@ -71,6 +71,28 @@ def test_fixed_feature_tables_get_no_gradient_and_no_optimizer_slot() -> None:
     assert CellWeaveModule(tiny_config()).feature_embedding.weight.requires_grad
 
 
+def test_feature_offset_shifts_every_prediction_of_its_feature_only() -> None:
+    from cellweave.train._plan import adamw_warmup_cosine
+
+    torch.manual_seed(0)
+    m = CellWeaveModule(tiny_config(feature_offset=True, fixed_feature_tables=True)).eval()
+    batch = random_batch()
+    t_ids, t_mods = torch.randint(0, 50, (3, 5)), torch.zeros(3, 5, dtype=torch.long)
+    features, mods = torch.tensor([7, 8]), torch.zeros(2, dtype=torch.long)
+    before = m(*batch, t_ids, t_mods)
+    imputed = m.predict_features(before["cell_embedding"], features, mods)
+    with torch.no_grad():
+        m.feature_offset.weight[7] = 5.0
+    after = m(*batch, t_ids, t_mods)
+    for key, ids in (("token_pred", batch[0]), ("cell_pred", batch[0]), ("target_pred", t_ids)):
+        torch.testing.assert_close(after[key] - before[key], 5.0 * (ids == 7).float())
+    shifted = m.predict_features(before["cell_embedding"], features, mods)
+    torch.testing.assert_close(shifted - imputed, torch.tensor([[5.0, 0.0]]).expand(3, 2))
+    opt = adamw_warmup_cosine(m.named_parameters(), lr=1e-3, weight_decay=0.01, warmup_steps=1, total_steps=2)
+    no_decay = next(g for g in opt["optimizer"].param_groups if g["weight_decay"] == 0.0)
+    assert any(p is m.feature_offset.weight for p in no_decay["params"])  # a bias: not decayed
+
+
 @pytest.mark.parametrize("pooling", ["cls", "mean", "bag", "cls+bag"])
 @pytest.mark.parametrize("profile_skip", [False, True])
 def test_padding_does_not_change_the_cell_embedding(pooling: str, profile_skip: bool) -> None:

@@ -35,6 +35,8 @@ def _pretrain_overrides(args: argparse.Namespace) -> dict | None:
         overrides["token_selection"] = args.token_selection
     if args.fixed_feature_tables:
         overrides["fixed_feature_tables"] = True
+    if args.feature_offset:
+        overrides["feature_offset"] = True
     return overrides or None
 
 
@@ -141,6 +143,9 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--fixed-feature-tables", action="store_true",
                     help="keep each gene's (and protein's, peak's) embedding at its random initialization, training "
                     "only the rest (CellWeaveConfig.fixed_feature_tables; default: off, learned, as the shipped model)")
+    sp.add_argument("--feature-offset", action="store_true",
+                    help="learn a scalar per feature added to every predicted value, its typical value "
+                    "(CellWeaveConfig.feature_offset; default: off, as the shipped model)")
     sp.add_argument("--count-likelihood", action="store_true",
                     help="add a negative-binomial decoder of each cell's counts of 1,000 variable genes per dataset, "
                     "dataset as covariate (needs --value-encoding log1p)")

@@ -93,6 +93,8 @@ class CellWeaveModule(nn.Module):
         # Per-feature offset of the cell head: the typical value of a feature needs no cell
         # information, so the cell embedding only has to encode how this cell deviates from it.
         self.cell_bias = nn.Linear(d, 1)
+        if config.feature_offset:  # the typical value of each feature (config.feature_offset)
+            self.feature_offset = nn.Embedding(config.vocab_size, 1)
         if config.profile_skip:
             # The linear path of ``config.profile_skip``: its own feature embedding (the
             # transformer's input embedding is shaped by attention, this one only by what the cell
@@ -110,6 +112,8 @@ class CellWeaveModule(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("attn.out.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+        if config.feature_offset:
+            nn.init.zeros_(self.feature_offset.weight)
         if config.fixed_feature_tables:  # saved with the weights, never trained
             for table in self.feature_tables():
                 table.weight.requires_grad_(False)
@@ -224,8 +228,12 @@ class CellWeaveModule(nn.Module):
         """Values of features ``token_ids`` (B, T) predicted from cell embeddings (B, d) alone."""
         feature = self.feature_embedding(token_ids) + self.modality_embedding(modality_ids)
         query = self.cell_query(feature)
-        bias = self.cell_bias(feature).squeeze(-1)
+        bias = self.cell_bias(feature).squeeze(-1) + self._offset(token_ids)
         return (query * self.cell_key(cell).unsqueeze(1)).sum(-1) / math.sqrt(cell.shape[-1]) + bias
+
+    def _offset(self, feature_ids: torch.Tensor) -> torch.Tensor | float:
+        """``config.feature_offset``'s learned typical value of each feature (0 without it)."""
+        return self.feature_offset(feature_ids).squeeze(-1) if self.config.feature_offset else 0.0
 
     def predict_features(self, cell: torch.Tensor, feature_ids: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
         """Values of the same features ``feature_ids`` (T,) for every cell ``(B, d)`` -> ``(B, T)``.
@@ -234,7 +242,7 @@ class CellWeaveModule(nn.Module):
         for all cells (cross-modal imputation asks every cell for every protein or peak)."""
         feature = self.feature_embedding(feature_ids) + self.modality_embedding(modality_ids)
         query = self.cell_query(feature)
-        bias = self.cell_bias(feature).squeeze(-1)
+        bias = self.cell_bias(feature).squeeze(-1) + self._offset(feature_ids)
         return self.cell_key(cell) @ query.T / math.sqrt(cell.shape[-1]) + bias
 
     def forward(
@@ -250,7 +258,7 @@ class CellWeaveModule(nn.Module):
         cell, tokens = self.encode(token_ids, values, modality_ids, padding_mask, value_mask)
         out = {
             "cell_embedding": cell,
-            "token_pred": self.value_head(tokens).squeeze(-1),
+            "token_pred": self.value_head(tokens).squeeze(-1) + self._offset(token_ids),
             "cell_pred": self.predict_from_cell(cell, token_ids, modality_ids),
         }
         if target_ids is not None:

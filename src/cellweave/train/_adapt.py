@@ -47,8 +47,9 @@ VICREG_WEIGHT = 0.04
 #: control for pretraining); random weights except the pretrained per-feature tables (the gene
 #: embeddings, and the profile path's gene weights where the model has the path).
 STARTS = ("pretrained", "random", "genes")
-#: Parameters ``start="genes"`` keeps from the pretrained model: one row per vocabulary entry.
-GENE_TABLES = ("feature_embedding.weight", "profile_embedding.weight")
+#: Parameters ``start="genes"`` keeps from the pretrained model: one row per vocabulary entry (the
+#: feature embeddings, the profile path's and the per-feature offsets, where the model has them).
+GENE_TABLES = ("feature_embedding.weight", "profile_embedding.weight", "feature_offset.weight")
 
 
 def _check_start(start: str) -> None:

@@ -187,13 +187,14 @@ class PretrainPlan(L.LightningModule):
 def adamw_warmup_cosine(named_parameters, *, lr: float, weight_decay: float, warmup_steps: int,
                         total_steps: int) -> dict[str, Any]:
     """AdamW (betas 0.9/0.98) with linear warm-up and a cosine down to 10% of ``lr``, stepped per batch;
-    weight decay only on matrices of linear layers (not on biases, norms or embeddings); frozen
+    weight decay only on matrices of linear layers (not on biases, norms, embeddings or the per-feature
+    offsets of ``CellWeaveConfig.feature_offset``); frozen
     parameters (``requires_grad`` False, e.g. ``CellWeaveConfig.fixed_feature_tables``) are left out."""
     decay, no_decay = [], []
     for name, p in named_parameters:
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
+        (decay if p.ndim >= 2 and "embedding" not in name and "feature_offset" not in name else no_decay).append(p)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr, betas=(0.9, 0.98),
