@@ -90,9 +90,8 @@ def read_results(path: str | os.PathLike) -> list[Record]:
     return records_from_rows(rows, path)
 
 
-def records_from_rows(rows: list, source: str | os.PathLike) -> list[Record]:
-    """Records from the dicts of :meth:`Record.to_dict` (``source`` names the file in errors)."""
-    path = source
+def records_from_rows(rows: list, path: str | os.PathLike) -> list[Record]:
+    """Records from the dicts of :meth:`Record.to_dict` (``path``, the file they came from, names it in errors)."""
     if not isinstance(rows, list):
         raise CellWeaveInputError(f"{path}: expected a JSON list of result records.")
     out = []
