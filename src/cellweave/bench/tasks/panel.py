@@ -361,7 +361,7 @@ def _model_embeddings(ctx, d: PanelData, seed: int) -> tuple[dict[str, np.ndarra
 
     embs = {CELLWEAVE: ctx.embedding(d.name, d.model_input, seed=seed)}
     records: list[Record] = []
-    for variant in getattr(ctx, "adapt", ()):
+    for variant in ctx.adapt:
         if variant == "untrained":  # the control every cellweave variant must beat
             import torch
 
@@ -440,7 +440,7 @@ def _run_config(ctx) -> dict:
     """What makes two panel runs' records comparable: a run resumes only records written under the same."""
     from cellweave._version import __version__
 
-    return {"model_sha256": ctx.model.model_hash, "quick": bool(ctx.quick), "adapt": list(getattr(ctx, "adapt", ())),
+    return {"model_sha256": ctx.model.model_hash, "quick": bool(ctx.quick), "adapt": list(ctx.adapt),
             "adapt_max_steps": ctx.adapt_max_steps, "adapt_lr": ctx.adapt_lr, "cellweave": __version__}
 
 
@@ -453,11 +453,11 @@ def _finished(ctx) -> list[Record]:
 
     path = ctx.out / PARTIAL if ctx.out is not None else None
     if path is None or not path.exists():
-        if getattr(ctx, "resume", False):
+        if ctx.resume:
             logger.warning("panel: --resume, but %s holds no stopped run; starting from the first dataset",
-                           ctx.out if ctx.out is not None else "no output folder")
+                           ctx.out or "no output folder")
         return []
-    if not getattr(ctx, "resume", False):
+    if not ctx.resume:
         logger.warning("panel: %s holds a stopped run's records; starting over and replacing them "
                        "(pass --resume to continue it instead)", path)
         return []
