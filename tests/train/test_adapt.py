@@ -124,7 +124,7 @@ def test_adapt_start_genes_keeps_only_the_pretrained_gene_tables(data_and_model)
         adapt(adata, model=model, start="weights", progress=False)
 
 
-def test_adapt_keeps_fixed_feature_tables_fixed(data_and_model, tmp_path) -> None:
+def test_adapt_trains_feature_tables_unless_told_not_to(data_and_model, tmp_path) -> None:
     import dataclasses
 
     adata, model, _ = data_and_model
@@ -134,11 +134,42 @@ def test_adapt_keeps_fixed_feature_tables_fixed(data_and_model, tmp_path) -> Non
     fixed = CellWeave.load(tmp_path / "fixed")  # the flag and the codes survive saving
     assert fixed.config.fixed_feature_tables and not fixed.module.feature_embedding.weight.requires_grad
     assert dataclasses.asdict(fixed.config) == dataclasses.asdict(CellWeave.load(tmp_path / "fixed").config)
-    adapted = adapt(adata, model=fixed, max_epochs=1, max_steps=3, batch_size=32, lr=1e-2, progress=False)
-    before, after = fixed.module.state_dict(), adapted.module.state_dict()
-    for name in ("feature_embedding.weight", "profile_embedding.weight"):
-        assert torch.equal(before[name], after[name]), name
-    assert not torch.equal(before["cell_key.weight"], after["cell_key.weight"])
+    tables = ("feature_embedding.weight", "profile_embedding.weight")
+    before = {k: v.clone() for k, v in fixed.module.state_dict().items()}
+    kept = adapt(adata, model=fixed, max_epochs=1, max_steps=3, batch_size=32, lr=1e-2, progress=False,
+                 train_feature_tables=False)
+    for name in tables:
+        assert torch.equal(before[name], kept.module.state_dict()[name]), name
+    assert not torch.equal(before["cell_key.weight"], kept.module.state_dict()["cell_key.weight"])
+    assert kept.config.fixed_feature_tables and kept.card["adaptation"]["feature_tables"] == "fixed"
+    # The default trains them, in a copy: the input model keeps its fixed codes and its flag.
+    trained = adapt(adata, model=fixed, max_epochs=1, max_steps=3, batch_size=32, lr=1e-2, progress=False)
+    for name in tables:
+        assert not torch.equal(before[name], trained.module.state_dict()[name]), name
+        assert torch.equal(before[name], fixed.module.state_dict()[name]), name
+    assert fixed.config.fixed_feature_tables and not fixed.module.feature_embedding.weight.requires_grad
+    assert not trained.config.fixed_feature_tables and trained.card["adaptation"]["feature_tables"] == "trained"
+    trained.save(tmp_path / "trained")  # a later adaptation or resumed training sees trainable tables
+    reloaded = CellWeave.load(tmp_path / "trained")
+    assert not reloaded.config.fixed_feature_tables and reloaded.module.feature_embedding.weight.requires_grad
+    # A model with learned tables can keep them fixed too.
+    frozen = adapt(adata, model=model, max_epochs=1, max_steps=3, batch_size=32, lr=1e-2, progress=False,
+                   train_feature_tables=False)
+    assert torch.equal(model.module.feature_embedding.weight, frozen.module.feature_embedding.weight)
+    assert not model.config.fixed_feature_tables
+
+
+def test_cli_adapt_keeps_feature_tables_fixed_when_asked(data_and_model, tmp_path) -> None:
+    from cellweave.cli import main
+
+    adata, model, folder = data_and_model
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    rc = main(["-q", "adapt", str(tmp_path / "cells.h5ad"), "--model", str(folder), "--out", str(tmp_path / "a"),
+               "--max-epochs", "1", "--max-steps", "2", "--lr", "0.01", "--no-train-feature-tables"])
+    assert rc == 0
+    adapted = CellWeave.load(tmp_path / "a")
+    assert adapted.card["adaptation"]["feature_tables"] == "fixed" and adapted.config.fixed_feature_tables
+    assert torch.equal(adapted.module.feature_embedding.weight, model.module.feature_embedding.weight)
 
 
 def test_adapt_refuses_a_missing_batch_key_and_an_empty_budget(data_and_model) -> None:
@@ -160,6 +191,7 @@ def test_cli_adapt_then_embed_and_embed_with_adapt(data_and_model, tmp_path) -> 
     assert rc == 0
     adapted = CellWeave.load(out)
     assert adapted.card["adaptation"]["steps"] == 3 and adapted.card["adaptation"]["batch_key"] == "batch"
+    assert adapted.card["adaptation"]["feature_tables"] == "trained"
     assert "adapt" in adapted.card["adaptation"]["command"]
     rc = main(["-q", "embed", str(tmp_path / "cells.h5ad"), "--model", str(out), "--out", str(tmp_path / "e.h5ad")])
     assert rc == 0

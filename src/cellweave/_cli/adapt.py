@@ -26,7 +26,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         data, model=model, batch_key=args.batch_key, layer=args.layer, organism=args.organism,
         max_epochs=args.max_epochs, max_steps=args.max_steps or None, batch_size=args.batch_size,
         lr=args.lr, count_likelihood=args.count_likelihood, start=args.start,
-        from_scratch=args.from_scratch, seed=args.seed,
+        from_scratch=args.from_scratch, train_feature_tables=args.train_feature_tables, seed=args.seed,
         out=args.out, command=command_line(args),
     )
     rec = adapted.card["adaptation"]
@@ -66,4 +66,7 @@ def add_adapt(sp: argparse.ArgumentParser, model_help: str) -> None:
                          "control for pretraining), or from random weights with the model's pretrained gene "
                          "embeddings")
     sp.add_argument("--from-scratch", action="store_true", help="the same as --start random")
+    sp.add_argument("--train-feature-tables", action=argparse.BooleanOptionalAction, default=True,
+                    help="train the per-feature tables (gene embeddings) with the rest of the network, also in a "
+                         "model pretrained with fixed tables; --no-train-feature-tables keeps them as they are")
     sp.add_argument("--seed", type=int, default=0)

@@ -101,7 +101,9 @@ class CellWeaveConfig:
     fully random weights), as co-expressed genes share directions and a dataset's own contrasts
     collapse; fixed random codes keep a value-weighted sum of them a random projection of the
     profile, which preserves its distances. Gene-level readouts of the table (``gene-map``,
-    ``grn``'s embedding similarity) then carry no learned meaning. Off in models saved before it."""
+    ``grn``'s embedding similarity) then carry no learned meaning. ``adapt`` trains the tables
+    unless told not to (``train_feature_tables=False``): kept fixed there, they cap what
+    adaptation can change. Off in models saved before it."""
     feature_offset: bool = False
     """A learned scalar per feature added to every value the heads predict (token head and cell
     head): the feature's typical value, which then needs neither the cell embedding nor a
