@@ -75,13 +75,14 @@ def test_pretrain_cli_with_modality_dropout_and_rna_only(tmp_path) -> None:
     assert card["metrics"]["val_cross_modal_values"] > 0  # one modality of held-out cells left out and predicted
     # The issue-12 architecture flags reach the saved config.
     assert main([*common, "--out", str(rna), "--modalities", "rna", "--value-encoding", "log1p", "--profile-skip",
-                 "--token-selection", "deviation", "--fixed-feature-tables", "--feature-offset"]) == 0
+                 "--token-selection", "deviation", "--fixed-feature-tables", "--feature-offset",
+                 "--hvg-tokens", "40"]) == 0
     rna_model = cellweave.CellWeave.load(rna)
     assert rna_model.config.fixed_feature_tables and not rna_model.module.profile_embedding.weight.requires_grad
     assert rna_model.config.feature_offset and rna_model.module.feature_offset.weight.abs().sum() > 0  # trained
     assert rna_model.card["modalities"] == ["rna"] and rna_model.modality_features("prot") == []
     assert (rna_model.config.value_encoding, rna_model.config.profile_skip,
-            rna_model.config.token_selection) == ("log1p", True, "deviation")
+            rna_model.config.token_selection, rna_model.config.hvg_tokens) == ("log1p", True, "deviation", 40)
     assert main([*common, "--out", str(tmp_path / "bad"), "--modality-dropout", "1.5"]) == 2
     assert not (tmp_path / "bad").exists()
 

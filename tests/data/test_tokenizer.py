@@ -216,3 +216,68 @@ def test_token_selection_comes_from_the_config_and_is_checked() -> None:
         CellWeaveConfig.from_preset("tiny", vocab_size=20, token_selection="median")
     with pytest.raises(ValueError, match="selection"):
         Tokenizer({"rna": 1}, selection="median")
+
+
+def _variable_corpus(n_cells: int = 100):
+    """Log-normalized Poisson counts of 200 genes: 190 with one mean in every cell (log-uniform over
+    0.1-20) and 10 markers, two per group of cells, at 3-72 in their group (spread over the mean
+    bins Seurat's dispersion is normalized in) and 0.05 elsewhere."""
+    import pandas as pd
+
+    from cellweave.data import log_normalize
+    from cellweave.data._corpus import CellCorpus, ModalityBlock
+
+    rng = np.random.default_rng(0)
+    mean = np.tile(np.exp(rng.uniform(np.log(0.1), np.log(20), 200)), (n_cells, 1))
+    group = np.arange(n_cells) % 5
+    for g in range(5):
+        for j, level in enumerate((3.0 * 2**g, 4.5 * 2**g)):
+            mean[:, 190 + 2 * g + j] = np.where(group == g, level, 0.05)
+    X = log_normalize(sp.csr_matrix(rng.poisson(mean).astype(np.float32)))
+    block = ModalityBlock("rna", X, np.arange(1000, 1200), np.ones(n_cells, bool), "counts")
+    return CellCorpus([block], pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]))
+
+
+def test_hvg_tokens_come_from_the_most_variable_genes_only() -> None:
+    from cellweave.data import variable_columns
+
+    corpus = _variable_corpus()
+    block = corpus.blocks[0]
+    hv = variable_columns(block, 12)
+    assert hv.size == 12 and np.all(np.diff(hv) > 0)
+    assert set(range(190, 200)) <= set(hv.tolist())  # Seurat's pick holds the markers
+    markers = set((1000 + hv).tolist())
+    tok = Tokenizer({"rna": 8}, zero_fraction=0.5, hvg_tokens=12)
+    everything = Tokenizer({"rna": 8}, zero_fraction=0.5)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        ids, vals, _ = tok.tokenize(corpus, i, rng)
+        assert set(ids.tolist()) <= markers, ids  # measured and zero tokens alike
+        assert len(set(ids.tolist())) == ids.size
+        row = block.values[i].toarray().ravel()
+        assert all(row[t - 1000] == v for t, v in zip(ids, vals))  # true values, zeros included
+        g = i % 5  # the cell's own two markers are among its tokens
+        assert {1190 + 2 * g, 1191 + 2 * g} <= {int(t) for t, v in zip(ids, vals) if v > 0}
+        assert (vals == 0).sum() == 4
+        # Without the option the other genes fill the context.
+        ids_all, _, _ = everything.tokenize(corpus, i, rng)
+        assert not set(ids_all.tolist()) <= markers
+    # As many HVGs as columns, or more: every column, as without the option.
+    assert variable_columns(block, 200) is None and variable_columns(block, 500) is None
+
+
+def test_hvg_tokens_fall_back_to_all_genes_on_too_few_cells_and_come_from_the_config(caplog) -> None:
+    from cellweave.data import variable_columns
+    from cellweave.nn import CellWeaveConfig
+
+    corpus = _variable_corpus(10)  # fewer cells than needed to rank genes
+    with caplog.at_level("WARNING", logger="cellweave.data._tokenize"):
+        assert variable_columns(corpus.blocks[0], 10) is None
+    assert "too few to rank its features" in caplog.text
+    config = CellWeaveConfig.from_preset("tiny", vocab_size=200, hvg_tokens=1500)
+    assert Tokenizer.from_config(config).hvg_tokens == 1500
+    assert Tokenizer.from_config(CellWeaveConfig.from_preset("tiny", vocab_size=20)).hvg_tokens == 0
+    with pytest.raises(ValueError, match="hvg_tokens"):
+        CellWeaveConfig.from_preset("tiny", vocab_size=20, hvg_tokens=-1)
+    with pytest.raises(ValueError, match="hvg_tokens"):
+        Tokenizer({"rna": 1}, hvg_tokens=-5)

@@ -33,6 +33,10 @@ def _pretrain_overrides(args: argparse.Namespace) -> dict | None:
         overrides["profile_skip"] = True
     if args.token_selection is not None:
         overrides["token_selection"] = args.token_selection
+    if args.hvg_tokens is not None:
+        if args.hvg_tokens < 0:
+            raise CellWeaveInputError(f"--hvg-tokens {args.hvg_tokens}: give a number of genes, or 0 for all.")
+        overrides["hvg_tokens"] = args.hvg_tokens
     if args.fixed_feature_tables:
         overrides["fixed_feature_tables"] = True
     if args.feature_offset:
@@ -140,6 +144,9 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
                     help="which measured genes become a cell's tokens: the highest values, or the largest "
                     "deviations above each gene's mean over the cells prepared together (default: value, "
                     "as the shipped model)")
+    sp.add_argument("--hvg-tokens", type=int, default=None, metavar="N",
+                    help="draw each cell's tokens from the N most highly variable genes of its dataset (of the "
+                         "cells prepared together in embed and adapt); 0 = all genes (default, as the shipped model)")
     sp.add_argument("--fixed-feature-tables", action="store_true",
                     help="keep each gene's (and protein's, peak's) embedding at its random initialization, training "
                     "only the rest (CellWeaveConfig.fixed_feature_tables; default: off, learned, as the shipped model)")

@@ -47,6 +47,10 @@ class ModalityBlock:
     feature_mean: np.ndarray | None = field(default=None, repr=False, compare=False)
     """(n_columns,) mean value of each column over the block's measured cells, filled on first use
     by a tokenizer that selects tokens by deviation (:func:`cellweave.data.feature_means`)."""
+    variable_columns: dict[int, np.ndarray | None] = field(default_factory=dict, repr=False, compare=False)
+    """Sorted column indices of the block's ``n`` most variable features, by ``n``, filled on first
+    use by a tokenizer with ``hvg_tokens`` (:func:`cellweave.data.variable_columns`); ``None``:
+    every column (the block has at most ``n``, or too few cells to rank them)."""
 
 
 @dataclass

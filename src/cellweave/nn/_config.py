@@ -91,6 +91,15 @@ class CellWeaveConfig:
     together (the dataset in pretraining; the user's cells in ``embed`` and ``adapt``), which
     passes over genes every cell expresses highly. With ``"deviation"`` a cell's tokens depend on
     the cells embedded with it, as PCA's centring does. ``"value"`` in models saved before it."""
+    hvg_tokens: int = 0
+    """Draw each cell's tokens (measured and zero) from the ``hvg_tokens`` most highly variable
+    features of each modality over the cells prepared together (Seurat flavour, as the PCA
+    baseline chooses its genes; scGPT's preprocessing likewise keeps 1,200-3,000 HVGs); 0: from
+    all features. Like ``"deviation"`` selection, a cell's tokens then depend on the cells
+    embedded with it, and a gene outside the HVGs (e.g. one perturbed in silico) does not enter
+    the input. Measured reason (issue 12): with HVG-only input the same 3-epoch fixed-table model
+    embeds pbmc4k at kNN macro-F1 0.94 instead of 0.79 and Baron 0.99 instead of 0.95 (PCA 0.97 /
+    0.99). 0 in models saved before it."""
     fixed_feature_tables: bool = False
     """Keep the per-feature tables (the input feature embedding and the profile path's) at their
     random initialization: every gene, protein or peak bin gets a fixed random code, and training
@@ -125,6 +134,8 @@ class CellWeaveConfig:
             raise ValueError(f"value_encoding must be 'quantile' or 'log1p', not {self.value_encoding!r}.")
         if self.token_selection not in ("value", "deviation"):
             raise ValueError(f"token_selection must be 'value' or 'deviation', not {self.token_selection!r}.")
+        if int(self.hvg_tokens) < 0:
+            raise ValueError(f"hvg_tokens must be >= 0 (0: tokens from all features), not {self.hvg_tokens!r}.")
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities lists a modality twice: {self.modalities}.")
         if self.n_modalities == 0:
