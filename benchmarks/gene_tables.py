@@ -23,7 +23,6 @@ transformer does. Prints one line per dataset and the means, and writes ``--out`
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 VARIANTS = (("pretrained", "pretrained"), ("untrained", "random"), ("untrained + pretrained gene tables", "genes"))
@@ -36,7 +35,7 @@ def main() -> None:
     p.add_argument("--out", default="gene_tables.json")
     args = p.parse_args()
 
-    from _diagnostics import knn_f1, panel_selection
+    from _diagnostics import knn_f1, panel_selection, write_means
 
     from cellweave.models import CellWeave
     from cellweave.train import start_module
@@ -57,14 +56,8 @@ def main() -> None:
             row[f"{name} [bag]"] = knn_f1(emb[:, half:], d.labels)
         per_dataset[d.name] = row
         print(d.name, " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
-    names = list(next(iter(per_dataset.values())))
-    mean = {n: round(sum(r[n] for r in per_dataset.values()) / len(per_dataset), 3) for n in names}
-    for n in names:
-        print(f"{n:45s} {mean[n]:.3f}")
-    with open(args.out, "w") as fh:
-        json.dump({"command": "benchmarks/gene_tables.py" + (f" --model {args.model}" if args.model else ""),
-                   "model": base.name, "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)", "per_dataset": per_dataset,
-                   "mean": mean, "seconds": round(time.perf_counter() - t0, 1)}, fh, indent=1)
+    write_means(per_dataset, args.out, command="benchmarks/gene_tables.py" + (f" --model {args.model}" if args.model else ""),
+                model=base.name, seconds=time.perf_counter() - t0)
 
 
 if __name__ == "__main__":

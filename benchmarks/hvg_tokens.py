@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 
 import numpy as np
@@ -42,7 +41,7 @@ def main() -> None:
     p.add_argument("--out", default="hvg_tokens.json")
     args = p.parse_args()
 
-    from _diagnostics import knn_f1, panel_selection
+    from _diagnostics import knn_f1, panel_selection, write_means
 
     from cellweave.bench import pca_hvg_embedding
     from cellweave.data import hvg_features
@@ -66,15 +65,9 @@ def main() -> None:
                     model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0], d.labels)
         per_dataset[d.name] = row
         print(d.name, " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
-    names = list(next(iter(per_dataset.values())))
-    mean = {n: round(sum(r[n] for r in per_dataset.values()) / len(per_dataset), 3) for n in names}
-    for n in names:
-        print(f"{n:45s} {mean[n]:.3f}")
-    with open(args.out, "w") as fh:
-        json.dump({"command": "benchmarks/hvg_tokens.py" + (f" --model {args.model}" if args.model else "")
-                   + (f" --hvg {args.hvg}" if args.hvg != 2000 else ""),
-                   "model": base.name, "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)", "per_dataset": per_dataset,
-                   "mean": mean, "seconds": round(time.perf_counter() - t0, 1)}, fh, indent=1)
+    command = ("benchmarks/hvg_tokens.py" + (f" --model {args.model}" if args.model else "")
+               + (f" --hvg {args.hvg}" if args.hvg != 2000 else ""))
+    write_means(per_dataset, args.out, command=command, model=base.name, seconds=time.perf_counter() - t0)
 
 
 if __name__ == "__main__":
