@@ -31,8 +31,9 @@ REAL = "celltypist_sample_559cells"  # 559 cells x the 10x gene panel: the small
 
 
 def _items(corpora, *, mode: str, seed: int = 3, context: int = 40, n_targets: int = 0,
-           selection: str = "value") -> list[dict]:
-    tokenizer = Tokenizer({"rna": context, "prot": 16, "atac": 16, "gene_activity": 16}, selection=selection)
+           selection: str = "value", hvg_tokens: int = 0) -> list[dict]:
+    tokenizer = Tokenizer({"rna": context, "prot": 16, "atac": 16, "gene_activity": 16}, selection=selection,
+                          hvg_tokens=hvg_tokens)
     ds = TokenDataset(corpora, tokenizer, mode=mode, seed=seed, n_targets=n_targets)
     return [ds[i] for i in range(len(ds))]
 
@@ -78,6 +79,10 @@ def test_round_trip_synthetic(synthetic, tmp_path, value_encoding):
     _assert_same_tokens([mem], [store], selection="deviation")
     assert store.blocks[0].feature_mean is not None
     np.testing.assert_allclose(store.blocks[0].feature_mean, mem.blocks[0].feature_mean, rtol=1e-5)
+    # Tokens from the HVGs: the same genes ranked from a store.
+    _assert_same_tokens([mem], [store], hvg_tokens=60)
+    assert store.blocks[0].variable_columns[60].tolist() == mem.blocks[0].variable_columns[60].tolist()
+    assert store.blocks[0].variable_columns[60].size == 60
     # What pretraining does with a corpus: train/val subsets, column sums of present cells, counts.
     idx = np.random.default_rng(0).permutation(230)[:150]
     s_sub, m_sub = store.subset(idx), mem.subset(idx)
