@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -115,8 +116,14 @@ class CellWeaveModule(nn.Module):
         if config.feature_offset:
             nn.init.zeros_(self.feature_offset.weight)
         if config.fixed_feature_tables:  # saved with the weights, never trained
-            for table in self.feature_tables():
-                table.weight.requires_grad_(False)
+            self.set_fixed_feature_tables(True)
+
+    def set_fixed_feature_tables(self, fixed: bool) -> None:
+        """Keep the :meth:`feature_tables` out of training (``fixed``) or train them, and record it in
+        ``self.config.fixed_feature_tables`` (a new config object; the old one may be shared)."""
+        for table in self.feature_tables():
+            table.weight.requires_grad_(not fixed)
+        self.config = dataclasses.replace(self.config, fixed_feature_tables=bool(fixed))
 
     def feature_tables(self) -> list[nn.Embedding]:
         """The per-feature tables (one row per vocabulary entry): the input feature embedding and,

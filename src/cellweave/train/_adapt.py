@@ -11,7 +11,6 @@ and is not saved; the adapted encoder is saved as a model folder every command a
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
 import time
@@ -243,10 +242,7 @@ def adapt(
     n_batches = int(batches.max()) + 1
 
     module = start_module(base, start)
-    for table in module.feature_tables():
-        table.weight.requires_grad_(bool(train_feature_tables))
-    config = dataclasses.replace(base.config, fixed_feature_tables=not train_feature_tables)
-    module.config = config
+    module.set_fixed_feature_tables(not train_feature_tables)
     module.train()
     decoder = CountDecoder(base.config.d_model, counts.shape[1], n_batches) if counts is not None else None
     tokens = TokenDataset([corpus], base.tokenizer, mode="train", seed=seed, n_targets=base.config.n_cell_targets)
@@ -272,7 +268,7 @@ def adapt(
     after = _mean_losses(plan, loader, seed)
     seconds = time.perf_counter() - t0
 
-    adapted = CellWeave(config, base.vocab, module=module, card=copy.deepcopy(base.card))
+    adapted = CellWeave(module.config, base.vocab, module=module, card=copy.deepcopy(base.card))
     record = {
         "base_model": base.name,
         "base_model_sha256": None if start == "random" else base.model_hash,
