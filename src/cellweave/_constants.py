@@ -8,3 +8,7 @@ from __future__ import annotations
 #: Keys written into AnnData by cellweave.
 EMBEDDING_KEY = "X_cellweave"
 UNS_KEY = "cellweave"
+
+#: The novelty scores of label transfer (``tl.annotate(novelty_score=...)``,
+#: ``cellweave annotate --novelty-score``); the first is the default.
+NOVELTY_SCORES = ("combined", "distance", "softmax")

@@ -9,6 +9,7 @@ import argparse
 import logging
 
 from cellweave._cli._common import adapt_on_both, add_adapt_options, add_query_and_reference
+from cellweave._constants import NOVELTY_SCORES
 
 logger = logging.getLogger("cellweave")
 
@@ -23,7 +24,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     if args.adapt:
         model = adapt_on_both(reference, query, model, args)
     tl.annotate(query, reference=reference, label_key=args.label_key, model=model,
-                novelty_quantile=args.novelty_quantile, align=args.align, finetune=args.finetune,
+                novelty_quantile=args.novelty_quantile, novelty_score=args.novelty_score, align=args.align, finetune=args.finetune,
                 finetune_epochs=args.max_epochs,
                 spatial=args.spatial, spatial_key=args.spatial_key, section_key=args.section_key,
                 n_spatial_neighbors=args.n_spatial_neighbors, seed=args.seed)
@@ -44,6 +45,9 @@ def add_annotate(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--out", required=True, help="output .h5ad (the annotated query)")
     sp.add_argument("--novelty-quantile", type=float, default=0.99,
                     help="quantile of held-out reference novelty used as the 'unknown' threshold")
+    sp.add_argument("--novelty-score", choices=NOVELTY_SCORES, default=NOVELTY_SCORES[0],
+                    help="combined: mean conformal rank of the kNN distance to the reference and of one minus the "
+                         "top class probability; distance or softmax: one of them alone (default: combined)")
     sp.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
                     help="correct reference and query embeddings together by Harmony first, so known types in a "
                          "new state (another protocol, study or condition) are not called unknown")

@@ -30,6 +30,7 @@ def annotate(
     model: CellWeave | str | None = None,
     key_added: str = "cellweave",
     novelty_quantile: float = 0.99,
+    novelty_score: str = "combined",
     align: bool = False,
     finetune: bool = False,
     finetune_epochs: int = 3,
@@ -45,12 +46,15 @@ def annotate(
 
     Both datasets are embedded with the same frozen model. A multinomial logistic regression
     (``C=1.0``) on standardized reference embeddings predicts the label of each query cell. A
-    novelty score flags cells unlike anything in the reference: the mean Euclidean distance, in
-    the standardized space, to the ``k=15`` nearest reference cells. Its threshold is set on the
-    reference alone: 80% of the reference cells (stratified by label, seeded) form the
-    neighbour index, and the threshold is the ``novelty_quantile`` quantile of the scores of the
-    held-out 20%. Query cells are scored against that same 80% index, so that query and
-    calibration scores are comparable; cells above the threshold are predicted ``"unknown"``.
+    novelty score flags cells unlike anything in the reference, with a threshold set on the
+    reference alone: 80% of the reference cells (stratified by label, seeded) fit the scorer, and
+    the threshold is the ``novelty_quantile`` quantile of the scores of the held-out 20%, cells of
+    known types the scorer has not seen; query cells above it are predicted ``"unknown"``. The
+    default score (``novelty_score="combined"``) averages the conformal ranks of two scores among
+    those held-out cells: the mean Euclidean distance, in the standardized space, to the ``k=15``
+    nearest cells of the 80%, and one minus the maximum class probability of a classifier fit on
+    the 80% (see :class:`~cellweave.tl.LabelTransfer`). ``"distance"`` uses the distance alone
+    (the rule of earlier versions), ``"softmax"`` the probability alone.
 
     With spatial context (by default whenever reference and query both carry
     ``obsm[spatial_key]``), each cell's embedding is extended with the mean embedding of its
@@ -80,6 +84,8 @@ def annotate(
     novelty_quantile
         Quantile (in ``(0, 1]``) of held-out reference novelty scores used as the threshold;
         higher flags fewer cells as unknown.
+    novelty_score
+        ``"combined"`` (default), ``"distance"`` or ``"softmax"``: the score thresholded (see above).
     align
         Correct reference and query embeddings together by Harmony before the classifier and the
         novelty score (see above). Needs at least a few dozen cells on each side.
@@ -122,12 +128,14 @@ def annotate(
         float32, the classifier's highest class probability (0..1), computed for every cell,
         unknown ones included.
     ``.obs[f"{key_added}_novelty"]``
-        float32, mean distance to the 15 nearest reference cells (standardized space, >= 0;
-        with spatial context, in the space of embedding plus neighbourhood mean); higher is
-        more novel.
+        float32, the ``novelty_score``; higher is more novel. ``"combined"``: in ``[0, 1]``, the
+        mean share of held-out reference cells the cell is at least as far from the reference and
+        at least as uncertain as. ``"distance"``: mean distance to the 15 nearest reference cells
+        (standardized space, >= 0). ``"softmax"``: one minus the top class probability. With
+        spatial context the scores live in the space of embedding plus neighbourhood mean.
     ``.uns["cellweave"]["annotate"]``
         model name and SHA-256, ``label_key``, ``key_added``, classes, ``novelty_quantile``,
-        threshold, number of unknown cells, number of reference cells, seed, versions and
+        ``novelty_score``, threshold, number of unknown cells, number of reference cells, seed, versions and
         ``spatial`` (whether tissue context was used; with it ``spatial_context``: key,
         neighbours, and per side the section column used (``""``: one section) and the number
         of sections).
@@ -150,7 +158,8 @@ def annotate(
     labels = _reference_labels(reference, label_key)
     adata = adata.copy() if copy else adata
     model = _resolve(model)
-    transfer = LabelTransfer(novelty_quantile=novelty_quantile, seed=seed)  # checks the quantile
+    # Checks the quantile and the score before any embedding.
+    transfer = LabelTransfer(novelty_quantile=novelty_quantile, novelty_score=novelty_score, seed=seed)
 
     keep = labels.notna().to_numpy()
     # Neighbourhoods first (cheap, and bad sections or coordinates fail before any embedding).
@@ -220,6 +229,7 @@ def annotate(
         "key_added": key_added,
         "classes": classes,
         "novelty_quantile": novelty_quantile,
+        "novelty_score": novelty_score,
         "align": bool(align),
         "threshold": threshold,
         "n_neighbors": k,

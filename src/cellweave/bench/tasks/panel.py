@@ -13,8 +13,9 @@ same splits; nothing is chosen on a test split):
    are in the reference, so this should be near 0) and the expected calibration error; each
    cellweave variant also as "+ Harmony (reference + query)" (``tl.annotate(align=True)``);
 3. **novel type**: each type in turn removed from a stratified 70% reference; AUROC of the novelty
-   score for that type among the 30% query: cellweave (mean distance to the 15 nearest reference
-   cells in the embedding) vs logistic-regression max-softmax, kNN distance on PCA, and kNN distance
+   score for that type among the 30% query: cellweave (tl.annotate's novelty score on the
+   embedding: the combined conformal rank of the kNN distance to the reference and the classifier's
+   max-softmax) vs logistic-regression max-softmax, kNN distance on PCA, and kNN distance
    after Harmony on PCA of reference + query together;
 4. **integration** (datasets with batches): scib-metrics total (0.6 bio + 0.4 batch) of the
    embedding with Harmony (tl.integrate's default) vs Harmony on PCA and scVI;
@@ -269,43 +270,62 @@ def _across_shift(d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[
     return records
 
 
-def _novel_type(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[Record]:
-    from sklearn.decomposition import PCA
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
+def novel_type_splits(d: PanelData, *, seed: int, quick: bool) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The novel-type protocol's splits: ``(novel type, reference cells, query cells)``. The query is
+    a stratified 30% of the cells (seeded); the reference is the other 70% without the novel type.
+    Every type in turn, or in quick mode the ``NOVEL_TYPES_QUICK`` largest ones (the ones a
+    reference is least likely to lack, hardest to call novel); none with fewer than 3 types."""
     from sklearn.model_selection import train_test_split
-    from sklearn.neighbors import NearestNeighbors
-
-    from cellweave.tl import harmony
-    from cellweave.tl import LabelTransfer
 
     classes = sorted(set(d.labels))
     if len(classes) < 3:
         return []
     ref, query = train_test_split(np.arange(len(d.labels)), test_size=0.3, stratify=d.labels, random_state=seed)
-    if ctx.quick:  # the largest types: the ones a reference is least likely to lack, hardest to call novel
+    if quick:
         sizes = pd.Series(d.labels).value_counts()
         classes = sorted(sizes.index[:NOVEL_TYPES_QUICK])
+    return [(novel, ref[d.labels[ref] != novel], query) for novel in classes]
+
+
+def baseline_novelty_scores(d: PanelData, tr: np.ndarray, query: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """The novelty baselines' scores of the ``query`` cells against the ``tr`` reference, all on the
+    standardized 2,000 HVGs chosen on the reference: logistic regression's max-softmax, the mean
+    distance to the 15 nearest reference cells in PCA-50, and the same after Harmony on reference +
+    query together (the strongest simple baseline we know)."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import NearestNeighbors
+
+    from cellweave.tl import harmony
+
+    ztr, zq = _standardized_hvgs(d, tr, query)
+    lr = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(ztr, d.labels[tr])
+    scores = {"logreg max-softmax": 1.0 - lr.predict_proba(zq).max(1)}
+    n_pc = int(min(50, ztr.shape[1] - 1, ztr.shape[0] - 1))
+    pca = PCA(n_components=n_pc, random_state=seed).fit(ztr)
+    ptr, pq = pca.transform(ztr), pca.transform(zq)
+    k = min(N_NEIGHBORS, len(tr))
+    scores["kNN distance (PCA)"] = NearestNeighbors(n_neighbors=k).fit(ptr).kneighbors(pq)[0].mean(1)
+    joint = np.vstack([ptr, pq]).astype(np.float32)
+    side = np.array(["reference"] * len(tr) + ["query"] * len(query))
+    corrected = harmony(joint, side, seed=seed)
+    scores["kNN distance (Harmony)"] = NearestNeighbors(n_neighbors=k).fit(corrected[: len(tr)]).kneighbors(
+        corrected[len(tr):])[0].mean(1)
+    return scores
+
+
+def _novel_type(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[Record]:
+    from sklearn.metrics import roc_auc_score
+
+    from cellweave.tl import LabelTransfer
+
     records = []
-    for novel in classes:
-        tr = ref[d.labels[ref] != novel]
+    for novel, tr, query in novel_type_splits(d, seed=seed, quick=ctx.quick):
         is_novel = d.labels[query] == novel
         transfers = {method: LabelTransfer(seed=seed).fit(etr, d.labels[tr]).predict(eq)
                      for method, (etr, eq) in _with_aligned(embs, tr, query, seed).items()}
         scores = {method: cw.novelty for method, cw in transfers.items()}
-        ztr, zq = _standardized_hvgs(d, tr, query)
-        lr = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(ztr, d.labels[tr])
-        scores["logreg max-softmax"] = 1.0 - lr.predict_proba(zq).max(1)
-        n_pc = int(min(50, ztr.shape[1] - 1, ztr.shape[0] - 1))
-        pca = PCA(n_components=n_pc, random_state=seed).fit(ztr)
-        ptr, pq = pca.transform(ztr), pca.transform(zq)
-        k = min(N_NEIGHBORS, len(tr))
-        scores["kNN distance (PCA)"] = NearestNeighbors(n_neighbors=k).fit(ptr).kneighbors(pq)[0].mean(1)
-        joint = np.vstack([ptr, pq]).astype(np.float32)
-        side = np.array(["reference"] * len(tr) + ["query"] * len(query))
-        corrected = harmony(joint, side, seed=seed)
-        scores["kNN distance (Harmony)"] = NearestNeighbors(n_neighbors=k).fit(corrected[: len(tr)]).kneighbors(
-            corrected[len(tr):])[0].mean(1)
+        scores.update(baseline_novelty_scores(d, tr, query, seed))
         for method, s in scores.items():
             records += make_records(TASK, d.short, "novel type", seed, method,
                                     {"novel_auroc": roc_auc_score(is_novel, s)})

@@ -1,0 +1,107 @@
+"""Issue 12, point 4: which novelty score says "unknown" for a missing type and not for a shifted one.
+
+On every development-panel dataset, with one model's zero-shot embedding (each dataset embedded
+once, all cells together, as the panel does), ``tl.annotate``'s label transfer
+(:class:`cellweave.tl.LabelTransfer`) with each ``novelty_score``:
+
+- ``distance``: mean distance to the 15 nearest reference cells (the rule before this script);
+- ``softmax``: one minus the top class probability;
+- ``combined``: the mean conformal rank of the two (the default);
+
+each also after Harmony on reference + query (``align=True``), on the panel's own splits and
+seed 0:
+
+- **across a shift** (every group of the shift key held out in turn): the share of test cells,
+  all of known types, called "unknown" (goal <= 5%), and macro-F1 of the raw prediction;
+- **novel type** (each of the 4 largest types left out of a stratified 70% reference): AUROC of
+  the score among the 30% query (goal >= 0.90), and the shares of known / novel query cells
+  called unknown; beside the panel's baselines on the same splits (logistic-regression
+  max-softmax, kNN distance on PCA and after Harmony, all on the reference's HVGs).
+
+Prints the means over datasets and writes ``--out`` (JSON, per dataset and mean). About 15
+minutes on one core::
+
+    CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/novelty_scores.py --model M --out novelty.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+
+import numpy as np
+
+SCORES = ("distance", "softmax", "combined")
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(float(np.mean([r[k] for r in rows])), 3) for k in rows[0]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="model folder or shipped name (default: the shipped model)")
+    p.add_argument("--datasets", nargs="*", default=None, help="panel datasets (default: all)")
+    p.add_argument("--out", default="novelty_scores.json")
+    args = p.parse_args()
+
+    from _diagnostics import panel_selection
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    from cellweave.bench.tasks._cells import across_splits
+    from cellweave.bench.tasks.panel import baseline_novelty_scores, novel_type_splits
+    from cellweave.models import CellWeave
+    from cellweave.tl import LabelTransfer, align_reference_query
+
+    model = CellWeave.load(args.model)
+    t0 = time.perf_counter()
+    shift, novel = defaultdict(list), defaultdict(list)  # dataset -> one row per split
+
+    def transfers(emb, tr, te, labels):
+        out = {}
+        for aligned in (False, True):
+            etr, ete = align_reference_query(emb[tr], emb[te], seed=0) if aligned else (emb[tr], emb[te])
+            for score in SCORES:
+                name = score + (" + Harmony" if aligned else "")
+                out[name] = LabelTransfer(novelty_score=score, seed=0).fit(etr, labels[tr]).predict(ete)
+        return out
+
+    for d in panel_selection(args.datasets):
+        emb = model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]
+        y = np.asarray(d.labels).astype(str)
+        if d.shift_key:
+            for _, tr, te in across_splits(d.adata.obs, d.shift_key, y):
+                row = {}
+                for name, res in transfers(emb, tr, te, y).items():
+                    row[f"{name}: unknown"] = float(res.unknown.mean())
+                    row[f"{name}: macro-F1"] = float(f1_score(y[te], res.raw_prediction.astype(str), average="macro"))
+                shift[d.name].append(row)
+        for held_out, tr, query in novel_type_splits(d, seed=0, quick=True):
+            is_novel = y[query] == held_out
+            row = {}
+            for name, res in transfers(emb, tr, query, y).items():
+                row[f"{name}: AUROC"] = roc_auc_score(is_novel, res.novelty)
+                row[f"{name}: known unknown"] = float(res.unknown[~is_novel].mean())
+                row[f"{name}: novel unknown"] = float(res.unknown[is_novel].mean())
+            for name, s in baseline_novelty_scores(d, tr, query, seed=0).items():
+                row[f"{name}: AUROC"] = roc_auc_score(is_novel, s)
+            novel[d.name].append(row)
+        print(d.name, f"{time.perf_counter() - t0:.0f} s", flush=True)
+
+    result = {"command": "benchmarks/novelty_scores.py" + (f" --model {args.model}" if args.model else ""),
+              "model": model.name, "seed": 0, "seconds": round(time.perf_counter() - t0, 1)}
+    for protocol, per in (("across shift", shift), ("novel type", novel)):
+        per_dataset = {name: _mean(rows) for name, rows in per.items()}
+        mean = _mean(list(per_dataset.values()))
+        result[protocol] = {"per_dataset": per_dataset, "mean": mean, "n_datasets": len(per_dataset)}
+        print(f"\n{protocol}, mean over {len(per_dataset)} datasets")
+        for key, value in mean.items():
+            print(f"  {key:45s} {value:.3f}")
+    with open(args.out, "w") as fh:
+        json.dump(result, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

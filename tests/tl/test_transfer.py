@@ -1,0 +1,72 @@
+"""``LabelTransfer``'s novelty scores on synthetic embeddings: what each one flags and why."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import StandardScaler
+
+from cellweave._exceptions import CellWeaveInputError
+from cellweave.tl import LabelTransfer
+
+
+def _clusters(rng, centers, n, scale=1.0):
+    x = np.concatenate([c + scale * rng.standard_normal((n, len(c))) for c in centers])
+    y = np.repeat([f"type{i}" for i in range(len(centers))], n)
+    return x.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def cells():
+    """Three known types 8 sd apart in 10 dimensions; a query of the same types shifted by 5 sd
+    (split over every axis: a new protocol), and a novel type placed far from all three."""
+    rng = np.random.default_rng(0)
+    centers = 8.0 * np.eye(3, 10)
+    ref, y = _clusters(rng, centers, 150)
+    shifted, y_shifted = _clusters(rng, centers + 5.0 / np.sqrt(10), 100)
+    novel, _ = _clusters(rng, [np.full(10, -6.0)], 100)
+    return ref, y, shifted, y_shifted, novel
+
+
+def test_distance_score_is_the_mean_distance_to_the_80_percent_index(cells) -> None:
+    ref, y, shifted, _, _ = cells
+    lt = LabelTransfer(novelty_score="distance", seed=0).fit(ref, y)
+    z = StandardScaler().fit(ref).transform(shifted)
+    expected = lt.index_.kneighbors(z)[0].mean(1)
+    np.testing.assert_allclose(lt.predict(shifted).novelty, expected, rtol=1e-5)
+    assert lt.index_.n_samples_fit_ == len(ref) - 90  # 20% (90 cells) held out to calibrate
+    assert lt.calibration_classifier_ is None and isinstance(lt.index_, NearestNeighbors)
+
+
+def test_combined_score_tolerates_a_shift_and_still_finds_a_novel_type(cells) -> None:
+    ref, y, shifted, y_shifted, novel = cells
+    res = {name: LabelTransfer(novelty_score=name, seed=0).fit(ref, y) for name in ("combined", "distance", "softmax")}
+    shifted_unknown = {name: lt.predict(shifted).unknown.mean() for name, lt in res.items()}
+    # A shift moves every known cell away from the reference: the distance alone calls most of them
+    # unknown, while the classifier stays sure of their type, and so does the combined rank.
+    assert shifted_unknown["distance"] > 0.5
+    assert shifted_unknown["combined"] < shifted_unknown["distance"] / 2
+    assert (res["combined"].predict(shifted).raw_prediction == y_shifted).mean() > 0.95
+    query = np.concatenate([shifted, novel])
+    is_novel = np.r_[np.zeros(len(shifted), bool), np.ones(len(novel), bool)]
+    out = res["combined"].predict(query)
+    assert roc_auc_score(is_novel, out.novelty) > 0.9
+    assert out.unknown[is_novel].mean() > 0.9
+    assert ((out.novelty >= 0) & (out.novelty <= 1)).all() and out.novelty.dtype == np.float32
+    assert 0 < res["combined"].threshold_ <= 1
+
+
+def test_unshifted_known_cells_are_rarely_unknown(cells) -> None:
+    ref, y, _, _, _ = cells
+    rng = np.random.default_rng(1)
+    fresh, _ = _clusters(rng, 8.0 * np.eye(3, 10), 200)
+    for name in ("combined", "distance", "softmax"):
+        lt = LabelTransfer(novelty_score=name, novelty_quantile=0.95, seed=0).fit(ref, y)
+        assert lt.predict(fresh).unknown.mean() < 0.12, name  # ~5% expected at the 0.95 quantile
+
+
+def test_unknown_novelty_score_is_refused_with_the_choices() -> None:
+    with pytest.raises(CellWeaveInputError, match="'mahalanobis' is not one of combined, distance, softmax"):
+        LabelTransfer(novelty_score="mahalanobis")
