@@ -38,6 +38,8 @@ def main() -> None:
     p.add_argument("--model", default=None, help="model folder or shipped name (default: the shipped model)")
     p.add_argument("--hvg", type=int, default=2000, help="hvg_tokens of the HVG rows (default: 2000)")
     p.add_argument("--datasets", nargs="*", default=None, help="panel datasets (default: all)")
+    p.add_argument("--skip-untrained", action="store_true",
+                   help="leave out the random-weight rows (the same for every model of one config, seed 0)")
     p.add_argument("--out", default="hvg_tokens.json")
     args = p.parse_args()
 
@@ -49,7 +51,9 @@ def main() -> None:
     from cellweave.train import start_module
 
     base = CellWeave.load(args.model)
-    modules = {"pretrained": base.module, "untrained": start_module(base, "random", seed=0).eval()}
+    modules = {"pretrained": base.module}
+    if not args.skip_untrained:
+        modules["untrained"] = start_module(base, "random", seed=0).eval()
     t0 = time.perf_counter()
     per_dataset = {}
     for d in panel_selection(args.datasets):
@@ -66,7 +70,7 @@ def main() -> None:
         per_dataset[d.name] = row
         print(d.name, " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
     command = ("benchmarks/hvg_tokens.py" + (f" --model {args.model}" if args.model else "")
-               + (f" --hvg {args.hvg}" if args.hvg != 2000 else ""))
+               + (f" --hvg {args.hvg}" if args.hvg != 2000 else "") + (" --skip-untrained" if args.skip_untrained else ""))
     write_means(per_dataset, args.out, command=command, model=base.name, seconds=time.perf_counter() - t0)
 
 
