@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 DESCRIPTION = (
     "Cell-type annotation. cellweave = cellweave.tl.annotate's classifier: logistic regression (C=1) on the "
-    "standardized frozen embedding, novelty = mean distance to the 15 nearest reference cells. Baselines on the "
+    "standardized frozen embedding, novelty = its default score (the mean rank, among held-out reference cells, "
+    "of the mean distance to the 15 nearest reference cells and of 1 - max softmax). Baselines on the "
     "same splits: logistic regression with L2 (C=1, multinomial) and L1 (C=0.1, one-vs-rest liblinear) penalties on standardized log-normalized "
     "top-2000 HVGs chosen on the training cells (novelty = 1 - max softmax), and kNN (k=15) on 50 PCs of those "
     "HVGs (novelty = mean neighbour distance). Splits: '5-fold' = stratified 5-fold by cells; 'across <key>' = "
