@@ -6,6 +6,18 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 
+def panel_arguments(doc: str, out: str):
+    """The argument parser the panel diagnostics share: ``--model`` (default: the shipped model),
+    ``--datasets`` (default: every panel dataset) and ``--out`` (default ``out``); callers add their own."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="model folder or shipped name (default: the shipped model)")
+    p.add_argument("--datasets", nargs="*", default=None, help="panel datasets (default: all)")
+    p.add_argument("--out", default=out)
+    return p
+
+
 def panel_selection(names: Iterable[str] | None = None) -> Iterator[Any]:
     """The development panel's datasets (``cellweave.bench.tasks.panel``), only those in ``names``
     when given, in the panel's order."""

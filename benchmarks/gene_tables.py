@@ -22,17 +22,15 @@ transformer does. Prints one line per dataset and the means, and writes ``--out`
 
 from __future__ import annotations
 
-import argparse
 import time
 
 VARIANTS = (("pretrained", "pretrained"), ("untrained", "random"), ("untrained + pretrained gene tables", "genes"))
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="model folder or shipped name (default: the shipped model)")
-    p.add_argument("--datasets", nargs="*", default=None, help="panel datasets (default: all)")
-    p.add_argument("--out", default="gene_tables.json")
+    from _diagnostics import panel_arguments
+
+    p = panel_arguments(__doc__, out="gene_tables.json")
     args = p.parse_args()
 
     from _diagnostics import knn_f1, panel_selection, write_means

@@ -20,7 +20,6 @@ Prints one line per dataset and the means, and writes ``--out`` (JSON). About 25
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
@@ -34,13 +33,12 @@ def random_projection(x: np.ndarray, dim: int = 256, seed: int = 0) -> np.ndarra
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="model folder or shipped name (default: the shipped model)")
+    from _diagnostics import panel_arguments
+
+    p = panel_arguments(__doc__, out="hvg_tokens.json")
     p.add_argument("--hvg", type=int, default=2000, help="hvg_tokens of the HVG rows (default: 2000)")
-    p.add_argument("--datasets", nargs="*", default=None, help="panel datasets (default: all)")
     p.add_argument("--skip-untrained", action="store_true",
                    help="leave out the random-weight rows (the same for every model of one config, seed 0)")
-    p.add_argument("--out", default="hvg_tokens.json")
     args = p.parse_args()
 
     from _diagnostics import knn_f1, panel_selection, write_means

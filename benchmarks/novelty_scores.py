@@ -26,7 +26,6 @@ minutes on one core::
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections import defaultdict
@@ -41,10 +40,9 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="model folder or shipped name (default: the shipped model)")
-    p.add_argument("--datasets", nargs="*", default=None, help="panel datasets (default: all)")
-    p.add_argument("--out", default="novelty_scores.json")
+    from _diagnostics import panel_arguments
+
+    p = panel_arguments(__doc__, out="novelty_scores.json")
     args = p.parse_args()
 
     from _diagnostics import panel_selection
