@@ -8,8 +8,10 @@ once, all cells together, as the panel does), ``tl.annotate``'s label transfer
 - ``softmax``: one minus the top class probability;
 - ``combined``: the mean conformal rank of the two (the default);
 
-each also after Harmony on reference + query (``align=True``), on the panel's own splits and
-seed 0:
+each also after Harmony on reference + query (``align=True``), and ``combined`` with the threshold
+calibrated on the reference's batches (``batch_key``: across a shift, the groups of the shift key
+left in the reference; for a novel type, the dataset's batch key where it has one), on the panel's
+own splits and seed 0:
 
 - **across a shift** (every group of the shift key held out in turn): the share of test cells,
   all of known types, called "unknown" (goal <= 5%), and macro-F1 of the raw prediction;
@@ -36,7 +38,10 @@ SCORES = ("distance", "softmax", "combined")
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {k: round(float(np.mean([r[k] for r in rows])), 3) for k in rows[0]}
+    """Each key's mean over the rows that have it (batch-calibrated rows exist only where the dataset
+    has batches)."""
+    keys = dict.fromkeys(k for r in rows for k in r)
+    return {k: round(float(np.mean([r[k] for r in rows if k in r])), 3) for k in keys}
 
 
 def main() -> None:
@@ -57,8 +62,11 @@ def main() -> None:
     t0 = time.perf_counter()
     shift, novel = defaultdict(list), defaultdict(list)  # dataset -> one row per split
 
-    def transfers(emb, tr, te, labels):
+    def transfers(emb, tr, te, labels, groups=None):
         out = {}
+        if groups is not None:  # with fewer than 2 batches in the reference: a random 20%, as annotate does
+            lt = LabelTransfer(seed=0).fit(emb[tr], labels[tr], groups=groups[tr])
+            out["combined, batches"] = lt.predict(emb[te])
         for aligned in (False, True):
             etr, ete = align_reference_query(emb[tr], emb[te], seed=0) if aligned else (emb[tr], emb[te])
             for score in SCORES:
@@ -70,16 +78,18 @@ def main() -> None:
         emb = model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]
         y = np.asarray(d.labels).astype(str)
         if d.shift_key:
+            groups = d.adata.obs[d.shift_key].astype(str).to_numpy()
             for _, tr, te in across_splits(d.adata.obs, d.shift_key, y):
                 row = {}
-                for name, res in transfers(emb, tr, te, y).items():
+                for name, res in transfers(emb, tr, te, y, groups).items():
                     row[f"{name}: unknown"] = float(res.unknown.mean())
                     row[f"{name}: macro-F1"] = float(f1_score(y[te], res.raw_prediction.astype(str), average="macro"))
                 shift[d.name].append(row)
         for held_out, tr, query in novel_type_splits(d, seed=0, quick=True):
             is_novel = y[query] == held_out
             row = {}
-            for name, res in transfers(emb, tr, query, y).items():
+            batches = d.adata.obs[d.batch_key].astype(str).to_numpy() if d.batch_key else None
+            for name, res in transfers(emb, tr, query, y, batches).items():
                 row[f"{name}: AUROC"] = roc_auc_score(is_novel, res.novelty)
                 row[f"{name}: known unknown"] = float(res.unknown[~is_novel].mean())
                 row[f"{name}: novel unknown"] = float(res.unknown[is_novel].mean())

@@ -72,6 +72,8 @@ def test_bad_labels_are_refused_with_the_fix(split) -> None:
     reference, query = split[0], split[1].copy()
     with pytest.raises(CellWeaveInputError, match="not a column of reference.obs.*batch"):
         cellweave.tl.annotate(query, reference=reference, label_key="celltype")
+    with pytest.raises(CellWeaveInputError, match="batch_key='donor' is not a column of reference.obs.*batch"):
+        cellweave.tl.annotate(query, reference=reference, label_key=LABEL, batch_key="donor")
     one_class = reference[reference.obs[LABEL] == "A549"].copy()
     with pytest.raises(CellWeaveInputError, match="at least 2"):
         cellweave.tl.annotate(query, reference=one_class, label_key=LABEL)
@@ -99,11 +101,14 @@ def test_cli_round_trip_and_bad_label_key(cellbench, tmp_path, capsys) -> None:
     assert out.uns["cellweave"]["annotate"]["label_key"] == LABEL
     assert not list(tmp_path.glob("*.tmp*"))
     assert not out.uns["cellweave"]["annotate"]["align"]
-    assert main([*args, "--label-key", LABEL, "--align", "--novelty-score", "distance",
+    assert out.uns["cellweave"]["annotate"]["calibration_batches"] == 0
+    assert main([*args, "--label-key", LABEL, "--align", "--novelty-score", "distance", "--batch-key", "batch",
                  "--out", str(tmp_path / "aligned.h5ad")]) == 0
     aligned = ad.read_h5ad(tmp_path / "aligned.h5ad")
     assert aligned.uns["cellweave"]["annotate"]["align"]
     assert aligned.uns["cellweave"]["annotate"]["novelty_score"] == "distance"
+    n_batches = raw[perm[:200]].obs["batch"].nunique()
+    assert n_batches >= 2 and aligned.uns["cellweave"]["annotate"]["calibration_batches"] == n_batches
     assert aligned.obs["cellweave_novelty"].max() > 1  # a distance in the standardized space, not a rank
 
     assert main([*args, "--label-key", "celltype", "--out", str(tmp_path / "bad.h5ad")]) == 2

@@ -70,3 +70,36 @@ def test_unshifted_known_cells_are_rarely_unknown(cells) -> None:
 def test_unknown_novelty_score_is_refused_with_the_choices() -> None:
     with pytest.raises(CellWeaveInputError, match="'mahalanobis' is not one of combined, distance, softmax"):
         LabelTransfer(novelty_score="mahalanobis")
+
+
+def test_calibrating_on_batches_tolerates_a_shift_like_theirs() -> None:
+    # Two reference batches 4 sd apart along one axis; the query is a third batch shifted as far again.
+    rng = np.random.default_rng(2)
+    centers = 8.0 * np.eye(3, 10)
+    offset = 4.0 * np.eye(1, 10, 9)[0]
+    a, y_a = _clusters(rng, centers, 80)
+    b, y_b = _clusters(rng, centers + offset, 80)
+    ref, y = np.concatenate([a, b]), np.concatenate([y_a, y_b])
+    groups = np.repeat(["a", "b"], len(a))
+    query, _ = _clusters(rng, centers + 2 * offset, 100)
+    novel, _ = _clusters(rng, [np.full(10, -6.0)], 50)
+    for name in ("combined", "distance"):
+        random_split = LabelTransfer(novelty_score=name, seed=0).fit(ref, y)
+        by_batch = LabelTransfer(novelty_score=name, seed=0).fit(ref, y, groups=groups)
+        assert by_batch.calibration_groups_ == 2 and random_split.calibration_groups_ == 0
+        assert by_batch.threshold_ > random_split.threshold_, name
+        shifted = by_batch.predict(query).unknown.mean()
+        assert shifted < random_split.predict(query).unknown.mean() and shifted < 0.1, name
+        assert by_batch.predict(novel).unknown.mean() > 0.9, name
+    # The query is scored by the whole reference: the index holds every reference cell.
+    assert by_batch.index_.n_samples_fit_ == len(ref)
+
+
+def test_batches_must_match_the_cells_and_leave_two_types() -> None:
+    rng = np.random.default_rng(3)
+    x, y = _clusters(rng, 8.0 * np.eye(3, 10), 20)
+    with pytest.raises(CellWeaveInputError, match="groups has 5 values for 60 reference cells"):
+        LabelTransfer().fit(x, y, groups=np.zeros(5))
+    one_type_outside = np.where(y == "type0", "a", "b")  # batch b holds two types, batch a one
+    with pytest.raises(CellWeaveInputError, match="single type.*or no batch key"):
+        LabelTransfer().fit(x, y, groups=one_type_outside)

@@ -24,7 +24,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     if args.adapt:
         model = adapt_on_both(reference, query, model, args)
     tl.annotate(query, reference=reference, label_key=args.label_key, model=model,
-                novelty_quantile=args.novelty_quantile, novelty_score=args.novelty_score, align=args.align, finetune=args.finetune,
+                novelty_quantile=args.novelty_quantile, novelty_score=args.novelty_score, batch_key=args.batch_key, align=args.align, finetune=args.finetune,
                 finetune_epochs=args.max_epochs,
                 spatial=args.spatial, spatial_key=args.spatial_key, section_key=args.section_key,
                 n_spatial_neighbors=args.n_spatial_neighbors, seed=args.seed)
@@ -48,6 +48,9 @@ def add_annotate(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--novelty-score", choices=NOVELTY_SCORES, default=NOVELTY_SCORES[0],
                     help="combined: mean conformal rank of the kNN distance to the reference and of one minus the "
                          "top class probability; distance or softmax: one of them alone (default: combined)")
+    sp.add_argument("--batch-key", default=None,
+                    help="obs column of the reference's batches: calibrate the 'unknown' threshold on whole batches "
+                         "held out in turn, so a query shifted as much as they differ is not called unknown")
     sp.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
                     help="correct reference and query embeddings together by Harmony first, so known types in a "
                          "new state (another protocol, study or condition) are not called unknown")

@@ -31,6 +31,7 @@ def annotate(
     key_added: str = "cellweave",
     novelty_quantile: float = 0.99,
     novelty_score: str = "combined",
+    batch_key: str | None = None,
     align: bool = False,
     finetune: bool = False,
     finetune_epochs: int = 3,
@@ -86,6 +87,11 @@ def annotate(
         higher flags fewer cells as unknown.
     novelty_score
         ``"combined"`` (default), ``"distance"`` or ``"softmax"``: the score thresholded (see above).
+    batch_key
+        Column of ``reference.obs`` naming its batches (protocol, study, donor). With at least two,
+        the threshold is calibrated on whole batches instead of a random 20%: each batch in turn
+        (at most 5 folds) is scored against a scorer fit on the others, so query cells that differ
+        from the reference as much as its batches differ from each other are not called unknown.
     align
         Correct reference and query embeddings together by Harmony before the classifier and the
         novelty score (see above). Needs at least a few dozen cells on each side.
@@ -135,7 +141,8 @@ def annotate(
         spatial context the scores live in the space of embedding plus neighbourhood mean.
     ``.uns["cellweave"]["annotate"]``
         model name and SHA-256, ``label_key``, ``key_added``, classes, ``novelty_quantile``,
-        ``novelty_score``, threshold, number of unknown cells, number of reference cells, seed, versions and
+        ``novelty_score``, ``batch_key`` and the number of batches calibrated on
+        (``calibration_batches``, 0: a random 20%), threshold, number of unknown cells, number of reference cells, seed, versions and
         ``spatial`` (whether tissue context was used; with it ``spatial_context``: key,
         neighbours, and per side the section column used (``""``: one section) and the number
         of sections).
@@ -156,6 +163,10 @@ def annotate(
     >>> query.obs[["cellweave_prediction", "cellweave_confidence", "cellweave_novelty"]]
     """
     labels = _reference_labels(reference, label_key)
+    if batch_key is not None and batch_key not in reference.obs:
+        raise CellWeaveInputError(f"batch_key={batch_key!r} is not a column of reference.obs (columns: "
+                                  f"{', '.join(map(str, reference.obs.columns)) or 'none'}); name the column of the "
+                                  "reference's batches, or leave it out to calibrate on a random 20%.")
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     # Checks the quantile and the score before any embedding.
@@ -214,7 +225,8 @@ def annotate(
         ref_emb, query_emb = align_reference_query(ref_emb, query_emb, seed=seed)
         logger.info("Reference and query aligned by Harmony before label transfer (align=True)")
 
-    transfer.fit(ref_emb, ref_labels)
+    groups = reference.obs[batch_key].astype(str).to_numpy()[keep] if batch_key is not None else None
+    transfer.fit(ref_emb, ref_labels, groups=groups)
     res = transfer.predict(query_emb)
     classes, threshold, k, unknown = transfer.classes_, transfer.threshold_, transfer.k_, res.unknown
     categories = classes + ([UNKNOWN_LABEL] if UNKNOWN_LABEL not in classes else [])
@@ -230,6 +242,8 @@ def annotate(
         "classes": classes,
         "novelty_quantile": novelty_quantile,
         "novelty_score": novelty_score,
+        "batch_key": batch_key or "",
+        "calibration_batches": transfer.calibration_groups_,
         "align": bool(align),
         "threshold": threshold,
         "n_neighbors": k,

@@ -58,6 +58,15 @@ class LabelTransfer:
       novel-type AUROC from 0.685 (distance) and 0.707 (softmax) to 0.738 and cut the shifted known
       cells called unknown from 30% (distance) to 20% (softmax alone: 15%).
 
+    With ``groups`` (the reference's batches: protocol, study, donor) of at least two values,
+    :meth:`fit` calibrates on batches instead: each batch in turn (at most 5 folds of whole batches)
+    is scored by an index and classifier fit on the others, and query cells are scored by the index
+    and classifier of the whole reference. A query as different from the reference as its batches
+    are from each other is then not unknown; a conformal score calibrated across groups, as in
+    split-conformal prediction under distribution shift (Tibshirani et al. 2019), but without
+    reweighting. On the panel's ADT dataset (12 studies in each reference, one held out) the share
+    of shifted known cells called unknown fell from 5.0% to 0.0% (distance alone: 8.2% to 1.9%).
+
     What differs from a conformal test: the threshold is a quantile of calibration scores, not a
     p-value level, and the combined scores of the calibration cells use their own ranks.
     """
@@ -81,9 +90,8 @@ class LabelTransfer:
         # lbfgs fits the multinomial (softmax) model for more than two classes.
         return LogisticRegression(C=self.C, max_iter=1000, random_state=self.seed).fit(z, labels)
 
-    def fit(self, embedding: np.ndarray, labels: np.ndarray) -> LabelTransfer:
-        from sklearn.model_selection import train_test_split
-        from sklearn.neighbors import NearestNeighbors
+    def fit(self, embedding: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> LabelTransfer:
+        from sklearn.model_selection import GroupKFold, train_test_split
         from sklearn.preprocessing import StandardScaler
 
         labels = np.asarray(labels).astype(str)
@@ -91,19 +99,42 @@ class LabelTransfer:
         z = self.scaler_.transform(embedding)
         self.classifier_ = self._classifier(z, labels)
         self.classes_ = [str(c) for c in self.classifier_.classes_]
-        n_test = max(len(self.classes_), math.ceil(CALIBRATION_FRACTION * len(labels)))
-        fit_idx, calib_idx = train_test_split(
-            np.arange(len(labels)), test_size=n_test, stratify=labels, random_state=self.seed
-        )
-        self.k_ = min(self.n_neighbors, len(fit_idx))
+        n_groups = 0 if groups is None else len(np.unique(np.asarray(groups).astype(str)))
+        if groups is not None and len(groups) != len(labels):
+            raise CellWeaveInputError(f"groups has {len(groups)} values for {len(labels)} reference cells.")
+        if n_groups >= 2:
+            # Whole batches held out in turn; the query is scored by the whole reference's scorer.
+            folds = list(GroupKFold(n_splits=min(5, n_groups)).split(z, labels, np.asarray(groups).astype(str)))
+            self.k_ = min(self.n_neighbors, min(len(fit) for fit, _ in folds))
+            parts = [self._fit_scorer(z[fit], labels[fit])._components(z[cal]) for fit, cal in folds]
+            calibration = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+            self._fit_scorer(z, labels, classifier=self.classifier_)
+        else:
+            n_test = max(len(self.classes_), math.ceil(CALIBRATION_FRACTION * len(labels)))
+            fit_idx, calib_idx = train_test_split(
+                np.arange(len(labels)), test_size=n_test, stratify=labels, random_state=self.seed
+            )
+            self.k_ = min(self.n_neighbors, len(fit_idx))
+            calibration = self._fit_scorer(z[fit_idx], labels[fit_idx])._components(z[calib_idx])
+        self.calibration_groups_ = n_groups if n_groups >= 2 else 0
+        # Each component's held-out scores, sorted: the reference distribution a query score is ranked in.
+        self.calibration_ = {name: np.sort(s) for name, s in calibration.items()}
+        self.threshold_ = float(np.quantile(self._score(calibration), self.novelty_quantile))
+        return self
+
+    def _fit_scorer(self, z: np.ndarray, labels: np.ndarray, classifier=None) -> LabelTransfer:
+        """Fit the novelty scorer's parts on ``z`` (``classifier``: one already fit on it)."""
+        from sklearn.neighbors import NearestNeighbors
+
         self.index_, self.calibration_classifier_ = None, None
         if self.novelty_score != "softmax":
-            self.index_ = NearestNeighbors(n_neighbors=self.k_).fit(z[fit_idx])
+            self.index_ = NearestNeighbors(n_neighbors=self.k_).fit(z)
         if self.novelty_score != "distance":
-            self.calibration_classifier_ = self._classifier(z[fit_idx], labels[fit_idx])
-        # Each component's held-out scores, sorted: the reference distribution a query score is ranked in.
-        self.calibration_ = {name: np.sort(s) for name, s in self._components(z[calib_idx]).items()}
-        self.threshold_ = float(np.quantile(self._score(self._components(z[calib_idx])), self.novelty_quantile))
+            if len(np.unique(labels)) < 2:
+                raise CellWeaveInputError("Calibrating on batches: the reference cells outside one batch hold a "
+                                          "single type, too few for a classifier. Give a reference whose batches "
+                                          "share types, or no batch key.")
+            self.calibration_classifier_ = classifier or self._classifier(z, labels)
         return self
 
     def _components(self, z: np.ndarray) -> dict[str, np.ndarray]:

@@ -10,7 +10,8 @@ same splits; nothing is chosen on a test split):
    study), test on the held-out one (types it lacks in training dropped): cellweave's label transfer
    (tl.annotate's classifier on the frozen embedding) vs L2 logistic regression on HVGs chosen on
    the training cells; also the share of test cells cellweave calls "unknown" (all of their types
-   are in the reference, so this should be near 0) and the expected calibration error; each
+   are in the reference, so this should be near 0; the threshold is calibrated on the groups left
+   in the reference, ``tl.annotate(batch_key=...)``) and the expected calibration error; each
    cellweave variant also as "+ Harmony (reference + query)" (``tl.annotate(align=True)``);
 3. **novel type**: each type in turn removed from a stratified 70% reference; AUROC of the novelty
    score for that type among the 30% query: cellweave (tl.annotate's novelty score on the
@@ -250,12 +251,15 @@ def _across_shift(d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[
     from ._cells import across_splits
 
     records = []
+    # The groups left in the reference are its batches: the threshold is calibrated on them
+    # (tl.annotate(batch_key=...)), a random 20% where only one is left.
+    groups = d.adata.obs[d.shift_key].astype(str).to_numpy()
     for group, tr, te in across_splits(d.adata.obs, d.shift_key, d.labels):
         split = f"across shift ({d.shift_key}={group})"
         yte = d.labels[te]
         lower = {"unknown_rate": False, "ece": False}
         for method, (etr, ete) in _with_aligned(embs, tr, te, seed).items():
-            cw = LabelTransfer(seed=seed).fit(etr, d.labels[tr]).predict(ete)
+            cw = LabelTransfer(seed=seed).fit(etr, d.labels[tr], groups=groups[tr]).predict(ete)
             m = _macro_f1(yte, cw.raw_prediction.astype(str))
             m["unknown_rate"] = float(cw.unknown.mean())
             m["ece"] = expected_calibration_error(cw.confidence, cw.raw_prediction.astype(str) == yte)
