@@ -106,7 +106,8 @@ def main() -> None:
         result[protocol] = {"per_dataset": per_dataset, "mean": mean, "n_datasets": len(per_dataset)}
         print(f"\n{protocol}, mean over {len(per_dataset)} datasets")
         for key, value in mean.items():
-            print(f"  {key:45s} {value:.3f}")
+            n = sum(key in row for row in per_dataset.values())
+            print(f"  {key:45s} {value:.3f}" + (f"  ({n} datasets with batches)" if n < len(per_dataset) else ""))
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=1)
 
