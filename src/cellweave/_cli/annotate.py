@@ -24,8 +24,8 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     if args.adapt:
         model = adapt_on_both(reference, query, model, args)
     tl.annotate(query, reference=reference, label_key=args.label_key, model=model,
-                novelty_quantile=args.novelty_quantile, novelty_score=args.novelty_score, batch_key=args.batch_key, align=args.align, finetune=args.finetune,
-                finetune_epochs=args.max_epochs,
+                novelty_quantile=args.novelty_quantile, novelty_score=args.novelty_score, batch_key=args.batch_key,
+                align=args.align, finetune=args.finetune, finetune_epochs=args.max_epochs,
                 spatial=args.spatial, spatial_key=args.spatial_key, section_key=args.section_key,
                 n_spatial_neighbors=args.n_spatial_neighbors, seed=args.seed)
     counts = query.obs["cellweave_prediction"].value_counts()

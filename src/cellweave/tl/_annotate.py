@@ -142,7 +142,8 @@ def annotate(
     ``.uns["cellweave"]["annotate"]``
         model name and SHA-256, ``label_key``, ``key_added``, classes, ``novelty_quantile``,
         ``novelty_score``, ``batch_key`` and the number of batches calibrated on
-        (``calibration_batches``, 0: a random 20%), threshold, number of unknown cells, number of reference cells, seed, versions and
+        (``calibration_batches``, 0: a random 20%), threshold, number of unknown cells, number of
+        reference cells, seed, versions and
         ``spatial`` (whether tissue context was used; with it ``spatial_context``: key,
         neighbours, and per side the section column used (``""``: one section) and the number
         of sections).
