@@ -64,14 +64,15 @@ def main() -> None:
 
     def transfers(emb, tr, te, labels, groups=None):
         out = {}
-        if groups is not None:  # with fewer than 2 batches in the reference: a random 20%, as annotate does
-            lt = LabelTransfer(seed=0).fit(emb[tr], labels[tr], groups=groups[tr])
-            out["combined, batches"] = lt.predict(emb[te])
         for aligned in (False, True):
             etr, ete = align_reference_query(emb[tr], emb[te], seed=0) if aligned else (emb[tr], emb[te])
             for score in SCORES:
                 name = score + (" + Harmony" if aligned else "")
                 out[name] = LabelTransfer(novelty_score=score, seed=0).fit(etr, labels[tr]).predict(ete)
+        if groups is not None:  # with fewer than 2 batches in the reference annotate uses a random 20%: as above
+            several = len(set(groups[tr])) >= 2
+            out["combined, batches"] = (LabelTransfer(seed=0).fit(emb[tr], labels[tr], groups=groups[tr])
+                                        .predict(emb[te]) if several else out["combined"])
         return out
 
     for d in panel_selection(args.datasets):
