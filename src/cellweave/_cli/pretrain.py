@@ -37,6 +37,13 @@ def _pretrain_overrides(args: argparse.Namespace) -> dict | None:
         if args.hvg_tokens < 0:
             raise CellWeaveInputError(f"--hvg-tokens {args.hvg_tokens}: give a number of genes, or 0 for all.")
         overrides["hvg_tokens"] = args.hvg_tokens
+    if args.mask_ratio is not None:
+        if not 0.0 < args.mask_ratio < 1.0:
+            raise CellWeaveInputError(f"--mask-ratio {args.mask_ratio}: give the share of tokens to hide, "
+                                      "between 0 and 1 (e.g. 0.5).")
+        overrides["mask_ratio"] = args.mask_ratio
+    if args.mask_grouping is not None:
+        overrides["mask_grouping"] = args.mask_grouping
     if args.fixed_feature_tables:
         overrides["fixed_feature_tables"] = True
     if args.feature_offset:
@@ -147,6 +154,12 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--hvg-tokens", type=int, default=None, metavar="N",
                     help="draw each cell's tokens from the N most highly variable genes of its dataset (of the "
                          "cells prepared together in embed and adapt); 0 = all genes (default, as the shipped model)")
+    sp.add_argument("--mask-ratio", type=float, default=None,
+                    help="share of each cell's tokens whose values are hidden and predicted (default: the "
+                         "preset's, 0.3)")
+    sp.add_argument("--mask-grouping", default=None, choices=["random", "modules"],
+                    help="hide a random draw of tokens, or whole co-expression modules of each dataset's "
+                         "variable genes together (default: random, as the shipped model)")
     sp.add_argument("--fixed-feature-tables", action="store_true",
                     help="keep each gene's (and protein's, peak's) embedding at its random initialization, training "
                     "only the rest (CellWeaveConfig.fixed_feature_tables; default: off, learned, as the shipped model)")

@@ -51,6 +51,10 @@ class ModalityBlock:
     """Sorted column indices of the block's ``n`` most variable features, by ``n``, filled on first
     use by a tokenizer with ``hvg_tokens`` (:func:`cellweave.data.variable_columns`); ``None``:
     every column (the block has at most ``n``, or too few cells to rank them)."""
+    feature_modules: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    """``(vocabulary ids, sorted; module of each, -1 for none)``: co-expression modules of the
+    block's features, filled on first use by a tokenizer that masks modules together
+    (:func:`cellweave.data.feature_modules`)."""
 
 
 @dataclass

@@ -44,6 +44,14 @@ logger = logging.getLogger(__name__)
 
 #: Token selection rules (``CellWeaveConfig.token_selection``).
 SELECTIONS = ("value", "deviation")
+#: How hidden values are chosen in pretraining (``CellWeaveConfig.mask_grouping``).
+MASK_GROUPINGS = ("random", "modules")
+#: Co-expression modules (``mask_grouping="modules"``): genes per module on average, principal
+#: components the genes are clustered in, and the share of a gene's standardized variance those
+#: components must explain for it to join a module (below it, a gene is masked on its own).
+MODULE_SIZE = 20
+MODULE_COMPONENTS = 30
+MODULE_MIN_COMMUNALITY = 0.1
 #: Below this many measured cells a block's gene means are too noisy to rank by: its tokens are
 #: then chosen by value (with a warning).
 MIN_CELLS_FOR_MEANS = 20
@@ -98,6 +106,53 @@ def variable_columns(block: ModalityBlock, n_top: int, *, max_cells: int = 10_00
     return block.variable_columns[n_top]
 
 
+def feature_modules(block: ModalityBlock, *, n_top: int = 2000, max_cells: int = 5000,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Co-expression modules of ``block``'s features, computed once and kept on the block:
+    ``(vocabulary ids, sorted; module of each)``, module -1 for a feature in none.
+
+    The ``n_top`` most variable features (:func:`variable_columns`) of a seeded sample of
+    ``max_cells`` measured cells are standardized; each gets its loadings on the top
+    :data:`MODULE_COMPONENTS` principal components, scaled to unit length, and k-means groups
+    them into modules of :data:`MODULE_SIZE` features on average. Features whose standardized
+    variance those components explain less than :data:`MODULE_MIN_COMMUNALITY`, and all
+    features outside the ``n_top``, are in no module. Too few cells or features: no modules."""
+    if block.feature_modules is None:
+        order = np.argsort(block.token_ids, kind="stable")
+        sorted_ids = np.asarray(block.token_ids)[order]
+        modules = np.full(block.token_ids.size, -1, dtype=np.int64)
+        present = np.flatnonzero(np.asarray(block.present))
+        cols = variable_columns(block, n_top, seed=seed)
+        if cols is None:
+            cols = np.arange(block.token_ids.size)
+        n_modules = cols.size // MODULE_SIZE
+        if present.size >= max(MIN_CELLS_FOR_MEANS, MODULE_COMPONENTS) and n_modules >= 2:
+            from sklearn.cluster import KMeans
+
+            if present.size > max_cells:
+                present = np.sort(np.random.default_rng(seed).choice(present, max_cells, replace=False))
+            X = block.values[present][:, cols].toarray().astype(np.float64)
+            X -= X.mean(axis=0)
+            sd = X.std(axis=0)
+            varied = sd > 0
+            X[:, varied] /= sd[varied]
+            _, S, Vt = np.linalg.svd(X, full_matrices=False)
+            k = min(MODULE_COMPONENTS, S.size)
+            load = (Vt[:k] * S[:k, None]).T / np.sqrt(present.size)  # correlation of gene and component
+            communality = (load ** 2).sum(axis=1)
+            keep = varied & (communality >= MODULE_MIN_COMMUNALITY)
+            if keep.sum() >= 2 * MODULE_SIZE:
+                unit = load[keep] / np.sqrt(communality[keep])[:, None]
+                n_modules = max(2, int(keep.sum()) // MODULE_SIZE)
+                labels = KMeans(n_modules, n_init=1, random_state=seed).fit_predict(unit)
+                modules[cols[keep]] = labels
+        block.feature_modules = (sorted_ids, modules[order])
+        n_in = int((modules >= 0).sum())
+        logger.debug("%s: %d co-expression modules over %d features", block.modality,
+                     int(modules.max()) + 1, n_in)
+    return block.feature_modules
+
+
 @dataclass
 class Tokenizer:
     """Turns one cell of a :class:`CellCorpus` into a token sequence."""
@@ -122,10 +177,16 @@ class Tokenizer:
     hvg_tokens: int = 0
     """Draw a cell's tokens from the ``hvg_tokens`` most highly variable features of each modality
     over the cells prepared together (0: from all; see the module docstring)."""
+    mask_grouping: str = "random"
+    """``"random"``: hide a uniform draw of ``mask_ratio`` of the tokens. ``"modules"``: hide whole
+    co-expression modules of the cell's tokens (:func:`feature_modules`) until ``mask_ratio`` is
+    reached, so a hidden value cannot be read off a correlated gene left visible."""
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, not {self.selection!r}.")
+        if self.mask_grouping not in MASK_GROUPINGS:
+            raise ValueError(f"mask_grouping must be one of {MASK_GROUPINGS}, not {self.mask_grouping!r}.")
         if int(self.hvg_tokens) < 0:
             raise ValueError(f"hvg_tokens must be >= 0 (0: all features), not {self.hvg_tokens!r}.")
         names = _modalities.names() if self.modalities is None else tuple(self.modalities)
@@ -135,7 +196,8 @@ class Tokenizer:
     def from_config(cls, config) -> Tokenizer:  # config: CellWeaveConfig (nn layer; not imported here)
         return cls(dict(config.context_length), config.zero_fraction, config.mask_ratio, config.selection_jitter,
                    getattr(config, "modality_dropout", 0.0), tuple(config.modalities),
-                   getattr(config, "token_selection", "value"), getattr(config, "hvg_tokens", 0))
+                   getattr(config, "token_selection", "value"), getattr(config, "hvg_tokens", 0),
+                   getattr(config, "mask_grouping", "random"))
 
     def _used(self, modality: str) -> bool:
         """Whether tokens of ``modality`` enter a sequence: it has context and an embedding row."""
@@ -246,13 +308,45 @@ class Tokenizer:
             out += tuple(_cat(x, dt) for x, dt in ((t_ids, np.int64), (t_vals, np.float32), (t_mods, np.int64)))
         return out
 
-    def mask(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Boolean mask of the values to hide: ``mask_ratio`` of the tokens, at least one."""
+    def token_groups(self, corpus: CellCorpus, token_ids: np.ndarray, modality_ids: np.ndarray) -> np.ndarray:
+        """Co-expression module of each token (:func:`feature_modules` of its modality's block),
+        made distinct across modalities; -1 for a token in no module."""
+        groups = np.full(token_ids.size, -1, dtype=np.int64)
+        for block in corpus.blocks:
+            if block.modality not in self.modality_ids:
+                continue
+            at = np.flatnonzero(modality_ids == self.modality_ids[block.modality])
+            if not at.size:
+                continue
+            ids, modules = feature_modules(block)
+            pos = np.minimum(np.searchsorted(ids, token_ids[at]), ids.size - 1)
+            found = ids[pos] == token_ids[at]
+            g = np.where(found, modules[pos], -1)
+            groups[at] = np.where(g >= 0, g + (self.modality_ids[block.modality] << 32), -1)
+        return groups
+
+    def mask(self, n: int, rng: np.random.Generator, groups: np.ndarray | None = None) -> np.ndarray:
+        """Boolean mask of the values to hide: ``mask_ratio`` of the tokens, at least one.
+
+        With ``groups`` (a label per token, -1 for none) tokens of one group are hidden together:
+        groups (and ungrouped tokens, each its own group) are taken in random order until
+        ``mask_ratio`` is reached, the last one only in part so the share is exact. This is gene
+        programme masking (Richter et al. 2024, "Delineating the effective use of self-supervised
+        learning in single-cell genomics"), with modules found from the data's co-expression
+        instead of curated programmes."""
         if n == 0:
             return np.zeros(0, dtype=bool)
         k = max(1, int(round(self.mask_ratio * n)))
         m = np.zeros(n, dtype=bool)
-        m[rng.choice(n, size=k, replace=False)] = True
+        if groups is None:
+            m[rng.choice(n, size=k, replace=False)] = True
+            return m
+        groups = np.asarray(groups)
+        units = np.where(groups >= 0, groups, -1 - np.arange(n))  # an ungrouped token is its own unit
+        _, unit = np.unique(units, return_inverse=True)
+        rank = rng.permutation(int(unit.max()) + 1)[unit]  # the order each token's unit is taken in
+        order = np.lexsort((rng.random(n), rank))
+        m[order[:k]] = True
         return m
 
 
@@ -366,7 +460,9 @@ class TokenDataset(torch.utils.data.Dataset):
                                       drop_modality=drop, modalities=self.modalities)
         item = {"token_ids": out[0], "values": out[1], "modality_ids": out[2], "index": idx}
         if self.mode != "embed":
-            item["value_mask"] = self.tokenizer.mask(out[0].size, rng)
+            groups = (self.tokenizer.token_groups(self.corpora[k], out[0], out[2])
+                      if self.tokenizer.mask_grouping == "modules" else None)
+            item["value_mask"] = self.tokenizer.mask(out[0].size, rng, groups)
         if n_targets:
             item.update(target_ids=out[3], target_values=out[4], target_modality_ids=out[5])
         return item

@@ -62,6 +62,13 @@ class CellWeaveConfig:
     embedding must predict during pretraining; 0 turns this objective off."""
     mask_ratio: float = 0.3
     """Fraction of value tokens hidden and predicted during pretraining."""
+    mask_grouping: Literal["random", "modules"] = "random"
+    """Which tokens are hidden: a uniform draw (``"random"``), or whole co-expression modules of
+    the cell's tokens until ``mask_ratio`` is reached (``"modules"``: k-means of the genes' loadings
+    on the top principal components of each dataset's 2,000 most variable genes, about 20 genes a
+    module; :func:`cellweave.data.feature_modules`), so a hidden value cannot be read off a
+    correlated gene left visible (gene programme masking, Richter et al. 2024). ``"random"`` in
+    models saved before it."""
     modality_dropout: float = 0.0
     """Probability that a pretraining cell carrying two or more modalities has one of them left
     out of its input, its features becoming cell-head targets (cross-modal masking): what teaches
@@ -137,6 +144,8 @@ class CellWeaveConfig:
             raise ValueError(f"token_selection must be 'value' or 'deviation', not {self.token_selection!r}.")
         if int(self.hvg_tokens) < 0:
             raise ValueError(f"hvg_tokens must be >= 0 (0: tokens from all features), not {self.hvg_tokens!r}.")
+        if self.mask_grouping not in ("random", "modules"):
+            raise ValueError(f"mask_grouping must be 'random' or 'modules', not {self.mask_grouping!r}.")
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities lists a modality twice: {self.modalities}.")
         if self.n_modalities == 0:
