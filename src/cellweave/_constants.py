@@ -12,3 +12,5 @@ UNS_KEY = "cellweave"
 #: The novelty scores of label transfer (``tl.annotate(novelty_score=...)``,
 #: ``cellweave annotate --novelty-score``); the first is the default.
 NOVELTY_SCORES = ("combined", "distance", "softmax")
+#: How pretraining chooses the values it hides (``CellWeaveConfig.mask_grouping``); the first is the default.
+MASK_GROUPINGS = ("random", "modules")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from cellweave._constants import MASK_GROUPINGS
 from cellweave._cli._common import add_device_options, add_soma_arguments, command_line, read_named, soma_selection
 
 logger = logging.getLogger("cellweave")
@@ -157,7 +158,7 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--mask-ratio", type=float, default=None,
                     help="share of each cell's tokens whose values are hidden and predicted (default: the "
                          "preset's, 0.3)")
-    sp.add_argument("--mask-grouping", default=None, choices=["random", "modules"],
+    sp.add_argument("--mask-grouping", default=None, choices=MASK_GROUPINGS,
                     help="hide a random draw of tokens, or whole co-expression modules of each dataset's "
                          "variable genes together (default: random, as the shipped model)")
     sp.add_argument("--fixed-feature-tables", action="store_true",

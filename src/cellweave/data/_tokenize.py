@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from cellweave import modalities as _modalities
+from cellweave._constants import MASK_GROUPINGS
 
 from ._corpus import CellCorpus, ModalityBlock
 
@@ -44,8 +45,6 @@ logger = logging.getLogger(__name__)
 
 #: Token selection rules (``CellWeaveConfig.token_selection``).
 SELECTIONS = ("value", "deviation")
-#: How hidden values are chosen in pretraining (``CellWeaveConfig.mask_grouping``).
-MASK_GROUPINGS = ("random", "modules")
 #: Co-expression modules (``mask_grouping="modules"``): genes per module on average, principal
 #: components the genes are clustered in, and the share of a gene's standardized variance those
 #: components must explain for it to join a module (below it, a gene is masked on its own).

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cellweave import modalities as _modalities
+from cellweave._constants import MASK_GROUPINGS
 
 
 def _default_modalities() -> list[str]:
@@ -144,8 +145,8 @@ class CellWeaveConfig:
             raise ValueError(f"token_selection must be 'value' or 'deviation', not {self.token_selection!r}.")
         if int(self.hvg_tokens) < 0:
             raise ValueError(f"hvg_tokens must be >= 0 (0: tokens from all features), not {self.hvg_tokens!r}.")
-        if self.mask_grouping not in ("random", "modules"):
-            raise ValueError(f"mask_grouping must be 'random' or 'modules', not {self.mask_grouping!r}.")
+        if self.mask_grouping not in MASK_GROUPINGS:
+            raise ValueError(f"mask_grouping must be one of {MASK_GROUPINGS}, not {self.mask_grouping!r}.")
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities lists a modality twice: {self.modalities}.")
         if self.n_modalities == 0:
