@@ -7,6 +7,7 @@ import argparse
 import anndata as ad
 import numpy as np
 import pytest
+import torch
 
 import cellweave
 from cellweave.cli import main
@@ -86,6 +87,29 @@ def test_pretrain_cli_with_modality_dropout_and_rna_only(tmp_path) -> None:
     assert (rna_model.config.mask_ratio, rna_model.config.mask_grouping) == (0.5, "modules")
     assert main([*common, "--out", str(tmp_path / "bad"), "--mask-ratio", "1.0"]) == 2
     assert main([*common, "--out", str(tmp_path / "bad"), "--modality-dropout", "1.5"]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
+def test_pretrain_embed_hvg_tokens_changes_only_the_saved_tokenization(tmp_path) -> None:
+    """``--embed-hvg-tokens N`` trains exactly as without it (same weights) and saves the model to
+    draw the tokens of the cells it embeds from their N most variable genes; the card says so."""
+    from cellweave.data import synthetic_mudata
+
+    md = synthetic_mudata(n_cells=100, n_genes=80, modalities=("rna",), seed=1)
+    src = tmp_path / "rna.h5mu"
+    md.write(src)
+    common = ["-q", "pretrain", str(src), "--max-epochs", "1", "--batch-size", "32", "--seed", "3"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--out", str(tmp_path / "hvg"), "--embed-hvg-tokens", "30"]) == 0
+    plain, hvg = cellweave.CellWeave.load(tmp_path / "plain"), cellweave.CellWeave.load(tmp_path / "hvg")
+    assert (plain.config.hvg_tokens, hvg.config.hvg_tokens) == (0, 30)
+    assert plain.card["metrics"] == hvg.card["metrics"]
+    for key, value in plain.module.state_dict().items():
+        assert torch.equal(value, hvg.module.state_dict()[key]), key
+    card = (tmp_path / "hvg" / "MODEL_CARD.md").read_text()
+    assert "the 30 most variable genes of the cells embedded together" in card
+    assert "all measured features" in (tmp_path / "plain" / "MODEL_CARD.md").read_text()
+    assert main([*common, "--out", str(tmp_path / "bad"), "--embed-hvg-tokens", "-1"]) == 2
     assert not (tmp_path / "bad").exists()
 
 

@@ -214,6 +214,12 @@ def test_cli_list_info_fetch(capsys, offline) -> None:
     assert main(["datasets", "list", "--pretrain", "--names"]) == 0
     names = capsys.readouterr().out.split()
     assert len(names) == 26 and "scanpy_pbmc68k_reduced" not in names
+    # The shipped model's corpus: the pretraining datasets the development panel does not use.
+    assert main(["datasets", "list", "--task", "panel", "--names"]) == 0
+    panel = set(capsys.readouterr().out.split())
+    assert main(["datasets", "list", "--pretrain", "--exclude-task", "panel", "--names"]) == 0
+    heldout = capsys.readouterr().out.split()
+    assert heldout and set(heldout) == set(names) - panel and len(panel & set(names)) >= 8
     assert main(["datasets", "list"]) == 0
     out = capsys.readouterr().out
     assert "prot_citeseq_adt_13studies_adtnorm" in out and "mirror ($CELLWEAVE_DATA_DIR): not set" in out

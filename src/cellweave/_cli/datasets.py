@@ -26,6 +26,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
             table = table[table["pretrain"]]
         if args.task:
             table = table[[args.task in t for t in table["tasks"]]]
+        if args.exclude_task:
+            table = table[[args.exclude_task not in t for t in table["tasks"]]]
         if args.names:
             _out(" ".join(table["name"]))
             return 0
@@ -80,4 +82,7 @@ def add_datasets(sp: argparse.ArgumentParser, model_help: str) -> None:  # noqa:
     sp.add_argument("name", nargs="*", help="dataset name(s) for info / fetch")
     sp.add_argument("--pretrain", action="store_true", help="list: only the pretraining corpus")
     sp.add_argument("--task", default=None, help="list: only datasets tagged with this task (panel, spatial, ...)")
+    sp.add_argument("--exclude-task", default=None, metavar="TASK",
+                    help="list: leave out datasets tagged with this task (e.g. `--pretrain --exclude-task panel`: "
+                         "the corpus of the shipped model, which the development panel never trains on)")
     sp.add_argument("--names", action="store_true", help="list: print the names only, space-separated")

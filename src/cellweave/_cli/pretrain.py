@@ -60,6 +60,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.modality_dropout is not None and not 0.0 <= args.modality_dropout <= 1.0:
         raise CellWeaveInputError(f"--modality-dropout is a probability in [0, 1], not {args.modality_dropout}.")
     stores = [p for p in args.input if is_store(p) or is_soma(p)]  # read in bounded memory
+    if args.embed_hvg_tokens is not None and args.embed_hvg_tokens < 0:
+        raise CellWeaveInputError(f"--embed-hvg-tokens {args.embed_hvg_tokens}: give a number of genes, or 0 for all.")
     if stores and len(args.input) > 1:
         raise CellWeaveInputError(f"{stores[0]} is a token store or SOMA experiment: pretrain from one of those, or "
                                   "from data files, not both (put them together with `cellweave prepare INPUTS --out "
@@ -93,6 +95,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         count_likelihood=args.count_likelihood,
         vicreg_weight=args.vicreg_weight,
+        embed_hvg_tokens=args.embed_hvg_tokens,
     )
     m = model.card["metrics"]
     logger.info(
@@ -155,6 +158,9 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--hvg-tokens", type=int, default=None, metavar="N",
                     help="draw each cell's tokens from the N most highly variable genes of its dataset (of the "
                          "cells prepared together in embed and adapt); 0 = all genes (default, as the shipped model)")
+    sp.add_argument("--embed-hvg-tokens", type=int, default=None, metavar="N",
+                    help="train on tokens as --hvg-tokens says, then save the model to draw the tokens of the "
+                         "cells it embeds from their N most variable genes (the shipped model: 2000)")
     sp.add_argument("--mask-ratio", type=float, default=None,
                     help="share of each cell's tokens whose values are hidden and predicted (default: the "
                          "preset's, 0.3)")

@@ -520,6 +520,10 @@ def render_model_card(model: CellWeave) -> str:
         f"- context per modality: {cfg.context_length}; zero share {cfg.zero_fraction}; mask ratio {cfg.mask_ratio} "
         f"({getattr(cfg, 'mask_grouping', 'random')}); "
         f"modality dropout (cross-modal masking) {cfg.modality_dropout}",
+        f"- token values: {getattr(cfg, 'value_encoding', 'quantile')}; token selection "
+        f"{getattr(cfg, 'token_selection', 'value')}; tokens drawn from "
+        + (f"the {cfg.hvg_tokens:,} most variable genes of the cells embedded together"
+           if getattr(cfg, "hvg_tokens", 0) else "all measured features"),
         f"- vocabulary: {len(model.vocab):,} features; parameters: {model.module.num_parameters():,}",
         "",
         "## Training",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -319,6 +320,7 @@ def pretrain(
     gradient_checkpointing: bool = False,
     num_nodes: int = 1,
     log_cells: bool = False,
+    embed_hvg_tokens: int | None = None,
 ) -> CellWeave:
     """Pretrain a CellWeave model with masked value modelling.
 
@@ -381,6 +383,13 @@ def pretrain(
         Write, per rank, the training-set positions of the cells it trained on (per epoch) and a
         SHA-256 of its final weights to ``out/cells_seen/rank{r}.json``: a check of the data
         sharding of a distributed run (see :class:`~cellweave.train.CellLogCallback`).
+    embed_hvg_tokens
+        Save the model with ``hvg_tokens=embed_hvg_tokens``: train on tokens drawn as the config
+        says (all features by default), then draw the tokens of the cells it embeds, adapts to or
+        annotates from the ``embed_hvg_tokens`` most variable genes of those cells. Measured
+        (issue 12): the held-out recipe's weights embed the panel at kNN macro-F1 0.684 with 2,000
+        HVG tokens against 0.661 with all genes, while pretraining on HVG tokens as well scores
+        0.666. ``None``: as the config says.
 
     Returns
     -------
@@ -389,6 +398,8 @@ def pretrain(
     """
     check_scale_options(strategy=strategy, precision=precision, accumulate_grad_batches=accumulate_grad_batches,
                         num_nodes=num_nodes, devices=devices)
+    if embed_hvg_tokens is not None and int(embed_hvg_tokens) < 0:
+        raise CellWeaveInputError(f"embed_hvg_tokens={embed_hvg_tokens}: give a number of genes, or 0 for all.")
     stored: dict[str, Any] = {}
     if soma is not None and (store is None or not is_soma(store)):
         raise CellWeaveInputError("soma= selects cells of a TileDB-SOMA experiment; pass one as store=.")
@@ -629,6 +640,8 @@ def pretrain(
         },
         "versions": environment_versions(),
     }
+    if embed_hvg_tokens is not None:  # the saved model tokenizes the cells it is given this way
+        model.config = dataclasses.replace(model.config, hvg_tokens=int(embed_hvg_tokens))
     if trainer.is_global_zero:  # under DDP every rank holds the same weights; one writes them
         model.save(out)
         logger.info("Saved model to %s (%.0f s)", out, train_seconds)
