@@ -140,10 +140,14 @@ def test_vocabulary_records_the_alias_setting(tmp_path) -> None:
 
 
 def test_shipped_model_tokenizes_as_it_was_trained() -> None:
-    """The shipped model's vocabulary predates the alias table: its mapping must not change."""
-    from cellweave.models import CellWeave
+    """The shipped model maps gene names with the alias setting its vocabulary file records (a
+    vocabulary saved before the alias table has none and keeps its mapping, as tested above)."""
+    import json
+
+    from cellweave.models import CellWeave, resolve_model_path
 
     model = CellWeave.load()
-    assert model.vocab.gene_aliases is False
+    recorded = json.loads((resolve_model_path(None) / "vocab.json").read_text()).get("gene_aliases", False)
+    assert model.vocab.gene_aliases is recorded
     ids = model.gene_token_ids(["TCEB3", "ELOA"])  # TCEB3 is ELOA's previous symbol
     assert ids[0] == -1 and ids[1] >= 0

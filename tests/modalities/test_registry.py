@@ -175,19 +175,30 @@ def test_unregistered_dummy_is_an_unknown_modality() -> None:
 
 # ------------------------------------------------------------------------------------ models
 
-def test_shipped_model_is_unchanged_by_a_registered_modality() -> None:
+@pytest.mark.parametrize("legacy", [True, False], ids=["config-without-names", "shipped"])
+def test_a_saved_model_is_unchanged_by_a_registered_modality(legacy, tmp_path) -> None:
     """Modality ids are the names in config.json (or the historic order), never registration order:
-    registering a modality changes neither the shipped model's weights nor its embeddings, even of
-    data that carries the new modality (the model has no row for it and leaves it out)."""
-    from cellweave.models import CellWeave, resolve_model_path
+    registering a modality changes neither a saved model's weights nor its embeddings, even of
+    data that carries the new modality (the model has no row for it and leaves it out). Checked for
+    a config.json saved before the names were stored (rows read in the historic order; the model
+    shipped until issue 12's point 6 was one) and for the shipped model."""
+    from cellweave.data import build_vocabulary
+    from cellweave.models import CellWeave
 
-    # The shipped config.json predates stored names: its rows are read in the historic order.
-    assert "modalities" not in json.loads((resolve_model_path(None) / "config.json").read_text())
-    before = CellWeave.load()
+    path = None
+    if legacy:
+        vocab, _ = build_vocabulary({"syn": _mudata(with_dummy=False)}, min_cells=1, gene_aliases=False)
+        torch.manual_seed(0)
+        CellWeave.from_preset("tiny", vocab, d_model=16, n_layers=1, n_heads=2, d_ff=32).save(tmp_path / "m")
+        config = json.loads((tmp_path / "m" / "config.json").read_text())
+        assert config.pop("modalities") == list(LEGACY_ORDER)
+        (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+        path = tmp_path / "m"
+    before = CellWeave.load(path)
     emb_before = _embed(before, _mudata(with_dummy=False))
     modalities.register(DUMMY)
     try:
-        after = CellWeave.load()
+        after = CellWeave.load(path)
         emb_after = _embed(after, _mudata(with_dummy=True))
         emb_after_plain = _embed(after, _mudata(with_dummy=False))
     finally:
