@@ -33,7 +33,7 @@ from cellweave.bench import (
     umap_coordinates,
     write_results,
 )
-from cellweave.models import CellWeave
+from cellweave.models import DEFAULT_GENE_MODEL, CellWeave
 
 logger = logging.getLogger(__name__)
 
@@ -286,7 +286,10 @@ def run_demo(
     # record shape as `cellweave benchmark`, which runs the full protocol over 3 seeds.
     tasks = available_tasks() if benchmark else []
     if tasks:
-        ctx = BenchmarkContext(model=cw_model, seeds=(seed,), quick=True, out=out, progress=progress)
+        # Without a model given, the gene-level tasks use the shipped gene model, as the tl functions do.
+        gene_model = CellWeave.load(DEFAULT_GENE_MODEL) if model is None and not from_scratch else cw_model
+        ctx = BenchmarkContext(model=cw_model, gene_model=gene_model, seeds=(seed,), quick=True, out=out,
+                               progress=progress)
         bench_records, bench_seconds = run_tasks(ctx, tasks, report)
         write_results(bench_records, out / "results.json")
         metrics["benchmark_quick"] = summarize(bench_records).replace({np.nan: None}).to_dict(orient="records")

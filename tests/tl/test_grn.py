@@ -133,3 +133,32 @@ def test_grn_bad_input(setup):
         cellweave.tl.grn(data, model=model, groupby="nope", progress=False)
     with pytest.raises(CellWeaveInputError, match="method"):
         cellweave.tl.grn(data, model=model, method="magic", progress=False)
+
+
+def test_gene_tools_default_to_the_gene_model_and_refuse_fixed_tables(setup):
+    """A model whose gene tables stayed at random codes (the shipped default) is refused where the
+    result is read off those tables, with the fix; the gene tools default to the shipped gene
+    model, whose tables were learned."""
+    import dataclasses
+
+    import cellweave
+    from cellweave.models import DEFAULT_GENE_MODEL, CellWeave
+    from cellweave.tl._embed import _resolve_gene_model
+
+    model, adata, _, _ = setup
+    fixed = CellWeave(dataclasses.replace(model.config, fixed_feature_tables=True), model.vocab, module=model.module)
+    data = adata[:40].copy()
+    regs = list(map(str, data.var_names[:4]))
+    for method in ("embedding", "combined"):
+        with pytest.raises(CellWeaveInputError, match="fixed random codes.*tables were learned"):
+            cellweave.tl.grn(data, model=fixed, method=method, regulators=regs, n_cells=20, progress=False)
+    with pytest.raises(CellWeaveInputError, match="fixed random codes"):
+        cellweave.tl.gene_map(model=fixed, umap=False)
+    # Attention does not read the tables: allowed.
+    cellweave.tl.grn(data, model=fixed, method="attention", regulators=regs, n_cells=20, n_top_targets=3,
+                     progress=False)
+    assert data.uns["cellweave"]["cellweave_grn"]["method"] == "attention"
+    # The shipped pair: the default model's tables are fixed, the gene model's learned and used by default.
+    assert CellWeave.load().config.fixed_feature_tables
+    gene_model = _resolve_gene_model(None)
+    assert gene_model.name == DEFAULT_GENE_MODEL and not gene_model.config.fixed_feature_tables

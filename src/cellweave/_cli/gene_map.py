@@ -59,9 +59,11 @@ def cmd_gene_map(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_gene_map(sp: argparse.ArgumentParser, model_help: str) -> None:
+def add_gene_map(sp: argparse.ArgumentParser, model_help: str) -> None:  # noqa: ARG001 - same signature as the others
     """Arguments of ``cellweave gene-map`` (no INPUT: the model's own gene table)."""
-    sp.add_argument("--model", default=None, help=model_help)
+    sp.add_argument("--model", default=None,
+                    help="model folder or shipped model name (default: the shipped gene model cellweave-tiny-genes, "
+                    "whose gene tables were learned; the default model's are fixed random codes)")
     sp.add_argument("--out", required=True, help="output .h5ad (genes x dims); a .png UMAP is written beside it")
     sp.add_argument("--organism", default="human", choices=["human", "mouse"])
     sp.add_argument("--n-neighbors", type=int, default=15)

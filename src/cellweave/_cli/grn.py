@@ -46,12 +46,14 @@ def cmd_grn(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_grn(sp: argparse.ArgumentParser, model_help: str) -> None:
+def add_grn(sp: argparse.ArgumentParser, model_help: str) -> None:  # noqa: ARG001 - same signature as the others
     """Arguments of ``cellweave grn``."""
     from cellweave._cli._grammar import add_input
 
     add_input(sp, ".h5ad / .h5mu (RNA counts or log-normalized)")
-    sp.add_argument("--model", default=None, help=model_help)
+    sp.add_argument("--model", default=None,
+                    help="model folder or shipped model name (default: the shipped gene model cellweave-tiny-genes, "
+                    "whose gene tables were learned; the default model's are fixed random codes)")
     sp.add_argument("--out", required=True, help="edge table (.tsv)")
     sp.add_argument("--out-h5ad", default=None, help="also write the data with varp['cellweave_grn...'] here")
     sp.add_argument("--method", default="embedding", choices=["embedding", "attention", "perturbation", "combined"],

@@ -7,10 +7,11 @@ import sys
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from cellweave.models import CellWeave, available_models
+    from cellweave.models import DEFAULT_GENE_MODEL, DEFAULT_MODEL, CellWeave, available_models
 
+    roles = {DEFAULT_MODEL: "default", DEFAULT_GENE_MODEL: "default of grn and gene-map"}
     for name in available_models():
-        sys.stdout.write(f"{name}\t{CellWeave.load(name)!r}\n")
+        sys.stdout.write(f"{name}\t{roles.get(name, '-')}\t{CellWeave.load(name)!r}\n")
     return 0
 
 

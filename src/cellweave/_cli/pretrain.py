@@ -145,19 +145,20 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--max-steps", type=int, default=None,
                     help="stop after this many optimizer steps (default: no cap; --max-epochs still applies)")
     sp.add_argument("--value-encoding", default=None, choices=["quantile", "log1p"],
-                    help="token values: within-cell quantiles or log1p of counts per 10k (default: the preset's, quantile)")
+                    help="token values: within-cell quantiles or log1p of counts per 10k (default: the preset's, quantile; "
+                    "the shipped model: log1p)")
     sp.add_argument("--rna-context", type=int, default=None,
                     help="RNA tokens per cell (default: the preset's; tiny 256)")
     sp.add_argument("--profile-skip", action="store_true",
                     help="add a linear path from the input values to the cell state beside the transformer "
-                    "(CellWeaveConfig.profile_skip; default: off, as the shipped model)")
+                    "(CellWeaveConfig.profile_skip; default: off; on in the shipped model)")
     sp.add_argument("--token-selection", default=None, choices=["value", "deviation"],
                     help="which measured genes become a cell's tokens: the highest values, or the largest "
-                    "deviations above each gene's mean over the cells prepared together (default: value, "
-                    "as the shipped model)")
+                    "deviations above each gene's mean over the cells prepared together (default: value; "
+                    "the shipped model: deviation)")
     sp.add_argument("--hvg-tokens", type=int, default=None, metavar="N",
                     help="draw each cell's tokens from the N most highly variable genes of its dataset (of the "
-                         "cells prepared together in embed and adapt); 0 = all genes (default, as the shipped model)")
+                         "cells prepared together in embed and adapt); 0 = all genes (default; the shipped model trains on all, see --embed-hvg-tokens)")
     sp.add_argument("--embed-hvg-tokens", type=int, default=None, metavar="N",
                     help="train on tokens as --hvg-tokens says, then save the model to draw the tokens of the "
                          "cells it embeds from their N most variable genes (the shipped model: 2000)")
@@ -169,13 +170,13 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
                          "variable genes together (default: random, as the shipped model)")
     sp.add_argument("--fixed-feature-tables", action="store_true",
                     help="keep each gene's (and protein's, peak's) embedding at its random initialization, training "
-                    "only the rest (CellWeaveConfig.fixed_feature_tables; default: off, learned, as the shipped model)")
+                    "only the rest (CellWeaveConfig.fixed_feature_tables; default: off, learned; on in the shipped model)")
     sp.add_argument("--feature-offset", action="store_true",
                     help="learn a scalar per feature added to every predicted value, its typical value "
                     "(CellWeaveConfig.feature_offset; default: off, as the shipped model)")
     sp.add_argument("--count-likelihood", action="store_true",
                     help="add a negative-binomial decoder of each cell's counts of 1,000 variable genes per dataset, "
-                    "dataset as covariate (needs --value-encoding log1p)")
+                    "dataset as covariate (needs --value-encoding log1p; on in the shipped model)")
     sp.add_argument("--vicreg-weight", type=float, default=0.0,
                     help="weight of VICReg between two masked views of each cell (default: 0.0, off; adaptation uses 0.04)")
     add_soma_arguments(sp)

@@ -64,6 +64,10 @@ class BenchmarkContext:
 
     model: Any  # cellweave.CellWeave
     seeds: tuple[int, ...] = (0, 1, 2)
+    gene_model: Any = None
+    """The model of the gene-level tasks (``grn``, ``gene-map``): the shipped gene model
+    (:data:`cellweave.models.DEFAULT_GENE_MODEL`) when no model was given, as the ``tl`` functions
+    default to; else ``model``. ``None``: ``model``."""
     quick: bool = False
     data: Any = None  # AnnData / MuData given as INPUT, else None (registered datasets)
     data_name: str | None = None
@@ -221,12 +225,14 @@ def run_benchmark(
         (default: the copy shipped with cellweave).
     """
     from cellweave import io
-    from cellweave.models import CellWeave, environment_versions
+    from cellweave.models import DEFAULT_GENE_MODEL, CellWeave, environment_versions
 
     names = resolve_tasks(tasks)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cw = model if isinstance(model, CellWeave) else CellWeave.load(model)
+    gene_tasks = {"grn", "gene-map"} & set(names)
+    gene_cw = CellWeave.load(DEFAULT_GENE_MODEL) if model is None and gene_tasks else cw
     user = None
     if data is not None:
         if not label_key:
@@ -237,7 +243,7 @@ def run_benchmark(
             if key not in obs:
                 raise CellWeaveInputError(f"{data}: obs has no column {key!r}; columns: {', '.join(map(str, obs.columns))}.")
     ctx = BenchmarkContext(
-        model=cw, seeds=tuple(seeds), quick=quick, data=user,
+        model=cw, gene_model=gene_cw, seeds=tuple(seeds), quick=quick, data=user,
         data_name=Path(data).name.split(".")[0] if data is not None else None,
         label_key=label_key, batch_key=batch_key, out=out, progress=progress, adapt=tuple(adapt),
         adapt_max_steps=adapt_max_steps, adapt_lr=adapt_lr, resume=resume,
@@ -248,12 +254,17 @@ def run_benchmark(
     report.text(f"Model {cw.name}, SHA-256 {cw.model_hash[:16]}…; tasks: {', '.join(names)}; seeds: "
                 f"{', '.join(map(str, seeds))}{'; quick mode' if quick else ''}"
                 + (f"; adapted variants: {', '.join(adapt)}" if adapt else "")
-                + f"{f'; data: {data}' if data is not None else '; registered datasets'}.")
+                + f"{f'; data: {data}' if data is not None else '; registered datasets'}."
+                + (f" Gene-level tasks ({', '.join(sorted(gene_tasks))}): model {gene_cw.name}, SHA-256 "
+                   f"{gene_cw.model_hash[:16]}… (the shipped gene model: the default model's gene tables are "
+                   "fixed random codes)." if gene_cw is not cw else ""))
     records, seconds = run_tasks(ctx, names, report)
     write_results(records, out / "results.json")
     summary = summarize(records)
     atomic_write_json(out / "summary.json", {
-        "model": cw.name, "model_sha256": cw.model_hash, "tasks": names, "seeds": list(seeds), "quick": quick,
+        "model": cw.name, "model_sha256": cw.model_hash,
+        **({"gene_model": gene_cw.name, "gene_model_sha256": gene_cw.model_hash} if gene_cw is not cw else {}),
+        "tasks": names, "seeds": list(seeds), "quick": quick,
         "data": str(data) if data is not None else None, "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "wall_seconds": round(time.perf_counter() - t0, 1), "versions": environment_versions(),
         "summary": summary.replace({np.nan: None}).to_dict(orient="records"),

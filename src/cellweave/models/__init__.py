@@ -2,6 +2,7 @@
 objects a user keeps (perturbation-response and cross-modal models)."""
 
 from ._cellweave import (
+    DEFAULT_GENE_MODEL,
     DEFAULT_MODEL,
     CellWeave,
     available_models,
@@ -21,6 +22,7 @@ from ._perturb import (
 )
 
 __all__ = [
+    "DEFAULT_GENE_MODEL",
     "DEFAULT_MODEL",
     "CellWeave",
     "CrossModalPredictor",

@@ -33,6 +33,11 @@ logger = logging.getLogger(__name__)
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 #: The shipped model used whenever ``--model`` / ``model=`` is not given.
 DEFAULT_MODEL = "cellweave-tiny"
+#: The shipped model the gene-level tools (``grn``, ``gene_map``) use when no model is given: the
+#: default model keeps its gene tables at fixed random codes (``fixed_feature_tables``, which makes
+#: its cell embedding better; issue 12), so its gene embeddings carry no learned information; this
+#: one, the default until then, learned them.
+DEFAULT_GENE_MODEL = "cellweave-tiny-genes"
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

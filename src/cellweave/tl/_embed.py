@@ -17,8 +17,29 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _resolve(model: CellWeave | str | None) -> CellWeave:
+def _resolve(model: CellWeave | str | None, *, default: str | None = None) -> CellWeave:
+    """``model`` loaded; ``None``: ``default``, else the shipped default model."""
+    if model is None and default is not None:
+        model = default
     return model if isinstance(model, CellWeave) else CellWeave.load(model)
+
+
+def _resolve_gene_model(model: CellWeave | str | None, *, uses_tables: bool = True) -> CellWeave:
+    """The model of a gene-level tool: ``None`` gives the shipped gene model
+    (:data:`cellweave.models.DEFAULT_GENE_MODEL`). A model whose gene tables were kept at their
+    random codes is refused where the result is read off those tables (``uses_tables``), with the
+    fix, since it would look like a result and be noise."""
+    from cellweave._exceptions import CellWeaveInputError
+    from cellweave.models import DEFAULT_GENE_MODEL
+
+    resolved = _resolve(model, default=DEFAULT_GENE_MODEL)
+    if uses_tables and getattr(resolved.config, "fixed_feature_tables", False):
+        raise CellWeaveInputError(
+            f"Model {resolved.name} kept its gene tables at fixed random codes in pretraining "
+            "(fixed_feature_tables), so its gene embeddings carry no learned information. Leave the model "
+            f"out (the gene tools default to {DEFAULT_GENE_MODEL}, whose tables were learned) or give one "
+            "pretrained without --fixed-feature-tables.")
+    return resolved
 
 
 def _one_process(devices: int | str, num_nodes: int) -> bool:

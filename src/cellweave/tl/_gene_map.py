@@ -19,7 +19,7 @@ from cellweave._constants import UNS_KEY
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.models import CellWeave, environment_versions
 
-from ._embed import _h5_safe, _resolve
+from ._embed import _h5_safe, _resolve_gene_model
 from ._gene_utils import log_normalized, rna_adata
 
 if TYPE_CHECKING:
@@ -105,7 +105,9 @@ def gene_map(
     Parameters
     ----------
     model
-        A :class:`~cellweave.CellWeave`, a model folder, a shipped model's name, or ``None``.
+        A :class:`~cellweave.CellWeave`, a model folder, a shipped model's name, or ``None`` for
+        the shipped gene model (:data:`cellweave.models.DEFAULT_GENE_MODEL`). A model pretrained
+        with fixed random gene tables (the default model) is refused: its table is noise.
     organism
         ``"human"`` (ENSG tokens) or ``"mouse"`` (ENSMUSG tokens).
     genes
@@ -138,7 +140,7 @@ def gene_map(
     import anndata as ad
     import scanpy as sc
 
-    model = _resolve(model)
+    model = _resolve_gene_model(model)
     X, table = gene_embedding_table(model, organism=organism)
     names = np.where(table["symbol"].to_numpy() != "", table["symbol"].to_numpy(), table["gene_id"].to_numpy())
     dup = pd.Series(names).duplicated(keep=False).to_numpy()

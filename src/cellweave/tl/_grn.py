@@ -31,7 +31,7 @@ from cellweave._constants import UNS_KEY
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.models import CellWeave, environment_versions
 
-from ._embed import _h5_safe, _resolve
+from ._embed import _h5_safe, _resolve_gene_model
 from ._gene_utils import (
     AttentionRecorder,
     local_columns,
@@ -244,7 +244,9 @@ def grn(
         with an ``rna`` modality (results go into the RNA AnnData).
     model
         A :class:`~cellweave.CellWeave`, a model folder, a shipped model's name, or ``None`` for
-        the shipped default model.
+        the shipped gene model (:data:`cellweave.models.DEFAULT_GENE_MODEL`, whose gene tables
+        were learned; the default model's are fixed random codes, refused by the ``"embedding"``
+        and ``"combined"`` methods).
     method
         ``"embedding"`` (cosine of gene token embeddings), ``"attention"`` (mean attention
         between the two genes' tokens, both directions), ``"perturbation"`` (in silico deletion of the source) or ``"combined"``
@@ -292,7 +294,7 @@ def grn(
     """
     data = adata.copy() if copy else adata
     rna = rna_adata(data)
-    model = _resolve(model)
+    model = _resolve_gene_model(model, uses_tables=method in ("embedding", "combined"))
     if method not in GRN_METHODS:
         raise CellWeaveInputError(f"method must be one of {', '.join(GRN_METHODS)}, not {method!r}.")
     if groupby is not None and groupby not in rna.obs.columns and groupby not in data.obs.columns:
