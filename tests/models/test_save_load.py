@@ -89,14 +89,28 @@ def test_mismatched_weights_are_refused(tmp_path, tiny_model) -> None:
         CellWeave.load(tmp_path / "m")
 
 
-def test_shipped_default_model_loads_and_has_a_card() -> None:
-    assert "cellweave-tiny" in available_models()
-    model = CellWeave.load()
+@pytest.mark.parametrize("name", ["cellweave-tiny", "cellweave-tiny-genes"])
+def test_shipped_models_load_and_have_a_card(name) -> None:
+    assert set(available_models()) == {"cellweave-tiny", "cellweave-tiny-genes"}
+    model = CellWeave.load(name if name != "cellweave-tiny" else None)
     card = model.card
-    assert card["seed"] == 0 and "pretrain" in card["command"]
+    assert card["name"] == name and card["seed"] == 0 and "pretrain" in card["command"]
     assert model.config.vocab_size == len(model.vocab)
     for d in card["data"]:
         assert len(d["sha256"]) == 64
     m = card["metrics"]
     assert m["val_masked_mse"] < m["val_masked_mse_epoch0"]
-    assert m["val_masked_mse"] < min(m["val_feature_mean_mse"], m["val_token_mean_mse"])
+    assert m["val_masked_mse"] < m["val_feature_mean_mse"]  # beats each gene's mean over all cells
+    if model.config.fixed_feature_tables:
+        # The default model: its masked values stay above each gene's mean over the cells' tokens
+        # (README, "Where it stands"): fixed random gene codes cannot hold a gene's typical value.
+        # It was chosen for its cell embedding; the panel (benchmarks/published/) measures that.
+        # It never saw the development panel's datasets, so the panel measures it on unseen data.
+        from cellweave import datasets
+
+        table = datasets.list()
+        panel = set(table["name"][[("panel" in t) for t in table["tasks"]]])
+        assert len(panel) >= 8 and not panel & {d["name"] for d in card["data"]}
+        assert model.config.hvg_tokens == 2000
+    else:
+        assert m["val_masked_mse"] < m["val_token_mean_mse"]
