@@ -67,7 +67,7 @@ class BenchmarkContext:
     gene_model: Any = None
     """The model of the gene-level tasks (``grn``, ``gene-map``): the shipped gene model
     (:data:`cellweave.models.DEFAULT_GENE_MODEL`) when no model was given, as the ``tl`` functions
-    default to; else ``model``. ``None``: ``model``."""
+    default to; else ``model``. ``None``: ``model`` (set on construction)."""
     quick: bool = False
     data: Any = None  # AnnData / MuData given as INPUT, else None (registered datasets)
     data_name: str | None = None
@@ -88,6 +88,10 @@ class BenchmarkContext:
     """``multimodal`` only: results.json of ``benchmarks/joint_vs_rna_pretraining.py`` to show;
     default: the copy shipped with cellweave (package code never reads the repository's folders)."""
     cache: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.gene_model is None:
+            self.gene_model = self.model
 
     def embedding(self, key: str, data: Any, *, seed: int = 0, **kwargs) -> np.ndarray:
         """The model's embedding of ``data`` (cached under ``(key, seed)`` for this run)."""

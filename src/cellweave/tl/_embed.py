@@ -17,10 +17,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _resolve(model: CellWeave | str | None, *, default: str | None = None) -> CellWeave:
-    """``model`` loaded; ``None``: ``default``, else the shipped default model."""
-    if model is None and default is not None:
-        model = default
+def _resolve(model: CellWeave | str | None) -> CellWeave:
     return model if isinstance(model, CellWeave) else CellWeave.load(model)
 
 
@@ -32,7 +29,7 @@ def _resolve_gene_model(model: CellWeave | str | None, *, uses_tables: bool = Tr
     from cellweave._exceptions import CellWeaveInputError
     from cellweave.models import DEFAULT_GENE_MODEL
 
-    resolved = _resolve(model, default=DEFAULT_GENE_MODEL)
+    resolved = _resolve(DEFAULT_GENE_MODEL if model is None else model)
     if uses_tables and getattr(resolved.config, "fixed_feature_tables", False):
         raise CellWeaveInputError(
             f"Model {resolved.name} kept its gene tables at fixed random codes in pretraining "

@@ -101,7 +101,7 @@ def run(ctx: Any, report: Any) -> list:
     from cellweave.tl import log_normalized, prepare_rna
     from cellweave.tl import corpus_var_names
 
-    model = ctx.gene_model if ctx.gene_model is not None else ctx.model
+    model = ctx.gene_model
     W, table = gene_embedding_table(model)
     row_of_token = {int(t): i for i, t in enumerate(table["token_id"])}
     n_cells = 300 if ctx.quick else 500

@@ -131,7 +131,7 @@ def run(ctx: Any, report: Any) -> list:
     if ctx.data is not None:
         report.text("The grn task needs knock-out labels (obs['perturbation'] with 'control'); it always runs on "
                     "the bundled Papalexi 2021 screen, not on INPUT.", css_class="note")
-    model = ctx.gene_model if ctx.gene_model is not None else ctx.model
+    model = ctx.gene_model
     adata = datasets.load(DATASET, modality="rna")
     n_cells = 200 if ctx.quick else 300
     splits = {"all cells (labels unused)": np.arange(adata.n_obs)}
