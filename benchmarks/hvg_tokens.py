@@ -49,9 +49,9 @@ def main() -> None:
     from cellweave.train import start_module
 
     base = CellWeave.load(args.model)
-    modules = {"pretrained": base.module}
+    models = {"pretrained": base}
     if not args.skip_untrained:
-        modules["untrained"] = start_module(base, "random", seed=0).eval()
+        models["untrained"] = CellWeave(base.config, base.vocab, module=start_module(base, "random", seed=0).eval())
     t0 = time.perf_counter()
     per_dataset = {}
     for d in panel_selection(args.datasets):
@@ -59,10 +59,9 @@ def main() -> None:
         row = {"PCA (HVG)": knn_f1(pca_hvg_embedding(d.adata, seed=0), d.labels),
                "random projection, all genes": knn_f1(random_projection(dense), d.labels),
                "random projection, HVGs": knn_f1(random_projection(dense[:, hvg_features(d.lognorm)]), d.labels)}
-        for name, module in modules.items():
+        for name, model in models.items():
             for label, n in (("all genes", 0), (f"{args.hvg} HVGs", args.hvg)):
-                config = dataclasses.replace(base.config, hvg_tokens=n)
-                model = CellWeave(config, base.vocab, module=module)
+                model.config = dataclasses.replace(model.config, hvg_tokens=n)  # the tokenizer's rule only
                 row[f"{name}, tokens from {label}"] = knn_f1(
                     model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0], d.labels)
         per_dataset[d.name] = row

@@ -68,7 +68,7 @@ def input_pca(base, data, encoding: str, *, tokens_only: bool, selection: str = 
     from cellweave.models import CellWeave
 
     config = dataclasses.replace(copy.deepcopy(base.config), value_encoding=encoding, token_selection=selection)
-    model = CellWeave(config, base.vocab, module=base.module, card=base.card)
+    model = CellWeave(config, base.vocab, module=copy.deepcopy(base.module), card=base.card)
     corpus = model.prepare(data)
     if tokens_only:
         ds = TokenDataset([corpus], Tokenizer.from_config(config), mode="embed", seed=0, modalities=["rna"])

@@ -26,7 +26,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     model = CellWeave.load(args.model)  # only its vocabulary and value encoding are used
     encoding = model.config.value_encoding
     logger.info("Tokens for %s: vocabulary of %d features, value encoding %r", model.name, len(model.vocab), encoding)
-    manifest = prepare_store(inputs, args.out, vocab=model.vocab, value_encoding=encoding,
+    manifest = prepare_store(inputs, args.out, vocab=model.stored_vocab, value_encoding=encoding,
                              chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, append=args.append,
                              soma=soma_selection(args))
     for source in manifest["sources"]:

@@ -10,6 +10,7 @@ travels with the corpus.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -231,6 +232,7 @@ def prepare_cells(
     organism: str | None = None,
     dataset: str | None = None,
     value_encoding: str = "log1p",
+    generate_codes: Callable[[list[str]], Vocabulary] | None = None,
 ) -> CellCorpus:
     """Validate, normalize and map every modality of ``data`` onto ``vocab``.
 
@@ -252,6 +254,12 @@ def prepare_cells(
     value_encoding
         ``"log1p"`` (log1p of counts per 10k) or ``"quantile"`` (each value's quantile within
         its cell and modality); a model's own setting is ``config.value_encoding``.
+    generate_codes
+        Called with the mapped keys of a modality that ``vocab`` lacks; returns a vocabulary that
+        starts with ``vocab``'s keys, in order, and holds them all, onto which the modality is then
+        mapped (:meth:`cellweave.CellWeave.prepare` passes a model's generator of fixed random
+        codes). The coverage report still counts them as not in the vocabulary, and as
+        ``n_generated``. Default: such features are left out.
 
     Returns
     -------
@@ -282,13 +290,27 @@ def prepare_cells(
         org = organism or infer_organism(adata.var_names, adata.var.get("gene_id"))
         fmap = map_features(adata.var, modality=mod, organism=org, aliases=vocab.gene_aliases)
         cov = coverage(fmap, vocab, dataset=name)
-        reports.append({**cov.to_dict(), "x_kind": report.x_kind, "organism": org})
-        logger.info("%s/%s: %d of %d features in the vocabulary", name, mod, cov.n_in_vocab, cov.n_features)
         ids = vocab.lookup(fmap.keys)
+        order = ids  # the column order of the block: by id
+        unseen = fmap.mapped_mask & (ids < 0)
+        if generate_codes is not None and unseen.any():
+            new_keys = sorted({str(k) for k in fmap.keys[unseen]})
+            ids = generate_codes(new_keys).lookup(fmap.keys)
+            cov.n_generated = int(unseen.sum())
+            # Added features after the known ones, by key: the order (which the tokenizer's random draws
+            # follow) does not depend on the ids earlier calls gave them.
+            rank = dict(zip(new_keys, range(len(vocab), len(vocab) + len(new_keys))))
+            order = np.where(unseen, [rank.get(str(k), -1) for k in fmap.keys], ids)
+        reports.append({**cov.to_dict(), "x_kind": report.x_kind, "organism": org})
+        logger.info("%s/%s: %d of %d features in the vocabulary%s", name, mod, cov.n_in_vocab, cov.n_features,
+                    f", {cov.n_generated} more with generated codes" if cov.n_generated else "")
         library = np.asarray(X.sum(axis=1), dtype=np.float64).ravel() if report.x_kind == "counts" else None
         X = _normalize(X, report.x_kind, value_encoding, spec.normalization)
         keep = ids >= 0
-        Xk, tok = _aggregate_columns(X[:, keep].tocsr(), ids[keep])
+        Xk, tok = _aggregate_columns(X[:, keep].tocsr(), order[keep])
+        if order is not ids:  # back from order positions to vocabulary ids
+            _, first = np.unique(order[keep], return_index=True)
+            tok = ids[keep][first]
         # Align this modality's cells to the container's obs (unpaired MuData have disjoint cells).
         rows = obs_names.get_indexer(adata.obs_names) if adata.n_obs != len(obs_names) or not (
             adata.obs_names.equals(obs_names)

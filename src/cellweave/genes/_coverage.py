@@ -33,6 +33,9 @@ class CoverageReport:
     fraction_in_vocab: float
     not_mapped: dict[str, int] = field(default_factory=dict)
     not_in_vocab: int = 0
+    n_generated: int = 0
+    """Of the ``not_in_vocab`` features, those given a generated code (``CellWeave.prepare`` with
+    fixed random feature tables), so they still enter the model's input."""
     n_keyed_by_name: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
 
@@ -55,6 +58,8 @@ class CoverageReport:
         if self.not_in_vocab:
             ex = ", ".join(self.examples.get(NOT_IN_VOCAB, [])[:5])
             lines.append(f"  {self.not_in_vocab:>6}  {NOT_IN_VOCAB}  (e.g. {ex})")
+        if self.n_generated:
+            lines.append(f"  {self.n_generated:>6}  of those given a generated code (used)")
         for reason, count in sorted(self.not_mapped.items(), key=lambda kv: -kv[1]):
             ex = ", ".join(self.examples.get(reason, [])[:5])
             lines.append(f"  {count:>6}  {reason}  (e.g. {ex})")
@@ -122,6 +127,7 @@ def coverage_table(reports: Iterable[CoverageReport]) -> pd.DataFrame:
             "n_in_vocab": r.n_in_vocab,
             "fraction_in_vocab": r.fraction_in_vocab,
             "not_in_vocab": r.not_in_vocab,
+            "n_generated": r.n_generated,
             "n_not_mapped": int(sum(r.not_mapped.values())),
             "not_mapped_reasons": "; ".join(f"{k}: {v}" for k, v in r.not_mapped.items()),
         })

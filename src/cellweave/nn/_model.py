@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
 from ._config import CellWeaveConfig
+
+#: Standard deviation of the normal init of every ``nn.Embedding`` and ``nn.Linear`` weight (GPT-2's).
+INIT_STD = 0.02
+
+
+def generated_code(key: str, table: str, dim: int) -> np.ndarray:
+    """The fixed random code of feature ``key`` in the feature table named ``table``: ``dim`` values
+    drawn from N(0, ``INIT_STD``), the distribution the stored rows were initialized from, by a
+    generator seeded with the SHA-256 of ``table`` and ``key``. The same key always gets the same code,
+    on any machine and in any order of calls (numpy's PCG64 stream is stable across versions)."""
+    seed = int.from_bytes(hashlib.sha256(f"{table}\0{key}".encode()).digest()[:16], "little")
+    return (np.random.default_rng(seed).standard_normal(dim) * INIT_STD).astype(np.float32)
 
 
 class ValueEncoder(nn.Module):
@@ -112,7 +127,7 @@ class CellWeaveModule(nn.Module):
         # with depth.
         for name, p in self.named_parameters():
             if name.endswith("attn.out.weight") or name.endswith("mlp.2.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+                nn.init.normal_(p, mean=0.0, std=INIT_STD / math.sqrt(2 * config.n_layers))
         if config.feature_offset:
             nn.init.zeros_(self.feature_offset.weight)
         if config.fixed_feature_tables:  # saved with the weights, never trained
@@ -125,6 +140,34 @@ class CellWeaveModule(nn.Module):
             table.weight.requires_grad_(not fixed)
         self.config = dataclasses.replace(self.config, fixed_feature_tables=bool(fixed))
 
+    def add_features(self, keys: Sequence[str]) -> None:
+        """Append one row per key to every per-feature table, growing ``config.vocab_size``.
+
+        Only for a model whose tables are fixed random codes (``config.fixed_feature_tables``): a
+        generated code (:func:`generated_code`, from the key) is then a draw from the same
+        distribution as the stored ones, which the rest of the network was trained to read, so a
+        feature the vocabulary lacked enters the input like any other. The feature offset, if any,
+        gets 0 (the init of the stored offsets). Rows stay out of training, as the stored ones."""
+        if not self.config.fixed_feature_tables:
+            raise ValueError("add_features needs config.fixed_feature_tables: a learned table has no code to generate.")
+        keys = list(keys)
+        if not keys:
+            return
+        d = self.config.d_model
+        tables = {"feature_embedding": self.feature_embedding}
+        if self.config.profile_skip:
+            tables["profile_embedding"] = self.profile_embedding
+        for name, table in tables.items():
+            rows = torch.from_numpy(np.stack([generated_code(k, name, d) for k in keys]))
+            weight = torch.cat([table.weight.detach(), rows.to(table.weight)])
+            setattr(self, name, nn.Embedding.from_pretrained(weight, freeze=True))
+        if self.config.feature_offset:
+            old = self.feature_offset.weight
+            grown = nn.Embedding.from_pretrained(
+                torch.cat([old.detach(), old.new_zeros(len(keys), 1)]), freeze=not old.requires_grad)
+            self.feature_offset = grown
+        self.config = dataclasses.replace(self.config, vocab_size=self.config.vocab_size + len(keys))
+
     def feature_tables(self) -> list[nn.Embedding]:
         """The per-feature tables (one row per vocabulary entry): the input feature embedding and,
         with ``config.profile_skip``, the profile path's."""
@@ -133,11 +176,11 @@ class CellWeaveModule(nn.Module):
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
 
     def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

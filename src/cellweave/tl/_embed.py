@@ -198,7 +198,7 @@ def embed_store(
     from cellweave.data import open_store
 
     model = _resolve(model)
-    corpora = open_store(store, vocab=model.vocab, value_encoding=model.config.value_encoding)
+    corpora = open_store(store, vocab=model.stored_vocab, value_encoding=model.config.value_encoding)
     if _one_process(devices, num_nodes):
         parts = [model.embed_corpus(corpus, batch_size=batch_size, seed=seed, progress=progress) for corpus in corpora]
     else:
