@@ -165,6 +165,7 @@ def run_demo(
                 "dataset": row.name, "modality": c["modality"], "input": c.get("x_kind"),
                 "organism": c.get("organism"), "features": c["n_features"], "mapped to an ID": c["n_mapped"],
                 "in vocabulary": c["n_in_vocab"], "coverage": c["fraction_in_vocab"],
+                "generated codes": c.get("n_generated", 0),
             })
         labels = _labels_of(data, row.label_key)
         if labels is not None and row.label_key != "perturbation":
@@ -278,6 +279,10 @@ def run_demo(
 
     report.heading("Vocabulary coverage per dataset")
     report.table(coverage_df)
+    if cw_model.generates_codes:
+        report.text("Generated codes: features outside the model's vocabulary that still entered its input, "
+                    "each with a fixed random code seeded by its gene key (the model's own gene codes are fixed "
+                    "random codes too; CellWeave.generates_codes).", css_class="note")
     if skipped:
         report.heading("Datasets not embedded")
         report.table(pd.DataFrame(skipped))

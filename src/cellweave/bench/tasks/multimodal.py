@@ -119,7 +119,8 @@ def run(ctx, report) -> list:
         for c in corpus.coverage:
             frac = c["n_in_vocab"] / max(c["n_features"], 1)
             cov_rows.append({"dataset": name, "organism": c.get("organism"), "modality": c["modality"],
-                             "features": c["n_features"], "in vocabulary": c["n_in_vocab"], "coverage": frac})
+                             "features": c["n_features"], "in vocabulary": c["n_in_vocab"], "coverage": frac,
+                             "generated codes": c.get("n_generated", 0)})
             records += make_records("multimodal", f"{name} (mouse → human vocabulary)", "all genes", 0, CELLWEAVE,
                                     {"vocabulary coverage": frac})
     report.text(
