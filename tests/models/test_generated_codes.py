@@ -101,3 +101,12 @@ def test_a_shared_module_is_refused_with_the_fix(tiny_vocab_and_data) -> None:
     model.embed(adata, progress=False)
     with pytest.raises(CellWeaveModelError, match="shared with another CellWeave"):
         twin.embed(adata, progress=False)
+
+
+def test_no_codes_for_a_modality_the_model_cannot_read(tiny_vocab_and_data) -> None:
+    """Keys of a modality without a row in the model's modality table are not added: the tokenizer
+    would leave them out anyway, and the model's tables stay as they were."""
+    vocab, _ = tiny_vocab_and_data
+    model = _model(vocab, modalities=["rna"])
+    grown = model._add_generated(["prot:ENSG00000010610", "ENSG00000141510"])
+    assert "prot:ENSG00000010610" not in grown and "ENSG00000141510" in grown

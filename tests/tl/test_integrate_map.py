@@ -172,9 +172,10 @@ def test_annotate_align_calls_fewer_shifted_cells_unknown(protocols, model) -> N
                                     progress=False, copy=True)
     unknown = {name: (out.obs["cellweave_prediction"] == "unknown").mean() for name, out in
                (("plain", plain), ("aligned", aligned))}
-    # Measured with the shipped model: 24% of the Drop-seq cells (all of types in the CEL-seq2
-    # reference) called unknown without alignment, 6% with it.
-    assert unknown["plain"] > 0.15 and unknown["aligned"] < 0.5 * unknown["plain"]
+    # Measured with the shipped model: 10% of the Drop-seq cells (all of types in the CEL-seq2
+    # reference) called unknown without alignment, 4% with it (24% and 6% before genes outside its
+    # vocabulary got generated codes).
+    assert unknown["plain"] > 0.05 and unknown["aligned"] < 0.5 * unknown["plain"]
     assert aligned.uns["cellweave"]["annotate"]["align"] and not plain.uns["cellweave"]["annotate"]["align"]
     known = (aligned.obs["cellweave_prediction"] != "unknown").to_numpy()
     assert (aligned.obs["cellweave_prediction"].astype(str).to_numpy()[known] == truth[known]).mean() > 0.4

@@ -256,8 +256,8 @@ def prepare_cells(
         its cell and modality); a model's own setting is ``config.value_encoding``.
     generate_codes
         Called with the mapped keys of a modality that ``vocab`` lacks; returns a vocabulary that
-        starts with ``vocab``'s keys, in order, and holds them all, onto which the modality is then
-        mapped (:meth:`cellweave.CellWeave.prepare` passes a model's generator of fixed random
+        starts with ``vocab``'s keys, in order, and holds those of them it gives codes, onto which
+        the modality is then mapped (:meth:`cellweave.CellWeave.prepare` passes a model's generator of fixed random
         codes). The coverage report still counts them as not in the vocabulary, and as
         ``n_generated``. Default: such features are left out.
 
@@ -296,7 +296,7 @@ def prepare_cells(
         if generate_codes is not None and unseen.any():
             new_keys = sorted({str(k) for k in fmap.keys[unseen]})
             ids = generate_codes(new_keys).lookup(fmap.keys)
-            cov.n_generated = int(unseen.sum())
+            cov.n_generated = int((unseen & (ids >= 0)).sum())
             # Added features after the known ones, by key: the order (which the tokenizer's random draws
             # follow) does not depend on the ids earlier calls gave them.
             rank = dict(zip(new_keys, range(len(vocab), len(vocab) + len(new_keys))))

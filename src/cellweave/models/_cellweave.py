@@ -234,9 +234,15 @@ class CellWeave:
         return Vocabulary(self.vocab.keys[: self._n_stored], gene_aliases=self.vocab.gene_aliases)
 
     def _add_generated(self, keys: list[str]) -> Vocabulary:
-        """Append ``keys`` (those not yet in ``vocab``) to the vocabulary and the module's feature
-        tables, with generated codes; returns the grown vocabulary."""
-        new = [k for k in keys if k not in self.vocab]
+        """Append ``keys`` (those not yet in ``vocab``, of a modality the model has a row for) to the
+        vocabulary and the module's feature tables, with generated codes; returns the grown vocabulary."""
+        from cellweave import modalities
+
+        def readable(key: str) -> bool:
+            spec = modalities.modality_of_key(key)  # None: a gene key, which RNA always reads
+            return spec is None or spec.name in self.config.modalities
+
+        new = [k for k in keys if k not in self.vocab and readable(k)]
         if not new:
             return self.vocab
         if self.module.config.vocab_size != len(self.vocab):
