@@ -121,7 +121,7 @@ class CellWeave:
         self.path: Path | None = None
         self._hash: str | None = None
         self.last_spatial: dict[str, Any] | None = None
-        self._n_stored = len(vocab)
+        self._stored_vocab = vocab  # as saved; ``vocab`` grows past it with generated codes
         #: Whether :meth:`prepare` gives a feature the vocabulary lacks a generated code (see
         #: :attr:`generates_codes`); set ``False`` to leave such features out, as models did before.
         self.generate_codes = True
@@ -178,7 +178,7 @@ class CellWeave:
         atomic_write_bytes(path / WEIGHTS_FILE, blob)
         atomic_write_json(path / CONFIG_FILE, self.config.to_dict())
         self.vocab.save(path / VOCAB_FILE)
-        self._n_stored = len(self.vocab)
+        self._stored_vocab = self.vocab
         self._hash = hashlib.sha256(blob).hexdigest()
         card = {**self.card, "model_sha256": self._hash, "vocab_sha256": self.vocab.sha256}
         self.card = card
@@ -229,9 +229,7 @@ class CellWeave:
     def stored_vocab(self) -> Vocabulary:
         """The vocabulary as saved with the weights (``vocab.json``), without the features
         :meth:`prepare` has since added with generated codes; ``vocab`` starts with these keys."""
-        if len(self.vocab) == self._n_stored:
-            return self.vocab
-        return Vocabulary(self.vocab.keys[: self._n_stored], gene_aliases=self.vocab.gene_aliases)
+        return self._stored_vocab
 
     def _add_generated(self, keys: list[str]) -> Vocabulary:
         """Append ``keys`` (those not yet in ``vocab``, of a modality the model has a row for) to the
