@@ -8,7 +8,9 @@ once, all cells together, as the panel does), ``tl.annotate``'s label transfer
 - ``softmax``: one minus the top class probability;
 - ``combined``: the mean conformal rank of the two (the default);
 
-each also after Harmony on reference + query (``align=True``), and ``combined`` with the threshold
+each with ``shift_adjust`` (the default: the query's distances scaled down by the ratio of their
+median to the held-out reference cells', when above 1) and without it (``, unadjusted``), each
+also after Harmony on reference + query (``align=True``), and ``combined`` with the threshold
 calibrated on the reference's batches (``batch_key``: across a shift, the groups of the shift key
 left in the reference; for a novel type, the dataset's batch key where it has one), on the panel's
 own splits and seed 0:
@@ -67,12 +69,19 @@ def main() -> None:
         for aligned in (False, True):
             etr, ete = align_reference_query(emb[tr], emb[te], seed=0) if aligned else (emb[tr], emb[te])
             for score in SCORES:
-                name = score + (" + Harmony" if aligned else "")
-                out[name] = LabelTransfer(novelty_score=score, seed=0).fit(etr, labels[tr]).predict(ete)
+                fitted = LabelTransfer(novelty_score=score, seed=0).fit(etr, labels[tr])
+                for adjust in (True, False):  # the option acts at predict time only
+                    fitted.shift_adjust = adjust
+                    out[score + ("" if adjust else ", unadjusted") + (" + Harmony" if aligned else "")] = (
+                        fitted.predict(ete))
         if groups is not None:  # with fewer than 2 batches in the reference annotate uses a random 20%: as above
             several = len(set(groups[tr])) >= 2
-            out["combined, batches"] = (LabelTransfer(seed=0).fit(emb[tr], labels[tr], groups=groups[tr])
-                                        .predict(emb[te]) if several else out["combined"])
+            fitted = LabelTransfer(seed=0).fit(emb[tr], labels[tr], groups=groups[tr]) if several else None
+            for adjust in (True, False):
+                suffix = "" if adjust else ", unadjusted"
+                if fitted is not None:
+                    fitted.shift_adjust = adjust
+                out["combined, batches" + suffix] = fitted.predict(emb[te]) if several else out["combined" + suffix]
         return out
 
     for d in panel_selection(args.datasets):

@@ -356,3 +356,56 @@ def test_module_masking_in_training_items_and_from_the_config() -> None:
         assert (groups >= 0).mean() > 0.5
         n_partial.append(sum(0 < mask[groups == g].sum() < (groups == g).sum() for g in np.unique(groups[groups >= 0])))
     assert max(n_partial) <= 1
+
+
+def _absent_corpus(n_cells: int = 40):
+    """Genes 0-3 measured in every cell; genes 4-11 absent from cells of group i % 2 == 0 and
+    present (at decreasing means: gene 4 highest) in the others; cells of the first group thus
+    have 8 absent genes, ranked by mean."""
+    import pandas as pd
+
+    from cellweave.data import CellCorpus, ModalityBlock
+
+    X = np.zeros((n_cells, 12), dtype=np.float32)
+    X[:, :4] = 2.0
+    odd = np.arange(n_cells) % 2 == 1
+    X[np.ix_(odd, np.arange(4, 12))] = np.linspace(8.0, 1.0, 8)
+    block = ModalityBlock("rna", sp.csr_matrix(X), np.arange(100, 112), np.ones(n_cells, bool), "counts")
+    return CellCorpus([block], pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]))
+
+
+@pytest.mark.parametrize("rule", ["random", "deviation", "none"])
+def test_embed_zeros_rule_applies_to_embedding_only(rule: str) -> None:
+    corpus = _absent_corpus()
+    tok = Tokenizer({"rna": 10}, zero_fraction=0.3, embed_zeros=rule)  # 3 zero tokens
+    embedded = TokenDataset([corpus], tok, mode="embed", seed=0)
+    zeros_by_seed = []
+    for seed in range(6):
+        embedded.seed = seed
+        item = embedded[0]
+        assert sorted(item["token_ids"][item["values"] > 0].tolist()) == [100, 101, 102, 103]
+        zeros_by_seed.append(sorted(item["token_ids"][item["values"] == 0].tolist()))
+    if rule == "none":
+        assert zeros_by_seed == [[]] * 6
+    elif rule == "deviation":  # the absent genes with the highest means, whatever the seed
+        assert zeros_by_seed == [[104, 105, 106]] * 6
+    else:  # a seeded draw of the absent genes: another seed, other genes
+        assert all(len(z) == 3 and set(z) <= set(range(104, 112)) for z in zeros_by_seed)
+        assert len({tuple(z) for z in zeros_by_seed}) > 1
+    # Training keeps drawing zeros at random, whatever the rule.
+    train = TokenDataset([corpus], tok, mode="train", seed=0)
+    draws = {tuple(sorted(train.item(0, view=v)["token_ids"][train.item(0, view=v)["values"] == 0].tolist()))
+             for v in range(8)}
+    assert all(len(d) == 3 for d in draws) and len(draws) > 1
+
+
+def test_embed_zeros_comes_from_the_config_and_is_checked() -> None:
+    from cellweave.nn import CellWeaveConfig
+
+    assert Tokenizer.from_config(CellWeaveConfig.from_preset("tiny", vocab_size=20)).embed_zeros == "random"
+    config = CellWeaveConfig.from_preset("tiny", vocab_size=20, embed_zeros="none")
+    assert Tokenizer.from_config(config).embed_zeros == "none"
+    with pytest.raises(ValueError, match="embed_zeros"):
+        CellWeaveConfig.from_preset("tiny", vocab_size=20, embed_zeros="all")
+    with pytest.raises(ValueError, match="embed_zeros"):
+        Tokenizer({"rna": 1}, embed_zeros="all")

@@ -102,9 +102,13 @@ def test_cli_round_trip_and_bad_label_key(cellbench, tmp_path, capsys) -> None:
     assert not list(tmp_path.glob("*.tmp*"))
     assert not out.uns["cellweave"]["annotate"]["align"]
     assert out.uns["cellweave"]["annotate"]["calibration_batches"] == 0
+    rec = out.uns["cellweave"]["annotate"]
+    assert rec["shift_adjust"] and 0 < rec["shift_factor"] <= 1  # on by default; 60 query cells
     assert main([*args, "--label-key", LABEL, "--align", "--novelty-score", "distance", "--batch-key", "batch",
-                 "--out", str(tmp_path / "aligned.h5ad")]) == 0
+                 "--no-shift-adjust", "--out", str(tmp_path / "aligned.h5ad")]) == 0
     aligned = ad.read_h5ad(tmp_path / "aligned.h5ad")
+    assert not aligned.uns["cellweave"]["annotate"]["shift_adjust"]
+    assert aligned.uns["cellweave"]["annotate"]["shift_factor"] == 1.0
     assert aligned.uns["cellweave"]["annotate"]["align"]
     assert aligned.uns["cellweave"]["annotate"]["novelty_score"] == "distance"
     n_batches = raw[perm[:200]].obs["batch"].nunique()

@@ -42,7 +42,9 @@ def test_distance_score_is_the_mean_distance_to_the_80_percent_index(cells) -> N
 
 def test_combined_score_tolerates_a_shift_and_still_finds_a_novel_type(cells) -> None:
     ref, y, shifted, y_shifted, novel = cells
-    res = {name: LabelTransfer(novelty_score=name, seed=0).fit(ref, y) for name in ("combined", "distance", "softmax")}
+    # Without shift_adjust: what each score does with a shift on its own.
+    res = {name: LabelTransfer(novelty_score=name, shift_adjust=False, seed=0).fit(ref, y)
+           for name in ("combined", "distance", "softmax")}
     shifted_unknown = {name: lt.predict(shifted).unknown.mean() for name, lt in res.items()}
     # A shift moves every known cell away from the reference: the distance alone calls most of them
     # unknown, while the classifier stays sure of their type, and so does the combined rank.
@@ -84,8 +86,8 @@ def test_calibrating_on_batches_tolerates_a_shift_like_theirs() -> None:
     query, _ = _clusters(rng, centers + 2 * offset, 100)
     novel, _ = _clusters(rng, [np.full(10, -6.0)], 50)
     for name in ("combined", "distance"):
-        random_split = LabelTransfer(novelty_score=name, seed=0).fit(ref, y)
-        by_batch = LabelTransfer(novelty_score=name, seed=0).fit(ref, y, groups=groups)
+        random_split = LabelTransfer(novelty_score=name, shift_adjust=False, seed=0).fit(ref, y)
+        by_batch = LabelTransfer(novelty_score=name, shift_adjust=False, seed=0).fit(ref, y, groups=groups)
         assert by_batch.calibration_groups_ == 2 and random_split.calibration_groups_ == 0
         assert by_batch.threshold_ > random_split.threshold_, name
         shifted = by_batch.predict(query).unknown.mean()
@@ -103,3 +105,45 @@ def test_batches_must_match_the_cells_and_leave_two_types() -> None:
     one_type_outside = np.where(y == "type0", "a", "b")  # batch b holds two types, batch a one
     with pytest.raises(CellWeaveInputError, match="single type.*or no batch key"):
         LabelTransfer().fit(x, y, groups=one_type_outside)
+
+
+def _spread_query(seed: int, scale: float, n_known: int = 100, n_novel: int = 60):
+    """The three known types of ``cells`` measured more noisily (sd ``scale``: every known cell
+    farther from the reference, as after a protocol change), plus a novel type."""
+    rng = np.random.default_rng(seed)
+    known, _ = _clusters(rng, 8.0 * np.eye(3, 10), n_known, scale=scale)
+    novel, _ = _clusters(rng, [np.full(10, -6.0)], n_novel)
+    return np.concatenate([known, novel]), np.r_[np.zeros(len(known), bool), np.ones(len(novel), bool)]
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_shift_adjust_takes_a_whole_query_shift_out_and_keeps_the_novel_type(seed: int) -> None:
+    ref, y = _clusters(np.random.default_rng(10 + seed), 8.0 * np.eye(3, 10), 300)
+    query, is_novel = _spread_query(4 + seed, 1.3, n_known=200)
+    plain = LabelTransfer(shift_adjust=False, seed=0).fit(ref, y)
+    adjusted = LabelTransfer(seed=0).fit(ref, y)  # the default
+    before, after = plain.predict(query), adjusted.predict(query)
+    assert before.unknown[~is_novel].mean() > 0.07  # the shift alone makes known cells unknown
+    assert after.unknown[~is_novel].mean() < min(0.04, before.unknown[~is_novel].mean() / 2)
+    assert after.unknown[is_novel].mean() > 0.95
+    # The factor is the ratio of medians: held-out reference cells' over the query's.
+    median_query = np.median(plain._components(plain.scaler_.transform(query))["distance"])
+    expected = np.median(adjusted.calibration_["distance"]) / median_query
+    assert adjusted.shift_factor_ == pytest.approx(expected, rel=1e-5) and adjusted.shift_factor_ < 0.9
+    assert plain.shift_factor_ == 1.0
+
+
+def test_shift_adjust_never_scales_up_and_skips_small_or_mostly_new_queries(cells, caplog) -> None:
+    ref, y, _, _, _ = cells
+    rng = np.random.default_rng(5)
+    lt = LabelTransfer(seed=0).fit(ref, y)
+    fresh, _ = _clusters(rng, 8.0 * np.eye(3, 10), 100, scale=0.8)  # closer than held-out cells
+    lt.predict(fresh)
+    assert lt.shift_factor_ == 1.0
+    small, is_novel = _spread_query(6, 1.5, n_known=10, n_novel=10)  # 20 cells: too few to estimate a shift
+    assert lt.predict(small).unknown[~is_novel].mean() > 0 and lt.shift_factor_ == 1.0
+    mostly_new, is_novel = _spread_query(7, 1.0, n_known=20, n_novel=200)  # the median cell is new
+    with caplog.at_level("WARNING", logger="cellweave.tl._transfer"):
+        out = lt.predict(mostly_new)
+    assert lt.shift_factor_ == 1.0 and "too far to tell a shift" in caplog.text
+    assert out.unknown[is_novel].mean() > 0.95

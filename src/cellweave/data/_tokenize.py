@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: Token selection rules (``CellWeaveConfig.token_selection``).
 SELECTIONS = ("value", "deviation")
+#: How an embedded cell's zero tokens are chosen (``CellWeaveConfig.embed_zeros``).
+EMBED_ZEROS = ("random", "deviation", "none")
 #: Co-expression modules (``mask_grouping="modules"``): genes per module on average, principal
 #: components the genes are clustered in, and the share of a gene's standardized variance those
 #: components must explain for it to join a module (below it, a gene is masked on its own).
@@ -181,9 +183,16 @@ class Tokenizer:
     co-expression modules of the cell's tokens (:func:`feature_modules`) until ``mask_ratio`` is
     reached, so a hidden value cannot be read off a correlated gene left visible."""
 
+    embed_zeros: str = "random"
+    """Zero tokens of a cell tokenized with ``embed=True``: a random draw of its absent features
+    (``"random"``, as in training), the absent features with the highest mean over the cells
+    prepared together (``"deviation"``), or none (``"none"``)."""
+
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, not {self.selection!r}.")
+        if self.embed_zeros not in EMBED_ZEROS:
+            raise ValueError(f"embed_zeros must be one of {EMBED_ZEROS}, not {self.embed_zeros!r}.")
         if self.mask_grouping not in MASK_GROUPINGS:
             raise ValueError(f"mask_grouping must be one of {MASK_GROUPINGS}, not {self.mask_grouping!r}.")
         if int(self.hvg_tokens) < 0:
@@ -196,7 +205,7 @@ class Tokenizer:
         return cls(dict(config.context_length), config.zero_fraction, config.mask_ratio, config.selection_jitter,
                    getattr(config, "modality_dropout", 0.0), tuple(config.modalities),
                    getattr(config, "token_selection", "value"), getattr(config, "hvg_tokens", 0),
-                   getattr(config, "mask_grouping", "random"))
+                   getattr(config, "mask_grouping", "random"), getattr(config, "embed_zeros", "random"))
 
     def _used(self, modality: str) -> bool:
         """Whether tokens of ``modality`` enter a sequence: it has context and an embedding row."""
@@ -226,6 +235,7 @@ class Tokenizer:
         n_targets: int = 0,
         drop_modality: str | None = None,
         modalities: Sequence[str] | None = None,
+        embed: bool = False,
     ) -> tuple[np.ndarray, ...]:
         """Token ids, values and modality ids of cell ``i``.
 
@@ -240,8 +250,10 @@ class Tokenizer:
         ``drop_modality``: leave that modality out of the input; with ``n_targets > 0`` up to
         ``n_targets`` of its features (half measured, half zero) become targets instead
         (cross-modal masking). ``modalities``: tokenize only these (e.g. ``["rna"]`` to embed a
-        CITE-seq cell from its RNA alone).
+        CITE-seq cell from its RNA alone). ``embed=True``: the cell is being embedded, so its zero
+        tokens follow ``embed_zeros``.
         """
+        zeros_rule = self.embed_zeros if embed else "random"
         noise = self.jitter if train else 1e-3
         ids, vals, mods, t_ids, t_vals, t_mods = [], [], [], [], [], []
         present = [b for b in corpus.blocks if b.present[i] and b.token_ids.size and self._used(b.modality)
@@ -266,7 +278,8 @@ class Tokenizer:
                 measured, measured_v = measured[keep], measured_v[keep]
                 n_cols, local = allowed.size, pos[keep]
             n_zero_avail = n_cols - measured.size
-            n_zero_target = min(n_zero_avail, int(round(self.zero_fraction * budget)))
+            zero_share = 0.0 if zeros_rule == "none" else self.zero_fraction
+            n_zero_target = min(n_zero_avail, int(round(zero_share * budget)))
             n_nz = min(measured.size, budget - n_zero_target) if n_zero_target else min(measured.size, budget)
             rest = np.zeros(0, dtype=np.int64)
             if n_nz < measured.size:
@@ -284,7 +297,11 @@ class Tokenizer:
             n_draw = max(n_zero, 0) + max(k_t_zero, 0)
             if n_draw > 0:
                 # Absent = not measured in this cell (not merely left out of the selection above).
-                zeros = _sample_absent(local, n_cols, n_draw, rng)
+                if zeros_rule == "deviation":  # the absent features with the highest means
+                    means = feature_means(block)
+                    zeros = _highest_absent(local, means if allowed is None else means[allowed], n_draw)
+                else:
+                    zeros = _sample_absent(local, n_cols, n_draw, rng)
                 if allowed is not None:
                     zeros = allowed[zeros]
                 z_in, z_t = zeros[:n_zero], zeros[n_zero:]
@@ -378,6 +395,16 @@ def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
 
 
+def _highest_absent(present: np.ndarray, means: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` column indices not in ``present`` with the highest ``means`` (ties by column)."""
+    score = means.astype(np.float64, copy=True)
+    score[present] = -np.inf
+    if k >= score.size:
+        return np.argsort(-score, kind="stable")[:k]
+    top = np.argpartition(-score, k - 1)[:k]
+    return np.sort(top)
+
+
 def _sample_absent(present: np.ndarray, n_cols: int, k: int, rng: np.random.Generator) -> np.ndarray:
     """``k`` distinct column indices in ``[0, n_cols)`` not in ``present``."""
     if n_cols - present.size <= 4 * k or n_cols < 4096:
@@ -456,7 +483,7 @@ class TokenDataset(torch.utils.data.Dataset):
         if self.mode != "embed" and self.modality_dropout > 0:
             drop = self.tokenizer.draw_dropped_modality(self.corpora[k], i, rng, self.modality_dropout)
         out = self.tokenizer.tokenize(self.corpora[k], i, rng, train=self.mode == "train", n_targets=n_targets,
-                                      drop_modality=drop, modalities=self.modalities)
+                                      drop_modality=drop, modalities=self.modalities, embed=self.mode == "embed")
         item = {"token_ids": out[0], "values": out[1], "modality_ids": out[2], "index": idx}
         if self.mode != "embed":
             groups = (self.tokenizer.token_groups(self.corpora[k], out[0], out[2])

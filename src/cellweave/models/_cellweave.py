@@ -583,7 +583,8 @@ def render_model_card(model: CellWeave) -> str:
         "## Architecture",
         f"- preset `{cfg.preset}`: d_model {cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} heads, "
         f"MLP {cfg.d_ff}, pooling `{cfg.pooling}`",
-        f"- context per modality: {cfg.context_length}; zero share {cfg.zero_fraction}; mask ratio {cfg.mask_ratio} "
+        f"- context per modality: {cfg.context_length}; zero share {cfg.zero_fraction} (when embedding: "
+        f"{getattr(cfg, 'embed_zeros', 'random')}); mask ratio {cfg.mask_ratio} "
         f"({getattr(cfg, 'mask_grouping', 'random')}); "
         f"modality dropout (cross-modal masking) {cfg.modality_dropout}",
         f"- token values: {getattr(cfg, 'value_encoding', 'quantile')}; token selection "

@@ -54,6 +54,14 @@ class CellWeaveConfig:
     zero_fraction: float = 0.1
     """Share of each modality's context given to features measured as zero, so the model learns
     what absence means (scGPT and scFoundation sample zeros the same way)."""
+    embed_zeros: Literal["random", "deviation", "none"] = "random"
+    """Which zero tokens a cell gets when it is embedded (training always draws them at random):
+    a random draw of its absent features, as in training (``"random"``, seeded by the embedding
+    seed); the absent features with the highest mean over the cells prepared together, the ones
+    furthest below their mean, as ``token_selection="deviation"`` picks the measured ones furthest
+    above (``"deviation"``, deterministic); or none (``"none"``: only measured features). Like
+    ``pooling`` it only changes what ``embed`` returns, so it can be switched on a trained model.
+    ``"random"`` in models saved before it."""
     selection_jitter: float = 0.05
     """When a cell measures more features than the context holds, its highest values are kept;
     in training, uniform noise of this scale (in value units: quantiles by default) is added
@@ -141,6 +149,8 @@ class CellWeaveConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}).")
         if self.value_encoding not in ("quantile", "log1p"):
             raise ValueError(f"value_encoding must be 'quantile' or 'log1p', not {self.value_encoding!r}.")
+        if self.embed_zeros not in ("random", "deviation", "none"):
+            raise ValueError(f"embed_zeros must be 'random', 'deviation' or 'none', not {self.embed_zeros!r}.")
         if self.token_selection not in ("value", "deviation"):
             raise ValueError(f"token_selection must be 'value' or 'deviation', not {self.token_selection!r}.")
         if int(self.hvg_tokens) < 0:

@@ -33,6 +33,7 @@ def annotate(
     novelty_score: str = "combined",
     batch_key: str | None = None,
     align: bool = False,
+    shift_adjust: bool = True,
     finetune: bool = False,
     finetune_epochs: int = 3,
     spatial: bool | None = None,
@@ -95,6 +96,15 @@ def annotate(
     align
         Correct reference and query embeddings together by Harmony before the classifier and the
         novelty score (see above). Needs at least a few dozen cells on each side.
+    shift_adjust
+        Take a shift of the whole query out of the novelty distance before the threshold: the
+        query's distances to the reference are scaled down by the ratio of their median to the
+        held-out reference cells' median, when it is above 1 (see
+        :class:`~cellweave.tl.LabelTransfer`). Known types in a new state (another protocol,
+        species or condition) are then not called unknown wholesale, while a type the reference
+        lacks stays far relative to the rest of the query. Assumes at least half the query is of
+        reference types; skipped below 50 query cells and, with a warning, when the typical query
+        cell is beyond the threshold itself. The factor is recorded (``shift_factor``).
     finetune
         Fine-tune a copy of the model's encoder on the reference labels first (a linear head on
         the cell embedding, cross-entropy, ``finetune_epochs`` epochs; see
@@ -141,7 +151,8 @@ def annotate(
         spatial context the scores live in the space of embedding plus neighbourhood mean.
     ``.uns["cellweave"]["annotate"]``
         model name and SHA-256, ``label_key``, ``key_added``, classes, ``novelty_quantile``,
-        ``novelty_score``, ``batch_key`` and the number of batches calibrated on
+        ``novelty_score``, ``shift_adjust`` and the factor applied (``shift_factor``, 1: none),
+        ``batch_key`` and the number of batches calibrated on
         (``calibration_batches``, 0: a random 20%), threshold, number of unknown cells, number of
         reference cells, seed, versions and
         ``spatial`` (whether tissue context was used; with it ``spatial_context``: key,
@@ -171,7 +182,8 @@ def annotate(
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     # Checks the quantile and the score before any embedding.
-    transfer = LabelTransfer(novelty_quantile=novelty_quantile, novelty_score=novelty_score, seed=seed)
+    transfer = LabelTransfer(novelty_quantile=novelty_quantile, novelty_score=novelty_score,
+                             shift_adjust=shift_adjust, seed=seed)
 
     keep = labels.notna().to_numpy()
     # Neighbourhoods first (cheap, and bad sections or coordinates fail before any embedding).
@@ -246,6 +258,8 @@ def annotate(
         "batch_key": batch_key or "",
         "calibration_batches": transfer.calibration_groups_,
         "align": bool(align),
+        "shift_adjust": bool(shift_adjust),
+        "shift_factor": float(transfer.shift_factor_),
         "threshold": threshold,
         "n_neighbors": k,
         "n_unknown": int(unknown.sum()),
