@@ -409,3 +409,33 @@ def test_embed_zeros_comes_from_the_config_and_is_checked() -> None:
         CellWeaveConfig.from_preset("tiny", vocab_size=20, embed_zeros="all")
     with pytest.raises(ValueError, match="embed_zeros"):
         Tokenizer({"rna": 1}, embed_zeros="all")
+
+
+def test_adopt_token_space_takes_the_reference_hvgs_and_means_by_feature_id() -> None:
+    import pandas as pd
+
+    from cellweave.data import CellCorpus, ModalityBlock, adopt_token_space, feature_means, variable_columns
+
+    reference = _variable_corpus()  # ids 1000-1199; markers 1190-1199 are its most variable
+    ref_block = reference.blocks[0]
+    ref_hvg_ids = set(ref_block.token_ids[variable_columns(ref_block, 12)].tolist())
+    # A query over other columns, in another order: ids 1100-1199 reversed, plus 50 ids the reference lacks.
+    rng = np.random.default_rng(1)
+    ids = np.r_[np.arange(1199, 1099, -1), np.arange(5000, 5050)]
+    X = sp.csr_matrix(rng.poisson(1.0, (60, ids.size)).astype(np.float32))
+    block = ModalityBlock("rna", X, ids, np.ones(60, bool), "counts")
+    query = CellCorpus([block], pd.DataFrame(index=[f"q{i}" for i in range(60)]))
+    own_means = feature_means(block).copy()
+    adopt_token_space(query, reference, hvg_tokens=12)
+    allowed = block.variable_columns[12]
+    # The reference's HVGs the query measures, found by id (not by column).
+    assert set(block.token_ids[allowed].tolist()) == ref_hvg_ids & set(ids.tolist()) != set()
+    ref_means = dict(zip(ref_block.token_ids.tolist(), feature_means(ref_block).tolist()))
+    for col, fid in enumerate(ids.tolist()):
+        expected = ref_means[fid] if fid in ref_means else own_means[col]
+        assert block.feature_mean[col] == pytest.approx(expected)
+    # The query's tokens now come from those columns only.
+    tok = Tokenizer({"rna": 8}, zero_fraction=0.25, selection="deviation", hvg_tokens=12)
+    for i in range(10):
+        got, _, _ = tok.tokenize(query, i, np.random.default_rng(i))
+        assert set(got.tolist()) <= ref_hvg_ids

@@ -165,17 +165,44 @@ def test_align_reference_query_moves_a_shifted_query_onto_its_types() -> None:
         align_reference_query(ref, query[:, :8])
 
 
-def test_annotate_align_calls_fewer_shifted_cells_unknown(protocols, model) -> None:
+def test_annotate_align_and_shift_adjust_call_fewer_shifted_cells_unknown(protocols, model) -> None:
     ref, query, truth = protocols
-    plain = cellweave.tl.annotate(query, reference=ref, label_key="cell_type", model=model, progress=False, copy=True)
-    aligned = cellweave.tl.annotate(query, reference=ref, label_key="cell_type", model=model, align=True,
-                                    progress=False, copy=True)
+    kw = dict(reference=ref, label_key="cell_type", model=model, progress=False, copy=True)
+    plain = cellweave.tl.annotate(query, shift_adjust=False, **kw)
+    aligned = cellweave.tl.annotate(query, align=True, shift_adjust=False, **kw)
+    adjusted = cellweave.tl.annotate(query, **kw)  # the default: shift_adjust=True
     unknown = {name: (out.obs["cellweave_prediction"] == "unknown").mean() for name, out in
-               (("plain", plain), ("aligned", aligned))}
+               (("plain", plain), ("aligned", aligned), ("adjusted", adjusted))}
     # Measured with the shipped model: 10% of the Drop-seq cells (all of types in the CEL-seq2
-    # reference) called unknown without alignment, 4% with it (24% and 6% before genes outside its
-    # vocabulary got generated codes).
+    # reference) called unknown with neither, 4% with alignment (24% and 6% before genes outside its
+    # vocabulary got generated codes), UNKNOWN_ADJUSTED with the shift adjustment alone.
     assert unknown["plain"] > 0.05 and unknown["aligned"] < 0.5 * unknown["plain"]
+    assert unknown["adjusted"] < 0.5 * unknown["plain"]
+    assert adjusted.uns["cellweave"]["annotate"]["shift_factor"] < 1
     assert aligned.uns["cellweave"]["annotate"]["align"] and not plain.uns["cellweave"]["annotate"]["align"]
     known = (aligned.obs["cellweave_prediction"] != "unknown").to_numpy()
     assert (aligned.obs["cellweave_prediction"].astype(str).to_numpy()[known] == truth[known]).mean() > 0.4
+
+
+def test_annotate_tokenizes_the_query_in_the_reference_space(model) -> None:
+    # Two files, as a user has them: nothing embedded yet, so annotate embeds both.
+    raw = cellweave.datasets.load("multibatch_cellbench_sc_mixology")
+    ref = raw[raw.obs["protocol"] == "CEL-seq2"].copy()
+    query = raw[raw.obs["protocol"] == "Drop-seq"].copy()
+    del query.obs["cell_type"]
+    kw = dict(reference=ref, label_key="cell_type", model=model, progress=False, copy=True)
+    own = cellweave.tl.annotate(query, reference_token_space=False, shift_adjust=False, **kw)
+    shared = cellweave.tl.annotate(query, **kw)  # the default: the reference's token space, shift adjusted
+    unknown = {name: (out.obs["cellweave_prediction"] == "unknown").mean() for name, out in
+               (("own", own), ("shared", shared))}
+    # Measured with the shipped model: 60% of the Drop-seq cells called unknown when each side chose
+    # its own HVGs and gene means, 0.4% in the reference's token space with the shift adjustment.
+    assert unknown["own"] > 0.3 and unknown["shared"] < 0.05
+    assert own.uns["cellweave"]["annotate"]["query_token_space"] == "own"
+    assert shared.uns["cellweave"]["annotate"]["query_token_space"] == "reference"
+    assert shared.uns["cellweave"]["X_cellweave"]["token_space"] == "reference"
+    assert "X_cellweave" not in ref.obsm  # the reference is only read
+    # An embedding already stored with the same weights is reused as it is.
+    again = cellweave.tl.annotate(shared, **kw)
+    assert again.uns["cellweave"]["annotate"]["query_token_space"] == "stored"
+    np.testing.assert_array_equal(again.obsm["X_cellweave"], shared.obsm["X_cellweave"])

@@ -23,7 +23,8 @@ def cmd_map_query(args: argparse.Namespace) -> int:
     if args.adapt:
         model = adapt_on_both(reference, query, model, args)
     tl.map_query(query, reference=reference, label_key=args.label_key, model=model, n_neighbors=args.n_neighbors,
-                 index=args.index, novelty_quantile=args.novelty_quantile, seed=args.seed)
+                 index=args.index, novelty_quantile=args.novelty_quantile,
+                 reference_token_space=args.reference_token_space, seed=args.seed)
     for label, n in query.obs["cellweave_prediction"].value_counts().items():
         logger.info("mapped %s: %d cells", label, n)
     io.write(query, args.out)
@@ -38,6 +39,9 @@ def add_map_query(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--n-neighbors", type=int, default=15)
     sp.add_argument("--index", default="faiss", choices=["faiss", "pynndescent"], help="nearest-neighbour library")
     sp.add_argument("--novelty-quantile", type=float, default=0.99)
+    sp.add_argument("--reference-token-space", action=argparse.BooleanOptionalAction, default=True,
+                    help="tokenize the query as the reference: tokens from the reference's most variable genes, ranked by the "
+                         "reference's gene means (default: on; --no-reference-token-space: the query's own)")
     sp.add_argument("--out", required=True, help="output .h5ad (the mapped query)")
     sp.add_argument("--seed", type=int, default=0)
     add_adapt_options(sp, with_batch_key=True)

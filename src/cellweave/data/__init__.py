@@ -25,8 +25,8 @@ from ._soma import LAYER_ORDER as SOMA_LAYER_ORDER
 from ._soma import VAR_NAME_COLUMNS as SOMA_VAR_NAME_COLUMNS
 from ._soma import SomaCorpus, SomaCSR, SomaSelection, is_soma, open_soma, soma_vocabulary
 from ._spatial import neighbourhood_mean, section_neighbors, spatial_coordinates
-from ._tokenize import (EpochShuffleSampler, Tokenizer, TokenDataset, collate_tokens, feature_means,
-                        feature_modules, variable_columns)
+from ._tokenize import (EpochShuffleSampler, Tokenizer, TokenDataset, adopt_token_space, collate_tokens,
+                        feature_means, feature_modules, variable_columns)
 from .synthetic import synthetic_adata, synthetic_mudata
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "StoreCorpus",
     "TokenDataset",
     "Tokenizer",
+    "adopt_token_space",
     "build_vocabulary",
     "clr",
     "collate_tokens",

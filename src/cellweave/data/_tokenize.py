@@ -107,6 +107,38 @@ def variable_columns(block: ModalityBlock, n_top: int, *, max_cells: int = 10_00
     return block.variable_columns[n_top]
 
 
+def adopt_token_space(corpus: CellCorpus, reference: CellCorpus, *, hvg_tokens: int = 0) -> None:
+    """Tokenize ``corpus`` in ``reference``'s token space: per modality, its feature means (what
+    ``selection="deviation"`` ranks by) become the reference's for every feature the reference has
+    (its own for the others), and with ``hvg_tokens`` its tokens are drawn from the reference's
+    most variable features only, matched by feature id. So a query embedded for label transfer is
+    tokenized as its reference is, as PCA fitted on a reference projects a query, instead of each
+    side choosing its own HVGs and means (on the cell-line mixture, a Drop-seq query embedded on
+    its own beside a CEL-seq2 reference had 60% of its cells called unknown). A block whose features
+    share none of the reference's HVGs keeps its own (with a warning)."""
+    by_modality = {b.modality: b for b in reference.blocks if b.token_ids.size}
+    for block in corpus.blocks:
+        ref = by_modality.get(block.modality)
+        if ref is None or not block.token_ids.size:
+            continue
+        order = np.argsort(ref.token_ids, kind="stable")
+        pos = np.searchsorted(ref.token_ids, block.token_ids, sorter=order)
+        pos = order[np.minimum(pos, order.size - 1)]
+        shared = ref.token_ids[pos] == block.token_ids
+        mean = feature_means(block).copy()
+        mean[shared] = feature_means(ref)[pos[shared]]
+        block.feature_mean = mean
+        if hvg_tokens:
+            cols = variable_columns(ref, int(hvg_tokens))
+            ids = ref.token_ids if cols is None else ref.token_ids[cols]
+            allowed = np.flatnonzero(np.isin(block.token_ids, ids))
+            if allowed.size == 0:
+                logger.warning("%s: none of the reference's %d most variable features is measured here; "
+                               "tokens are drawn from this data's own.", block.modality, ids.size)
+                continue
+            block.variable_columns[int(hvg_tokens)] = allowed if allowed.size < block.token_ids.size else None
+
+
 def feature_modules(block: ModalityBlock, *, n_top: int = 2000, max_cells: int = 5000,
                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Co-expression modules of ``block``'s features, computed once and kept on the block:

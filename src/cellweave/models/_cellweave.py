@@ -394,6 +394,7 @@ class CellWeave:
         section_key: str | None = None,
         n_spatial_neighbors: int | None = None,
         embed_corpus: Callable[..., np.ndarray] | None = None,
+        token_space: CellCorpus | None = None,
         **prepare_kwargs: Any,
     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Cell embeddings of ``data`` and its per-modality coverage report.
@@ -407,10 +408,18 @@ class CellWeave:
         ``modalities`` (a ``prepare`` keyword) restricts the input modalities.
         ``embed_corpus``: what embeds the prepared corpus, called as :meth:`embed_corpus` is
         (default: that method; ``tl.embed`` passes a multi-device one).
+        ``token_space``: a prepared reference corpus whose token space the cells adopt (its
+        features' means and, with ``config.hvg_tokens``, its most variable features;
+        :func:`cellweave.data.adopt_token_space`), so they are tokenized as that reference was;
+        ``None``: from the cells themselves.
         """
         from cellweave.data import neighbourhood_mean, section_neighbors, spatial_coordinates
 
         corpus = self.prepare(data, **prepare_kwargs)
+        if token_space is not None:
+            from cellweave.data import adopt_token_space
+
+            adopt_token_space(corpus, token_space, hvg_tokens=int(getattr(self.config, "hvg_tokens", 0)))
         emb = (embed_corpus or self.embed_corpus)(corpus, batch_size=batch_size, seed=seed, progress=progress)
         self.last_spatial = None
         coords = spatial_coordinates(data, spatial_key) if spatial is not False else None

@@ -34,6 +34,7 @@ def annotate(
     batch_key: str | None = None,
     align: bool = False,
     shift_adjust: bool = True,
+    reference_token_space: bool = True,
     finetune: bool = False,
     finetune_epochs: int = 3,
     spatial: bool | None = None,
@@ -105,6 +106,14 @@ def annotate(
         lacks stays far relative to the rest of the query. Assumes at least half the query is of
         reference types; skipped below 50 query cells and, with a warning, when the typical query
         cell is beyond the threshold itself. The factor is recorded (``shift_factor``).
+    reference_token_space
+        Embed the query in the reference's token space: its tokens are drawn from the reference's
+        most variable genes and ranked by deviation from the reference's gene means
+        (:func:`cellweave.data.adopt_token_space`), as PCA fitted on a reference projects a query.
+        ``False``: the query chooses its own, as :func:`cellweave.tl.embed` on it alone does (the
+        rule before; then a query from another protocol is tokenized differently and much of it
+        may be called unknown). Only when the query is embedded here (a stored embedding of the
+        same model is reused as it is).
     finetune
         Fine-tune a copy of the model's encoder on the reference labels first (a linear head on
         the cell embedding, cross-entropy, ``finetune_epochs`` epochs; see
@@ -151,7 +160,9 @@ def annotate(
         spatial context the scores live in the space of embedding plus neighbourhood mean.
     ``.uns["cellweave"]["annotate"]``
         model name and SHA-256, ``label_key``, ``key_added``, classes, ``novelty_quantile``,
-        ``novelty_score``, ``shift_adjust`` and the factor applied (``shift_factor``, 1: none),
+        ``novelty_score``, ``shift_adjust`` and the factor applied (``shift_factor``, 1: none), the
+        query's token space (``query_token_space``: ``"reference"``, ``"own"`` or ``"stored"``, a
+        reused embedding),
         ``batch_key`` and the number of batches calibrated on
         (``calibration_batches``, 0: a random 20%), threshold, number of unknown cells, number of
         reference cells, seed, versions and
@@ -208,13 +219,15 @@ def annotate(
             progress=progress,
         )
         # With tissue context, unlabelled reference cells are still neighbours: embed them all.
-        ref_emb = model.embed(reference if neighbourhoods is not None else ref, spatial=False, seed=seed,
-                              progress=progress)[0]
-        query_emb = model.embed(adata, spatial=False, seed=seed, progress=progress)[0]
+        ref_corpus = model.prepare(reference if neighbourhoods is not None else ref)
+        ref_emb = model.embed_corpus(ref_corpus, seed=seed, progress=progress)
+        query_emb = model.embed(adata, spatial=False, seed=seed, progress=progress,
+                                token_space=ref_corpus if reference_token_space else None)[0]
         adata.obsm[f"X_{key_added}_finetuned"] = query_emb
+        token_space = "reference" if reference_token_space else "own"
     else:
-        query_emb = _embedding(adata, model, seed=seed, progress=progress, write=True)
-        ref_emb = _embedding(reference, model, seed=seed, progress=progress, write=False)
+        ref_emb, query_emb, token_space = reference_and_query_embeddings(
+            reference, adata, model, seed=seed, progress=progress, reference_token_space=reference_token_space)
         ref_labels = labels[keep].astype(str).to_numpy()
 
     spatial_context = None
@@ -260,6 +273,7 @@ def annotate(
         "align": bool(align),
         "shift_adjust": bool(shift_adjust),
         "shift_factor": float(transfer.shift_factor_),
+        "query_token_space": token_space,
         "threshold": threshold,
         "n_neighbors": k,
         "n_unknown": int(unknown.sum()),
@@ -341,9 +355,45 @@ def _use_spatial(spatial: bool | None, query: AnnData, reference: AnnData, spati
     return True
 
 
+def reference_and_query_embeddings(
+    reference: AnnData, query: AnnData, model: CellWeave, *, seed: int, progress: bool, reference_token_space: bool,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The reference's and the query's own embeddings by ``model`` (no tissue context), and how the
+    query was tokenized (``"stored"``: its embedding of the same weights reused; ``"reference"``:
+    embedded here in the reference's token space; ``"own"``). A query embedded here is written to
+    ``query.obsm["X_cellweave"]`` as :func:`cellweave.tl.embed` writes it; the reference is never
+    written to."""
+    query_emb = _stored_embedding(query, model)
+    ref_emb = _stored_embedding(reference, model)
+    ref_corpus = None
+    if query_emb is None and reference_token_space:
+        ref_corpus = model.prepare(reference)
+        if ref_emb is None:
+            ref_emb = model.embed_corpus(ref_corpus, seed=seed, progress=progress)
+    if ref_emb is None:
+        ref_emb = model.embed(reference, spatial=False, seed=seed, progress=progress)[0]
+    if query_emb is not None:
+        return ref_emb, query_emb, "stored"
+    embed(query, model=model, seed=seed, progress=progress, spatial=False, token_space=ref_corpus)
+    query_emb = np.asarray(query.obsm[EMBEDDING_KEY], dtype=np.float32)
+    return ref_emb, query_emb, "reference" if ref_corpus is not None else "own"
+
+
 def _embedding(data: AnnData, model: CellWeave, *, seed: int, progress: bool, write: bool) -> np.ndarray:
     """``data``'s own embedding by ``model`` (no tissue context): reused when recorded with the same
-    weights, else computed."""
+    weights, else computed (and written as :func:`cellweave.tl.embed` writes it when ``write``)."""
+    stored = _stored_embedding(data, model)
+    if stored is not None:
+        return stored
+    if write:
+        embed(data, model=model, seed=seed, progress=progress, spatial=False)
+        return np.asarray(data.obsm[EMBEDDING_KEY], dtype=np.float32)
+    return model.embed(data, spatial=False, seed=seed, progress=progress)[0]
+
+
+def _stored_embedding(data: AnnData, model: CellWeave) -> np.ndarray | None:
+    """``data``'s own embedding by ``model`` (no tissue context) when recorded with the same weights,
+    else ``None``."""
     record = data.uns.get(UNS_KEY, {}).get(EMBEDDING_KEY, {})
     if EMBEDDING_KEY in data.obsm and record.get("model_sha256") == model.model_hash:
         stored = np.asarray(data.obsm[EMBEDDING_KEY], dtype=np.float32)
@@ -356,7 +406,4 @@ def _embedding(data: AnnData, model: CellWeave, *, seed: int, progress: bool, wr
             logger.info("Reusing the cell's own part of .obsm[%r] (same model weights, spatial context dropped)",
                         EMBEDDING_KEY)
             return stored[:, :width]
-    if write:
-        embed(data, model=model, seed=seed, progress=progress, spatial=False)
-        return np.asarray(data.obsm[EMBEDDING_KEY], dtype=np.float32)
-    return model.embed(data, spatial=False, seed=seed, progress=progress)[0]
+    return None

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from mudata import MuData
 
+    from cellweave.data import CellCorpus
+
 logger = logging.getLogger(__name__)
 
 
@@ -72,6 +74,7 @@ def embed(
     devices: int | str = 1,
     accelerator: str = "auto",
     num_nodes: int = 1,
+    token_space: CellCorpus | None = None,
     copy: bool = False,
 ) -> AnnData | MuData | None:
     """Embed every cell with a pretrained CellWeave model.
@@ -111,6 +114,11 @@ def embed(
         starts them), so this needs a script or ``cellweave embed --devices N``, not an
         interactive session; every process returns the result, write it from rank 0 only.
         Default: one device, in this process.
+    token_space
+        A reference corpus prepared by the same model (``model.prepare(reference)``) whose token
+        space the cells adopt: its gene means and most variable genes
+        (:func:`cellweave.data.adopt_token_space`); what :func:`annotate` does for its query.
+        ``None``: the cells' own.
     copy
         Return a modified copy instead of writing into ``adata``.
 
@@ -124,7 +132,7 @@ def embed(
         model name and SHA-256, cellweave/torch versions, seed, modalities, input kind
         (counts or log-normalized), the vocabulary coverage per modality and ``spatial``
         (whether tissue context was used; with it ``spatial_context``: key, neighbours,
-        section column, number of sections).
+        section column, number of sections) and ``token_space`` (``"own"`` or ``"reference"``).
 
     Examples
     --------
@@ -140,7 +148,7 @@ def embed(
     emb, cov = model.embed(
         adata, batch_size=batch_size, seed=seed, progress=progress, embed_corpus=embedder,
         spatial=spatial, spatial_key=spatial_key, section_key=section_key, n_spatial_neighbors=n_spatial_neighbors,
-        layer=layer, modalities=modalities, organism=organism,
+        token_space=token_space, layer=layer, modalities=modalities, organism=organism,
     )
     adata.obsm[key_added] = emb
     record: dict[str, Any] = {
@@ -157,6 +165,7 @@ def embed(
         "pretraining_seed": model.card.get("seed"),
         "spatial": model.last_spatial is not None,
         "spatial_context": model.last_spatial,
+        "token_space": "own" if token_space is None else "reference",
     }
     uns = dict(adata.uns.get(UNS_KEY, {}))
     uns[key_added] = _h5_safe(record)

@@ -12,7 +12,7 @@ from cellweave._constants import UNS_KEY
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.models import CellWeave, environment_versions
 
-from ._annotate import _embedding, _reference_labels
+from ._annotate import _reference_labels, reference_and_query_embeddings
 from ._embed import _h5_safe, _resolve
 from ._transfer import UNKNOWN_LABEL
 
@@ -82,6 +82,7 @@ def map_query(
     n_neighbors: int = 15,
     index: str = "faiss",
     novelty_quantile: float = 0.99,
+    reference_token_space: bool = True,
     key_added: str = "cellweave",
     seed: int = 0,
     progress: bool = True,
@@ -115,6 +116,9 @@ def map_query(
         ``"faiss"`` (exact) or ``"pynndescent"`` (approximate, for large references).
     novelty_quantile
         Quantile of the reference's own neighbour distances used as the "unknown" threshold.
+    reference_token_space
+        Embed the query in the reference's token space (its most variable genes and gene means),
+        as :func:`cellweave.tl.annotate` does; ``False``: the query's own.
     key_added
         Prefix of the ``obs`` columns and ``obsm`` keys written.
     seed, progress, copy
@@ -137,7 +141,8 @@ def map_query(
     ``.uns["cellweave"]["map_query"]``
         model SHA-256, index backend, ``n_neighbors``, label classes, threshold, number of
         reference cells, the reference UMAP coordinates and labels (for plotting the query over
-        it), seed and versions.
+        it), the query's token space (``query_token_space``, as in :func:`annotate`), seed and
+        versions.
     """
     from sklearn.preprocessing import StandardScaler
 
@@ -150,8 +155,8 @@ def map_query(
     labels = _reference_labels(reference, label_key)
     adata = adata.copy() if copy else adata
     model = _resolve(model)
-    query_emb = _embedding(adata, model, seed=seed, progress=progress, write=True)
-    ref_emb = _embedding(reference, model, seed=seed, progress=progress, write=False)
+    ref_emb, query_emb, token_space = reference_and_query_embeddings(
+        reference, adata, model, seed=seed, progress=progress, reference_token_space=reference_token_space)
     keep = labels.notna().to_numpy()
     ref_emb, ref_labels = ref_emb[keep], labels[keep].astype(str).to_numpy()
 
@@ -185,7 +190,7 @@ def map_query(
         "n_neighbors": k, "classes": [str(c) for c in classes], "novelty_quantile": novelty_quantile,
         "threshold": threshold, "n_unknown": int(unknown.sum()), "n_reference": len(ref_z),
         "reference_umap": ref_umap.astype(np.float32), "reference_labels": [str(x) for x in ref_labels],
-        "seed": seed, "versions": environment_versions(),
+        "query_token_space": token_space, "seed": seed, "versions": environment_versions(),
     }
     uns = dict(adata.uns.get(UNS_KEY, {}))
     uns["map_query"] = _h5_safe(record)
