@@ -57,10 +57,16 @@ def main() -> None:
         for group, tr, te in across_splits(d.adata.obs, d.shift_key, y):
             ref, query = d.model_input[tr].copy(), d.model_input[te].copy()
             ref.obs["panel_label"] = y[tr]
-            row = {}
+            # The reference is embedded in its own space whatever the variant: once, reused by annotate.
+            cellweave.tl.embed(ref, model=model, seed=0, progress=False, spatial=False)
+            row, embedded = {}, {}
             for name, options in VARIANTS.items():
-                out = cellweave.tl.annotate(query, reference=ref, label_key="panel_label", model=model,
-                                            progress=False, copy=True, seed=0, **options)
+                # The shift adjustment acts after embedding: its variant reuses the query embedded
+                # (in the same token space) by the variant without it.
+                space = options.get("reference_token_space", True)
+                out = cellweave.tl.annotate(embedded.get(space, query), reference=ref, label_key="panel_label",
+                                            model=model, progress=False, copy=True, seed=0, **options)
+                embedded.setdefault(space, out)
                 raw = out.obs["cellweave_prediction"].astype(str).to_numpy()
                 transfer = out.uns["cellweave"]["annotate"]
                 row[f"{name}: unknown"] = float((raw == "unknown").mean())
