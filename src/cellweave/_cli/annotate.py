@@ -60,8 +60,9 @@ def add_annotate(sp: argparse.ArgumentParser, model_help: str) -> None:
                          "held-out reference cells' before the 'unknown' threshold, so a shifted query of known "
                          "types is not called unknown wholesale (default: on; needs 50 query cells)")
     sp.add_argument("--reference-token-space", action=argparse.BooleanOptionalAction, default=True,
-                    help="tokenize the query as the reference: tokens from the reference's most variable genes, ranked by the "
-                         "reference's gene means (default: on; --no-reference-token-space: the query's own)")
+                    help="tokenize the query as the reference: tokens from the reference's most variable genes, "
+                         "ranked by the reference's gene means (default: on; --no-reference-token-space: the "
+                         "query's own)")
     sp.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=False,
                     help="fine-tune the encoder on the reference labels (default: --no-finetune, a classifier on "
                          "frozen embeddings)")
