@@ -44,7 +44,7 @@ def main() -> None:
 
     import cellweave
     from cellweave.bench.tasks._cells import across_splits
-    from cellweave.bench.tasks.panel import _standardized_hvgs
+    from cellweave.bench.tasks.panel import standardized_hvgs
     from cellweave.models import CellWeave
 
     model = CellWeave.load(args.model)
@@ -74,7 +74,7 @@ def main() -> None:
                 row[f"{name}: macro-F1 (unknown wrong)"] = float(f1_score(y[te], raw, average="macro",
                                                                           labels=sorted(set(y[te]))))
                 row[f"{name}: shift factor"] = float(transfer["shift_factor"])
-            ztr, zte = _standardized_hvgs(d, tr, te)
+            ztr, zte = standardized_hvgs(d, tr, te)
             lr = LogisticRegression(C=1.0, max_iter=1000, random_state=0).fit(ztr, y[tr])
             row["logreg-L2 (HVG): macro-F1"] = float(f1_score(y[te], lr.predict(zte), average="macro"))
             per_dataset[d.name].append(row)

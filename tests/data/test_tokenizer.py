@@ -394,8 +394,8 @@ def test_embed_zeros_rule_applies_to_embedding_only(rule: str) -> None:
         assert len({tuple(z) for z in zeros_by_seed}) > 1
     # Training keeps drawing zeros at random, whatever the rule.
     train = TokenDataset([corpus], tok, mode="train", seed=0)
-    draws = {tuple(sorted(train.item(0, view=v)["token_ids"][train.item(0, view=v)["values"] == 0].tolist()))
-             for v in range(8)}
+    items = [train.item(0, view=v) for v in range(8)]
+    draws = {tuple(sorted(it["token_ids"][it["values"] == 0].tolist())) for it in items}
     assert all(len(d) == 3 for d in draws) and len(draws) > 1
 
 

@@ -364,19 +364,17 @@ def reference_and_query_embeddings(
     ``query.obsm["X_cellweave"]`` as :func:`cellweave.tl.embed` writes it; the reference is never
     written to."""
     query_emb = _stored_embedding(query, model)
+    if query_emb is not None or not reference_token_space:
+        ref_emb = _embedding(reference, model, seed=seed, progress=progress, write=False)
+        if query_emb is not None:
+            return ref_emb, query_emb, "stored"
+        return ref_emb, _embedding(query, model, seed=seed, progress=progress, write=True), "own"
+    ref_corpus = model.prepare(reference)  # the token space the query adopts
     ref_emb = _stored_embedding(reference, model)
-    ref_corpus = None
-    if query_emb is None and reference_token_space:
-        ref_corpus = model.prepare(reference)
-        if ref_emb is None:
-            ref_emb = model.embed_corpus(ref_corpus, seed=seed, progress=progress)
     if ref_emb is None:
-        ref_emb = model.embed(reference, spatial=False, seed=seed, progress=progress)[0]
-    if query_emb is not None:
-        return ref_emb, query_emb, "stored"
+        ref_emb = model.embed_corpus(ref_corpus, seed=seed, progress=progress)
     embed(query, model=model, seed=seed, progress=progress, spatial=False, token_space=ref_corpus)
-    query_emb = np.asarray(query.obsm[EMBEDDING_KEY], dtype=np.float32)
-    return ref_emb, query_emb, "reference" if ref_corpus is not None else "own"
+    return ref_emb, np.asarray(query.obsm[EMBEDDING_KEY], dtype=np.float32), "reference"
 
 
 def _embedding(data: AnnData, model: CellWeave, *, seed: int, progress: bool, write: bool) -> np.ndarray:

@@ -180,7 +180,7 @@ def _scvi_latent(ctx, d: PanelData, *, seed: int) -> np.ndarray | None:
     return ctx.cache[key]
 
 
-def _standardized_hvgs(d: PanelData, train: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def standardized_hvgs(d: PanelData, train: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Log-normalized top-2000 HVGs chosen on ``train`` and standardized on it, for ``train`` and ``other``."""
     from sklearn.preprocessing import StandardScaler
 
@@ -264,7 +264,7 @@ def _across_shift(d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[
             m["unknown_rate"] = float(cw.unknown.mean())
             m["ece"] = expected_calibration_error(cw.confidence, cw.raw_prediction.astype(str) == yte)
             records += make_records(TASK, d.short, split, seed, method, m, higher_is_better=lower)
-        ztr, zte = _standardized_hvgs(d, tr, te)
+        ztr, zte = standardized_hvgs(d, tr, te)
         lr = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(ztr, d.labels[tr])
         p = lr.predict_proba(zte)
         pred = lr.classes_[p.argmax(1)]
@@ -302,7 +302,7 @@ def baseline_novelty_scores(d: PanelData, tr: np.ndarray, query: np.ndarray, see
 
     from cellweave.tl import harmony
 
-    ztr, zq = _standardized_hvgs(d, tr, query)
+    ztr, zq = standardized_hvgs(d, tr, query)
     lr = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(ztr, d.labels[tr])
     scores = {"logreg max-softmax": 1.0 - lr.predict_proba(zq).max(1)}
     n_pc = int(min(50, ztr.shape[1] - 1, ztr.shape[0] - 1))
