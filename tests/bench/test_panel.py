@@ -73,7 +73,7 @@ def test_summary_compares_on_common_datasets() -> None:
     assert row["gap (mean)"] == pytest.approx(-0.05)
 
 
-def test_panel_variants_adapted_and_untrained_beside_zero_shot() -> None:
+def test_panel_variants_adapted_and_untrained_beside_zero_shot(monkeypatch) -> None:
     import torch
 
     from cellweave.bench._runner import BenchmarkContext
@@ -94,14 +94,25 @@ def test_panel_variants_adapted_and_untrained_beside_zero_shot() -> None:
     assert set(embs) == {"cellweave", panel.ADAPTED, panel.UNTRAINED}
     assert all(e.shape[0] == adata.n_obs and np.isfinite(e).all() for e in embs.values())
     assert not np.allclose(embs["cellweave"], embs[panel.UNTRAINED])
-    assert not np.allclose(embs["cellweave"], embs[panel.ADAPTED])
+    # The adapted model (method "head") embeds cells as its readout's latent.
+    assert embs[panel.ADAPTED].shape == (adata.n_obs, 10) and embs["cellweave"].shape[1] == model.module.embedding_dim
     steps = [r for r in records if r.metric == "steps"]
     assert len(steps) == 1 and steps[0].value == 2 and steps[0].split == "adaptation"
-    # --adapt-lr reaches the adaptation: a vanishing learning rate leaves the weights (and embedding) as they were.
+    # --adapt-lr and --adapt-max-steps reach the adaptation, with the panel's method.
+    import cellweave.train
+
+    seen = {}
+    real = cellweave.train.adapt
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
     frozen = BenchmarkContext(model=model, seeds=(0,), quick=True, adapt=("pretrained",), adapt_max_steps=2,
                               adapt_lr=1e-12, progress=False)
-    still, _ = panel._model_embeddings(frozen, d, seed=0)
-    np.testing.assert_allclose(still[panel.ADAPTED], still["cellweave"], atol=1e-4)
+    monkeypatch.setattr(cellweave.train, "adapt", spy)
+    panel._model_embeddings(frozen, d, seed=0)
+    assert seen["lr"] == 1e-12 and seen["max_steps"] == 2 and seen["method"] == panel.ADAPT_METHOD == "head"
     # The summary counts the untrained control as a baseline, not as a cellweave variant.
     recs = panel._zero_shot(ctx, d, embs, seed=0)
     assert {r.method for r in recs} >= {"cellweave", panel.ADAPTED, panel.UNTRAINED, "PCA (HVG)"}

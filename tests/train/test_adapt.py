@@ -41,6 +41,16 @@ def test_nb_nll_is_minimal_at_the_true_mean() -> None:
     assert torch.isclose(nb_nll(torch.zeros(1), torch.ones(1), torch.ones(1)), torch.log(torch.tensor([2.0])))
 
 
+def test_sparse_nb_sum_equals_the_elementwise_nll() -> None:
+    from cellweave.nn._decoder import nb_nll_sum
+
+    torch.manual_seed(0)
+    x = torch.poisson(torch.rand(40, 25) * 0.5)  # mostly zeros, as counts are
+    mu, theta = torch.rand(40, 25) * 3 + 0.01, torch.rand(25) + 0.1
+    assert (x == 0).float().mean() > 0.5
+    assert torch.isclose(nb_nll_sum(x, mu, theta), nb_nll(x, mu, theta).sum(), rtol=1e-5)
+
+
 def test_count_decoder_means_sum_to_the_library() -> None:
     dec = CountDecoder(8, 20, n_batches=3)
     mu, theta = dec(torch.randn(4, 8), torch.tensor([0, 1, 2, 0]), torch.tensor([[10.0], [20.0], [5.0], [1.0]]))
@@ -61,7 +71,7 @@ def test_adapt_lowers_both_losses_saves_a_loadable_model_and_leaves_the_base_alo
     adata, model, _ = data_and_model
     before = {k: v.clone() for k, v in model.module.state_dict().items()}
     out = tmp_path / "adapted"
-    adapted = adapt(adata, model=model, batch_key="batch", max_epochs=6, max_steps=None, batch_size=32, lr=2e-3,
+    adapted = adapt(adata, model=model, method="encoder", batch_key="batch", max_epochs=6, max_steps=None, batch_size=32, lr=2e-3,
                     out=out, progress=False)
     rec = adapted.card["adaptation"]
     assert rec["count_likelihood"] and rec["n_batches"] == 2 and rec["decoded_genes"] > 10
@@ -81,7 +91,7 @@ def test_adapt_lowers_both_losses_saves_a_loadable_model_and_leaves_the_base_alo
 
 def test_adapt_from_scratch_and_without_counts(data_and_model, recwarn) -> None:
     adata, model, _ = data_and_model
-    scratch = adapt(adata, model=model, max_epochs=1, max_steps=2, batch_size=32, from_scratch=True, progress=False)
+    scratch = adapt(adata, model=model, method="encoder", max_epochs=1, max_steps=2, batch_size=32, from_scratch=True, progress=False)
     # Adaptation has no validation loop; Lightning must not warn about a missing val_dataloader.
     assert not [w for w in recwarn if "val_dataloader" in str(w.message)]
     assert scratch.card["adaptation"]["from_scratch"] and scratch.card["adaptation"]["base_model_sha256"] is None
@@ -89,7 +99,7 @@ def test_adapt_from_scratch_and_without_counts(data_and_model, recwarn) -> None:
     lognorm = adata.copy()
     lognorm.X = np.log1p(lognorm.X.toarray() / lognorm.X.sum(1).A * 1e4).astype(np.float32)
     lognorm.uns["x_kind"] = "log_normalized"
-    masked_only = adapt(lognorm, model=model, max_epochs=1, max_steps=2, batch_size=32, vicreg_weight=0.0,
+    masked_only = adapt(lognorm, model=model, method="encoder", max_epochs=1, max_steps=2, batch_size=32, vicreg_weight=0.0,
                         progress=False)
     assert not masked_only.card["adaptation"]["count_likelihood"]
     assert set(masked_only.card["adaptation"]["losses_after"]) == {"masked_loss"}
@@ -114,7 +124,7 @@ def test_adapt_start_genes_keeps_only_the_pretrained_gene_tables(data_and_model)
         if name != "feature_embedding.weight" and value.numel() > 1 and value.std() > 0:
             assert not torch.equal(value, model.module.state_dict()[name]), name
             assert value.shape == fresh[name].shape
-    adapted = adapt(adata, model=model, start="genes", max_epochs=1, max_steps=2, batch_size=32, progress=False)
+    adapted = adapt(adata, model=model, method="encoder", start="genes", max_epochs=1, max_steps=2, batch_size=32, progress=False)
     rec = adapted.card["adaptation"]
     assert rec["start"] == "genes" and not rec["from_scratch"] and rec["base_model_sha256"] == model.model_hash
     assert adapted.name.endswith("-genes-adapted")
@@ -136,14 +146,14 @@ def test_adapt_trains_feature_tables_unless_told_not_to(data_and_model, tmp_path
     assert dataclasses.asdict(fixed.config) == dataclasses.asdict(CellWeave.load(tmp_path / "fixed").config)
     tables = ("feature_embedding.weight", "profile_embedding.weight")
     before = {k: v.clone() for k, v in fixed.module.state_dict().items()}
-    kept = adapt(adata, model=fixed, max_epochs=1, max_steps=3, batch_size=32, lr=1e-2, progress=False,
+    kept = adapt(adata, model=fixed, method="encoder", max_epochs=1, max_steps=3, batch_size=32, lr=1e-2, progress=False,
                  train_feature_tables=False)
     for name in tables:
         assert torch.equal(before[name], kept.module.state_dict()[name]), name
     assert not torch.equal(before["cell_key.weight"], kept.module.state_dict()["cell_key.weight"])
     assert kept.config.fixed_feature_tables and kept.card["adaptation"]["feature_tables"] == "fixed"
     # The default trains them, in a copy: the input model keeps its fixed codes and its flag.
-    trained = adapt(adata, model=fixed, max_epochs=1, max_steps=3, batch_size=32, lr=1e-2, progress=False)
+    trained = adapt(adata, model=fixed, method="encoder", max_epochs=1, max_steps=3, batch_size=32, lr=1e-2, progress=False)
     for name in tables:
         assert not torch.equal(before[name], trained.module.state_dict()[name]), name
         assert torch.equal(before[name], fixed.module.state_dict()[name]), name
@@ -153,7 +163,7 @@ def test_adapt_trains_feature_tables_unless_told_not_to(data_and_model, tmp_path
     reloaded = CellWeave.load(tmp_path / "trained")
     assert not reloaded.config.fixed_feature_tables and reloaded.module.feature_embedding.weight.requires_grad
     # A model with learned tables can keep them fixed too.
-    frozen = adapt(adata, model=model, max_epochs=1, max_steps=3, batch_size=32, lr=1e-2, progress=False,
+    frozen = adapt(adata, model=model, method="encoder", max_epochs=1, max_steps=3, batch_size=32, lr=1e-2, progress=False,
                    train_feature_tables=False)
     assert torch.equal(model.module.feature_embedding.weight, frozen.module.feature_embedding.weight)
     assert not model.config.fixed_feature_tables
@@ -165,7 +175,7 @@ def test_cli_adapt_keeps_feature_tables_fixed_when_asked(data_and_model, tmp_pat
     adata, model, folder = data_and_model
     adata.write_h5ad(tmp_path / "cells.h5ad")
     rc = main(["-q", "adapt", str(tmp_path / "cells.h5ad"), "--model", str(folder), "--out", str(tmp_path / "a"),
-               "--max-epochs", "1", "--max-steps", "2", "--lr", "0.01", "--no-train-feature-tables"])
+               "--method", "encoder", "--max-epochs", "1", "--max-steps", "2", "--lr", "0.01", "--no-train-feature-tables"])
     assert rc == 0
     adapted = CellWeave.load(tmp_path / "a")
     assert adapted.card["adaptation"]["feature_tables"] == "fixed" and adapted.config.fixed_feature_tables
@@ -180,6 +190,57 @@ def test_adapt_refuses_a_missing_batch_key_and_an_empty_budget(data_and_model) -
         adapt(adata, model=model, max_steps=0, progress=False)
 
 
+def _knn_accuracy(emb: np.ndarray, labels) -> float:
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return float(cross_val_score(KNeighborsClassifier(15), emb, np.asarray(labels, dtype=str), cv=5).mean())
+
+
+def test_adapt_head_trains_a_readout_of_the_frozen_model(data_and_model, tmp_path) -> None:
+    adata, model, _ = data_and_model
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    out = tmp_path / "head"
+    adapted = adapt(adata, model=model, batch_key="batch", max_epochs=50, n_latent=6, out=out, progress=False)
+    rec = adapted.card["adaptation"]
+    assert rec["method"] == "head" and rec["n_latent"] == 6 and rec["n_batches"] == 2
+    assert rec["steps"] == 50 * 2 and rec["batch_size"] == 128  # 240 cells: 2 batches of at most 128 a pass
+    assert rec["losses_after"]["count_nll"] < 0.9 * rec["losses_before"]["count_nll"]
+    for k, v in model.module.state_dict().items():  # the input model is not changed ...
+        assert torch.equal(v, before[k])
+    for k, v in adapted.module.state_dict().items():  # ... and the adapted encoder is the frozen model
+        if not k.startswith("readout."):
+            assert torch.equal(v, before[k]), k
+    assert adapted.config.readout_latent == 6 and model.config.readout_latent == 0
+    emb, _ = adapted.embed(adata, progress=False)
+    assert emb.shape == (adata.n_obs, 6) and adapted.module.embedding_dim == 6
+    loaded = CellWeave.load(out)
+    assert loaded.config.readout_latent == 6 and loaded.card["adaptation"]["method"] == "head"
+    np.testing.assert_allclose(loaded.embed(adata, progress=False)[0], emb, atol=1e-5)
+    # The readout reads the whole profile through the count likelihood: cell types separate better than
+    # in the frozen model's embedding, and the batch (the decoder's covariate) no better.
+    base = model.embed(adata, progress=False)[0]
+    assert _knn_accuracy(emb, adata.obs["cell_type"]) > max(_knn_accuracy(base, adata.obs["cell_type"]), 0.95)
+    assert _knn_accuracy(emb, adata.obs["batch"]) <= _knn_accuracy(base, adata.obs["batch"]) + 0.05
+    # A fine-tuned encoder invalidates the readout: the encoder method drops it.
+    tuned = adapt(adata, model=loaded, method="encoder", max_epochs=1, max_steps=2, batch_size=32, progress=False)
+    assert tuned.config.readout_latent == 0 and not hasattr(tuned.module, "readout")
+    assert tuned.embed(adata, progress=False)[0].shape[1] == model.module.embedding_dim
+
+
+def test_adapt_head_needs_counts_and_says_what_to_do(data_and_model) -> None:
+    adata, model, _ = data_and_model
+    lognorm = adata.copy()
+    lognorm.X = np.log1p(lognorm.X.toarray() / lognorm.X.sum(1).A * 1e4).astype(np.float32)
+    lognorm.uns["x_kind"] = "log_normalized"
+    with pytest.raises(CellWeaveInputError, match="method='encoder'"):
+        adapt(lognorm, model=model, progress=False)
+    with pytest.raises(CellWeaveInputError, match="method="):
+        adapt(adata, model=model, method="lora", progress=False)
+    with pytest.raises(CellWeaveInputError, match="n_latent"):
+        adapt(adata, model=model, n_latent=0, progress=False)
+
+
 def test_cli_adapt_then_embed_and_embed_with_adapt(data_and_model, tmp_path) -> None:
     from cellweave.cli import main
 
@@ -187,11 +248,11 @@ def test_cli_adapt_then_embed_and_embed_with_adapt(data_and_model, tmp_path) -> 
     adata.write_h5ad(tmp_path / "cells.h5ad")
     out = tmp_path / "adapted"
     rc = main(["-q", "adapt", str(tmp_path / "cells.h5ad"), "--model", str(folder), "--out", str(out),
-               "--batch-key", "batch", "--max-epochs", "1", "--max-steps", "3"])
+               "--batch-key", "batch", "--max-epochs", "4", "--max-steps", "3"])
     assert rc == 0
     adapted = CellWeave.load(out)
     assert adapted.card["adaptation"]["steps"] == 3 and adapted.card["adaptation"]["batch_key"] == "batch"
-    assert adapted.card["adaptation"]["feature_tables"] == "trained"
+    assert adapted.card["adaptation"]["method"] == "head" and adapted.config.readout_latent == 10
     assert "adapt" in adapted.card["adaptation"]["command"]
     rc = main(["-q", "embed", str(tmp_path / "cells.h5ad"), "--model", str(out), "--out", str(tmp_path / "e.h5ad")])
     assert rc == 0
@@ -199,7 +260,7 @@ def test_cli_adapt_then_embed_and_embed_with_adapt(data_and_model, tmp_path) -> 
     assert by_folder.uns["cellweave"]["X_cellweave"]["model_sha256"] == adapted.model_hash
     # --adapt does the same in one step (same seed, same budget -> the same weights).
     rc = main(["-q", "embed", str(tmp_path / "cells.h5ad"), "--model", str(folder), "--adapt",
-               "--adapt-batch-key", "batch", "--adapt-epochs", "1", "--adapt-max-steps", "3",
+               "--adapt-batch-key", "batch", "--adapt-epochs", "4", "--adapt-max-steps", "3",
                "--out", str(tmp_path / "e2.h5ad")])
     assert rc == 0
     one_step = ad.read_h5ad(tmp_path / "e2.h5ad")

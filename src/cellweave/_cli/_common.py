@@ -58,15 +58,26 @@ def add_device_options(sp: argparse.ArgumentParser) -> None:
 
 # --- adaptation: `cellweave adapt` and the --adapt of embed, annotate, map-query, integrate -----------
 
-def add_budget_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = True) -> None:
-    """The adaptation budget's options, shared by ``adapt`` and every verb's ``--adapt``."""
-    from cellweave.train import ADAPT_EPOCHS, ADAPT_MAX_STEPS
+def max_steps_argument(value: int | None) -> int | None:
+    """``--max-steps`` / ``--adapt-max-steps`` as :func:`cellweave.train.adapt` takes it: ``None`` (the
+    method's default cap) stays, 0 means no cap."""
+    if value is None:
+        return None
+    return int(value) if int(value) > 0 else 2**62
 
-    sp.add_argument("--adapt-epochs", type=int, default=ADAPT_EPOCHS,
-                    help=f"passes over the cells when adapting (default: {ADAPT_EPOCHS})")
-    sp.add_argument("--adapt-max-steps", type=int, default=ADAPT_MAX_STEPS,
-                    help=f"cap on optimizer steps when adapting (default: {ADAPT_MAX_STEPS}, about 8 minutes on "
-                         "2 CPU cores; 0 = no cap)")
+
+def add_budget_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = True) -> None:
+    """The adaptation's method and budget options, shared by every verb's ``--adapt``."""
+    from cellweave.train import ADAPT_EPOCHS, ADAPT_MAX_STEPS, HEAD_EPOCHS
+
+    sp.add_argument("--adapt-method", default="head", choices=["head", "encoder"],
+                    help="how to adapt (as `cellweave adapt --method`): head, a latent readout of the frozen model "
+                         "(default); encoder, fine-tune the transformer")
+    sp.add_argument("--adapt-epochs", type=int, default=None,
+                    help=f"passes over the cells when adapting (default: {HEAD_EPOCHS} head, {ADAPT_EPOCHS} encoder)")
+    sp.add_argument("--adapt-max-steps", type=int, default=None,
+                    help=f"cap on optimizer steps when adapting (default: none for head; {ADAPT_MAX_STEPS} for encoder, "
+                         "about 8 minutes on 2 CPU cores; 0 = no cap)")
     if with_batch_key:
         sp.add_argument("--adapt-batch-key", default=None,
                         help="obs column of batches, a covariate of the count decoder when adapting (default: none)")
@@ -85,9 +96,10 @@ def adapt_for_command(data, model, args: argparse.Namespace, *, batch_key: str |
     from cellweave.train import adapt
 
     key = getattr(args, "adapt_batch_key", None) or batch_key
-    max_steps = args.adapt_max_steps or None
-    logger.info("Adapting %s to %d cells (--adapt; batch covariate: %s)", model.name, data.n_obs, key or "none")
-    return adapt(data, model=model, batch_key=key, max_epochs=args.adapt_epochs, max_steps=max_steps,
+    logger.info("Adapting %s to %d cells (--adapt, method %s; batch covariate: %s)", model.name, data.n_obs,
+                args.adapt_method, key or "none")
+    return adapt(data, model=model, method=args.adapt_method, batch_key=key, max_epochs=args.adapt_epochs,
+                 max_steps=max_steps_argument(args.adapt_max_steps),
                  seed=getattr(args, "seed", 0), layer=getattr(args, "layer", None),
                  command=command_line(args))
 

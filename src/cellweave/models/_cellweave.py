@@ -294,7 +294,9 @@ class CellWeave:
 
         ``modalities``: embed from these modalities only (e.g. ``["rna"]`` for the RNA-only
         embedding of a CITE-seq cell). ``pooling="cls"`` returns the CLS state ``(n, d_model)``
-        that the cell head reads (what :meth:`predict_features` uses), whatever the config says.
+        that the cell head reads (what :meth:`predict_features` uses), whatever the config says;
+        ``pooling="pooled"`` the pooled embedding before an adapted model's latent readout
+        (``config.readout_latent``; the same as ``"config"`` without one).
         """
         from tqdm.auto import tqdm
 
@@ -302,12 +304,15 @@ class CellWeave:
         dataset = TokenDataset([corpus], self.tokenizer, mode="embed", seed=seed, modalities=modalities)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_tokens)
         device = next(self.module.parameters()).device
-        width = self.config.d_model if pooling == "cls" else self.module.embedding_dim
+        if pooling not in ("config", "cls", "pooled"):
+            raise ValueError(f"pooling={pooling!r}: give 'config', 'cls' or 'pooled'.")
+        width = {"cls": self.config.d_model, "pooled": self.module.pooled_dim}.get(pooling, self.module.embedding_dim)
         out = np.zeros((len(dataset), width), dtype=np.float32)
         for batch in tqdm(loader, desc=f"embedding {corpus.name}", disable=not progress, leave=False):
             args = (batch["token_ids"].to(device), batch["values"].to(device), batch["modality_ids"].to(device),
                     batch["padding_mask"].to(device))
-            cell = self.module.encode(*args)[0] if pooling == "cls" else self.module.embed_cells(*args)
+            cell = (self.module.encode(*args)[0] if pooling == "cls"
+                    else self.module.embed_cells(*args, readout=pooling != "pooled"))
             out[batch["index"].numpy()] = cell.float().cpu().numpy()
         return out
 
@@ -616,6 +621,19 @@ def render_model_card(model: CellWeave) -> str:
             f"| {d.get('name')} | {d.get('n_train', '?')}/{d.get('n_val', '?')} | {', '.join(d.get('modalities', []))} "
             f"| `{str(d.get('sha256', ''))[:12]}` |"
         )
+    adaptation = c.get("adaptation")
+    if adaptation:
+        lines += ["", "## Adaptation (no labels)",
+                  f"- method `{adaptation.get('method', 'encoder')}` from `{adaptation.get('base_model')}` "
+                  f"(start: {adaptation.get('start', 'pretrained')}) on {adaptation.get('n_cells')} cells; "
+                  f"batch covariate: {adaptation.get('batch_key') or 'none'}; {adaptation.get('steps')} steps in "
+                  f"{adaptation.get('seconds')} s",
+                  f"- losses before / after: {adaptation.get('losses_before')} / {adaptation.get('losses_after')}",
+                  f"- command: `{adaptation.get('command', 'n/a')}`"]
+        if getattr(cfg, "readout_latent", 0):
+            lines.append(f"- cells are embedded as the {cfg.readout_latent}-d posterior mean of a variational "
+                         "readout of the frozen model's embedding, trained with a negative-binomial decoder of the "
+                         "cells' counts (scVI's model); it describes these cells, not a general-purpose space")
     metrics = c.get("metrics", {})
     if metrics:
         lines += ["", "## Validation metrics (held-out cells, masked values)", "| metric | value |", "|---|---|"]

@@ -137,6 +137,13 @@ class CellWeaveConfig:
     in the feature's fixed random code) cannot fit one mean per gene, and the masked-value loss of
     a 3-epoch model stayed above the per-feature-mean baseline (1.87 against 1.49). Off in models
     saved before it."""
+    readout_latent: int = 0
+    """Width of a latent readout on top of the pooled embedding (:class:`~cellweave.nn.LatentReadout`):
+    what ``adapt(method="head")`` trains, a count-likelihood VAE encoder read off the frozen
+    embedding, so the adapted model embeds cells as that latent's posterior mean
+    (``readout_latent`` wide). 0 (pretrained models, and models saved before it): no readout."""
+    readout_hidden: int = 128
+    """Hidden width of the latent readout (used only when ``readout_latent > 0``)."""
     spatial_neighbors: int = 0
     """Spatial context when embedding data with ``obsm["spatial"]``: the mean embedding of this
     many nearest neighbours in space (within a section) is appended to each cell's embedding.
@@ -155,6 +162,9 @@ class CellWeaveConfig:
             raise ValueError(f"token_selection must be 'value' or 'deviation', not {self.token_selection!r}.")
         if int(self.hvg_tokens) < 0:
             raise ValueError(f"hvg_tokens must be >= 0 (0: tokens from all features), not {self.hvg_tokens!r}.")
+        if int(self.readout_latent) < 0 or int(self.readout_hidden) < 1:
+            raise ValueError(f"readout_latent must be >= 0 and readout_hidden >= 1, not "
+                             f"{self.readout_latent!r} / {self.readout_hidden!r}.")
         if self.mask_grouping not in MASK_GROUPINGS:
             raise ValueError(f"mask_grouping must be one of {MASK_GROUPINGS}, not {self.mask_grouping!r}.")
         if len(set(self.modalities)) != len(self.modalities):

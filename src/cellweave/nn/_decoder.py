@@ -90,6 +90,16 @@ def nb_nll(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 
     return -ll
 
 
+def nb_nll_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``nb_nll(x, mu, theta).sum()`` with the log-gamma terms evaluated only where ``x > 0`` (they
+    cancel at 0): several times faster on sparse counts, where they dominate the cost."""
+    log_theta_mu = torch.log(theta + mu + eps)
+    ll = (theta * (torch.log(theta + eps) - log_theta_mu) + x * (torch.log(mu + eps) - log_theta_mu)).sum()
+    nz = x > 0
+    xv, tv = x[nz], theta.expand_as(x)[nz]
+    return -(ll + (torch.lgamma(xv + tv) - torch.lgamma(tv) - torch.lgamma(xv + 1)).sum())
+
+
 def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, *, sim: float = 25.0, var: float = 25.0,
                 cov: float = 1.0) -> torch.Tensor:
     """VICReg between two views' projections ``(B, D)`` (Bardes et al. 2022): invariance (MSE),
@@ -103,3 +113,32 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, *, sim: float = 25.0, var: f
         off = c - torch.diag(torch.diag(c))
         terms.append(var * F.relu(1 - std).mean() + cov * (off**2).sum() / z.shape[1])
     return sim * inv + (terms[0] + terms[1]) / 2
+
+
+class LatentReadout(nn.Module):
+    """Encoder of a count-likelihood VAE read off a frozen cell embedding: ``(B, d_in)`` -> latent.
+
+    ``adapt(method="head")`` trains it on the user's cells with :class:`CountDecoder` as the
+    generative model: scVI's variational autoencoder (Lopez et al. 2018; its defaults: one hidden
+    layer of 128 units, a 10-d Gaussian latent, KL warm-up) whose encoder reads the foundation
+    model's embedding instead of the cell's log counts, so the model stays frozen and only this
+    small network learns what in the embedding explains the user's counts (with the batch given
+    to the decoder, not embedded). The embedding is standardized with the adapted cells' mean
+    and scale, kept as buffers. :meth:`forward` returns the posterior mean, the cell's
+    representation; :meth:`posterior` also the log variance, for training.
+    """
+
+    def __init__(self, d_in: int, n_latent: int = 10, d_hidden: int = 128) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(d_in))
+        self.register_buffer("scale", torch.ones(d_in))
+        self.net = nn.Sequential(nn.Linear(d_in, d_hidden), nn.LayerNorm(d_hidden), nn.ReLU(),
+                                 nn.Linear(d_hidden, 2 * n_latent))
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log variance ``(B, n_latent)`` each of the latent given embeddings ``x``."""
+        mu, logvar = self.net((x - self.mean) / self.scale).chunk(2, dim=-1)
+        return mu, logvar.clamp(-10.0, 10.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.posterior(x)[0]

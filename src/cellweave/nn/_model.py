@@ -14,6 +14,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from ._config import CellWeaveConfig
+from ._decoder import LatentReadout
 
 #: Standard deviation of the normal init of every ``nn.Embedding`` and ``nn.Linear`` weight (GPT-2's).
 INIT_STD = 0.02
@@ -117,6 +118,8 @@ class CellWeaveModule(nn.Module):
             # state must reconstruct) and a LayerNorm that gives it the CLS state's scale.
             self.profile_embedding = nn.Embedding(config.vocab_size, d)
             self.profile_norm = nn.LayerNorm(d)
+        if config.readout_latent:  # an adapted model's latent readout (config.readout_latent)
+            self.readout = LatentReadout(self.pooled_dim, config.readout_latent, config.readout_hidden)
         # Recompute each block's activations in the backward pass instead of keeping them
         # (torch.utils.checkpoint): memory for compute, same outputs and gradients. A training
         # switch set by ``pretrain(gradient_checkpointing=True)``, not part of the architecture,
@@ -234,9 +237,15 @@ class CellWeaveModule(nn.Module):
         return self.profile_norm(bag)
 
     @property
-    def embedding_dim(self) -> int:
-        """Width of the cell embedding that :meth:`embed_cells` returns."""
+    def pooled_dim(self) -> int:
+        """Width of the pooled embedding (``config.pooling``), before any latent readout."""
         return 2 * self.config.d_model if self.config.pooling == "cls+bag" else self.config.d_model
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the cell embedding that :meth:`embed_cells` returns: the latent readout's
+        (``config.readout_latent``) when the model has one, else the pooled embedding's."""
+        return self.config.readout_latent or self.pooled_dim
 
     def embed_cells(
         self,
@@ -244,10 +253,13 @@ class CellWeaveModule(nn.Module):
         values: torch.Tensor,
         modality_ids: torch.Tensor,
         padding_mask: torch.Tensor,
+        *,
+        readout: bool = True,
     ) -> torch.Tensor:
-        """Cell embeddings ``(B, embedding_dim)`` read off as ``config.pooling`` says."""
+        """Cell embeddings ``(B, embedding_dim)`` read off as ``config.pooling`` says (then the
+        latent readout, if the model has one and ``readout``)."""
         cls, tokens = self.encode(token_ids, values, modality_ids, padding_mask)
-        return self.pool(cls, tokens, token_ids, values, padding_mask)
+        return self.pool(cls, tokens, token_ids, values, padding_mask, readout=readout)
 
     def pool(
         self,
@@ -256,8 +268,22 @@ class CellWeaveModule(nn.Module):
         token_ids: torch.Tensor,
         values: torch.Tensor,
         padding_mask: torch.Tensor,
+        *,
+        readout: bool = True,
     ) -> torch.Tensor:
-        """The cell embedding of :meth:`embed_cells` from states :meth:`encode` already computed."""
+        """The cell embedding of :meth:`embed_cells` from states :meth:`encode` already computed;
+        ``readout=False``: the pooled embedding even when the model has a latent readout."""
+        pooled = self._pool(cls, tokens, token_ids, values, padding_mask)
+        return self.readout(pooled) if readout and self.config.readout_latent else pooled
+
+    def _pool(
+        self,
+        cls: torch.Tensor,
+        tokens: torch.Tensor,
+        token_ids: torch.Tensor,
+        values: torch.Tensor,
+        padding_mask: torch.Tensor,
+    ) -> torch.Tensor:
         pooling = self.config.pooling
         if pooling == "cls":
             return cls

@@ -85,6 +85,10 @@ SCVI_EPOCHS, SCVI_EPOCHS_QUICK = 200, 25
 INTEGRATION_MAX_CELLS_QUICK = 3000
 NOVEL_TYPES_QUICK = 4
 N_NEIGHBORS = 15
+#: How ``--adapt`` adapts (:func:`cellweave.train.adapt`'s default): a count-likelihood VAE readout of the frozen
+#: model's embedding. Panels published before it (``panel_adapt_quick/``, ``panel_deviation_adapt_quick/``)
+#: fine-tuned the encoder (``method="encoder"``).
+ADAPT_METHOD = "head"
 #: Method names of the adapted model and of its control (same architecture and budget, random start).
 ADAPTED = "cellweave (adapted)"
 SCRATCH = "scratch transformer (same adaptation)"
@@ -402,7 +406,7 @@ def _model_embeddings(ctx, d: PanelData, seed: int) -> tuple[dict[str, np.ndarra
         budget = {"max_steps": ctx.adapt_max_steps} if ctx.adapt_max_steps else {}  # else adapt's default
         if ctx.adapt_lr is not None:
             budget["lr"] = ctx.adapt_lr
-        model = adapt(d.model_input, model=ctx.model, batch_key=key, start=start, seed=seed,
+        model = adapt(d.model_input, model=ctx.model, method=ADAPT_METHOD, batch_key=key, start=start, seed=seed,
                       progress=False, **budget)
         embs[method] = model.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
         rec = model.card["adaptation"]
@@ -465,6 +469,7 @@ def _run_config(ctx) -> dict:
     from cellweave._version import __version__
 
     return {"model_sha256": ctx.model.model_hash, "quick": bool(ctx.quick), "adapt": list(ctx.adapt),
+            "adapt_method": ADAPT_METHOD if set(ctx.adapt) - {"untrained"} else None,
             "adapt_max_steps": ctx.adapt_max_steps, "adapt_lr": ctx.adapt_lr, "cellweave": __version__}
 
 
