@@ -20,6 +20,9 @@ import time
 
 import numpy as np
 
+INPUTS = ("cellweave", "untrained", "PCA (HVG)")
+
+
 def main() -> None:
     import scipy.sparse as sp
     import torch
@@ -33,6 +36,8 @@ def main() -> None:
 
     parser = panel_arguments(__doc__, "embedding_vae.json")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the readout's training")
+    parser.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=INPUTS,
+                        help="the readout's inputs (default: all three)")
     args = parser.parse_args()
     model = CellWeave.load(args.model)
     torch.manual_seed(0)
@@ -47,15 +52,16 @@ def main() -> None:
         key = d.batch_key or d.shift_key
         batches = (np.unique(d.adata.obs[key].astype(str), return_inverse=True)[1] if key
                    else np.zeros(d.adata.n_obs, dtype=np.int64))
-        inputs = {"cellweave": model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0],
-                  "untrained": untrained.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0],
-                  "PCA (HVG)": pca_hvg_embedding(d.adata, seed=0)}
+        make = {"cellweave": lambda: model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0],
+                "untrained": lambda: untrained.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0],
+                "PCA (HVG)": lambda: pca_hvg_embedding(d.adata, seed=0)}
+        inputs = {name: make[name]() for name in args.inputs}
         row = {}
         for name, x in inputs.items():
             row[name] = knn_f1(x, d.labels)
             t = time.perf_counter()
             scores = [knn_f1(fit_count_readout(x, sp.csr_matrix(counts), batches, seed=s)[0](
-                torch.as_tensor(x)).detach().numpy(), d.labels) for s in args.seeds]
+                torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)).detach().numpy(), d.labels) for s in args.seeds]
             row[f"{name} + readout"] = round(float(np.mean(scores)), 3)
             if len(scores) > 1:
                 row[f"{name} + readout, sd"] = round(float(np.std(scores)), 3)

@@ -442,7 +442,7 @@ def fit_count_readout(
     """
     from tqdm.auto import tqdm
 
-    emb = torch.as_tensor(np.asarray(embedding), dtype=torch.float32)
+    emb = torch.as_tensor(np.ascontiguousarray(embedding), dtype=torch.float32)
     x_counts = torch.as_tensor(counts.toarray() if sp.issparse(counts) else np.asarray(counts), dtype=torch.float32)
     if len(emb) != len(x_counts):
         raise ValueError(f"embedding has {len(emb)} cells, counts {len(x_counts)}.")
