@@ -34,8 +34,7 @@ import torch
 
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.data import EpochShuffleSampler, TokenDataset
-from cellweave.nn import CellWeaveModule, CountDecoder, LatentReadout
-from cellweave.nn._decoder import nb_nll_sum
+from cellweave.nn import CellWeaveModule, CountDecoder, LatentReadout, nb_nll_sum
 
 from ._plan import CountTokenDataset, PretrainPlan, collate_count_tokens
 
