@@ -63,7 +63,7 @@ def max_steps_argument(value: int | None) -> int | None:
     method's default cap) stays, 0 means no cap."""
     if value is None:
         return None
-    return int(value) if int(value) > 0 else 2**62
+    return int(value) if int(value) != 0 else 2**62  # a negative value reaches adapt, which refuses it
 
 
 def add_budget_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = True) -> None:
