@@ -32,7 +32,7 @@ def main() -> None:
     from cellweave.models import CellWeave
     from cellweave.nn import CellWeaveModule
     from cellweave.train import fit_count_readout
-    from cellweave.train._adapt import N_DECODED_GENES, _decoded_counts
+    from cellweave.train import decoded_counts
 
     parser = panel_arguments(__doc__, "embedding_vae.json")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the readout's training")
@@ -45,7 +45,7 @@ def main() -> None:
     out = {}
     t0 = time.perf_counter()
     for d in panel_selection(args.datasets):
-        counts, why = _decoded_counts(d.model_input, None, N_DECODED_GENES, any_modality=True)
+        counts, why = decoded_counts(d.model_input, None, any_modality=True)
         if counts is None:
             print(f"{d.name}: left out ({why})", flush=True)
             continue

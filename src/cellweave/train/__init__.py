@@ -5,7 +5,7 @@ from ._adapt import DEFAULT_MAX_STEPS as ADAPT_MAX_STEPS
 from ._adapt import HEAD_EPOCHS, HEAD_LATENT
 from ._adapt import METHODS as ADAPT_METHODS
 from ._adapt import STARTS as ADAPT_STARTS
-from ._adapt import AdaptPlan, adapt, fit_count_readout, start_module
+from ._adapt import AdaptPlan, adapt, decoded_counts, fit_count_readout, start_module
 from ._impute import finetune_cross_modal
 from ._annotate import finetune_classifier
 from ._integrate import AdversarialPlan, fit_batch_adapter
@@ -25,7 +25,7 @@ from cellweave.models import (
     zero_shot_features,
 )
 
-__all__ = ["ADAPT_EPOCHS", "ADAPT_MAX_STEPS", "ADAPT_METHODS", "ADAPT_STARTS", "HEAD_EPOCHS", "HEAD_LATENT", "AdaptPlan", "adapt", "fit_count_readout", "start_module", "AdversarialPlan", "fit_batch_adapter", "AtomicCheckpointIO", "CellLogCallback", "EmbedPlan", "embed_corpora", "finetune_cross_modal", "finetune_classifier", "finetune_perturbation", "HistoryCallback", "PretrainPlan", "evaluate_masked", "feature_mean_baselines", "pretrain", "split_cells",
+__all__ = ["ADAPT_EPOCHS", "ADAPT_MAX_STEPS", "ADAPT_METHODS", "ADAPT_STARTS", "HEAD_EPOCHS", "HEAD_LATENT", "AdaptPlan", "adapt", "decoded_counts", "fit_count_readout", "start_module", "AdversarialPlan", "fit_batch_adapter", "AtomicCheckpointIO", "CellLogCallback", "EmbedPlan", "embed_corpora", "finetune_cross_modal", "finetune_classifier", "finetune_perturbation", "HistoryCallback", "PretrainPlan", "evaluate_masked", "feature_mean_baselines", "pretrain", "split_cells",
            # perturbation building blocks (the perturb benchmark task)
            "fit_head", "rna_with_cell_obs",
            # moved to cellweave.models; aliases kept until 0.3

@@ -52,8 +52,8 @@ METHODS = ("head", "encoder")
 DEFAULT_EPOCHS = 3
 DEFAULT_MAX_STEPS = 200
 #: Default budget of ``method="head"``: passes over the cells (no step cap), at this batch size and learning rate
-#: (scVI trains its VAE for up to 400 passes at 1e-3 with 128 cells a batch; the readout's input is the
-#: already computed embedding, so 100 passes over 6,000 cells take about 20 s on one CPU thread).
+#: (scVI trains its VAE for up to 400 passes at 1e-3 with 128 cells a batch; on the panel, 100 passes took
+#: 40-334 s per dataset on shared cores, the embedding pass included).
 HEAD_EPOCHS = 100
 HEAD_BATCH_SIZE = 128
 HEAD_LR = 1e-3
@@ -118,7 +118,7 @@ class AdaptPlan(PretrainPlan):
     validation_step = L.LightningModule.validation_step
 
 
-def _decoded_counts(data: AnnData | MuData, layer: str | None, n_genes: int,
+def decoded_counts(data: AnnData | MuData, layer: str | None, n_genes: int = N_DECODED_GENES,
                     any_modality: bool = False) -> tuple[sp.csr_matrix | None, str]:
     """Counts of the ``n_genes`` most variable genes (Seurat-like, on log-normalized values) of the
     RNA modality, or ``None`` with the reason when the data holds no RNA counts. ``any_modality``:
@@ -292,7 +292,7 @@ def adapt(
     if len(corpus) < 2 * batch_size and len(corpus) < 20:
         raise CellWeaveInputError(f"Only {len(corpus)} cells: adaptation needs at least 20.")
     use_counts = count_likelihood or head
-    counts, why = _decoded_counts(data, layer, n_decoded_genes, any_modality=head) if use_counts else (None, "turned off")
+    counts, why = decoded_counts(data, layer, n_decoded_genes, any_modality=head) if use_counts else (None, "turned off")
     if head and counts is None:
         raise CellWeaveInputError(
             f"adapt(method='head') trains on raw counts, but {why}. Give the layer holding raw counts "
