@@ -7,7 +7,8 @@ weights of the architecture beside it). Two scores per embedding: dataset mixing
 each cell's 15 nearest neighbours that come from another dataset, divided by the share expected
 if the datasets were fully mixed (1 = mixed, 0 = islands); and the PBMC 4k cell types (the only
 labelled set) kept apart, kNN macro-F1 (k=15, 5-fold) on PBMC 4k's cells in the joint embedding.
-Beside them: PCA (50) of the log-normalized HVGs. Writes OUT (JSON)::
+Beside them: PCA (50) of the log-normalized HVGs. The panel's protocol 5 (``cellweave benchmark --task
+panel``) scores the same group with Harmony and scVI beside it. Writes OUT (JSON)::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/tissue_integration.py --out OUT
 """
@@ -18,22 +19,10 @@ import argparse
 import json
 import time
 
-import numpy as np
 
 DATASETS = ("scrna_pbmc4k_10x_soupx", "scrna_pbmc_1k_pisces", "citeseq_pbmc_10x_scvi_tests")
 LABELLED = "scrna_pbmc4k_10x_soupx"
 K = 15
-
-
-def mixing(emb: np.ndarray, dataset: np.ndarray) -> float:
-    """Mean share of other-dataset cells among each cell's K nearest neighbours, over its expectation."""
-    from sklearn.neighbors import NearestNeighbors
-
-    idx = NearestNeighbors(n_neighbors=K + 1).fit(emb).kneighbors(emb, return_distance=False)[:, 1:]
-    other = (dataset[idx] != dataset[:, None]).mean(1)
-    share = {d: (dataset == d).mean() for d in np.unique(dataset)}
-    expected = np.array([1 - share[d] for d in dataset])
-    return round(float(other.mean() / expected.mean()), 3)
 
 
 def main() -> None:
@@ -41,7 +30,7 @@ def main() -> None:
     import torch
 
     from cellweave import datasets
-    from cellweave.bench import knn_accuracy, pca_hvg_embedding
+    from cellweave.bench import dataset_mixing, knn_accuracy, pca_hvg_embedding
     from cellweave.models import CellWeave
     from cellweave.train import adapt
 
@@ -69,7 +58,7 @@ def main() -> None:
         embs[name] = adapted.embed(data, seed=0, progress=False)[0]
     rows = {}
     for name, emb in embs.items():
-        rows[name] = {"dataset mixing": mixing(emb, dataset),
+        rows[name] = {"dataset mixing": round(dataset_mixing(emb, dataset, k=K), 3),
                       "PBMC 4k kNN macro-F1": round(float(knn_accuracy(emb[labelled], labels, k=K, seed=0)["macro_f1"]), 3)}
         print(f"{name:45s} {rows[name]}", flush=True)
     with open(args.out, "w") as fh:

@@ -143,6 +143,7 @@ def test_panel_saves_each_finished_dataset_and_resumes(tmp_path, monkeypatch) ->
 
     data = [panel.PanelData(name, None, None, np.array(["a", "b"]), None, None, None) for name in ("one", "two")]
     monkeypatch.setattr(panel, "panel_datasets", lambda quick=False: data)
+    monkeypatch.setattr(panel, "tissue_groups", lambda: [])
     monkeypatch.setattr(panel, "_model_embeddings", lambda ctx, d, seed: ({}, []))
     monkeypatch.setattr(panel, "_novel_type", lambda ctx, d, embs, seed: [])
     scored = []
@@ -175,3 +176,58 @@ def test_panel_saves_each_finished_dataset_and_resumes(tmp_path, monkeypatch) ->
         ("one", 0, 0.5), ("one", 1, 0.6), ("two", 0, 0.5), ("two", 1, 0.6)]
     assert not (tmp_path / panel.PARTIAL).exists()
     assert (tmp_path / "panel.json").exists()
+
+
+def test_dataset_mixing_reads_islands_and_mixtures() -> None:
+    from cellweave.bench import dataset_mixing
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(["a", "b"], 100)
+    islands = rng.normal(size=(200, 5)) + 20 * (groups == "b")[:, None]
+    assert dataset_mixing(islands, groups) == 0.0
+    assert dataset_mixing(rng.normal(size=(200, 5)), groups) > 0.85  # one cloud: about as mixed as expected
+    with pytest.raises(ValueError, match="two groups"):
+        dataset_mixing(islands, np.zeros(200))
+
+
+def test_tissue_integration_scores_every_representation(monkeypatch) -> None:
+    """Protocol 5: cellweave raw and with Harmony beside PCA and Harmony, the total is 0.6 F1 + 0.4
+    mixing, the F1 reads only labelled cells, and Harmony mixes datasets that PCA keeps apart."""
+    from cellweave.bench._runner import BenchmarkContext
+    from cellweave.bench.tasks import panel
+    from cellweave.data import log_normalize, synthetic_adata
+
+    data = synthetic_adata(n_cells=300, n_genes=100, n_batches=2, seed=0)  # batches with a batch effect
+    data.obs[panel.TISSUE_BATCH] = data.obs["batch"].astype(str)
+    labels = data.obs["cell_type"].astype(str).to_numpy().astype(object)
+    second = data.obs[panel.TISSUE_BATCH].to_numpy() == sorted(set(data.obs[panel.TISSUE_BATCH]))[1]
+    labels[second] = ""  # the second dataset is unlabelled
+    d = panel.PanelData("tissue", data, data, labels, None, panel.TISSUE_BATCH, log_normalize(data))
+    monkeypatch.setattr(panel, "_scvi_latent", lambda ctx, d, seed: None)
+    ctx = BenchmarkContext(model=None, seeds=(0,), quick=True, progress=False)
+    emb = np.random.default_rng(0).normal(size=(data.n_obs, 8)).astype(np.float32)
+    records = panel._tissue_integration(ctx, d, {"cellweave": emb}, seed=0)
+    by = {(r.method, r.metric): r.value for r in records}
+    assert {m for m, _ in by} == {"PCA (HVG)", "Harmony", "cellweave", "cellweave (harmony)"}
+    for method in ("PCA (HVG)", "cellweave"):
+        assert by[method, "tissue total"] == pytest.approx(
+            0.6 * by[method, "labelled kNN macro-F1"] + 0.4 * by[method, "dataset mixing"])
+    assert by["cellweave", "labelled kNN macro-F1"] < 0.6  # noise carries no type
+    assert by["PCA (HVG)", "labelled kNN macro-F1"] > 0.9
+    assert by["Harmony", "dataset mixing"] > by["PCA (HVG)", "dataset mixing"]
+    assert all(r.split == "tissue integration" for r in records)
+
+
+def test_tissue_groups_join_the_pbmc_datasets_on_shared_genes() -> None:
+    if datasets.data_dir() is None:
+        pytest.skip("no data mirror")
+    from cellweave.bench.tasks import panel
+
+    (group,) = panel.tissue_groups()
+    names = panel.TISSUE_GROUPS[group.name]
+    batches = group.adata.obs[panel.TISSUE_BATCH].astype(str).to_numpy()
+    assert set(batches) == set(names)
+    labelled = group.labels != ""
+    assert set(batches[labelled]) == {"scrna_pbmc4k_10x_soupx"}  # the only labelled one
+    assert "unknown" not in set(group.labels) and labelled.sum() == 2150
+    assert group.adata.n_obs == sum(datasets.load(n, modality="rna").n_obs for n in names)

@@ -1,6 +1,6 @@
 """Baselines, metrics and reports: cellweave beside simple methods on the same cells."""
 
-from ._knn import knn_accuracy, pca_hvg_embedding
+from ._knn import dataset_mixing, knn_accuracy, pca_hvg_embedding
 from ._report import HtmlReport
 from ._results import CELLWEAVE, Record, comparison_table, make_records, read_results, records_frame, summarize, write_results
 from ._runner import RENAMED_TASKS, TASKS, BenchmarkContext, available_tasks, resolve_tasks, run_benchmark, run_tasks
@@ -15,6 +15,7 @@ __all__ = [
     "TASKS",
     "available_tasks",
     "comparison_table",
+    "dataset_mixing",
     "knn_accuracy",
     "make_records",
     "pca_hvg_embedding",

@@ -65,3 +65,24 @@ def pca_hvg_embedding(
     n = int(min(n_comps, a.n_vars - 1, a.n_obs - 1))
     sc.pp.pca(a, n_comps=n, random_state=seed)
     return np.asarray(a.obsm["X_pca"], dtype=np.float32)
+
+
+def dataset_mixing(X: np.ndarray, groups, *, k: int = 15) -> float:
+    """How mixed the groups (datasets, batches) are among each cell's ``k`` nearest neighbours: the mean
+    share of neighbours from another group divided by that share's expectation if the groups were fully
+    mixed (each group's complement), capped at 1. 1 = mixed, 0 = each group its own island.
+
+    A kNN form of the batch-mixing entropy idea (Haghverdi et al. 2018; iLISI, Korsunsky et al. 2019)
+    that reads directly as a share.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    groups = np.asarray(groups).astype(str)
+    if len(np.unique(groups)) < 2:
+        raise ValueError("dataset_mixing needs at least two groups.")
+    k = min(k, len(groups) - 1)
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X, return_distance=False)[:, 1:]
+    other = (groups[idx] != groups[:, None]).mean(axis=1)
+    names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    expected = 1.0 - counts[inverse] / len(groups)
+    return float(min(1.0, other.mean() / expected.mean()))

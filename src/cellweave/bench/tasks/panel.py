@@ -20,7 +20,15 @@ same splits; nothing is chosen on a test split):
    after Harmony on PCA of reference + query together;
 4. **integration** (datasets with batches): scib-metrics total (0.6 bio + 0.4 batch) of the
    embedding with Harmony (tl.integrate's default) vs Harmony on PCA and scVI;
-5. **spatial annotation with a section held out**: needs labelled data with several sections; no
+5. **integration across datasets of one tissue** (``TISSUE_GROUPS``: the three human PBMC RNA
+   datasets, on their shared genes, embedded together, each dataset a batch): how mixed the
+   datasets are among each cell's 15 neighbours (:func:`cellweave.bench.dataset_mixing`, 1 =
+   mixed, 0 = islands) and kNN macro-F1 of the cell types on the labelled dataset's cells in the
+   joint embedding; their total 0.6 F1 + 0.4 mixing, scIB's weights (only one of the three is
+   labelled, so scIB's label-aware metrics cannot run). Cellweave's embedding raw and with Harmony
+   (datasets as batches; an adapted variant also with the dataset as its decoder's covariate) vs
+   PCA, Harmony on PCA and scVI with the dataset as covariate;
+6. **spatial annotation with a section held out**: needs labelled data with several sections; no
    panel dataset has them yet, so the protocol reports nothing (the summary says so).
 
 ``--adapt pretrained`` adds "cellweave (adapted)": the model adapted to each dataset's cells without
@@ -65,7 +73,9 @@ DESCRIPTION = (
     "HVGs and the scVI latent; annotation across a shift (leave one protocol/species/study out) vs L2 "
     "logistic regression on HVGs, with cellweave's 'unknown' rate and expected calibration error; novel-type "
     "AUROC (each type left out of a 70% reference) vs LR max-softmax, kNN distance on PCA and kNN distance "
-    "after Harmony on reference + query; integration (scIB total) vs Harmony and scVI. Spatial annotation "
+    "after Harmony on reference + query; integration (scIB total) vs Harmony and scVI; integration across the "
+    "human PBMC datasets embedded together (0.6 cell-type kNN F1 + 0.4 dataset mixing) vs PCA, Harmony and "
+    "scVI. Spatial annotation "
     "with a held-out section: no panel dataset has labelled sections yet."
 )
 #: Registry name -> obs column whose groups are held out in turn (annotation across a shift).
@@ -99,12 +109,21 @@ ALIGNED = " + Harmony (reference + query)"
 #: Records of the finished (dataset, seed) pairs, rewritten after each pair and removed when the panel
 #: ends: a stopped run (hours with adaptation) keeps them, and ``--resume`` continues from there.
 PARTIAL = "panel_partial.json"
+#: Datasets of one tissue embedded together, each dataset a batch (protocol 5): name -> registry names.
+TISSUE_GROUPS = {
+    "human PBMC (3 datasets)": ("scrna_pbmc4k_10x_soupx", "scrna_pbmc_1k_pisces", "citeseq_pbmc_10x_scvi_tests"),
+}
+#: The obs column of a tissue group naming each cell's dataset.
+TISSUE_BATCH = "dataset"
+#: Protocol 5's weights of cell-type kNN macro-F1 and dataset mixing in its total (scIB's 0.6 bio + 0.4 batch).
+TISSUE_WEIGHTS = (0.6, 0.4)
 #: Protocol of each (split, metric) pair the summary reads, and whether higher is better.
 PROTOCOLS = {
     ("zero-shot kNN", "macro_f1"): "zero-shot kNN macro-F1",
     ("across shift", "macro_f1"): "annotation across a shift, macro-F1",
     ("novel type", "novel_auroc"): "novel-type AUROC",
     ("integration", "scIB total"): "integration, scIB total",
+    ("tissue integration", "tissue total"): "integration across datasets of one tissue, 0.6 F1 + 0.4 mixing",
 }
 
 
@@ -164,6 +183,72 @@ def panel_datasets(quick: bool = False) -> list[PanelData]:  # noqa: ARG001 - sa
         out.append(PanelData(name, model_input, adata, labels, shift, batch, log_normalize(adata)))
         logger.info("panel: %s, %d cells, %d types", name, adata.n_obs, len(set(labels)))
     return out
+
+
+def tissue_groups() -> list[PanelData]:
+    """Protocol 5's data: each ``TISSUE_GROUPS`` entry whose datasets are all available, their RNA
+    counts on the genes they share, concatenated with the dataset in ``obs["dataset"]``; labels are
+    the labelled datasets' types ("" for the cells of unlabelled datasets and of rare or unannotated
+    types, left out of the F1 but kept for the mixing)."""
+    import anndata as ad
+
+    from cellweave import datasets
+    from cellweave.data import log_normalize
+
+    out = []
+    for group, names in TISSUE_GROUPS.items():
+        missing = [n for n in names if not datasets.is_available(n)]
+        if missing:
+            logger.warning("panel: %s left out; not in the mirror or the cache: %s", group, ", ".join(missing))
+            continue
+        parts, labels = {}, []
+        for name in names:
+            entry = datasets.REGISTRY[name]
+            a = datasets.load(name, modality="rna") if len(entry.modalities) > 1 else datasets.load(name)
+            a.var_names = a.var_names.astype(str)
+            a.var_names_make_unique()
+            parts[name] = a
+            y = (a.obs[entry.label_key].astype(str).to_numpy() if entry.label_key
+                 else np.full(a.n_obs, "", dtype=object))
+            labels.append(np.where(pd.Series(y).str.strip().str.lower().isin(UNLABELLED), "", y))
+        data = ad.concat(parts, join="inner", label=TISSUE_BATCH, index_unique="-")
+        y = np.concatenate(labels).astype(object)
+        counts = pd.Series(y[y != ""]).value_counts()
+        y[(y != "") & (pd.Series(y).map(counts).fillna(0).to_numpy() < MIN_CELLS_PER_TYPE)] = ""
+        if len(set(y) - {""}) < 2:
+            logger.warning("panel: %s left out; fewer than 2 labelled types", group)
+            continue
+        out.append(PanelData(group, data, data, y, None, TISSUE_BATCH, log_normalize(data)))
+        logger.info("panel: %s, %d cells on %d shared genes, %d labelled", group, data.n_obs, data.n_vars,
+                    int((y != "").sum()))
+    return out
+
+
+def _tissue_integration(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[Record]:
+    """Protocol 5 on one tissue group: dataset mixing, the labelled cells' kNN macro-F1 and their total."""
+    from cellweave.bench import dataset_mixing, knn_accuracy, pca_hvg_embedding
+    from cellweave.tl import harmony, integrate_embedding
+
+    batches = d.adata.obs[TISSUE_BATCH].astype(str).to_numpy()
+    labelled = d.labels != ""
+    pcs = pca_hvg_embedding(d.adata, seed=seed)
+    reps = {"PCA (HVG)": pcs, "Harmony": harmony(pcs, batches, seed=seed)}
+    latent = _scvi_latent(ctx, d, seed=seed)
+    if latent is not None:
+        reps["scVI"] = latent
+    for method, emb in embs.items():
+        reps[method] = emb
+        name = "cellweave (harmony)" if method == CELLWEAVE else f"{method} + harmony"
+        reps[name] = integrate_embedding(emb, batches, method="harmony", seed=seed)
+    records = []
+    w_bio, w_batch = TISSUE_WEIGHTS
+    for method, rep in reps.items():
+        f1 = knn_accuracy(rep[labelled], d.labels[labelled], k=N_NEIGHBORS, seed=seed)["macro_f1"]
+        mixing = dataset_mixing(rep, batches, k=N_NEIGHBORS)
+        records += make_records(TASK, d.short, "tissue integration", seed, method,
+                                {"tissue total": w_bio * f1 + w_batch * mixing, "labelled kNN macro-F1": f1,
+                                 "dataset mixing": mixing})
+    return records
 
 
 def _scvi_latent(ctx, d: PanelData, *, seed: int) -> np.ndarray | None:
@@ -535,6 +620,17 @@ def run(ctx, report) -> list[Record]:
                 records += _integration(ctx, d, embs, seed)
             _save_finished(ctx, records)
             logger.info("panel: %s seed %d done", d.name, seed)
+    groups = tissue_groups()
+    for d in groups:
+        for seed in ctx.seeds:
+            if (d.short, seed) in done:
+                logger.info("panel: %s seed %d done in the stopped run; kept", d.name, seed)
+                continue
+            embs, adapt_records = _model_embeddings(ctx, d, seed)
+            records += adapt_records
+            records += _tissue_integration(ctx, d, embs, seed)
+            _save_finished(ctx, records)
+            logger.info("panel: %s seed %d done", d.name, seed)
     summary = panel_summary(records)
     report.heading("Panel summary: mean over datasets per protocol", level=3)
     report.text("Goal: cellweave's mean at least the best baseline's, and no dataset more than 0.03 below its "
@@ -547,7 +643,8 @@ def run(ctx, report) -> list[Record]:
         from cellweave._io_utils import atomic_write_json
 
         atomic_write_json(ctx.out / "panel.json", {
-            "datasets": [d.name for d in data], "seeds": list(ctx.seeds), "quick": ctx.quick,
+            "datasets": [d.name for d in data], "tissue groups": {d.name: TISSUE_GROUPS[d.name] for d in groups},
+            "seeds": list(ctx.seeds), "quick": ctx.quick,
             "summary": summary.replace({np.nan: None}).to_dict(orient="records"),
         })
         # The runner writes every record to results.json next; the checkpoint has served.
