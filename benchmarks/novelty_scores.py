@@ -8,7 +8,9 @@ once, all cells together, as the panel does), ``tl.annotate``'s label transfer
 - ``softmax``: one minus the top class probability;
 - ``combined``: the mean conformal rank of the two (the default);
 
-each with ``shift_adjust`` (the default: the query's distances scaled down by the ratio of their
+``mahalanobis`` (the nearest class mean in the shared covariance's metric) and
+``distance+mahalanobis+softmax``; each combination also with ``softmax_when_far`` (``, softmax when
+far``); each with ``shift_adjust`` (the default: the query's distances scaled down by the ratio of their
 median to the held-out reference cells', when above 1) and without it (``, unadjusted``), each
 also after Harmony on reference + query (``align=True``), and ``combined`` with the threshold
 calibrated on the reference's batches (``batch_key``: across a shift, the groups of the shift key
@@ -22,8 +24,9 @@ own splits and seed 0:
   called unknown; beside the panel's baselines on the same splits (logistic-regression
   max-softmax, kNN distance on PCA and after Harmony, all on the reference's HVGs).
 
-Prints the means over datasets and writes ``--out`` (JSON, per dataset and mean). About 15
-minutes on one core::
+``--adapt`` scores the model adapted to each dataset (``cellweave adapt``'s default head, about 35
+more minutes) instead of zero-shot. Prints the means over datasets and writes ``--out`` (JSON, per
+dataset and mean). About 15 minutes on one core zero-shot::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/novelty_scores.py --model M --out novelty.json
 """
@@ -36,7 +39,7 @@ from collections import defaultdict
 
 import numpy as np
 
-SCORES = ("distance", "softmax", "combined")
+SCORES = ("distance", "softmax", "combined", "mahalanobis", "distance+mahalanobis+softmax")
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -50,6 +53,9 @@ def main() -> None:
     from _diagnostics import panel_arguments
 
     p = panel_arguments(__doc__, out="novelty_scores.json")
+    p.add_argument("--adapt", action="store_true",
+                   help="score the model adapted to each dataset (cellweave adapt's default head, the batch key, "
+                        "else the shift key, as covariate; seed 0, as the panel's --adapt pretrained) instead of zero-shot")
     args = p.parse_args()
 
     from _diagnostics import panel_selection
@@ -74,6 +80,9 @@ def main() -> None:
                     fitted.shift_adjust = adjust
                     out[score + ("" if adjust else ", unadjusted") + (" + Harmony" if aligned else "")] = (
                         fitted.predict(ete))
+                if not aligned and "softmax" in fitted.components_ and score != "softmax":
+                    fitted.shift_adjust, fitted.softmax_when_far = True, True
+                    out[score + ", softmax when far"] = fitted.predict(ete)
         if groups is not None:  # with fewer than 2 batches in the reference annotate uses a random 20%: as above
             several = len(set(groups[tr])) >= 2
             fitted = LabelTransfer(seed=0).fit(emb[tr], labels[tr], groups=groups[tr]) if several else None
@@ -85,7 +94,13 @@ def main() -> None:
         return out
 
     for d in panel_selection(args.datasets):
-        emb = model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]
+        if args.adapt:
+            from cellweave.train import adapt
+
+            adapted = adapt(d.model_input, model=model, batch_key=d.batch_key or d.shift_key, seed=0, progress=False)
+            emb = adapted.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]
+        else:
+            emb = model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]
         y = np.asarray(d.labels).astype(str)
         if d.shift_key:
             groups = d.adata.obs[d.shift_key].astype(str).to_numpy()
@@ -108,7 +123,8 @@ def main() -> None:
             novel[d.name].append(row)
         print(d.name, f"{time.perf_counter() - t0:.0f} s", flush=True)
 
-    result = {"command": "benchmarks/novelty_scores.py" + (f" --model {args.model}" if args.model else ""),
+    result = {"command": "benchmarks/novelty_scores.py" + (f" --model {args.model}" if args.model else "")
+              + (" --adapt" if args.adapt else ""),
               "model": model.name, "seed": 0, "seconds": round(time.perf_counter() - t0, 1)}
     for protocol, per in (("across shift", shift), ("novel type", novel)):
         per_dataset = {name: _mean(rows) for name, rows in per.items()}

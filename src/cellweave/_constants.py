@@ -11,6 +11,6 @@ UNS_KEY = "cellweave"
 
 #: The novelty scores of label transfer (``tl.annotate(novelty_score=...)``,
 #: ``cellweave annotate --novelty-score``); the first is the default.
-NOVELTY_SCORES = ("combined", "distance", "softmax")
+NOVELTY_SCORES = ("combined", "distance", "softmax", "mahalanobis", "distance+mahalanobis+softmax")
 #: How pretraining chooses the values it hides (``CellWeaveConfig.mask_grouping``); the first is the default.
 MASK_GROUPINGS = ("random", "modules")

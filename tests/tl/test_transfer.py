@@ -70,8 +70,8 @@ def test_unshifted_known_cells_are_rarely_unknown(cells) -> None:
 
 
 def test_unknown_novelty_score_is_refused_with_the_choices() -> None:
-    with pytest.raises(CellWeaveInputError, match="'mahalanobis' is not one of combined, distance, softmax"):
-        LabelTransfer(novelty_score="mahalanobis")
+    with pytest.raises(CellWeaveInputError, match="'energy' is not one of combined, distance, softmax, mahalanobis"):
+        LabelTransfer(novelty_score="energy")
 
 
 def test_calibrating_on_batches_tolerates_a_shift_like_theirs() -> None:
@@ -147,3 +147,38 @@ def test_shift_adjust_never_scales_up_and_skips_small_or_mostly_new_queries(cell
         out = lt.predict(mostly_new)
     assert lt.shift_factor_ == 1.0 and "too far to tell a shift" in caplog.text
     assert out.unknown[is_novel].mean() > 0.95
+
+
+def test_mahalanobis_score_finds_a_type_between_two_elongated_ones() -> None:
+    """Two known types stretched along one axis and a novel type beside their long axis: closer to the
+    reference in Euclidean distance than their ends, but far in the shared covariance's metric."""
+    rng = np.random.default_rng(7)
+    stretch = np.diag([6.0] + [0.5] * 4)
+    ref = np.concatenate([rng.standard_normal((300, 5)) @ stretch + c for c in ([0, 0, 0, 0, 0], [0, 6, 0, 0, 0])])
+    y = np.repeat(["a", "b"], 300)
+    known = np.concatenate([rng.standard_normal((100, 5)) @ stretch + c for c in ([0, 0, 0, 0, 0], [0, 6, 0, 0, 0])])
+    novel = rng.standard_normal((100, 5)) * 0.5 + [0, 3, 3, 0, 0]
+    query, is_novel = np.concatenate([known, novel]), np.r_[np.zeros(200, bool), np.ones(100, bool)]
+    scores = {name: LabelTransfer(novelty_score=name, seed=0).fit(ref, y).predict(query).novelty
+              for name in ("mahalanobis", "distance+mahalanobis+softmax")}
+    assert roc_auc_score(is_novel, scores["mahalanobis"]) > 0.95
+    lt = LabelTransfer(novelty_score="mahalanobis", seed=0).fit(ref, y)
+    assert lt.index_ is None and lt.calibration_classifier_ is None and lt.class_means_.shape == (2, 5)
+    assert ((scores["distance+mahalanobis+softmax"] >= 0) & (scores["distance+mahalanobis+softmax"] <= 1)).all()
+
+
+def test_softmax_when_far_ranks_the_classifier_alone_for_a_query_beyond_the_threshold(cells, caplog) -> None:
+    ref, y, _, _, _ = cells
+    rng = np.random.default_rng(8)
+    far, _ = _clusters(rng, 8.0 * np.eye(3, 10) + 3.0, 100)  # every known cell moved 9.5 sd: beyond the threshold
+    score = "distance+mahalanobis+softmax"  # two distance parts of three: a far query is often unknown
+    default = LabelTransfer(novelty_score=score, seed=0).fit(ref, y)
+    fallback = LabelTransfer(novelty_score=score, softmax_when_far=True, seed=0).fit(ref, y)
+    with caplog.at_level("WARNING", logger="cellweave.tl._transfer"):
+        kept, switched = default.predict(far), fallback.predict(far)
+    assert not default.distance_ignored_ and fallback.distance_ignored_
+    assert "only the classifier's uncertainty" in caplog.text
+    assert kept.unknown.mean() > 0.1 and switched.unknown.mean() < min(0.05, kept.unknown.mean() / 2)
+    # A query near the reference is scored as by default.
+    near, _ = _clusters(rng, 8.0 * np.eye(3, 10), 100)
+    np.testing.assert_array_equal(default.predict(near).novelty, fallback.predict(near).novelty)

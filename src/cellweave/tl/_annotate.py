@@ -88,7 +88,9 @@ def annotate(
         Quantile (in ``(0, 1]``) of held-out reference novelty scores used as the threshold;
         higher flags fewer cells as unknown.
     novelty_score
-        ``"combined"`` (default), ``"distance"`` or ``"softmax"``: the score thresholded (see above).
+        ``"combined"`` (default), ``"distance"``, ``"softmax"``, ``"mahalanobis"`` or
+        ``"distance+mahalanobis+softmax"``: the score thresholded (see above and
+        :class:`~cellweave.tl.LabelTransfer`).
     batch_key
         Column of ``reference.obs`` naming its batches (protocol, study, donor). With at least two,
         the threshold is calibrated on whole batches instead of a random 20%: each batch in turn
