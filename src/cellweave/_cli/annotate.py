@@ -48,7 +48,9 @@ def add_annotate(sp: argparse.ArgumentParser, model_help: str) -> None:
                     help="quantile of held-out reference novelty used as the 'unknown' threshold")
     sp.add_argument("--novelty-score", choices=NOVELTY_SCORES, default=NOVELTY_SCORES[0],
                     help="combined: mean conformal rank of the kNN distance to the reference and of one minus the "
-                         "top class probability; distance or softmax: one of them alone (default: combined)")
+                         "top class probability; distance or softmax: one of them alone; mahalanobis: distance to the "
+                         "nearest class mean in the classes' shared covariance; distance+mahalanobis+softmax: the "
+                         "mean rank of the three (default: combined)")
     sp.add_argument("--batch-key", default=None,
                     help="obs column of the reference's batches: calibrate the 'unknown' threshold on whole batches "
                          "held out in turn, so a query shifted as much as they differ is not called unknown")
