@@ -601,34 +601,30 @@ def _save_finished(ctx, records: list[Record]) -> None:
         atomic_write_json(ctx.out / PARTIAL, {"config": _run_config(ctx), "records": [r.to_dict() for r in records]})
 
 
+def _dataset_protocols(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[Record]:
+    """Protocols 1-4 on one panel dataset."""
+    records = _zero_shot(ctx, d, embs, seed)
+    if d.shift_key:
+        records += _across_shift(d, embs, seed)
+    records += _novel_type(ctx, d, embs, seed)
+    if d.batch_key:
+        records += _integration(ctx, d, embs, seed)
+    return records
+
+
 def run(ctx, report) -> list[Record]:
     records = _finished(ctx)
     done = {(r.dataset, r.seed) for r in records}
     data = panel_datasets(ctx.quick)
-    for d in data:
-        for seed in ctx.seeds:
-            if (d.short, seed) in done:
-                logger.info("panel: %s seed %d done in the stopped run; kept", d.name, seed)
-                continue
-            embs, adapt_records = _model_embeddings(ctx, d, seed)
-            records += adapt_records
-            records += _zero_shot(ctx, d, embs, seed)
-            if d.shift_key:
-                records += _across_shift(d, embs, seed)
-            records += _novel_type(ctx, d, embs, seed)
-            if d.batch_key:
-                records += _integration(ctx, d, embs, seed)
-            _save_finished(ctx, records)
-            logger.info("panel: %s seed %d done", d.name, seed)
     groups = tissue_groups()
-    for d in groups:
+    work = [(d, _dataset_protocols) for d in data] + [(g, _tissue_integration) for g in groups]
+    for d, protocols in work:
         for seed in ctx.seeds:
             if (d.short, seed) in done:
                 logger.info("panel: %s seed %d done in the stopped run; kept", d.name, seed)
                 continue
             embs, adapt_records = _model_embeddings(ctx, d, seed)
-            records += adapt_records
-            records += _tissue_integration(ctx, d, embs, seed)
+            records += adapt_records + protocols(ctx, d, embs, seed)
             _save_finished(ctx, records)
             logger.info("panel: %s seed %d done", d.name, seed)
     summary = panel_summary(records)
