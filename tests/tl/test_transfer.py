@@ -182,3 +182,11 @@ def test_softmax_when_far_ranks_the_classifier_alone_for_a_query_beyond_the_thre
     # A query near the reference is scored as by default.
     near, _ = _clusters(rng, 8.0 * np.eye(3, 10), 100)
     np.testing.assert_array_equal(default.predict(near).novelty, fallback.predict(near).novelty)
+
+
+def test_every_cli_novelty_score_has_its_parts() -> None:
+    from cellweave._constants import NOVELTY_SCORES
+    from cellweave.tl._transfer import NOVELTY_COMPONENTS
+
+    assert set(NOVELTY_SCORES) == set(NOVELTY_COMPONENTS) and NOVELTY_SCORES[0] == "combined"
+    assert NOVELTY_COMPONENTS["combined"] == ("distance", "softmax")  # the default is unchanged
