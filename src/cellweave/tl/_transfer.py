@@ -281,6 +281,7 @@ class LabelTransfer:
         proba = self.classifier_.predict_proba(z)
         raw = self.classifier_.classes_[proba.argmax(axis=1)].astype(object)
         components = self._components(z)
+        self.distance_ignored_ = False  # set again by the shift adjustment; never left from an earlier query
         if self.shift_adjust:
             components = self._adjust_for_shift(components)
         novelty = self._score(components).astype(np.float32)

@@ -144,6 +144,18 @@ class PanelData:
         return self.name
 
 
+def _rna_counts(name: str):
+    """A registry dataset's RNA AnnData (its only modality, or ``"rna"`` of several)."""
+    from cellweave import datasets
+
+    return datasets.load(name, modality="rna") if len(datasets.REGISTRY[name].modalities) > 1 else datasets.load(name)
+
+
+def _unannotated(labels: np.ndarray) -> np.ndarray:
+    """Which labels mean "not annotated" (``UNLABELLED``, any case and padding)."""
+    return pd.Series(labels).str.strip().str.lower().isin(UNLABELLED).to_numpy()
+
+
 def panel_datasets(quick: bool = False) -> list[PanelData]:  # noqa: ARG001 - same data in quick mode
     """The panel's datasets (registry tag ``panel``, available in the mirror or the cache)."""
     import mudata as md
@@ -161,9 +173,9 @@ def panel_datasets(quick: bool = False) -> list[PanelData]:  # noqa: ARG001 - sa
         if entry.protein_only:
             adata = datasets.load(name, modality="prot")
         else:
-            adata = datasets.load(name, modality="rna") if len(entry.modalities) > 1 else datasets.load(name)
+            adata = _rna_counts(name)
         labels = adata.obs[entry.label_key].astype(str).to_numpy()
-        keep = ~pd.Series(labels).str.strip().str.lower().isin(UNLABELLED).to_numpy()
+        keep = ~_unannotated(labels)
         counts = pd.Series(labels[keep]).value_counts()
         keep &= pd.Series(labels).map(counts).fillna(0).to_numpy() >= MIN_CELLS_PER_TYPE
         idx = np.flatnonzero(keep)
@@ -204,13 +216,13 @@ def tissue_groups() -> list[PanelData]:
         parts, labels = {}, []
         for name in names:
             entry = datasets.REGISTRY[name]
-            a = datasets.load(name, modality="rna") if len(entry.modalities) > 1 else datasets.load(name)
+            a = _rna_counts(name)
             a.var_names = a.var_names.astype(str)
             a.var_names_make_unique()
             parts[name] = a
             y = (a.obs[entry.label_key].astype(str).to_numpy() if entry.label_key
                  else np.full(a.n_obs, "", dtype=object))
-            labels.append(np.where(pd.Series(y).str.strip().str.lower().isin(UNLABELLED), "", y))
+            labels.append(np.where(_unannotated(y), "", y))
         data = ad.concat(parts, join="inner", label=TISSUE_BATCH, index_unique="-")
         y = np.concatenate(labels).astype(object)
         counts = pd.Series(y[y != ""]).value_counts()
