@@ -13,7 +13,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(args.out, model=args.model, from_scratch=args.from_scratch, max_epochs=args.max_epochs,
              max_cells_per_dataset=args.max_cells_per_dataset, seed=args.seed,
-             benchmark=not args.no_benchmark)
+             benchmark=not args.no_benchmark, adapt=not args.no_adapt)
     return 0
 
 
@@ -26,3 +26,6 @@ def add_demo(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--max-cells-per-dataset", type=int, default=None, help="cap per dataset for --from-scratch (default: the demo's setting)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--no-benchmark", action="store_true", help="skip the quick benchmark sections")
+    sp.add_argument("--no-adapt", action="store_true",
+                    help="datasets of one tissue: show the zero-shot embedding only, without adapting the model to "
+                         "them (saves a few minutes)")

@@ -4,6 +4,7 @@ from ._knn import dataset_mixing, knn_accuracy, pca_hvg_embedding
 from ._report import HtmlReport
 from ._results import CELLWEAVE, Record, comparison_table, make_records, read_results, records_frame, summarize, write_results
 from ._runner import RENAMED_TASKS, TASKS, BenchmarkContext, available_tasks, resolve_tasks, run_benchmark, run_tasks
+from .tasks.panel import TISSUE_GROUPS, tissue_groups
 from cellweave.tl import umap_coordinates
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "RENAMED_TASKS",
     "Record",
     "TASKS",
+    "TISSUE_GROUPS",
     "available_tasks",
     "comparison_table",
     "dataset_mixing",
@@ -25,6 +27,7 @@ __all__ = [
     "run_benchmark",
     "run_tasks",
     "summarize",
+    "tissue_groups",
     "umap_coordinates",
     "write_results",
 ]
