@@ -28,4 +28,4 @@ def add_demo(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--no-benchmark", action="store_true", help="skip the quick benchmark sections")
     sp.add_argument("--no-adapt", action="store_true",
                     help="datasets of one tissue: show the zero-shot embedding only, without adapting the model to "
-                         "them (saves a few minutes)")
+                         "them (saves several minutes)")
