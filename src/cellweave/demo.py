@@ -26,12 +26,12 @@ from cellweave.bench import (
     BenchmarkContext,
     HtmlReport,
     available_tasks,
-    dataset_mixing,
     knn_accuracy,
     pca_hvg_embedding,
     run_tasks,
     summarize,
     tissue_groups,
+    tissue_scores,
     umap_coordinates,
     write_results,
 )
@@ -116,7 +116,6 @@ def tissue_overlap(
         raise CellWeaveInputError(f"tissue_overlap: obs has no {batch_key!r} column; name the column that holds each "
                                   "cell's dataset with batch_key=.")
     batches = data.obs[batch_key].astype(str).to_numpy()
-    labelled = labels != ""
     pcs = pca_hvg_embedding(data, seed=seed)
     reps = {"PCA (HVG)": pcs, "Harmony on PCA": harmony(pcs, batches, seed=seed)}
     zero_shot, _ = model.embed(data, seed=seed, progress=progress)
@@ -134,10 +133,10 @@ def tissue_overlap(
         reps["cellweave adapted + Harmony"] = integrate_embedding(emb, batches, method="harmony", seed=seed)
     rows = []
     for name, rep in reps.items():
-        f1 = (knn_accuracy(rep[labelled], labels[labelled], k=TISSUE_NEIGHBORS, seed=seed)["macro_f1"]
-              if len(set(labels[labelled])) > 1 else float("nan"))
-        rows.append({"representation": name, "dataset mixing": dataset_mixing(rep, batches, k=TISSUE_NEIGHBORS),
-                     "labelled kNN macro-F1": f1, "seconds to adapt": seconds.get(name, float("nan"))})
+        scores = tissue_scores(rep, batches, labels, k=TISSUE_NEIGHBORS, seed=seed)
+        rows.append({"representation": name, "dataset mixing": scores["dataset mixing"],
+                     "labelled kNN macro-F1": scores["labelled kNN macro-F1"],
+                     "seconds to adapt": seconds.get(name, float("nan"))})
     return pd.DataFrame(rows), reps
 
 
@@ -214,8 +213,8 @@ def run_demo(
     """Run the demo and write ``out/report.html``, ``out/metrics.json`` and ``out/embeddings.h5ad``.
 
     With ``adapt`` the section on datasets of one tissue also adapts the model to them (7-13
-    minutes on 2 shared cores for the 3,570 PBMC cells); ``benchmark=False`` skips the quick benchmark sections. Returns the metrics written
-    to ``metrics.json``.
+    minutes on 2 shared cores for the 3,570 PBMC cells); ``benchmark=False`` skips the quick
+    benchmark sections. Returns the metrics written to ``metrics.json``.
     """
     import anndata as ad
 

@@ -1,6 +1,6 @@
 """Baselines, metrics and reports: cellweave beside simple methods on the same cells."""
 
-from ._knn import dataset_mixing, knn_accuracy, pca_hvg_embedding
+from ._knn import dataset_mixing, knn_accuracy, pca_hvg_embedding, tissue_scores
 from ._report import HtmlReport
 from ._results import CELLWEAVE, Record, comparison_table, make_records, read_results, records_frame, summarize, write_results
 from ._runner import RENAMED_TASKS, TASKS, BenchmarkContext, available_tasks, resolve_tasks, run_benchmark, run_tasks
@@ -28,6 +28,7 @@ __all__ = [
     "run_tasks",
     "summarize",
     "tissue_groups",
+    "tissue_scores",
     "umap_coordinates",
     "write_results",
 ]

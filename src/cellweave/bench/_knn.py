@@ -86,3 +86,15 @@ def dataset_mixing(X: np.ndarray, groups, *, k: int = 15) -> float:
     names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     expected = 1.0 - counts[inverse] / len(groups)
     return float(min(1.0, other.mean() / expected.mean()))
+
+
+def tissue_scores(X: np.ndarray, groups, labels, *, k: int = 15, seed: int = 0) -> dict[str, float]:
+    """The two scores of datasets of one tissue embedded together (the panel's protocol 5, the demo's
+    tissue section): ``"dataset mixing"`` (:func:`dataset_mixing` over all cells) and
+    ``"labelled kNN macro-F1"`` (:func:`knn_accuracy` over the cells whose label is not ``""``; NaN
+    with fewer than two labelled types)."""
+    labels = np.asarray(labels, dtype=object)
+    labelled = labels != ""
+    f1 = (knn_accuracy(X[labelled], labels[labelled], k=k, seed=seed)["macro_f1"]
+          if len(set(labels[labelled])) > 1 else float("nan"))
+    return {"labelled kNN macro-F1": f1, "dataset mixing": dataset_mixing(X, groups, k=k)}

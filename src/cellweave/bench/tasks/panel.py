@@ -238,11 +238,10 @@ def tissue_groups() -> list[PanelData]:
 
 def _tissue_integration(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[Record]:
     """Protocol 5 on one tissue group: dataset mixing, the labelled cells' kNN macro-F1 and their total."""
-    from cellweave.bench import dataset_mixing, knn_accuracy, pca_hvg_embedding
+    from cellweave.bench import pca_hvg_embedding, tissue_scores
     from cellweave.tl import harmony, integrate_embedding
 
     batches = d.adata.obs[TISSUE_BATCH].astype(str).to_numpy()
-    labelled = d.labels != ""
     pcs = pca_hvg_embedding(d.adata, seed=seed)
     reps = {"PCA (HVG)": pcs, "Harmony": harmony(pcs, batches, seed=seed)}
     latent = _scvi_latent(ctx, d, seed=seed)
@@ -255,11 +254,9 @@ def _tissue_integration(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: in
     records = []
     w_bio, w_batch = TISSUE_WEIGHTS
     for method, rep in reps.items():
-        f1 = knn_accuracy(rep[labelled], d.labels[labelled], k=N_NEIGHBORS, seed=seed)["macro_f1"]
-        mixing = dataset_mixing(rep, batches, k=N_NEIGHBORS)
-        records += make_records(TASK, d.short, "tissue integration", seed, method,
-                                {"tissue total": w_bio * f1 + w_batch * mixing, "labelled kNN macro-F1": f1,
-                                 "dataset mixing": mixing})
+        scores = tissue_scores(rep, batches, d.labels, k=N_NEIGHBORS, seed=seed)
+        total = w_bio * scores["labelled kNN macro-F1"] + w_batch * scores["dataset mixing"]
+        records += make_records(TASK, d.short, "tissue integration", seed, method, {"tissue total": total, **scores})
     return records
 
 
