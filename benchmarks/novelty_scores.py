@@ -10,12 +10,13 @@ once, all cells together, as the panel does), ``tl.annotate``'s label transfer
 
 ``mahalanobis`` (the nearest class mean in the shared covariance's metric) and
 ``distance+mahalanobis+softmax``; each combination also with ``softmax_when_far`` (``, softmax when
-far``); each with ``shift_adjust`` (the default: the query's distances scaled down by the ratio of their
-median to the held-out reference cells', when above 1) and without it (``, unadjusted``), each
+far``: ``LabelTransfer``'s default since it was measured here; the names without it are the rule
+before); each with ``shift_adjust`` (the default: the query's distances scaled down by the ratio of
+their median to the held-out reference cells', when above 1) and without it (``, unadjusted``), each
 also after Harmony on reference + query (``align=True``), and ``combined`` with the threshold
 calibrated on the reference's batches (``batch_key``: across a shift, the groups of the shift key
 left in the reference; for a novel type, the dataset's batch key where it has one), on the panel's
-own splits and seed 0:
+own splits and ``--seed`` (default 0):
 
 - **across a shift** (every group of the shift key held out in turn): the share of test cells,
   all of known types, called "unknown" (goal <= 5%), and macro-F1 of the raw prediction;
@@ -27,7 +28,7 @@ own splits and seed 0:
 ``--adapt`` scores the model adapted to each dataset (``cellweave adapt``'s default head, about 35
 more minutes) instead of zero-shot. ``--scores``, ``--no-align`` and ``--no-unadjusted`` run fewer
 variants (every variant on the 256-d zero-shot embedding takes more than 25 minutes on the ADT
-dataset alone). Prints the means over datasets and writes ``--out`` (JSON, per dataset and mean).
+dataset alone); ``--seed`` takes another seed of the splits, the embedding and the adaptation. Prints the means over datasets and writes ``--out`` (JSON, per dataset and mean).
 Zero-shot with the three original scores it took about 15 minutes on one core::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/novelty_scores.py --model M --out novelty.json
@@ -62,6 +63,7 @@ def main() -> None:
                    help="novelty scores to run (default: all); fewer make the run shorter")
     p.add_argument("--no-align", action="store_true", help="leave out the variants after Harmony on reference + query")
     p.add_argument("--no-unadjusted", action="store_true", help="leave out the variants without shift_adjust")
+    p.add_argument("--seed", type=int, default=0, help="seed of the splits, the embedding and the adaptation")
     args = p.parse_args()
 
     from _diagnostics import panel_selection
@@ -73,15 +75,16 @@ def main() -> None:
     from cellweave.tl import LabelTransfer, align_reference_query
 
     model = CellWeave.load(args.model)
+    seed = args.seed
     t0 = time.perf_counter()
     shift, novel = defaultdict(list), defaultdict(list)  # dataset -> one row per split
 
     def transfers(emb, tr, te, labels, groups=None):
         out = {}
         for aligned in (False,) if args.no_align else (False, True):
-            etr, ete = align_reference_query(emb[tr], emb[te], seed=0) if aligned else (emb[tr], emb[te])
+            etr, ete = align_reference_query(emb[tr], emb[te], seed=seed) if aligned else (emb[tr], emb[te])
             for score in args.scores:
-                fitted = LabelTransfer(novelty_score=score, seed=0).fit(etr, labels[tr])
+                fitted = LabelTransfer(novelty_score=score, softmax_when_far=False, seed=seed).fit(etr, labels[tr])
                 for adjust in (True,) if args.no_unadjusted else (True, False):  # acts at predict time only
                     fitted.shift_adjust = adjust
                     out[score + ("" if adjust else ", unadjusted") + (" + Harmony" if aligned else "")] = (
@@ -89,9 +92,11 @@ def main() -> None:
                 if not aligned and "softmax" in fitted.components_ and score != "softmax":
                     fitted.shift_adjust, fitted.softmax_when_far = True, True
                     out[score + ", softmax when far"] = fitted.predict(ete)
+                    fitted.softmax_when_far = False
         if groups is not None:  # with fewer than 2 batches in the reference annotate uses a random 20%: as above
             several = len(set(groups[tr])) >= 2
-            fitted = LabelTransfer(seed=0).fit(emb[tr], labels[tr], groups=groups[tr]) if several else None
+            fitted = (LabelTransfer(softmax_when_far=False, seed=seed).fit(emb[tr], labels[tr], groups=groups[tr])
+                      if several else None)
             for adjust in (True,) if args.no_unadjusted else (True, False):
                 suffix = "" if adjust else ", unadjusted"
                 if fitted is not None:
@@ -100,16 +105,22 @@ def main() -> None:
                     out["combined, batches" + suffix] = fitted.predict(emb[te])
                 elif "combined" + suffix in out:
                     out["combined, batches" + suffix] = out["combined" + suffix]
+            if fitted is not None:  # the default: softmax_when_far
+                fitted.shift_adjust, fitted.softmax_when_far = True, True
+                out["combined, batches, softmax when far"] = fitted.predict(emb[te])
+            elif "combined, softmax when far" in out:
+                out["combined, batches, softmax when far"] = out["combined, softmax when far"]
         return out
 
     for d in panel_selection(args.datasets):
         if args.adapt:
             from cellweave.train import adapt
 
-            adapted = adapt(d.model_input, model=model, batch_key=d.batch_key or d.shift_key, seed=0, progress=False)
-            emb = adapted.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]
+            adapted = adapt(d.model_input, model=model, batch_key=d.batch_key or d.shift_key, seed=seed,
+                            progress=False)
+            emb = adapted.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
         else:
-            emb = model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]
+            emb = model.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
         y = np.asarray(d.labels).astype(str)
         if d.shift_key:
             groups = d.adata.obs[d.shift_key].astype(str).to_numpy()
@@ -119,7 +130,7 @@ def main() -> None:
                     row[f"{name}: unknown"] = float(res.unknown.mean())
                     row[f"{name}: macro-F1"] = float(f1_score(y[te], res.raw_prediction.astype(str), average="macro"))
                 shift[d.name].append(row)
-        for held_out, tr, query in novel_type_splits(d, seed=0, quick=True):
+        for held_out, tr, query in novel_type_splits(d, seed=seed, quick=True):
             is_novel = y[query] == held_out
             row = {}
             batches = d.adata.obs[d.batch_key].astype(str).to_numpy() if d.batch_key else None
@@ -127,7 +138,7 @@ def main() -> None:
                 row[f"{name}: AUROC"] = roc_auc_score(is_novel, res.novelty)
                 row[f"{name}: known unknown"] = float(res.unknown[~is_novel].mean())
                 row[f"{name}: novel unknown"] = float(res.unknown[is_novel].mean())
-            for name, s in baseline_novelty_scores(d, tr, query, seed=0).items():
+            for name, s in baseline_novelty_scores(d, tr, query, seed=seed).items():
                 row[f"{name}: AUROC"] = roc_auc_score(is_novel, s)
             novel[d.name].append(row)
         print(d.name, f"{time.perf_counter() - t0:.0f} s", flush=True)
@@ -135,8 +146,9 @@ def main() -> None:
     result = {"command": "benchmarks/novelty_scores.py" + (f" --model {args.model}" if args.model else "")
               + (" --adapt" if args.adapt else "")
               + (f" --scores {' '.join(args.scores)}" if list(args.scores) != list(SCORES) else "")
-              + (" --no-align" if args.no_align else "") + (" --no-unadjusted" if args.no_unadjusted else ""),
-              "model": model.name, "seed": 0, "seconds": round(time.perf_counter() - t0, 1)}
+              + (" --no-align" if args.no_align else "") + (" --no-unadjusted" if args.no_unadjusted else "")
+              + (f" --seed {seed}" if seed else ""),
+              "model": model.name, "seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
     for protocol, per in (("across shift", shift), ("novel type", novel)):
         per_dataset = {name: _mean(rows) for name, rows in per.items()}
         mean = _mean(list(per_dataset.values()))

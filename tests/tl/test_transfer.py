@@ -172,16 +172,19 @@ def test_softmax_when_far_ranks_the_classifier_alone_for_a_query_beyond_the_thre
     rng = np.random.default_rng(8)
     far, _ = _clusters(rng, 8.0 * np.eye(3, 10) + 3.0, 100)  # every known cell moved 9.5 sd: beyond the threshold
     score = "distance+mahalanobis+softmax"  # two distance parts of three: a far query is often unknown
+    before = LabelTransfer(novelty_score=score, softmax_when_far=False, seed=0).fit(ref, y)  # the rule before
     default = LabelTransfer(novelty_score=score, seed=0).fit(ref, y)
-    fallback = LabelTransfer(novelty_score=score, softmax_when_far=True, seed=0).fit(ref, y)
     with caplog.at_level("WARNING", logger="cellweave.tl._transfer"):
-        kept, switched = default.predict(far), fallback.predict(far)
-    assert not default.distance_ignored_ and fallback.distance_ignored_
+        kept, switched = before.predict(far), default.predict(far)
+    assert default.softmax_when_far and not before.distance_ignored_ and default.distance_ignored_
     assert "only the classifier's uncertainty" in caplog.text
     assert kept.unknown.mean() > 0.1 and switched.unknown.mean() < min(0.05, kept.unknown.mean() / 2)
-    # A query near the reference is scored as by default.
+    # The softmax part's own threshold decides: every cell above it, and only those, is unknown.
+    np.testing.assert_array_equal(switched.unknown, switched.novelty > default.softmax_threshold_)
+    # A query near the reference is scored as before, and the flag is not left over from the far one.
     near, _ = _clusters(rng, 8.0 * np.eye(3, 10), 100)
-    np.testing.assert_array_equal(default.predict(near).novelty, fallback.predict(near).novelty)
+    np.testing.assert_array_equal(before.predict(near).novelty, default.predict(near).novelty)
+    assert not default.distance_ignored_
 
 
 def test_every_cli_novelty_score_has_its_parts() -> None:

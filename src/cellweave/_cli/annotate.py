@@ -25,7 +25,8 @@ def cmd_annotate(args: argparse.Namespace) -> int:
         model = adapt_on_both(reference, query, model, args)
     tl.annotate(query, reference=reference, label_key=args.label_key, model=model,
                 novelty_quantile=args.novelty_quantile, novelty_score=args.novelty_score, batch_key=args.batch_key,
-                align=args.align, shift_adjust=args.shift_adjust, reference_token_space=args.reference_token_space,
+                align=args.align, shift_adjust=args.shift_adjust, softmax_when_far=args.softmax_when_far,
+                reference_token_space=args.reference_token_space,
                 finetune=args.finetune, finetune_epochs=args.max_epochs,
                 spatial=args.spatial, spatial_key=args.spatial_key, section_key=args.section_key,
                 n_spatial_neighbors=args.n_spatial_neighbors, seed=args.seed)
@@ -61,6 +62,10 @@ def add_annotate(sp: argparse.ArgumentParser, model_help: str) -> None:
                     help="scale the query's distances to the reference down by how much their median exceeds the "
                          "held-out reference cells' before the 'unknown' threshold, so a shifted query of known "
                          "types is not called unknown wholesale (default: on; needs 50 query cells)")
+    sp.add_argument("--softmax-when-far", action=argparse.BooleanOptionalAction, default=True,
+                    help="when the typical query cell is farther from the reference than the 'unknown' threshold, "
+                         "decide 'unknown' by the classifier's top class probability alone, since distance cannot "
+                         "tell a shifted query from new types (default: on; --no-softmax-when-far: the rule before)")
     sp.add_argument("--reference-token-space", action=argparse.BooleanOptionalAction, default=True,
                     help="tokenize the query as the reference: tokens from the reference's most variable genes, "
                          "ranked by the reference's gene means (default: on; --no-reference-token-space: the "

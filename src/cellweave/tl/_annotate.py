@@ -34,6 +34,7 @@ def annotate(
     batch_key: str | None = None,
     align: bool = False,
     shift_adjust: bool = True,
+    softmax_when_far: bool = True,
     reference_token_space: bool = True,
     finetune: bool = False,
     finetune_epochs: int = 3,
@@ -108,6 +109,12 @@ def annotate(
         lacks stays far relative to the rest of the query. Assumes at least half the query is of
         reference types; skipped below 50 query cells and, with a warning, when the typical query
         cell is beyond the threshold itself. The factor is recorded (``shift_factor``).
+    softmax_when_far
+        When the typical query cell is beyond the threshold by distance (so ``shift_adjust`` cannot
+        tell a shifted query of known types from one of new types), decide "unknown" by the
+        classifier's max-softmax alone, against its own held-out threshold (default). Recorded as
+        ``distance_ignored``. ``False``: score such a query unadjusted, as earlier versions did, which
+        may call much of it unknown. See :class:`~cellweave.tl.LabelTransfer`.
     reference_token_space
         Embed the query in the reference's token space: its tokens are drawn from the reference's
         most variable genes and ranked by deviation from the reference's gene means
@@ -162,8 +169,9 @@ def annotate(
         spatial context the scores live in the space of embedding plus neighbourhood mean.
     ``.uns["cellweave"]["annotate"]``
         model name and SHA-256, ``label_key``, ``key_added``, classes, ``novelty_quantile``,
-        ``novelty_score``, ``shift_adjust`` and the factor applied (``shift_factor``, 1: none), the
-        query's token space (``query_token_space``: ``"reference"``, ``"own"`` or ``"stored"``, a
+        ``novelty_score``, ``shift_adjust`` and the factor applied (``shift_factor``, 1: none),
+        ``softmax_when_far`` and whether the distance was left out for this query
+        (``distance_ignored``; ``threshold`` is then the softmax part's), the query's token space (``query_token_space``: ``"reference"``, ``"own"`` or ``"stored"``, a
         reused embedding),
         ``batch_key`` and the number of batches calibrated on
         (``calibration_batches``, 0: a random 20%), threshold, number of unknown cells, number of
@@ -196,7 +204,7 @@ def annotate(
     model = _resolve(model)
     # Checks the quantile and the score before any embedding.
     transfer = LabelTransfer(novelty_quantile=novelty_quantile, novelty_score=novelty_score,
-                             shift_adjust=shift_adjust, seed=seed)
+                             shift_adjust=shift_adjust, softmax_when_far=softmax_when_far, seed=seed)
 
     keep = labels.notna().to_numpy()
     # Neighbourhoods first (cheap, and bad sections or coordinates fail before any embedding).
@@ -256,7 +264,9 @@ def annotate(
     groups = reference.obs[batch_key].astype(str).to_numpy()[keep] if batch_key is not None else None
     transfer.fit(ref_emb, ref_labels, groups=groups)
     res = transfer.predict(query_emb)
-    classes, threshold, k, unknown = transfer.classes_, transfer.threshold_, transfer.k_, res.unknown
+    classes, k, unknown = transfer.classes_, transfer.k_, res.unknown
+    # The threshold applied: the softmax part's own when a far query is ranked by it alone.
+    threshold = transfer.softmax_threshold_ if transfer.distance_ignored_ else transfer.threshold_
     categories = classes + ([UNKNOWN_LABEL] if UNKNOWN_LABEL not in classes else [])
     adata.obs[f"{key_added}_prediction"] = pd.Categorical(res.prediction, categories=categories)
     adata.obs[f"{key_added}_confidence"] = res.confidence
@@ -275,6 +285,8 @@ def annotate(
         "align": bool(align),
         "shift_adjust": bool(shift_adjust),
         "shift_factor": float(transfer.shift_factor_),
+        "softmax_when_far": bool(softmax_when_far),
+        "distance_ignored": bool(transfer.distance_ignored_),
         "query_token_space": token_space,
         "threshold": threshold,
         "n_neighbors": k,
