@@ -81,35 +81,30 @@ def main() -> None:
 
     def transfers(emb, tr, te, labels, groups=None):
         out = {}
+        several = groups is not None and len(set(groups[tr])) >= 2
         for aligned in (False,) if args.no_align else (False, True):
             etr, ete = align_reference_query(emb[tr], emb[te], seed=seed) if aligned else (emb[tr], emb[te])
+            h = " + Harmony" if aligned else ""
             for score in args.scores:
                 fitted = LabelTransfer(novelty_score=score, softmax_when_far=False, seed=seed).fit(etr, labels[tr])
                 for adjust in (True,) if args.no_unadjusted else (True, False):  # acts at predict time only
                     fitted.shift_adjust = adjust
-                    out[score + ("" if adjust else ", unadjusted") + (" + Harmony" if aligned else "")] = (
-                        fitted.predict(ete))
-                if not aligned and "softmax" in fitted.components_ and score != "softmax":
+                    out[score + ("" if adjust else ", unadjusted") + h] = fitted.predict(ete)
+                if "softmax" in fitted.components_ and score != "softmax":
                     fitted.shift_adjust, fitted.softmax_when_far = True, True
-                    out[score + ", softmax when far"] = fitted.predict(ete)
-                    fitted.softmax_when_far = False
-        if groups is not None:  # with fewer than 2 batches in the reference annotate uses a random 20%: as above
-            several = len(set(groups[tr])) >= 2
-            fitted = (LabelTransfer(softmax_when_far=False, seed=seed).fit(emb[tr], labels[tr], groups=groups[tr])
+                    out[score + ", softmax when far" + h] = fitted.predict(ete)
+            if groups is None:
+                continue
+            # With fewer than 2 batches in the reference annotate uses a random 20%: the rows above.
+            fitted = (LabelTransfer(softmax_when_far=False, seed=seed).fit(etr, labels[tr], groups=groups[tr])
                       if several else None)
-            for adjust in (True,) if args.no_unadjusted else (True, False):
-                suffix = "" if adjust else ", unadjusted"
+            for adjust, far in [(True, False), *([] if args.no_unadjusted else [(False, False)]), (True, True)]:
+                suffix = ("" if adjust else ", unadjusted") + (", softmax when far" if far else "")
                 if fitted is not None:
-                    fitted.shift_adjust = adjust
-                if several:
-                    out["combined, batches" + suffix] = fitted.predict(emb[te])
-                elif "combined" + suffix in out:
-                    out["combined, batches" + suffix] = out["combined" + suffix]
-            if fitted is not None:  # the default: softmax_when_far
-                fitted.shift_adjust, fitted.softmax_when_far = True, True
-                out["combined, batches, softmax when far"] = fitted.predict(emb[te])
-            elif "combined, softmax when far" in out:
-                out["combined, batches, softmax when far"] = out["combined, softmax when far"]
+                    fitted.shift_adjust, fitted.softmax_when_far = adjust, far
+                    out["combined, batches" + suffix + h] = fitted.predict(ete)
+                elif "combined" + suffix + h in out:
+                    out["combined, batches" + suffix + h] = out["combined" + suffix + h]
         return out
 
     for d in panel_selection(args.datasets):

@@ -166,6 +166,13 @@ def test_panel_saves_each_finished_dataset_and_resumes(tmp_path, monkeypatch) ->
     other = BenchmarkContext(model=Model(), seeds=(0, 1), quick=False, out=tmp_path, progress=False, resume=True)
     with pytest.raises(CellWeaveInputError, match="quick: True there, False now"):
         panel.run(other, HtmlReport("t"))
+    # Records of a run before softmax_when_far became the default (no such key): refused too.
+    before = {**saved, "config": {k: v for k, v in saved["config"].items() if k != "softmax_when_far"}}
+    (tmp_path / panel.PARTIAL).write_text(json.dumps(before))
+    with pytest.raises(CellWeaveInputError, match="softmax_when_far: None there, True now"):
+        panel.run(BenchmarkContext(model=Model(), seeds=(0, 1), quick=True, out=tmp_path, progress=False,
+                                   resume=True), HtmlReport("t"))
+    (tmp_path / panel.PARTIAL).write_text(json.dumps(saved))
 
     stop["now"] = False
     scored.clear()

@@ -11,7 +11,9 @@ same splits; nothing is chosen on a test split):
    (tl.annotate's classifier on the frozen embedding) vs L2 logistic regression on HVGs chosen on
    the training cells; also the share of test cells cellweave calls "unknown" (all of their types
    are in the reference, so this should be near 0; the threshold is calibrated on the groups left
-   in the reference, ``tl.annotate(batch_key=...)``) and the expected calibration error; each
+   in the reference, ``tl.annotate(batch_key=...)``; a query beyond that threshold by distance is
+   judged by the classifier's max-softmax alone, ``softmax_when_far``, the default since runs
+   published before this sentence) and the expected calibration error; each
    cellweave variant also as "+ Harmony (reference + query)" (``tl.annotate(align=True)``);
 3. **novel type**: each type in turn removed from a stratified 70% reference; AUROC of the novelty
    score for that type among the 30% query: cellweave (tl.annotate's novelty score on the
@@ -559,12 +561,15 @@ def panel_summary(records: list[Record]) -> pd.DataFrame:
 
 
 def _run_config(ctx) -> dict:
-    """What makes two panel runs' records comparable: a run resumes only records written under the same."""
+    """What makes two panel runs' records comparable: a run resumes only records written under the same
+    (the label transfer's ``softmax_when_far`` too: its default changed within version 0.1.0)."""
     from cellweave._version import __version__
+    from cellweave.tl import LabelTransfer
 
     return {"model_sha256": ctx.model.model_hash, "quick": bool(ctx.quick), "adapt": list(ctx.adapt),
             "adapt_method": ADAPT_METHOD if set(ctx.adapt) - {"untrained"} else None,
-            "adapt_max_steps": ctx.adapt_max_steps, "adapt_lr": ctx.adapt_lr, "cellweave": __version__}
+            "adapt_max_steps": ctx.adapt_max_steps, "adapt_lr": ctx.adapt_lr, "cellweave": __version__,
+            "softmax_when_far": LabelTransfer().softmax_when_far}
 
 
 def _finished(ctx) -> list[Record]:
