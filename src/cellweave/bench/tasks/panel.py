@@ -12,8 +12,8 @@ same splits; nothing is chosen on a test split):
    the training cells; also the share of test cells cellweave calls "unknown" (all of their types
    are in the reference, so this should be near 0; the threshold is calibrated on the groups left
    in the reference, ``tl.annotate(batch_key=...)``; a query beyond that threshold by distance is
-   judged by the classifier's max-softmax alone, ``softmax_when_far``, the default since runs
-   published before this sentence) and the expected calibration error; each
+   judged by the classifier's max-softmax alone, ``softmax_when_far``, a default newer than the
+   panels published before December 2026) and the expected calibration error; each
    cellweave variant also as "+ Harmony (reference + query)" (``tl.annotate(align=True)``);
 3. **novel type**: each type in turn removed from a stratified 70% reference; AUROC of the novelty
    score for that type among the 30% query: cellweave (tl.annotate's novelty score on the
