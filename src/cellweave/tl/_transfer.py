@@ -142,7 +142,6 @@ class LabelTransfer:
         self.n_neighbors = n_neighbors
         self.C = C
         self.novelty_score = novelty_score
-        self.components_ = NOVELTY_COMPONENTS[novelty_score]
         self.shift_adjust = bool(shift_adjust)
         self.softmax_when_far = bool(softmax_when_far)
         self.seed = seed
@@ -158,6 +157,8 @@ class LabelTransfer:
         from sklearn.preprocessing import StandardScaler
 
         labels = np.asarray(labels).astype(str)
+        # Fitted state, set here and not at construction: the parts of novelty_score as it is at fit.
+        self.components_ = NOVELTY_COMPONENTS[self.novelty_score]
         self.scaler_ = StandardScaler().fit(embedding)
         z = self.scaler_.transform(embedding)
         self.classifier_ = self._classifier(z, labels)
