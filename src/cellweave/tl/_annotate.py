@@ -171,8 +171,8 @@ def annotate(
         model name and SHA-256, ``label_key``, ``key_added``, classes, ``novelty_quantile``,
         ``novelty_score``, ``shift_adjust`` and the factor applied (``shift_factor``, 1: none),
         ``softmax_when_far`` and whether the distance was left out for this query
-        (``distance_ignored``; ``threshold`` is then the softmax part's), the query's token space (``query_token_space``: ``"reference"``, ``"own"`` or ``"stored"``, a
-        reused embedding),
+        (``distance_ignored``; ``threshold`` is then the softmax part's), the query's token space
+        (``query_token_space``: ``"reference"``, ``"own"`` or ``"stored"``, a reused embedding),
         ``batch_key`` and the number of batches calibrated on
         (``calibration_batches``, 0: a random 20%), threshold, number of unknown cells, number of
         reference cells, seed, versions and
