@@ -28,7 +28,8 @@ own splits and ``--seed`` (default 0):
 ``--adapt`` scores the model adapted to each dataset (``cellweave adapt``'s default head, about 35
 more minutes) instead of zero-shot. ``--scores``, ``--no-align`` and ``--no-unadjusted`` run fewer
 variants (every variant on the 256-d zero-shot embedding takes more than 25 minutes on the ADT
-dataset alone); ``--seed`` takes another seed of the splits, the embedding and the adaptation. Prints the means over datasets and writes ``--out`` (JSON, per dataset and mean).
+dataset alone); ``--seed`` takes another seed of the splits, the embedding and the adaptation.
+Prints the means over datasets and writes ``--out`` (JSON, per dataset and mean).
 Zero-shot with the three original scores it took about 15 minutes on one core::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/novelty_scores.py --model M --out novelty.json

@@ -264,9 +264,7 @@ def annotate(
     groups = reference.obs[batch_key].astype(str).to_numpy()[keep] if batch_key is not None else None
     transfer.fit(ref_emb, ref_labels, groups=groups)
     res = transfer.predict(query_emb)
-    classes, k, unknown = transfer.classes_, transfer.k_, res.unknown
-    # The threshold applied: the softmax part's own when a far query is ranked by it alone.
-    threshold = transfer.softmax_threshold_ if transfer.distance_ignored_ else transfer.threshold_
+    classes, threshold, k, unknown = transfer.classes_, transfer.applied_threshold_, transfer.k_, res.unknown
     categories = classes + ([UNKNOWN_LABEL] if UNKNOWN_LABEL not in classes else [])
     adata.obs[f"{key_added}_prediction"] = pd.Categorical(res.prediction, categories=categories)
     adata.obs[f"{key_added}_confidence"] = res.confidence

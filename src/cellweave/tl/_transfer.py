@@ -92,7 +92,7 @@ class LabelTransfer:
     ``softmax_when_far`` (default since this release): when half the query is beyond the threshold by
     distance, so that ``shift_adjust`` cannot tell a shift from new types, rank the softmax part alone
     instead of the whole score (``softmax_threshold_``, the same quantile of the softmax part's
-    held-out ranks). On the head-adapted latent (the panel's splits, batch-calibrated as the panel
+    held-out ranks; after :meth:`predict`, ``applied_threshold_`` is the one used). On the head-adapted latent (the panel's splits, batch-calibrated as the panel
     does, three seeds, ``benchmarks/novelty_scores.py --adapt --seed S``) it cut shifted known cells
     called unknown from 22.2% to 8.6% (after Harmony on reference + query 5.7% -> 4.7%; pancreas across
     species stays the worst, 40%, 5% and 31% by seed) and moved novel-type AUROC from 0.827 to 0.825
@@ -292,7 +292,9 @@ class LabelTransfer:
         if self.shift_adjust:
             components = self._adjust_for_shift(components)
         novelty = self._score(components).astype(np.float32)
-        unknown = novelty > (self.softmax_threshold_ if self.distance_ignored_ else self.threshold_)
+        # The threshold applied to this query: the softmax part's own when a far query is ranked by it alone.
+        self.applied_threshold_ = self.softmax_threshold_ if self.distance_ignored_ else self.threshold_
+        unknown = novelty > self.applied_threshold_
         pred = raw.copy()
         pred[unknown] = UNKNOWN_LABEL
         return TransferResult(pred, raw, proba.max(axis=1).astype(np.float32), novelty, unknown, proba)
