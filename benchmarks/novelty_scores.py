@@ -25,6 +25,12 @@ own splits and ``--seed`` (default 0):
   called unknown; beside the panel's baselines on the same splits (logistic-regression
   max-softmax, kNN distance on PCA and after Harmony, all on the reference's HVGs).
 
+``map-query, rule before``: ``tl.map_query`` before it took ``annotate``'s rule, on the same splits
+(reference-standardized embedding, 15 faiss neighbours; "unknown" when the mean neighbour distance
+exceeds the 0.99 quantile of the reference cells' own leave-one-out distances; macro-F1 of the
+neighbours' Gaussian-weighted vote). ``map_query`` now calls unknown exactly the cells of the
+``combined, softmax when far`` row (``combined, batches, softmax when far`` with ``--batch-key``).
+
 ``--adapt`` scores the model adapted to each dataset (``cellweave adapt``'s default head, about 35
 more minutes) instead of zero-shot. ``--scores``, ``--no-align`` and ``--no-unadjusted`` run fewer
 variants (every variant on the 256-d zero-shot embedding takes more than 25 minutes on the ADT
@@ -51,6 +57,28 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     has batches)."""
     keys = dict.fromkeys(k for r in rows for k in r)
     return {k: round(float(np.mean([r[k] for r in rows if k in r])), 3) for k in keys}
+
+
+def map_query_rule_before(ref, labels, query, *, k: int = 15, quantile: float = 0.99):
+    """``tl.map_query``'s prediction and "unknown" before it took ``annotate``'s rule: the fields of
+    ``LabelTransfer.predict``'s result that this script reads (novelty: the mean neighbour distance)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+    from sklearn.preprocessing import StandardScaler
+
+    from cellweave.tl import NeighborIndex, kernel_vote
+
+    scaler = StandardScaler().fit(ref)
+    ref_z, query_z = scaler.transform(ref), scaler.transform(query)
+    codes, classes = pd.factorize(labels, sort=True)
+    index = NeighborIndex(ref_z)
+    k = min(k, len(ref_z) - 1)
+    idx, dist = index.query(query_z, k)
+    vote = np.asarray(classes)[kernel_vote(idx, dist, codes, len(classes)).argmax(axis=1)]
+    novelty = dist.mean(axis=1)
+    threshold = np.quantile(index.query(ref_z, k + 1)[1][:, 1:].mean(axis=1), quantile)
+    return SimpleNamespace(raw_prediction=vote, novelty=novelty, unknown=novelty > threshold)
 
 
 def main() -> None:
@@ -86,6 +114,8 @@ def main() -> None:
         for aligned in (False,) if args.no_align else (False, True):
             etr, ete = align_reference_query(emb[tr], emb[te], seed=seed) if aligned else (emb[tr], emb[te])
             h = " + Harmony" if aligned else ""
+            if not aligned:
+                out["map-query, rule before"] = map_query_rule_before(etr, labels[tr], ete)
             for score in args.scores:
                 fitted = LabelTransfer(novelty_score=score, softmax_when_far=False, seed=seed).fit(etr, labels[tr])
                 for adjust in (True,) if args.no_unadjusted else (True, False):  # acts at predict time only

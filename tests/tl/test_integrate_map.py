@@ -72,6 +72,8 @@ def test_map_query_across_protocols(protocols, model) -> None:
     known = pred != "unknown"
     acc = float(np.mean(pred[known] == truth[known]))
     assert acc > 0.5  # 3 lines in the query: chance is about 0.33
+    # Another protocol, the same lines: annotate's rule leaves them known (the distance rule before: 30% unknown).
+    assert np.mean(~known) < 0.05
     unc = out.obs["cellweave_uncertainty"].to_numpy()
     assert ((0 <= unc) & (unc < 1)).all()
     wrong = pred != truth
@@ -79,6 +81,60 @@ def test_map_query_across_protocols(protocols, model) -> None:
     assert out.obsm["X_cellweave_reference_umap"].shape == (query.n_obs, 2)
     rec = out.uns["cellweave"]["map_query"]
     assert rec["index"] == "faiss" and np.asarray(rec["reference_umap"]).shape == (ref.n_obs, 2)
+
+
+def _stored(emb: np.ndarray, model, labels=None):
+    """An AnnData whose ``obsm["X_cellweave"]`` is recorded as ``model``'s embedding (reused, not recomputed)."""
+    import anndata as ad
+    import pandas as pd
+
+    obs = pd.DataFrame(index=[f"c{i}" for i in range(len(emb))])
+    if labels is not None:
+        obs["cell_type"] = labels
+    a = ad.AnnData(obs=obs)
+    a.obsm["X_cellweave"] = emb.astype(np.float32)
+    a.uns["cellweave"] = {"X_cellweave": {"model_sha256": model.model_hash}}
+    return a
+
+
+def test_map_query_calls_a_missing_type_unknown_and_not_a_shifted_query(tiny_rna_model) -> None:
+    """map_query decides "unknown" by annotate's rule: a query of known types shifted as a whole (wider
+    spread) is not called unknown wholesale, a type missing from the reference is; the
+    reference-distance rule before (distance alone, unadjusted) calls most of the shifted query unknown."""
+    model = tiny_rna_model
+    rng = np.random.default_rng(0)
+    width = model.module.embedding_dim
+    # Three reference types and one the reference lacks, each raised on its own quarter of the dimensions.
+    centres = 4.0 * np.kron(np.eye(4), np.ones(width // 4))
+    ref_codes = np.repeat(np.arange(3), 500)
+    ref = _stored(centres[ref_codes] + rng.normal(size=(1500, width)), model,
+                  labels=np.array(["a", "b", "c"])[ref_codes])
+    query_codes = np.r_[np.repeat(np.arange(3), 100), np.full(40, 3)]
+    shifted = centres[query_codes] + 1.25 * rng.normal(size=(340, width))
+    query = _stored(shifted, model)
+    novel = query_codes == 3
+
+    out = cellweave.tl.map_query(query, reference=ref, label_key="cell_type", model=model, progress=False, copy=True)
+    pred = out.obs["cellweave_prediction"].astype(str).to_numpy()
+    assert np.mean(pred[~novel] == np.array(["a", "b", "c"])[query_codes[~novel]]) > 0.95
+    assert np.mean(pred[~novel] == "unknown") < 0.05
+    assert np.mean(pred[novel] == "unknown") > 0.8
+    rec = out.uns["cellweave"]["map_query"]
+    assert rec["novelty_score"] == "combined" and rec["shift_adjust"] and rec["shift_factor"] < 1.0
+    assert rec["n_unknown"] == int((pred == "unknown").sum())
+    assert (out.obs["cellweave_distance"].to_numpy() > 0).all()
+
+    before = cellweave.tl.map_query(query, reference=ref, label_key="cell_type", model=model, novelty_score="distance",
+                                    shift_adjust=False, progress=False, copy=True)
+    assert np.mean(before.obs["cellweave_prediction"].astype(str).to_numpy()[~novel] == "unknown") > 0.15
+
+
+def test_map_query_bad_novelty_options(protocols) -> None:
+    ref, query, _ = protocols
+    with pytest.raises(CellWeaveInputError, match="novelty_score='knn' is not one of"):
+        cellweave.tl.map_query(query, reference=ref, label_key="cell_type", novelty_score="knn", copy=True)
+    with pytest.raises(CellWeaveInputError, match="batch_key='donor' is not a column of reference.obs"):
+        cellweave.tl.map_query(query, reference=ref, label_key="cell_type", batch_key="donor", copy=True)
 
 
 @pytest.mark.slow  # pynndescent compiles with numba on first use (a minute or more on 2 cores)
@@ -100,10 +156,12 @@ def test_map_query_cli_leaves_reference_untouched(protocols, tmp_path, capsys) -
     query.write_h5ad(query_path)
     before = sha256_file(ref_path)
     args = ["map-query", str(query_path), "--reference", str(ref_path), "--out", str(out)]
-    assert main([*args, "--label-key", "cell_type"]) == 0
+    assert main([*args, "--label-key", "cell_type", "--batch-key", "batch", "--no-softmax-when-far"]) == 0
     assert sha256_file(ref_path) == before
     mapped = cellweave.io.read(out)
     assert mapped.obs["cellweave_prediction"].notna().all() and "X_cellweave" in mapped.obsm
+    rec = mapped.uns["cellweave"]["map_query"]  # the novelty options reach tl.map_query
+    assert rec["batch_key"] == "batch" and rec["calibration_batches"] == 4 and not rec["softmax_when_far"]
     assert main([*args[:-1], str(tmp_path / "bad.h5ad"), "--label-key", "celltype"]) == 2
     assert "label_key 'celltype' is not a column" in capsys.readouterr().err
     assert not (tmp_path / "bad.h5ad").exists()

@@ -83,6 +83,31 @@ def add_budget_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = Tr
                         help="obs column of batches, a covariate of the count decoder when adapting (default: none)")
 
 
+def add_novelty_options(sp: argparse.ArgumentParser) -> None:
+    """The options of the "unknown" rule that ``annotate`` and ``map-query`` share
+    (:class:`cellweave.tl.LabelTransfer`)."""
+    from cellweave._constants import NOVELTY_SCORES
+
+    sp.add_argument("--novelty-quantile", type=float, default=0.99,
+                    help="quantile of held-out reference novelty used as the 'unknown' threshold")
+    sp.add_argument("--novelty-score", choices=NOVELTY_SCORES, default=NOVELTY_SCORES[0],
+                    help="combined: mean conformal rank of the kNN distance to the reference and of one minus the "
+                         "top class probability; distance or softmax: one of them alone; mahalanobis: distance to the "
+                         "nearest class mean in the classes' shared covariance; distance+mahalanobis+softmax: the "
+                         "mean rank of the three (default: combined)")
+    sp.add_argument("--batch-key", default=None,
+                    help="obs column of the reference's batches: calibrate the 'unknown' threshold on whole batches "
+                         "held out in turn, so a query shifted as much as they differ is not called unknown")
+    sp.add_argument("--shift-adjust", action=argparse.BooleanOptionalAction, default=True,
+                    help="scale the query's distances to the reference down by how much their median exceeds the "
+                         "held-out reference cells' before the 'unknown' threshold, so a shifted query of known "
+                         "types is not called unknown wholesale (default: on; needs 50 query cells)")
+    sp.add_argument("--softmax-when-far", action=argparse.BooleanOptionalAction, default=True,
+                    help="when the typical query cell is farther from the reference than the 'unknown' threshold, "
+                         "decide 'unknown' by the classifier's top class probability alone, since distance cannot "
+                         "tell a shifted query from new types (default: on; --no-softmax-when-far: the rule before)")
+
+
 def add_adapt_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = True) -> None:
     """``--adapt`` and its budget, on the verbs that can adapt the model first."""
     sp.add_argument("--adapt", action="store_true",

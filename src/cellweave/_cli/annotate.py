@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cellweave._cli._common import adapt_on_both, add_adapt_options, add_query_and_reference
-from cellweave._constants import NOVELTY_SCORES
+from cellweave._cli._common import adapt_on_both, add_adapt_options, add_novelty_options, add_query_and_reference
 
 logger = logging.getLogger("cellweave")
 
@@ -45,27 +44,10 @@ def add_annotate(sp: argparse.ArgumentParser, model_help: str) -> None:
     add_query_and_reference(sp, query_help="query .h5ad to annotate", reference_help="labelled reference .h5ad")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--out", required=True, help="output .h5ad (the annotated query)")
-    sp.add_argument("--novelty-quantile", type=float, default=0.99,
-                    help="quantile of held-out reference novelty used as the 'unknown' threshold")
-    sp.add_argument("--novelty-score", choices=NOVELTY_SCORES, default=NOVELTY_SCORES[0],
-                    help="combined: mean conformal rank of the kNN distance to the reference and of one minus the "
-                         "top class probability; distance or softmax: one of them alone; mahalanobis: distance to the "
-                         "nearest class mean in the classes' shared covariance; distance+mahalanobis+softmax: the "
-                         "mean rank of the three (default: combined)")
-    sp.add_argument("--batch-key", default=None,
-                    help="obs column of the reference's batches: calibrate the 'unknown' threshold on whole batches "
-                         "held out in turn, so a query shifted as much as they differ is not called unknown")
+    add_novelty_options(sp)
     sp.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
                     help="correct reference and query embeddings together by Harmony first, so known types in a "
                          "new state (another protocol, study or condition) are not called unknown")
-    sp.add_argument("--shift-adjust", action=argparse.BooleanOptionalAction, default=True,
-                    help="scale the query's distances to the reference down by how much their median exceeds the "
-                         "held-out reference cells' before the 'unknown' threshold, so a shifted query of known "
-                         "types is not called unknown wholesale (default: on; needs 50 query cells)")
-    sp.add_argument("--softmax-when-far", action=argparse.BooleanOptionalAction, default=True,
-                    help="when the typical query cell is farther from the reference than the 'unknown' threshold, "
-                         "decide 'unknown' by the classifier's top class probability alone, since distance cannot "
-                         "tell a shifted query from new types (default: on; --no-softmax-when-far: the rule before)")
     sp.add_argument("--reference-token-space", action=argparse.BooleanOptionalAction, default=True,
                     help="tokenize the query as the reference: tokens from the reference's most variable genes, "
                          "ranked by the reference's gene means (default: on; --no-reference-token-space: the "

@@ -14,7 +14,7 @@ from cellweave.models import CellWeave, environment_versions
 
 from ._annotate import _reference_labels, reference_and_query_embeddings
 from ._embed import _h5_safe, _resolve
-from ._transfer import UNKNOWN_LABEL
+from ._transfer import UNKNOWN_LABEL, LabelTransfer
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -82,6 +82,10 @@ def map_query(
     n_neighbors: int = 15,
     index: str = "faiss",
     novelty_quantile: float = 0.99,
+    novelty_score: str = "combined",
+    batch_key: str | None = None,
+    shift_adjust: bool = True,
+    softmax_when_far: bool = True,
     reference_token_space: bool = True,
     key_added: str = "cellweave",
     seed: int = 0,
@@ -93,11 +97,21 @@ def map_query(
     Reference and query are embedded by the same frozen model, so they share one space; the
     embedding is standardized on the reference. Each query cell's ``n_neighbors`` nearest
     reference cells (faiss exact L2 search, or pynndescent) vote for its label with Gaussian
-    distance weights; the uncertainty is one minus the winning share. A cell is
-    ``"unknown"`` when its mean neighbour distance exceeds the ``novelty_quantile`` of the
-    reference cells' own (leave-one-out) mean neighbour distances. Query cells are also
-    placed on a UMAP of the reference: the weighted mean of their neighbours' coordinates.
-    The reference object is only read; nothing is written into it.
+    distance weights; the uncertainty is one minus the winning share. Which cells are
+    ``"unknown"`` is decided as :func:`cellweave.tl.annotate` decides it, by
+    :class:`~cellweave.tl.LabelTransfer` fit on the same standardized reference embedding: by
+    default the mean conformal rank of the kNN distance to the reference and of a logistic
+    regression's uncertainty, thresholded at the ``novelty_quantile`` of held-out reference
+    cells, with a shift of the whole query taken out of the distance (``shift_adjust``) and,
+    when the typical query cell is beyond the threshold by distance, the classifier's
+    uncertainty alone deciding (``softmax_when_far``). So both verbs call the same cells unknown;
+    the label of a known cell stays the neighbours' vote. Before this rule a cell was unknown when
+    its mean neighbour distance exceeded the ``novelty_quantile`` of the reference cells' own
+    (leave-one-out) distances: every cell of a query from another protocol or study could cross it
+    (``novelty_score="distance", shift_adjust=False`` is the nearest setting to that rule; its
+    measurement is in ``benchmarks/novelty_scores.py``). Query cells are also placed on a UMAP
+    of the reference: the weighted mean of their neighbours' coordinates. The reference object is
+    only read; nothing is written into it.
 
     Parameters
     ----------
@@ -115,7 +129,14 @@ def map_query(
     index
         ``"faiss"`` (exact) or ``"pynndescent"`` (approximate, for large references).
     novelty_quantile
-        Quantile of the reference's own neighbour distances used as the "unknown" threshold.
+        Quantile (in ``(0, 1]``) of held-out reference cells' novelty scores used as the "unknown"
+        threshold; higher flags fewer cells.
+    novelty_score, batch_key, shift_adjust, softmax_when_far
+        The novelty rule, as in :func:`cellweave.tl.annotate`: the score thresholded
+        (``"combined"``, ``"distance"``, ``"softmax"``, ``"mahalanobis"`` or
+        ``"distance+mahalanobis+softmax"``); the ``reference.obs`` column of batches to calibrate
+        the threshold on whole batches held out in turn; the shift adjustment of the query's
+        distances; max-softmax alone when the typical query cell is beyond the threshold.
     reference_token_space
         Embed the query in the reference's token space (its most variable genes and gene means),
         as :func:`cellweave.tl.annotate` does; ``False``: the query's own.
@@ -133,14 +154,19 @@ def map_query(
     ``.obs[f"{key_added}_uncertainty"]``
         float32 in [0, 1): one minus the weighted share of the winning label.
     ``.obs[f"{key_added}_novelty"]``
+        float32 novelty score of ``novelty_score`` (as :func:`cellweave.tl.annotate` writes it);
+        higher is more novel.
+    ``.obs[f"{key_added}_distance"]``
         float32 mean distance to the ``n_neighbors`` reference neighbours (standardized space).
     ``.obsm["X_cellweave"]``
         the query's embedding in the reference's space (when it had to be computed).
     ``.obsm[f"X_{key_added}_reference_umap"]``
         2-d position of each query cell on the reference UMAP.
     ``.uns["cellweave"]["map_query"]``
-        model SHA-256, index backend, ``n_neighbors``, label classes, threshold, number of
-        reference cells, the reference UMAP coordinates and labels (for plotting the query over
+        model SHA-256, index backend, ``n_neighbors``, label classes, the novelty rule
+        (``novelty_score``, ``batch_key`` and ``calibration_batches``, ``shift_adjust`` and
+        ``shift_factor``, ``softmax_when_far`` and ``distance_ignored``) with the threshold it
+        applied, number of unknown and of reference cells, the reference UMAP coordinates and labels (for plotting the query over
         it), the query's token space (``query_token_space``, as in :func:`annotate`), seed and
         versions.
     """
@@ -150,9 +176,14 @@ def map_query(
 
     if index not in INDEXES:
         raise CellWeaveInputError(f"Unknown neighbour index {index!r}; choose from {', '.join(INDEXES)}.")
-    if not 0.0 < novelty_quantile <= 1.0:
-        raise CellWeaveInputError(f"novelty_quantile must be in (0, 1], got {novelty_quantile}.")
+    # Checks the quantile and the score before any embedding.
+    transfer = LabelTransfer(novelty_quantile=novelty_quantile, novelty_score=novelty_score,
+                             shift_adjust=shift_adjust, softmax_when_far=softmax_when_far, seed=seed)
     labels = _reference_labels(reference, label_key)
+    if batch_key is not None and batch_key not in reference.obs:
+        raise CellWeaveInputError(f"batch_key={batch_key!r} is not a column of reference.obs (columns: "
+                                  f"{', '.join(map(str, reference.obs.columns)) or 'none'}); name the column of the "
+                                  "reference's batches, or leave it out to calibrate on a random 20%.")
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     ref_emb, query_emb, token_space = reference_and_query_embeddings(
@@ -169,12 +200,10 @@ def map_query(
     proba = kernel_vote(idx, dist, codes, len(classes))
     predicted = np.asarray(classes)[proba.argmax(axis=1)].astype(object)
     uncertainty = np.clip(1.0 - proba.max(axis=1), 0.0, 1.0).astype(np.float32)
-    novelty = dist.mean(axis=1).astype(np.float32)
-    # The reference's own cells, each without itself: the distances a known cell type gets.
-    # Each cell finds itself first (distance 0), so its k nearest others are columns 1..k.
-    ref_novelty = nn_index.query(ref_z, k + 1)[1][:, 1:].mean(axis=1)
-    threshold = float(np.quantile(ref_novelty, novelty_quantile))
-    unknown = novelty > threshold
+    # "unknown" as annotate decides it (LabelTransfer standardizes the embedding on the reference itself).
+    groups = reference.obs[batch_key].astype(str).to_numpy()[keep] if batch_key is not None else None
+    res = transfer.fit(ref_emb, ref_labels, groups=groups).predict(query_emb)
+    unknown = res.unknown
     predicted[unknown] = UNKNOWN_LABEL
 
     ref_umap = umap_coordinates(ref_z.astype(np.float32), seed=seed)
@@ -183,12 +212,17 @@ def map_query(
     categories = [str(c) for c in classes] + ([UNKNOWN_LABEL] if UNKNOWN_LABEL not in classes else [])
     adata.obs[f"{key_added}_prediction"] = pd.Categorical(predicted, categories=categories)
     adata.obs[f"{key_added}_uncertainty"] = uncertainty
-    adata.obs[f"{key_added}_novelty"] = novelty
+    adata.obs[f"{key_added}_novelty"] = res.novelty
+    adata.obs[f"{key_added}_distance"] = dist.mean(axis=1).astype(np.float32)
     adata.obsm[f"X_{key_added}_reference_umap"] = query_umap
     record: dict[str, Any] = {
         "model": model.name, "model_sha256": model.model_hash, "label_key": label_key, "index": index,
         "n_neighbors": k, "classes": [str(c) for c in classes], "novelty_quantile": novelty_quantile,
-        "threshold": threshold, "n_unknown": int(unknown.sum()), "n_reference": len(ref_z),
+        "novelty_score": novelty_score, "batch_key": batch_key or "",
+        "calibration_batches": transfer.calibration_groups_, "shift_adjust": bool(shift_adjust),
+        "shift_factor": float(transfer.shift_factor_), "softmax_when_far": bool(softmax_when_far),
+        "distance_ignored": bool(transfer.distance_ignored_), "threshold": float(transfer.applied_threshold_),
+        "n_unknown": int(unknown.sum()), "n_reference": len(ref_z),
         "reference_umap": ref_umap.astype(np.float32), "reference_labels": [str(x) for x in ref_labels],
         "query_token_space": token_space, "seed": seed, "versions": environment_versions(),
     }
