@@ -121,12 +121,40 @@ def test_map_query_calls_a_missing_type_unknown_and_not_a_shifted_query(tiny_rna
     assert np.mean(pred[novel] == "unknown") > 0.8
     rec = out.uns["cellweave"]["map_query"]
     assert rec["novelty_score"] == "combined" and rec["shift_adjust"] and rec["shift_factor"] < 1.0
+    assert not rec["align"]
     assert rec["n_unknown"] == int((pred == "unknown").sum())
     assert (out.obs["cellweave_distance"].to_numpy() > 0).all()
 
     before = cellweave.tl.map_query(query, reference=ref, label_key="cell_type", model=model, novelty_score="distance",
                                     shift_adjust=False, progress=False, copy=True)
     assert np.mean(before.obs["cellweave_prediction"].astype(str).to_numpy()[~novel] == "unknown") > 0.15
+
+
+def test_map_query_align_takes_out_a_batch_offset(tiny_rna_model) -> None:
+    """align=True: Harmony on reference + query moves a query offset as a whole (a batch effect) onto the
+    reference, so the distance rule, unadjusted, no longer calls its known cells unknown; the missing type
+    stays unknown."""
+    model = tiny_rna_model
+    rng = np.random.default_rng(0)
+    width = model.module.embedding_dim
+    centres = 4.0 * np.kron(np.eye(4), np.ones(width // 4))
+    ref_codes = np.repeat(np.arange(3), 500)
+    ref = _stored(centres[ref_codes] + rng.normal(size=(1500, width)), model,
+                  labels=np.array(["a", "b", "c"])[ref_codes])
+    query_codes = np.r_[np.repeat(np.arange(3), 100), np.full(40, 3)]
+    offset = 3.0 * (np.arange(width) < 4)
+    query = _stored(centres[query_codes] + rng.normal(size=(340, width)) + offset, model)
+    novel = query_codes == 3
+    kw = dict(reference=ref, label_key="cell_type", model=model, novelty_score="distance", shift_adjust=False,
+              progress=False, copy=True)
+    unknown = {}
+    for align in (False, True):
+        out = cellweave.tl.map_query(query, align=align, **kw)
+        pred = out.obs["cellweave_prediction"].astype(str).to_numpy()
+        unknown[align] = np.mean(pred[~novel] == "unknown")
+        assert np.mean(pred[novel] == "unknown") > 0.8
+        assert bool(out.uns["cellweave"]["map_query"]["align"]) == align
+    assert unknown[False] > 0.2 and unknown[True] < 0.05
 
 
 def test_map_query_bad_novelty_options(protocols) -> None:

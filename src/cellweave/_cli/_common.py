@@ -83,9 +83,9 @@ def add_budget_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = Tr
                         help="obs column of batches, a covariate of the count decoder when adapting (default: none)")
 
 
-def add_novelty_options(sp: argparse.ArgumentParser) -> None:
-    """The options of the "unknown" rule that ``annotate`` and ``map-query`` share
-    (:class:`cellweave.tl.LabelTransfer`)."""
+def add_transfer_options(sp: argparse.ArgumentParser) -> None:
+    """The label-transfer options that ``annotate`` and ``map-query`` share: Harmony alignment and the
+    "unknown" rule (:class:`cellweave.tl.LabelTransfer`)."""
     from cellweave._constants import NOVELTY_SCORES
 
     sp.add_argument("--novelty-quantile", type=float, default=0.99,
@@ -106,6 +106,9 @@ def add_novelty_options(sp: argparse.ArgumentParser) -> None:
                     help="when the typical query cell is farther from the reference than the 'unknown' threshold, "
                          "decide 'unknown' by the classifier's top class probability alone, since distance cannot "
                          "tell a shifted query from new types (default: on; --no-softmax-when-far: the rule before)")
+    sp.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
+                    help="correct reference and query embeddings together by Harmony first, so known types in a "
+                         "new state (another protocol, study or condition) are not called unknown")
 
 
 def add_adapt_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = True) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cellweave._cli._common import adapt_on_both, add_adapt_options, add_novelty_options, add_query_and_reference
+from cellweave._cli._common import adapt_on_both, add_adapt_options, add_query_and_reference, add_transfer_options
 
 logger = logging.getLogger("cellweave")
 
@@ -44,10 +44,7 @@ def add_annotate(sp: argparse.ArgumentParser, model_help: str) -> None:
     add_query_and_reference(sp, query_help="query .h5ad to annotate", reference_help="labelled reference .h5ad")
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--out", required=True, help="output .h5ad (the annotated query)")
-    add_novelty_options(sp)
-    sp.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
-                    help="correct reference and query embeddings together by Harmony first, so known types in a "
-                         "new state (another protocol, study or condition) are not called unknown")
+    add_transfer_options(sp)
     sp.add_argument("--reference-token-space", action=argparse.BooleanOptionalAction, default=True,
                     help="tokenize the query as the reference: tokens from the reference's most variable genes, "
                          "ranked by the reference's gene means (default: on; --no-reference-token-space: the "

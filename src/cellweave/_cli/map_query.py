@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cellweave._cli._common import adapt_on_both, add_adapt_options, add_novelty_options, add_query_and_reference
+from cellweave._cli._common import adapt_on_both, add_adapt_options, add_query_and_reference, add_transfer_options
 
 logger = logging.getLogger("cellweave")
 
@@ -25,6 +25,7 @@ def cmd_map_query(args: argparse.Namespace) -> int:
     tl.map_query(query, reference=reference, label_key=args.label_key, model=model, n_neighbors=args.n_neighbors,
                  index=args.index, novelty_quantile=args.novelty_quantile, novelty_score=args.novelty_score,
                  batch_key=args.batch_key, shift_adjust=args.shift_adjust, softmax_when_far=args.softmax_when_far,
+                 align=args.align,
                  reference_token_space=args.reference_token_space, seed=args.seed)
     for label, n in query.obs["cellweave_prediction"].value_counts().items():
         logger.info("mapped %s: %d cells", label, n)
@@ -39,7 +40,7 @@ def add_map_query(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--n-neighbors", type=int, default=15)
     sp.add_argument("--index", default="faiss", choices=["faiss", "pynndescent"], help="nearest-neighbour library")
-    add_novelty_options(sp)
+    add_transfer_options(sp)
     sp.add_argument("--reference-token-space", action=argparse.BooleanOptionalAction, default=True,
                     help="tokenize the query as the reference: tokens from the reference's most variable genes, "
                          "ranked by the reference's gene means (default: on; --no-reference-token-space: the "

@@ -86,6 +86,7 @@ def map_query(
     batch_key: str | None = None,
     shift_adjust: bool = True,
     softmax_when_far: bool = True,
+    align: bool = False,
     reference_token_space: bool = True,
     key_added: str = "cellweave",
     seed: int = 0,
@@ -137,6 +138,11 @@ def map_query(
         ``"distance+mahalanobis+softmax"``); the ``reference.obs`` column of batches to calibrate
         the threshold on whole batches held out in turn; the shift adjustment of the query's
         distances; max-softmax alone when the typical query cell is beyond the threshold.
+    align
+        Correct reference and query embeddings together by Harmony first (reference and query as the
+        batches, :func:`cellweave.tl.align_reference_query`), as :func:`cellweave.tl.annotate` does
+        with ``align=True``: neighbours, novelty and the reference UMAP are then computed in the
+        aligned space. Transductive: the reference's positions depend on the query.
     reference_token_space
         Embed the query in the reference's token space (its most variable genes and gene means),
         as :func:`cellweave.tl.annotate` does; ``False``: the query's own.
@@ -166,7 +172,7 @@ def map_query(
         model SHA-256, index backend, ``n_neighbors``, label classes, the novelty rule
         (``novelty_score``, ``batch_key`` and ``calibration_batches``, ``shift_adjust`` and
         ``shift_factor``, ``softmax_when_far`` and ``distance_ignored``) with the threshold it
-        applied, number of unknown and of reference cells, the reference UMAP coordinates and labels (for plotting the query over
+        applied, ``align``, number of unknown and of reference cells, the reference UMAP coordinates and labels (for plotting the query over
         it), the query's token space (``query_token_space``, as in :func:`annotate`), seed and
         versions.
     """
@@ -190,6 +196,11 @@ def map_query(
         reference, adata, model, seed=seed, progress=progress, reference_token_space=reference_token_space)
     keep = labels.notna().to_numpy()
     ref_emb, ref_labels = ref_emb[keep], labels[keep].astype(str).to_numpy()
+    if align:
+        from ._integrate import align_reference_query
+
+        ref_emb, query_emb = align_reference_query(ref_emb, query_emb, seed=seed)
+        logger.info("Reference and query aligned by Harmony before mapping (align=True)")
 
     scaler = StandardScaler().fit(ref_emb)
     ref_z, query_z = scaler.transform(ref_emb), scaler.transform(query_emb)
@@ -221,7 +232,8 @@ def map_query(
         "novelty_score": novelty_score, "batch_key": batch_key or "",
         "calibration_batches": transfer.calibration_groups_, "shift_adjust": bool(shift_adjust),
         "shift_factor": float(transfer.shift_factor_), "softmax_when_far": bool(softmax_when_far),
-        "distance_ignored": bool(transfer.distance_ignored_), "threshold": float(transfer.applied_threshold_),
+        "distance_ignored": bool(transfer.distance_ignored_), "align": bool(align),
+        "threshold": float(transfer.applied_threshold_),
         "n_unknown": int(unknown.sum()), "n_reference": len(ref_z),
         "reference_umap": ref_umap.astype(np.float32), "reference_labels": [str(x) for x in ref_labels],
         "query_token_space": token_space, "seed": seed, "versions": environment_versions(),
