@@ -43,6 +43,10 @@ def test_annotate_and_map_on_user_data(user_file, tmp_path) -> None:
     assert ((auroc["mean"] >= 0) & (auroc["mean"] <= 1)).all() and len(auroc) >= 3
     mp = s[(s.task == "map-query") & (s.metric == "macro_f1")]
     assert {"cellweave", "cellweave (harmony)", "kNN (PCA)", "Harmony + kNN"} <= set(mp.method)
+    # The query's cells are all of reference types: few are called unknown, by cellweave's rows only.
+    unknown = s[(s.task == "map-query") & (s.metric == "known_flagged_unknown")].set_index("method")["mean"]
+    assert set(unknown.index) == {"cellweave", "cellweave (harmony)"}
+    assert (unknown < 0.1).all()
     html = (tmp_path / "report.html").read_text()
     assert "Benchmark: annotate" in html and "Benchmark: map-query" in html and "data:image/png;base64" in html
 

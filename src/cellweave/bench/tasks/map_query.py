@@ -26,7 +26,9 @@ DESCRIPTION = (
     "after Harmony on PCs of the joint reference+query embedding (reference vs query as batch). Baselines: kNN "
     "(k=15, distance-weighted) on 50 PCs of reference HVGs with the query projected; Harmony on the joint PCs "
     "then kNN; scVI + scArches query surgery then kNN (full mode only). uncertainty_auroc = AUROC of the "
-    "uncertainty for wrong vs right predictions (does the uncertainty find the errors)."
+    "uncertainty for wrong vs right predictions (does the uncertainty find the errors). known_flagged_unknown "
+    "(cellweave rows only) = share of the query, all of reference types, that tl.map_query calls 'unknown' "
+    "(annotate's rule: LabelTransfer's combined score with shift_adjust and softmax_when_far)."
 )
 SCVI_EPOCHS = 100
 
@@ -85,7 +87,7 @@ def run(ctx, report) -> list[Record]:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    from cellweave.tl import NeighborIndex, kernel_vote
+    from cellweave.tl import LabelTransfer, NeighborIndex, kernel_vote
 
     records: list[Record] = []
     examples = []
@@ -115,6 +117,9 @@ def run(ctx, report) -> list[Record]:
                 hidx, hdist = NeighborIndex(h[~is_q], backend="faiss").query(h[is_q], 15)
                 hp = kernel_vote(hidx, hdist, codes, len(classes))
                 results["cellweave (harmony)"] = (np.asarray(classes)[hp.argmax(1)], 1.0 - hp.max(1))
+                # Every query cell is of a reference type: the share tl.map_query's rule calls unknown.
+                unknown = {CELLWEAVE: LabelTransfer(seed=seed).fit(emb[tr], ytr).predict(emb[te]).unknown,
+                           "cellweave (harmony)": LabelTransfer(seed=seed).fit(h[~is_q], ytr).predict(h[is_q]).unknown}
 
                 hv = hvg_features(d.lognorm[tr])
                 xr, xq = d.lognorm[tr][:, hv].toarray(), d.lognorm[te][:, hv].toarray()
@@ -131,6 +136,10 @@ def run(ctx, report) -> list[Record]:
                         results["scVI + scArches"] = sa
                 for method, (yp, unc) in results.items():
                     records += make_records(TASK, d.short, split, seed, method, _scores(yte, yp, unc))
+                    if method in unknown:
+                        records += make_records(TASK, d.short, split, seed, method,
+                                                {"known_flagged_unknown": float(unknown[method].mean())},
+                                                higher_is_better={"known_flagged_unknown": False})
                 if seed == ctx.seeds[0] and len(examples) < 2:
                     examples.append((d, split, group, tr, te, emb))
             logger.info("map: %s seed %d done", d.short, seed)
