@@ -97,26 +97,31 @@ def _stored(emb: np.ndarray, model, labels=None):
     return a
 
 
-def test_map_query_calls_a_missing_type_unknown_and_not_a_shifted_query(tiny_rna_model) -> None:
-    """map_query decides "unknown" by annotate's rule: a query of known types shifted as a whole (wider
-    spread) is not called unknown wholesale, a type missing from the reference is; the
-    reference-distance rule before (distance alone, unadjusted) calls most of the shifted query unknown."""
-    model = tiny_rna_model
+def _three_types_and_a_missing_one(model, *, spread: float, offset: float):
+    """Stored embeddings: a reference of three types (500 cells each), each raised on its own quarter of
+    the dimensions, and a query of the same types (100 each, noise times ``spread``, ``offset`` added on
+    4 dimensions) plus 40 cells of a fourth type; returns reference, query, true query types, novel mask."""
     rng = np.random.default_rng(0)
     width = model.module.embedding_dim
-    # Three reference types and one the reference lacks, each raised on its own quarter of the dimensions.
     centres = 4.0 * np.kron(np.eye(4), np.ones(width // 4))
     ref_codes = np.repeat(np.arange(3), 500)
     ref = _stored(centres[ref_codes] + rng.normal(size=(1500, width)), model,
                   labels=np.array(["a", "b", "c"])[ref_codes])
     query_codes = np.r_[np.repeat(np.arange(3), 100), np.full(40, 3)]
-    shifted = centres[query_codes] + 1.25 * rng.normal(size=(340, width))
-    query = _stored(shifted, model)
-    novel = query_codes == 3
+    shifted = centres[query_codes] + spread * rng.normal(size=(340, width)) + offset * (np.arange(width) < 4)
+    truth = np.array(["a", "b", "c", "d"])[query_codes]
+    return ref, _stored(shifted, model), truth, query_codes == 3
 
+
+def test_map_query_calls_a_missing_type_unknown_and_not_a_shifted_query(tiny_rna_model) -> None:
+    """map_query decides "unknown" by annotate's rule: a query of known types shifted as a whole (wider
+    spread) is not called unknown wholesale, a type missing from the reference is; the
+    reference-distance rule before (distance alone, unadjusted) calls most of the shifted query unknown."""
+    model = tiny_rna_model
+    ref, query, truth, novel = _three_types_and_a_missing_one(model, spread=1.25, offset=0.0)
     out = cellweave.tl.map_query(query, reference=ref, label_key="cell_type", model=model, progress=False, copy=True)
     pred = out.obs["cellweave_prediction"].astype(str).to_numpy()
-    assert np.mean(pred[~novel] == np.array(["a", "b", "c"])[query_codes[~novel]]) > 0.95
+    assert np.mean(pred[~novel] == truth[~novel]) > 0.95
     assert np.mean(pred[~novel] == "unknown") < 0.05
     assert np.mean(pred[novel] == "unknown") > 0.8
     rec = out.uns["cellweave"]["map_query"]
@@ -135,16 +140,7 @@ def test_map_query_align_takes_out_a_batch_offset(tiny_rna_model) -> None:
     reference, so the distance rule, unadjusted, no longer calls its known cells unknown; the missing type
     stays unknown."""
     model = tiny_rna_model
-    rng = np.random.default_rng(0)
-    width = model.module.embedding_dim
-    centres = 4.0 * np.kron(np.eye(4), np.ones(width // 4))
-    ref_codes = np.repeat(np.arange(3), 500)
-    ref = _stored(centres[ref_codes] + rng.normal(size=(1500, width)), model,
-                  labels=np.array(["a", "b", "c"])[ref_codes])
-    query_codes = np.r_[np.repeat(np.arange(3), 100), np.full(40, 3)]
-    offset = 3.0 * (np.arange(width) < 4)
-    query = _stored(centres[query_codes] + rng.normal(size=(340, width)) + offset, model)
-    novel = query_codes == 3
+    ref, query, _, novel = _three_types_and_a_missing_one(model, spread=1.0, offset=3.0)
     kw = dict(reference=ref, label_key="cell_type", model=model, novelty_score="distance", shift_adjust=False,
               progress=False, copy=True)
     unknown = {}

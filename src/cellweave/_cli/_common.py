@@ -84,8 +84,8 @@ def add_budget_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = Tr
 
 
 def add_transfer_options(sp: argparse.ArgumentParser) -> None:
-    """The label-transfer options that ``annotate`` and ``map-query`` share: Harmony alignment and the
-    "unknown" rule (:class:`cellweave.tl.LabelTransfer`)."""
+    """The label-transfer options that ``annotate`` and ``map-query`` share: the "unknown" rule
+    (:class:`cellweave.tl.LabelTransfer`), Harmony alignment and the query's token space."""
     from cellweave._constants import NOVELTY_SCORES
 
     sp.add_argument("--novelty-quantile", type=float, default=0.99,
@@ -109,6 +109,10 @@ def add_transfer_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
                     help="correct reference and query embeddings together by Harmony first, so known types in a "
                          "new state (another protocol, study or condition) are not called unknown")
+    sp.add_argument("--reference-token-space", action=argparse.BooleanOptionalAction, default=True,
+                    help="tokenize the query as the reference: tokens from the reference's most variable genes, "
+                         "ranked by the reference's gene means (default: on; --no-reference-token-space: the "
+                         "query's own)")
 
 
 def add_adapt_options(sp: argparse.ArgumentParser, *, with_batch_key: bool = True) -> None:

@@ -45,10 +45,6 @@ def add_annotate(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--model", default=None, help=model_help)
     sp.add_argument("--out", required=True, help="output .h5ad (the annotated query)")
     add_transfer_options(sp)
-    sp.add_argument("--reference-token-space", action=argparse.BooleanOptionalAction, default=True,
-                    help="tokenize the query as the reference: tokens from the reference's most variable genes, "
-                         "ranked by the reference's gene means (default: on; --no-reference-token-space: the "
-                         "query's own)")
     sp.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=False,
                     help="fine-tune the encoder on the reference labels (default: --no-finetune, a classifier on "
                          "frozen embeddings)")

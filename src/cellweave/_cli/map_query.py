@@ -41,10 +41,6 @@ def add_map_query(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--n-neighbors", type=int, default=15)
     sp.add_argument("--index", default="faiss", choices=["faiss", "pynndescent"], help="nearest-neighbour library")
     add_transfer_options(sp)
-    sp.add_argument("--reference-token-space", action=argparse.BooleanOptionalAction, default=True,
-                    help="tokenize the query as the reference: tokens from the reference's most variable genes, "
-                         "ranked by the reference's gene means (default: on; --no-reference-token-space: the "
-                         "query's own)")
     sp.add_argument("--out", required=True, help="output .h5ad (the mapped query)")
     sp.add_argument("--seed", type=int, default=0)
     add_adapt_options(sp, with_batch_key=True)
