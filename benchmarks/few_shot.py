@@ -19,7 +19,8 @@ other cell of those types, for:
 Each representation is scored standardized (each dimension on every cell, no labels used) and as it is
 (``, unscaled``: PCA's leading components then weigh more); the stronger of the two is the fair reading.
 
-The draws are the same for every representation. Prints the means over datasets per ``n`` and writes
+The draws are the same for every representation; an ``n`` is left out of a dataset with fewer than two
+such types. Prints the means over the datasets per ``n`` and writes
 ``--out`` (JSON, per dataset and mean)::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/few_shot.py --out few_shot.json
@@ -57,6 +58,8 @@ def draw_shots(labels: np.ndarray, n: int, n_draws: int, seed: int) -> tuple[lis
     the other cells of those types."""
     rng = np.random.default_rng(seed)
     types = [t for t in np.unique(labels) if (labels == t).sum() >= n + 10]
+    if len(types) < 2:
+        return [], []
     eligible = np.flatnonzero(np.isin(labels, types))
     draws, test = [], []
     for _ in range(n_draws):
@@ -92,16 +95,18 @@ def main() -> None:
         row = {}
         for n in args.shots:
             draws, test = draw_shots(y, n, args.draws, seed=n)
+            if not draws:  # fewer than two types with n + 10 cells: this n is left out here
+                continue
             for name, emb in reps.items():
                 for scale in (True, False):
                     key = f"{n} per type: {name}" + ("" if scale else ", unscaled")
                     row[key] = round(few_shot_f1(emb, y, draws, test, scale=scale), 3)
         per_dataset[d.name] = row
         print(d.name, f"{time.perf_counter() - t0:.0f} s", " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
-    keys = list(next(iter(per_dataset.values())))
-    mean = {k: round(float(np.mean([r[k] for r in per_dataset.values()])), 3) for k in keys}
+    keys = list(dict.fromkeys(k for r in per_dataset.values() for k in r))
+    mean = {k: round(float(np.mean([r[k] for r in per_dataset.values() if k in r])), 3) for k in keys}
     for k, v in mean.items():
-        print(f"{k:35s} {v:.3f}")
+        print(f"{k:35s} {v:.3f}  ({sum(k in r for r in per_dataset.values())} datasets)")
     result = {"command": "benchmarks/few_shot.py" + (f" --model {args.model}" if args.model else ""),
               "model": base.name, "metric": "macro-F1 of L2 logistic regression on n labelled cells per type",
               "draws": args.draws, "per_dataset": per_dataset, "mean": mean,
