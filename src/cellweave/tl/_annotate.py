@@ -196,10 +196,7 @@ def annotate(
     >>> query.obs[["cellweave_prediction", "cellweave_confidence", "cellweave_novelty"]]
     """
     labels = _reference_labels(reference, label_key)
-    if batch_key is not None and batch_key not in reference.obs:
-        raise CellWeaveInputError(f"batch_key={batch_key!r} is not a column of reference.obs (columns: "
-                                  f"{', '.join(map(str, reference.obs.columns)) or 'none'}); name the column of the "
-                                  "reference's batches, or leave it out to calibrate on a random 20%.")
+    _check_batch_key(reference, batch_key)
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     # Checks the quantile and the score before any embedding.
@@ -344,6 +341,15 @@ def _reference_labels(reference: AnnData, label_key: str) -> pd.Series:
             f"{', '.join(map(str, rare.index))}. Remove those cells or merge the classes."
         )
     return labels
+
+
+def _check_batch_key(reference: AnnData, batch_key: str | None) -> None:
+    """An error naming the reference's columns when ``batch_key`` (the batches the novelty threshold is
+    calibrated on) is given but is not one of them."""
+    if batch_key is not None and batch_key not in reference.obs:
+        raise CellWeaveInputError(f"batch_key={batch_key!r} is not a column of reference.obs (columns: "
+                                  f"{', '.join(map(str, reference.obs.columns)) or 'none'}); name the column of the "
+                                  "reference's batches, or leave it out to calibrate on a random 20%.")
 
 
 def _use_spatial(spatial: bool | None, query: AnnData, reference: AnnData, spatial_key: str) -> bool:

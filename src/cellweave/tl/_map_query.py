@@ -12,7 +12,7 @@ from cellweave._constants import UNS_KEY
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.models import CellWeave, environment_versions
 
-from ._annotate import _reference_labels, reference_and_query_embeddings
+from ._annotate import _check_batch_key, _reference_labels, reference_and_query_embeddings
 from ._embed import _h5_safe, _resolve
 from ._transfer import UNKNOWN_LABEL, LabelTransfer
 
@@ -113,9 +113,9 @@ def map_query(
     development panel's splits (three seeds, ``benchmarks/novelty_scores.py``, row ``map-query, rule
     before``) the change cut shifted known cells called unknown from 22.9% to 3.3% zero-shot and from
     38.0% to 9.1% on the adapted model; novel-type AUROC rose from 0.701 to 0.750 zero-shot but fell
-    from 0.843 to 0.825 adapted, where the distance alone ranks missing types better. Query cells are also placed on a UMAP
-    of the reference: the weighted mean of their neighbours' coordinates. The reference object is
-    only read; nothing is written into it.
+    from 0.843 to 0.825 adapted, where the distance alone ranks missing types better. Query cells
+    are also placed on a UMAP of the reference: the weighted mean of their neighbours'
+    coordinates. The reference object is only read; nothing is written into it.
 
     Parameters
     ----------
@@ -175,9 +175,9 @@ def map_query(
         model SHA-256, index backend, ``n_neighbors``, label classes, the novelty rule
         (``novelty_score``, ``batch_key`` and ``calibration_batches``, ``shift_adjust`` and
         ``shift_factor``, ``softmax_when_far`` and ``distance_ignored``) with the threshold it
-        applied, ``align``, number of unknown and of reference cells, the reference UMAP coordinates and labels (for plotting the query over
-        it), the query's token space (``query_token_space``, as in :func:`annotate`), seed and
-        versions.
+        applied, ``align``, number of unknown and of reference cells, the reference UMAP
+        coordinates and labels (for plotting the query over it), the query's token space
+        (``query_token_space``, as in :func:`annotate`), seed and versions.
     """
     from sklearn.preprocessing import StandardScaler
 
@@ -189,10 +189,7 @@ def map_query(
     transfer = LabelTransfer(novelty_quantile=novelty_quantile, novelty_score=novelty_score,
                              shift_adjust=shift_adjust, softmax_when_far=softmax_when_far, seed=seed)
     labels = _reference_labels(reference, label_key)
-    if batch_key is not None and batch_key not in reference.obs:
-        raise CellWeaveInputError(f"batch_key={batch_key!r} is not a column of reference.obs (columns: "
-                                  f"{', '.join(map(str, reference.obs.columns)) or 'none'}); name the column of the "
-                                  "reference's batches, or leave it out to calibrate on a random 20%.")
+    _check_batch_key(reference, batch_key)
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     ref_emb, query_emb, token_space = reference_and_query_embeddings(
