@@ -19,6 +19,10 @@ other cell of those types, for:
 Each representation is scored standardized (each dimension on every cell, no labels used) and as it is
 (``, unscaled``: PCA's leading components then weigh more); the stronger of the two is the fair reading.
 
+``--adapt``: the two models adapted to each dataset first (``cellweave adapt``'s default head, the
+batch key, else the shift key, as covariate, seed 0; the panel's ``--adapt pretrained scratch``), the
+product's representation and its control for pretraining, instead of zero-shot.
+
 The draws are the same for every representation; an ``n`` is left out of a dataset with fewer than two
 such types. Prints the means over the datasets per ``n`` and writes
 ``--out`` (JSON, per dataset and mean)::
@@ -75,6 +79,8 @@ def main() -> None:
     p = panel_arguments(__doc__, out="few_shot.json")
     p.add_argument("--draws", type=int, default=5, help="random draws of the labelled cells per n (default 5)")
     p.add_argument("--shots", type=int, nargs="+", default=list(SHOTS), help="labelled cells per type")
+    p.add_argument("--adapt", action="store_true",
+                   help="adapt the pretrained model and random weights of its architecture to each dataset first")
     args = p.parse_args()
 
     from _diagnostics import panel_selection
@@ -89,9 +95,18 @@ def main() -> None:
     per_dataset = {}
     for d in panel_selection(args.datasets):
         y = np.asarray(d.labels).astype(str)
-        reps = {"pretrained": base.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0],
-                "untrained": untrained.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0],
-                "PCA (HVG)": pca_hvg_embedding(d.adata, seed=0)}
+        if args.adapt:
+            from cellweave.train import adapt
+
+            key = d.batch_key or d.shift_key
+            reps = {f"adapted from {start}": adapt(d.model_input, model=base, batch_key=key, start=start, seed=0,
+                                                    progress=False).embed(d.model_input, seed=0, progress=False,
+                                                                          dataset=d.name)[0]
+                    for start in ("pretrained", "random")}
+        else:
+            reps = {"pretrained": base.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0],
+                    "untrained": untrained.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]}
+        reps["PCA (HVG)"] = pca_hvg_embedding(d.adata, seed=0)
         row = {}
         for n in args.shots:
             draws, test = draw_shots(y, n, args.draws, seed=n)
@@ -107,7 +122,8 @@ def main() -> None:
     mean = {k: round(float(np.mean([r[k] for r in per_dataset.values() if k in r])), 3) for k in keys}
     for k, v in mean.items():
         print(f"{k:35s} {v:.3f}  ({sum(k in r for r in per_dataset.values())} datasets)")
-    result = {"command": "benchmarks/few_shot.py" + (f" --model {args.model}" if args.model else ""),
+    result = {"command": "benchmarks/few_shot.py" + (f" --model {args.model}" if args.model else "")
+              + (" --adapt" if args.adapt else ""),
               "model": base.name, "metric": "macro-F1 of L2 logistic regression on n labelled cells per type",
               "draws": args.draws, "per_dataset": per_dataset, "mean": mean,
               "seconds": round(time.perf_counter() - t0, 1)}
