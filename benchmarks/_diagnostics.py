@@ -35,6 +35,15 @@ def knn_f1(embedding, labels) -> float:
     return round(float(knn_accuracy(embedding, labels, k=N_NEIGHBORS, seed=0)["macro_f1"]), 3)
 
 
+def mean_over(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Each key's mean over the rows that have it (3 decimals, first-seen key order): a variant or an
+    ``n`` that exists only on some datasets is averaged over those."""
+    import numpy as np
+
+    keys = dict.fromkeys(k for r in rows for k in r)
+    return {k: round(float(np.mean([r[k] for r in rows if k in r])), 3) for k in keys}
+
+
 def write_means(per_dataset: dict[str, dict[str, float]], out: str, *, command: str, model: str,
                 seconds: float) -> None:
     """Print each column's mean over the datasets and write the zero-shot diagnostics' JSON to ``out``:

@@ -83,14 +83,15 @@ def main() -> None:
                    help="adapt the pretrained model and random weights of its architecture to each dataset first")
     args = p.parse_args()
 
-    from _diagnostics import panel_selection
+    from _diagnostics import mean_over, panel_selection
 
     from cellweave.bench import pca_hvg_embedding
     from cellweave.models import CellWeave
     from cellweave.train import start_module
 
     base = CellWeave.load(args.model)
-    untrained = CellWeave(base.config, base.vocab, module=start_module(base, "random", seed=0).eval())
+    untrained = None if args.adapt else CellWeave(base.config, base.vocab,
+                                                   module=start_module(base, "random", seed=0).eval())
     t0 = time.perf_counter()
     per_dataset = {}
     for d in panel_selection(args.datasets):
@@ -118,8 +119,7 @@ def main() -> None:
                     row[key] = round(few_shot_f1(emb, y, draws, test, scale=scale), 3)
         per_dataset[d.name] = row
         print(d.name, f"{time.perf_counter() - t0:.0f} s", " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
-    keys = list(dict.fromkeys(k for r in per_dataset.values() for k in r))
-    mean = {k: round(float(np.mean([r[k] for r in per_dataset.values() if k in r])), 3) for k in keys}
+    mean = mean_over(list(per_dataset.values()))
     for k, v in mean.items():
         print(f"{k:35s} {v:.3f}  ({sum(k in r for r in per_dataset.values())} datasets)")
     result = {"command": "benchmarks/few_shot.py" + (f" --model {args.model}" if args.model else "")

@@ -55,13 +55,6 @@ import numpy as np
 SCORES = ("distance", "softmax", "combined", "mahalanobis", "distance+mahalanobis+softmax")
 
 
-def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Each key's mean over the rows that have it (batch-calibrated rows exist only where the dataset
-    has batches)."""
-    keys = dict.fromkeys(k for r in rows for k in r)
-    return {k: round(float(np.mean([r[k] for r in rows if k in r])), 3) for k in keys}
-
-
 def map_query_rule_before(ref, labels, query, *, k: int = 15, quantile: float = 0.99):
     """``tl.map_query``'s prediction and "unknown" before it took ``annotate``'s rule: the fields of
     ``LabelTransfer.predict``'s result that this script reads (novelty: the mean neighbour distance)."""
@@ -98,7 +91,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the splits, the embedding and the adaptation")
     args = p.parse_args()
 
-    from _diagnostics import panel_selection
+    from _diagnostics import mean_over, panel_selection
     from sklearn.metrics import f1_score, roc_auc_score
 
     from cellweave.bench.tasks._cells import across_splits
@@ -181,8 +174,8 @@ def main() -> None:
               + (f" --seed {seed}" if seed else ""),
               "model": model.name, "seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
     for protocol, per in (("across shift", shift), ("novel type", novel)):
-        per_dataset = {name: _mean(rows) for name, rows in per.items()}
-        mean = _mean(list(per_dataset.values()))
+        per_dataset = {name: mean_over(rows) for name, rows in per.items()}
+        mean = mean_over(list(per_dataset.values()))
         result[protocol] = {"per_dataset": per_dataset, "mean": mean, "n_datasets": len(per_dataset)}
         print(f"\n{protocol}, mean over {len(per_dataset)} datasets")
         for key, value in mean.items():

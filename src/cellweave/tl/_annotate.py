@@ -196,7 +196,7 @@ def annotate(
     >>> query.obs[["cellweave_prediction", "cellweave_confidence", "cellweave_novelty"]]
     """
     labels = _reference_labels(reference, label_key)
-    _check_batch_key(reference, batch_key)
+    batches = _reference_batches(reference, batch_key)
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     # Checks the quantile and the score before any embedding.
@@ -258,8 +258,7 @@ def annotate(
         ref_emb, query_emb = align_reference_query(ref_emb, query_emb, seed=seed)
         logger.info("Reference and query aligned by Harmony before label transfer (align=True)")
 
-    groups = reference.obs[batch_key].astype(str).to_numpy()[keep] if batch_key is not None else None
-    transfer.fit(ref_emb, ref_labels, groups=groups)
+    transfer.fit(ref_emb, ref_labels, groups=None if batches is None else batches[keep])
     res = transfer.predict(query_emb)
     classes, threshold, k, unknown = transfer.classes_, transfer.applied_threshold_, transfer.k_, res.unknown
     categories = classes + ([UNKNOWN_LABEL] if UNKNOWN_LABEL not in classes else [])
@@ -343,13 +342,16 @@ def _reference_labels(reference: AnnData, label_key: str) -> pd.Series:
     return labels
 
 
-def _check_batch_key(reference: AnnData, batch_key: str | None) -> None:
-    """An error naming the reference's columns when ``batch_key`` (the batches the novelty threshold is
-    calibrated on) is given but is not one of them."""
-    if batch_key is not None and batch_key not in reference.obs:
+def _reference_batches(reference: AnnData, batch_key: str | None) -> np.ndarray | None:
+    """The reference's batch names (strings, one per cell) that the novelty threshold is calibrated on,
+    ``None`` without ``batch_key``; an error naming the reference's columns when it is not one of them."""
+    if batch_key is None:
+        return None
+    if batch_key not in reference.obs:
         raise CellWeaveInputError(f"batch_key={batch_key!r} is not a column of reference.obs (columns: "
                                   f"{', '.join(map(str, reference.obs.columns)) or 'none'}); name the column of the "
                                   "reference's batches, or leave it out to calibrate on a random 20%.")
+    return reference.obs[batch_key].astype(str).to_numpy()
 
 
 def _use_spatial(spatial: bool | None, query: AnnData, reference: AnnData, spatial_key: str) -> bool:

@@ -12,7 +12,7 @@ from cellweave._constants import UNS_KEY
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.models import CellWeave, environment_versions
 
-from ._annotate import _check_batch_key, _reference_labels, reference_and_query_embeddings
+from ._annotate import _reference_batches, _reference_labels, reference_and_query_embeddings
 from ._embed import _h5_safe, _resolve
 from ._transfer import UNKNOWN_LABEL, LabelTransfer
 
@@ -179,8 +179,6 @@ def map_query(
         coordinates and labels (for plotting the query over it), the query's token space
         (``query_token_space``, as in :func:`annotate`), seed and versions.
     """
-    from sklearn.preprocessing import StandardScaler
-
     from ._umap import umap_coordinates
 
     if index not in INDEXES:
@@ -189,7 +187,7 @@ def map_query(
     transfer = LabelTransfer(novelty_quantile=novelty_quantile, novelty_score=novelty_score,
                              shift_adjust=shift_adjust, softmax_when_far=softmax_when_far, seed=seed)
     labels = _reference_labels(reference, label_key)
-    _check_batch_key(reference, batch_key)
+    batches = _reference_batches(reference, batch_key)
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     ref_emb, query_emb, token_space = reference_and_query_embeddings(
@@ -202,8 +200,10 @@ def map_query(
         ref_emb, query_emb = align_reference_query(ref_emb, query_emb, seed=seed)
         logger.info("Reference and query aligned by Harmony before mapping (align=True)")
 
-    scaler = StandardScaler().fit(ref_emb)
-    ref_z, query_z = scaler.transform(ref_emb), scaler.transform(query_emb)
+    # "unknown" as annotate decides it; the vote below works in the same reference-standardized space.
+    res = transfer.fit(ref_emb, ref_labels, groups=None if batches is None else batches[keep]).predict(query_emb)
+    unknown = res.unknown
+    ref_z, query_z = transfer.scaler_.transform(ref_emb), transfer.scaler_.transform(query_emb)
     codes, classes = pd.factorize(ref_labels, sort=True)
     nn_index = NeighborIndex(ref_z, backend=index, seed=seed)
     k = min(n_neighbors, len(ref_z) - 1)
@@ -211,10 +211,6 @@ def map_query(
     proba = kernel_vote(idx, dist, codes, len(classes))
     predicted = np.asarray(classes)[proba.argmax(axis=1)].astype(object)
     uncertainty = np.clip(1.0 - proba.max(axis=1), 0.0, 1.0).astype(np.float32)
-    # "unknown" as annotate decides it (LabelTransfer standardizes the embedding on the reference itself).
-    groups = reference.obs[batch_key].astype(str).to_numpy()[keep] if batch_key is not None else None
-    res = transfer.fit(ref_emb, ref_labels, groups=groups).predict(query_emb)
-    unknown = res.unknown
     predicted[unknown] = UNKNOWN_LABEL
 
     ref_umap = umap_coordinates(ref_z.astype(np.float32), seed=seed)

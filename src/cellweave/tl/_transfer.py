@@ -91,15 +91,15 @@ class LabelTransfer:
 
     ``softmax_when_far`` (default since this release): when half the query is beyond the threshold by
     distance, so that ``shift_adjust`` cannot tell a shift from new types, rank the softmax part alone
-    instead of the whole score (``softmax_threshold_``, the same quantile of the softmax part's
-    held-out ranks; after :meth:`predict`, ``applied_threshold_`` is the one used). On the head-adapted latent (the panel's splits, batch-calibrated as the panel
-    does, three seeds, ``benchmarks/novelty_scores.py --adapt --seed S``) it cut shifted known cells
-    called unknown from 22.2% to 8.6% (after Harmony on reference + query 5.7% -> 4.7%; pancreas across
-    species stays the worst, 40%, 5% and 31% by seed) and moved novel-type AUROC from 0.827 to 0.825
-    (seed 0: CA1, where a held-out type is half the query, 0.975 -> 0.949); zero-shot it
-    left the panel's novel-type AUROC at 0.753 and cut shifted known cells called unknown from 3.5% to
-    2.9% (``benchmarks/published/novelty_scores/``). ``False`` keeps the rule before: a query that far
-    is scored unadjusted, and much of it may be called unknown.
+    instead of the whole score (``softmax_threshold_``, the same quantile of the softmax part's held-out
+    ranks; after :meth:`predict`, ``applied_threshold_`` is the one used). On the head-adapted latent
+    (the panel's splits, batch-calibrated as the panel does, three seeds, ``benchmarks/novelty_scores.py
+    --adapt --seed S``) it cut shifted known cells called unknown from 22.2% to 8.6% (after Harmony on
+    reference + query 5.7% -> 4.7%; pancreas across species stays the worst, 40%, 5% and 31% by seed)
+    and moved novel-type AUROC from 0.827 to 0.825 (seed 0: CA1, where a held-out type is half the
+    query, 0.975 -> 0.949); zero-shot it left the panel's novel-type AUROC at 0.753 and cut shifted
+    known cells called unknown from 3.5% to 2.9% (``benchmarks/published/novelty_scores/``). ``False``
+    keeps the rule before: a query that far is scored unadjusted, and much of it may be called unknown.
 
     With ``groups`` (the reference's batches: protocol, study, donor) of at least two values,
     :meth:`fit` calibrates on batches instead: each batch in turn (at most 5 folds of whole batches)
