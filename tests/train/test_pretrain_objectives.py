@@ -1,6 +1,6 @@
 """Pretraining's optional terms: counts recovered from the corpus, the decoded gene panel across
-datasets with different genes, the masked count decoder, and VICReg + count likelihood in
-``pretrain`` with a step budget. Tiny models on synthetic data."""
+datasets with different genes, the masked count decoder, VICReg + count likelihood in
+``pretrain`` with a step budget, and VICReg's neighbour positives. Tiny models on synthetic data."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import torch
 from cellweave._exceptions import CellWeaveInputError
 from cellweave.data import build_vocabulary, corpus_counts, prepare_cells, synthetic_adata
 from cellweave.nn import CountDecoder
-from cellweave.train import pretrain
+from cellweave.data import TokenDataset, Tokenizer
+from cellweave.nn import CellWeaveConfig
+from cellweave.train import neighbour_partners, pretrain
+from cellweave.train._plan import CountTokenDataset
 from cellweave.train._pretrain import decoded_gene_panel
 
 TINY = dict(d_model=16, n_layers=2, n_heads=2, d_ff=32,
@@ -101,3 +104,49 @@ def test_feature_mean_baselines_read_a_seeded_sample_of_a_large_corpus(tiny_rna_
     subset = feature_mean_baselines([corpus.subset(cells)], model.tokenizer, n_vocab, seed=0, max_cells=30)
     np.testing.assert_allclose(sampled["cell_mean"], subset["cell_mean"])
     assert not np.allclose(sampled["cell_mean"], full["cell_mean"])
+
+
+def test_neighbour_partners_are_cells_of_the_same_type_in_the_same_dataset(two_datasets) -> None:
+    vocab, _ = build_vocabulary(two_datasets, min_cells=1)
+    corpora = [prepare_cells(d, vocab, dataset=n, value_encoding="log1p") for n, d in two_datasets.items()]
+    tiny = prepare_cells(two_datasets["a"][:6].copy(), vocab, dataset="tiny", value_encoding="log1p")
+    partners = neighbour_partners(corpora + [tiny], k=5, n_top=100)
+    assert partners.shape == (226, 5)
+    own = np.arange(226)
+    assert not (partners[:220] == own[:220, None]).any()  # never the cell itself
+    assert ((partners[:120] < 120).all() and (partners[120:220] >= 120).all() and (partners[120:220] < 220).all())
+    # A corpus too small for 5 neighbours pairs each cell with itself (plain VICReg).
+    assert (partners[220:] == own[220:, None]).all()
+    types = np.concatenate([d.obs["cell_type"].to_numpy() for d in two_datasets.values()])
+    same = float((types[partners[:220]] == types[:220, None]).mean())
+    assert same > 0.8  # chance is 1/3
+
+
+def test_count_token_dataset_draws_the_second_view_from_a_partner(two_datasets) -> None:
+    vocab, _ = build_vocabulary(two_datasets, min_cells=1)
+    corpus = prepare_cells(two_datasets["a"], vocab, dataset="a", value_encoding="log1p")
+    config = CellWeaveConfig.from_preset("tiny", vocab_size=len(vocab), value_encoding="log1p", **TINY)
+    tokens = TokenDataset([corpus], Tokenizer.from_config(config), mode="train", seed=3)
+    partners = np.tile(np.array([[7, 9]]), (120, 1))
+    cells = CountTokenDataset(tokens, None, np.zeros(120), two_views=True, partners=partners)
+    drawn = set()
+    for epoch in range(6):
+        cells.set_epoch(epoch)
+        item = cells[0]
+        matches = [j for j in (7, 9) if np.array_equal(item["view2"]["token_ids"], tokens.item(j, view=1)["token_ids"])]
+        assert len(matches) == 1  # the second view is one of the partners, never cell 0 itself
+        drawn.add(matches[0])
+        assert np.array_equal(cells[0]["view2"]["token_ids"], item["view2"]["token_ids"])  # fixed per (seed, epoch)
+    assert drawn == {7, 9}
+    with pytest.raises(ValueError, match="one row per cell"):
+        CountTokenDataset(tokens, None, np.zeros(120), two_views=True, partners=partners[:5])
+
+
+def test_pretrain_with_neighbour_positives_records_them_and_refuses_them_without_vicreg(two_datasets, tmp_path) -> None:
+    model = pretrain(two_datasets, out=tmp_path / "m", max_epochs=1, max_steps=3, batch_size=32, seed=0,
+                     vicreg_weight=0.04, vicreg_neighbours=5, progress=False,
+                     config_overrides={**TINY, "value_encoding": "log1p"})
+    assert model.card["objective"]["vicreg_neighbours"] == 5 and "5 nearest neighbours" in model.card["description"]
+    with pytest.raises(CellWeaveInputError, match="--vicreg-weight"):
+        pretrain(two_datasets, out=tmp_path / "n", vicreg_neighbours=5, config_overrides=TINY, progress=False)
+    assert not (tmp_path / "n").exists()

@@ -95,6 +95,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         count_likelihood=args.count_likelihood,
         vicreg_weight=args.vicreg_weight,
+        vicreg_neighbours=args.vicreg_neighbours,
         embed_hvg_tokens=args.embed_hvg_tokens,
     )
     m = model.card["metrics"]
@@ -179,4 +180,7 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
                     "dataset as covariate (needs --value-encoding log1p; on in the shipped model)")
     sp.add_argument("--vicreg-weight", type=float, default=0.0,
                     help="weight of VICReg between two masked views of each cell (default: 0.0, off; adaptation uses 0.04)")
+    sp.add_argument("--vicreg-neighbours", type=int, default=0, metavar="K",
+                    help="with --vicreg-weight: take the second view from one of the cell's K nearest neighbours in "
+                    "its dataset (PCA of its 2,000 most variable genes) instead of the cell itself (default: 0, itself)")
     add_soma_arguments(sp)

@@ -24,16 +24,22 @@ class CountTokenDataset(torch.utils.data.Dataset):
     ``batches``: the cell's covariate code (batch, or dataset in pretraining); ``gene_masks``
     (codes x decoded genes, bool): which decoded genes each code measured (a corpus of several
     datasets decodes the union of their genes); ``two_views``: add a second, independently
-    sampled and masked view of the cell (``item(idx, view=1)``).
+    sampled and masked view of the cell (``item(idx, view=1)``); ``partners`` (cells x k): draw
+    that second view from one of the k cells in the cell's row instead (its neighbours, see
+    :func:`~cellweave.train.neighbour_partners`), one drawn per ``(seed, epoch, cell)``.
     """
 
     def __init__(self, tokens: TokenDataset, counts: sp.csr_matrix | None, batches: np.ndarray, *,
-                 two_views: bool = False, gene_masks: np.ndarray | None = None) -> None:
+                 two_views: bool = False, gene_masks: np.ndarray | None = None,
+                 partners: np.ndarray | None = None) -> None:
         self.tokens = tokens
         self.counts = counts
         self.batches = np.asarray(batches, dtype=np.int64)
         self.two_views = two_views
         self.gene_masks = gene_masks
+        if partners is not None and (partners.ndim != 2 or len(partners) != len(tokens)):
+            raise ValueError(f"partners must have one row per cell ({len(tokens)}), not shape {partners.shape}.")
+        self.partners = partners
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -49,7 +55,11 @@ class CountTokenDataset(torch.utils.data.Dataset):
             if self.gene_masks is not None:
                 item["gene_mask"] = self.gene_masks[item["batch"]]
         if self.two_views:
-            item["view2"] = self.tokens.item(idx, view=1)
+            other = idx
+            if self.partners is not None:
+                rng = np.random.default_rng([self.tokens.seed, self.tokens.epoch, int(idx), 2])
+                other = int(self.partners[idx, rng.integers(self.partners.shape[1])])
+            item["view2"] = self.tokens.item(other, view=1)
         return item
 
 
@@ -81,7 +91,8 @@ class PretrainPlan(L.LightningModule):
     - VICReg (Bardes et al. 2022) between the CLS states of two independently sampled and masked
       views of each cell (batches with ``view2``), through a projector; scSSL-Bench (Richter et
       al. 2025) found VICReg and SimCLR with random masking the best of 19 self-supervised
-      methods for cell typing.
+      methods for cell typing. The second view may be of a neighbouring cell instead
+      (``CountTokenDataset(partners=...)``).
     """
 
     def __init__(

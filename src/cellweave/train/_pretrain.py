@@ -250,6 +250,48 @@ def decoded_gene_panel(
     return sp.vstack(parts, format="csr"), np.concatenate(codes), masks, panel
 
 
+def neighbour_partners(
+    corpora: list[CellCorpus], *, k: int = 15, n_top: int = 2000, n_pcs: int = 50, seed: int = 0
+) -> np.ndarray:
+    """Each cell's ``k`` nearest neighbours within its own corpus, as positions in the corpora
+    concatenated: ``(n_cells, k)``, the rows :class:`CountTokenDataset` draws a second view from.
+
+    Neighbours are found as the panel's PCA baseline finds them: Euclidean distance in the first
+    ``n_pcs`` principal components of the standardized ``n_top`` most variable genes of the
+    corpus's RNA values (log1p of counts per 10k with ``value_encoding="log1p"``). A cell without
+    RNA, or of a corpus with fewer than ``k + 2`` such cells or 10 genes, is its own partner
+    (the second view is then of the same cell, as in plain VICReg).
+
+    The positive pair of a contrastive term as the cell's neighbour in expression space rather
+    than a second view of itself: NNCLR (Dwibedi et al. 2021) takes neighbours in the learned
+    embedding; CLAIRE (Yan et al. 2023) takes mutual nearest neighbours for single-cell
+    integration. Here the neighbours are fixed before training, within one dataset, so a batch
+    effect between datasets is never made a positive.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    parts, start = [], 0
+    for corpus in corpora:
+        n = len(corpus)
+        own = np.repeat(np.arange(start, start + n, dtype=np.int64)[:, None], k, axis=1)
+        block = next((b for b in corpus.blocks if b.modality == "rna"), None)
+        present = np.flatnonzero(block.present) if block is not None else np.zeros(0, dtype=np.int64)
+        if block is not None and present.size >= k + 2 and block.values.shape[1] >= 10:
+            X = block.values[present].tocsr()
+            X = X[:, np.sort(hvg_features(X, n_top=n_top))].toarray().astype(np.float32)
+            X -= X.mean(axis=0)
+            sd = X.std(axis=0)
+            X[:, sd > 0] /= sd[sd > 0]
+            n_comp = int(min(n_pcs, X.shape[1] - 1, present.size - 1))
+            Z = PCA(n_components=n_comp, random_state=seed).fit_transform(X)
+            nearest = NearestNeighbors(n_neighbors=k + 1).fit(Z).kneighbors(Z, return_distance=False)[:, 1:]
+            own[present] = start + present[nearest]
+        parts.append(own)
+        start += n
+    return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
+
+
 @torch.inference_mode()
 def evaluate_cross_modal(
     module: torch.nn.Module,
@@ -314,6 +356,7 @@ def pretrain(
     count_likelihood: bool = False,
     n_decoded_genes: int = 1000,
     vicreg_weight: float = 0.0,
+    vicreg_neighbours: int = 0,
     store: str | os.PathLike | None = None,
     soma: SomaSelection | None = None,
     accumulate_grad_batches: int = 1,
@@ -368,6 +411,11 @@ def pretrain(
     vicreg_weight
         Weight of VICReg between two masked views of each cell (0: off; each step then encodes
         every cell once instead of twice).
+    vicreg_neighbours
+        With ``vicreg_weight`` > 0: take VICReg's second view from one of the cell's
+        ``vicreg_neighbours`` nearest neighbours in its dataset (PCA of the dataset's 2,000 most
+        variable genes, :func:`neighbour_partners`) instead of from the cell itself, so that cells
+        close in expression are pulled together in the cell state. 0 (default): the same cell.
     accelerator, devices, num_nodes, strategy, precision, accumulate_grad_batches
         Passed to Lightning's ``Trainer``. With several devices (``strategy`` ``"ddp"``, or
         ``"auto"``), Lightning wraps the sampler in a distributed sampler: each rank trains on a
@@ -441,6 +489,10 @@ def pretrain(
         raise CellWeaveInputError(f"max_steps={max_steps} would save an untrained model; give at least 1.")
     if vicreg_weight < 0:
         raise CellWeaveInputError(f"vicreg_weight={vicreg_weight}: give a weight >= 0 (0 turns VICReg off).")
+    if vicreg_neighbours < 0 or (vicreg_neighbours > 0 and vicreg_weight <= 0):
+        raise CellWeaveInputError(
+            f"vicreg_neighbours={vicreg_neighbours}: give a number of neighbours >= 1 together with a VICReg weight "
+            "> 0 (--vicreg-weight), or 0 for two views of the same cell.")
     if count_likelihood and (config_overrides or {}).get("value_encoding", "quantile") != "log1p":
         raise CellWeaveInputError(
             "The count likelihood decodes raw counts, which within-cell quantiles cannot give back; "
@@ -521,8 +573,14 @@ def pretrain(
                         decoded[3].size, n_decoded_genes)
     if decoder is not None or vicreg_weight > 0:
         codes = decoded[1] if decoded is not None else np.zeros(len(train_ds), dtype=np.int64)
+        partners = None
+        if vicreg_neighbours > 0:
+            partners = neighbour_partners(train_corpora, k=int(vicreg_neighbours), seed=seed)
+            logger.info("VICReg positives: one of each cell's %d nearest neighbours in its dataset (%.0f%% of cells "
+                        "have them)", vicreg_neighbours, 100 * float((partners[:, 0] != np.arange(len(partners))).mean()))
         train_cells = CountTokenDataset(train_ds, decoded[0] if decoded else None, codes,
-                                        two_views=vicreg_weight > 0, gene_masks=decoded[2] if decoded else None)
+                                        two_views=vicreg_weight > 0, gene_masks=decoded[2] if decoded else None,
+                                        partners=partners)
         collate = collate_count_tokens
     else:
         train_cells, collate = train_ds, collate_tokens
@@ -598,7 +656,10 @@ def pretrain(
         f"and cross-modal masking (modality dropout {config.modality_dropout})"
         + (f", a negative-binomial count likelihood of {decoded[3].size} genes with the dataset as covariate"
            if decoder is not None else "")
-        + (f", VICReg between two masked views (weight {vicreg_weight})" if vicreg_weight > 0 else "")
+        + (f", VICReg between two masked views (weight {vicreg_weight})" if vicreg_weight > 0 and not vicreg_neighbours
+           else "")
+        + (f", VICReg between masked views of a cell and of one of its {vicreg_neighbours} nearest neighbours in its "
+           f"dataset (weight {vicreg_weight})" if vicreg_neighbours else "")
         + " on the listed datasets; "
         + ("all modalities each dataset carries were used." if modalities is None
            else f"modalities used: {', '.join(modalities)}."),
@@ -620,7 +681,7 @@ def pretrain(
                         "lr_schedule_steps": int(plan.total_steps or 0), "warmup_steps": int(plan.warmup_steps or 0)},
         "objective": {"masked_values": True, "count_likelihood_genes": int(decoded[3].size) if decoder is not None else 0,
                       "count_covariate": "dataset" if decoder is not None else None,
-                      "vicreg_weight": vicreg_weight},
+                      "vicreg_weight": vicreg_weight, "vicreg_neighbours": int(vicreg_neighbours)},
         "max_cells_per_dataset": max_cells_per_dataset,
         "val_fraction": val_fraction,
         "train_seconds": round(train_seconds, 1),
