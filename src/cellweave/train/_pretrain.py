@@ -267,6 +267,10 @@ def neighbour_partners(
     embedding; CLAIRE (Yan et al. 2023) takes mutual nearest neighbours for single-cell
     integration. Here the neighbours are fixed before training, within one dataset, so a batch
     effect between datasets is never made a positive.
+
+    Each corpus's HVG values are held densely while its neighbours are found (cells x ``n_top``
+    floats, 8 GB for a million cells of one source): subsample a large store with
+    ``max_cells_per_dataset``.
     """
     from sklearn.decomposition import PCA
     from sklearn.neighbors import NearestNeighbors
