@@ -35,6 +35,15 @@ def knn_f1(embedding, labels) -> float:
     return round(float(knn_accuracy(embedding, labels, k=N_NEIGHBORS, seed=0)["macro_f1"]), 3)
 
 
+def random_weights(model):
+    """Random weights of ``model``'s architecture, vocabulary and config (``start_module(model, "random",
+    seed=0)``): the control every pretrained model is scored beside."""
+    from cellweave.models import CellWeave
+    from cellweave.train import start_module
+
+    return CellWeave(model.config, model.vocab, module=start_module(model, "random", seed=0).eval())
+
+
 def mean_over(rows: list[dict[str, float]]) -> dict[str, float]:
     """Each key's mean over the rows that have it (3 decimals, first-seen key order): a variant or an
     ``n`` that exists only on some datasets is averaged over those."""

@@ -29,15 +29,14 @@ def main() -> None:
     p.add_argument("--untrained", action="store_true", help="add random weights of the first model's architecture")
     args = p.parse_args()
 
-    from _diagnostics import knn_f1, panel_selection, write_means
+    from _diagnostics import knn_f1, panel_selection, random_weights, write_means
 
     from cellweave.models import CellWeave
-    from cellweave.train import start_module
 
     models = {m: CellWeave.load(m) for m in args.models}
     if args.untrained:
         first = models[args.models[0]]
-        models["untrained"] = CellWeave(first.config, first.vocab, module=start_module(first, "random", seed=0).eval())
+        models["untrained"] = random_weights(first)
     t0 = time.perf_counter()
     per_dataset = {}
     for d in panel_selection(args.datasets):

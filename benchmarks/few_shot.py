@@ -83,15 +83,13 @@ def main() -> None:
                    help="adapt the pretrained model and random weights of its architecture to each dataset first")
     args = p.parse_args()
 
-    from _diagnostics import mean_over, panel_selection
+    from _diagnostics import mean_over, panel_selection, random_weights
 
     from cellweave.bench import pca_hvg_embedding
     from cellweave.models import CellWeave
-    from cellweave.train import start_module
 
     base = CellWeave.load(args.model)
-    untrained = None if args.adapt else CellWeave(base.config, base.vocab,
-                                                   module=start_module(base, "random", seed=0).eval())
+    untrained = None if args.adapt else random_weights(base)
     t0 = time.perf_counter()
     per_dataset = {}
     for d in panel_selection(args.datasets):

@@ -41,17 +41,16 @@ def main() -> None:
                    help="leave out the random-weight rows (the same for every model of one config, seed 0)")
     args = p.parse_args()
 
-    from _diagnostics import knn_f1, panel_selection, write_means
+    from _diagnostics import knn_f1, panel_selection, random_weights, write_means
 
     from cellweave.bench import pca_hvg_embedding
     from cellweave.data import hvg_features
     from cellweave.models import CellWeave
-    from cellweave.train import start_module
 
     base = CellWeave.load(args.model)
     models = {"pretrained": base}
     if not args.skip_untrained:
-        models["untrained"] = CellWeave(base.config, base.vocab, module=start_module(base, "random", seed=0).eval())
+        models["untrained"] = random_weights(base)
     t0 = time.perf_counter()
     per_dataset = {}
     for d in panel_selection(args.datasets):

@@ -35,6 +35,7 @@ from cellweave.data import (
     read_store_manifest,
     soma_vocabulary,
     store_vocabulary,
+    variable_columns,
 )
 from cellweave.genes import Vocabulary
 from cellweave.models import CellWeave, environment_versions
@@ -257,10 +258,11 @@ def neighbour_partners(
     concatenated: ``(n_cells, k)``, the rows :class:`CountTokenDataset` draws a second view from.
 
     Neighbours are found as the panel's PCA baseline finds them: Euclidean distance in the first
-    ``n_pcs`` principal components of the standardized ``n_top`` most variable genes of the
-    corpus's RNA values (log1p of counts per 10k with ``value_encoding="log1p"``). A cell without
-    RNA, or of a corpus with fewer than ``k + 2`` such cells or 10 genes, is its own partner
-    (the second view is then of the same cell, as in plain VICReg).
+    ``n_pcs`` principal components of the standardized ``n_top`` most variable genes
+    (:func:`~cellweave.data.variable_columns`, kept on the block) of the corpus's RNA values (log1p
+    of counts per 10k with ``value_encoding="log1p"``). A cell without RNA, or of a corpus with
+    fewer than ``k + 2`` such cells or 10 genes, is its own partner (the second view is then of
+    the same cell, as in plain VICReg).
 
     The positive pair of a contrastive term as the cell's neighbour in expression space rather
     than a second view of itself: NNCLR (Dwibedi et al. 2021) takes neighbours in the learned
@@ -282,8 +284,9 @@ def neighbour_partners(
         block = next((b for b in corpus.blocks if b.modality == "rna"), None)
         present = np.flatnonzero(block.present) if block is not None else np.zeros(0, dtype=np.int64)
         if block is not None and present.size >= k + 2 and block.values.shape[1] >= 10:
+            cols = variable_columns(block, n_top, seed=seed)  # cached on the block, as HVG tokens use it
             X = block.values[present].tocsr()
-            X = X[:, np.sort(hvg_features(X, n_top=n_top))].toarray().astype(np.float32)
+            X = (X if cols is None else X[:, cols]).toarray().astype(np.float32)
             X -= X.mean(axis=0)
             sd = X.std(axis=0)
             X[:, sd > 0] /= sd[sd > 0]
