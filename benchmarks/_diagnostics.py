@@ -44,6 +44,16 @@ def random_weights(model):
     return CellWeave(model.config, model.vocab, module=start_module(model, "random", seed=0).eval())
 
 
+def halves(embedding, model):
+    """``(CLS half, bag half)`` of ``model``'s ``cls+bag`` embedding: its first and its last ``d_model``
+    columns (``CellWeave.embed`` without a latent readout). ``SystemExit`` naming the pooling otherwise."""
+    if model.config.pooling != "cls+bag" or embedding.shape[1] != 2 * model.config.d_model:
+        raise SystemExit(f"{model.name}: pooling {model.config.pooling!r}, embedding width {embedding.shape[1]}; "
+                         "only a cls+bag embedding without a readout has a CLS half and a bag half.")
+    d = model.config.d_model
+    return embedding[:, :d], embedding[:, d:]
+
+
 def mean_over(rows: list[dict[str, float]]) -> dict[str, float]:
     """Each key's mean over the rows that have it (3 decimals, first-seen key order): a variant or an
     ``n`` that exists only on some datasets is averaged over those."""

@@ -91,7 +91,7 @@ def main() -> None:
     args = p.parse_args()
 
     import cellweave
-    from _diagnostics import knn_f1, panel_selection, write_means
+    from _diagnostics import halves, knn_f1, panel_selection, write_means
 
     from cellweave.models import CellWeave
 
@@ -111,15 +111,15 @@ def main() -> None:
     print(f"corpus codes for {int(measured.sum())} of {len(measured)} vocabulary genes "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
     variants = {"corpus codes": with_table(model, corpus), "corpus + random codes": with_table(model, mixed)}
-    half = model.config.d_model
     per_dataset = {}
     for d in panel_selection(args.datasets):
         emb = model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]
-        row = {"shipped": knn_f1(emb, d.labels), "shipped, CLS half": knn_f1(emb[:, :half], d.labels),
-               "shipped, bag half (random codes)": knn_f1(emb[:, half:], d.labels)}
+        cls, bag = halves(emb, model)
+        row = {"shipped": knn_f1(emb, d.labels), "shipped, CLS half": knn_f1(cls, d.labels),
+               "shipped, bag half (random codes)": knn_f1(bag, d.labels)}
         for label, m in variants.items():
-            row[f"bag half, {label}"] = knn_f1(m.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0][:, half:],
-                                               d.labels)
+            other = m.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]
+            row[f"bag half, {label}"] = knn_f1(halves(other, m)[1], d.labels)
         per_dataset[d.name] = row
         print(d.name, " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
     write_means(per_dataset, args.out, command="benchmarks/corpus_gene_codes.py", model=args.model or "cellweave-tiny",

@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--untrained", action="store_true", help="add random weights of the first model's architecture")
     args = p.parse_args()
 
-    from _diagnostics import knn_f1, panel_selection, random_weights, write_means
+    from _diagnostics import halves, knn_f1, panel_selection, random_weights, write_means
 
     from cellweave.models import CellWeave
 
@@ -45,9 +45,9 @@ def main() -> None:
             emb = model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]
             row[label] = knn_f1(emb, d.labels)
             if model.config.pooling == "cls+bag":
-                half = model.config.d_model
-                row[f"{label}, CLS half"] = knn_f1(emb[:, :half], d.labels)
-                row[f"{label}, bag half"] = knn_f1(emb[:, half:], d.labels)
+                cls, bag = halves(emb, model)
+                row[f"{label}, CLS half"] = knn_f1(cls, d.labels)
+                row[f"{label}, bag half"] = knn_f1(bag, d.labels)
         per_dataset[d.name] = row
         print(d.name, " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
     command = ("benchmarks/embedding_halves.py --models " + " ".join(args.models)

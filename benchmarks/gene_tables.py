@@ -33,7 +33,7 @@ def main() -> None:
     p = panel_arguments(__doc__, out="gene_tables.json")
     args = p.parse_args()
 
-    from _diagnostics import knn_f1, panel_selection, write_means
+    from _diagnostics import halves, knn_f1, panel_selection, write_means
 
     from cellweave.models import CellWeave
     from cellweave.train import start_module
@@ -48,10 +48,10 @@ def main() -> None:
         for name, start in VARIANTS:
             model = CellWeave(base.config, base.vocab, module=start_module(base, start, seed=0).eval())
             emb = model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]
-            half = emb.shape[1] // 2
+            cls, bag = halves(emb, model)
             row[name] = knn_f1(emb, d.labels)
-            row[f"{name} [cls]"] = knn_f1(emb[:, :half], d.labels)
-            row[f"{name} [bag]"] = knn_f1(emb[:, half:], d.labels)
+            row[f"{name} [cls]"] = knn_f1(cls, d.labels)
+            row[f"{name} [bag]"] = knn_f1(bag, d.labels)
         per_dataset[d.name] = row
         print(d.name, " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
     write_means(per_dataset, args.out, command="benchmarks/gene_tables.py" + (f" --model {args.model}" if args.model else ""),

@@ -38,13 +38,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=4, help="embedding seeds averaged (default: 4)")
     args = p.parse_args()
 
-    from _diagnostics import knn_f1, panel_selection, write_means
+    from _diagnostics import halves, knn_f1, panel_selection, write_means
 
     from cellweave.models import CellWeave
 
     model = CellWeave.load(args.model)
     base = model.config
-    d_half = base.d_model
     t0 = time.perf_counter()
     per_dataset = {}
     for d in panel_selection(args.datasets):
@@ -66,8 +65,9 @@ def main() -> None:
                "context 512": knn_f1(emb(context_length=ctx), d.labels),
                "context 512, no zero tokens": knn_f1(emb(context_length=ctx, embed_zeros="none"), d.labels)}
         if base.pooling == "cls+bag":
-            row["CLS half"] = knn_f1(runs[0][:, :d_half], d.labels)
-            row["bag half"] = knn_f1(runs[0][:, d_half:], d.labels)
+            cls, bag = halves(runs[0], model)
+            row["CLS half"] = knn_f1(cls, d.labels)
+            row["bag half"] = knn_f1(bag, d.labels)
         per_dataset[d.name] = row
         print(d.name, " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
     command = "benchmarks/zero_tokens.py" + (f" --model {args.model}" if args.model else "")
