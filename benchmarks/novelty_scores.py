@@ -11,7 +11,8 @@ once, all cells together, as the panel does), ``tl.annotate``'s label transfer
 ``mahalanobis`` (the nearest class mean in the shared covariance's metric) and
 ``distance+mahalanobis+softmax``; each combination also with ``softmax_when_far`` (``, softmax when
 far``: ``LabelTransfer``'s default since it was measured here; the names without it are the rule
-before); each with ``shift_adjust`` (the default: the query's distances scaled down by the ratio of
+before) and with ``sharpen_when_far`` as well (``, softmax when far, sharpened``: the default since the
+eighteenth session; without it, the rule before); each with ``shift_adjust`` (the default: the query's distances scaled down by the ratio of
 their median to the held-out reference cells', when above 1) and without it (``, unadjusted``), each
 also after Harmony on reference + query (``align=True``), and ``combined`` with the threshold
 calibrated on the reference's batches (``batch_key``: across a shift, the groups of the shift key
@@ -113,22 +114,28 @@ def main() -> None:
             if not aligned:
                 out["map-query, rule before"] = map_query_rule_before(etr, labels[tr], ete)
             for score in args.scores:
-                fitted = LabelTransfer(novelty_score=score, softmax_when_far=False, seed=seed).fit(etr, labels[tr])
+                fitted = LabelTransfer(novelty_score=score, softmax_when_far=False, sharpen_when_far=False,
+                                       seed=seed).fit(etr, labels[tr])
                 for adjust in (True,) if args.no_unadjusted else (True, False):  # acts at predict time only
                     fitted.shift_adjust = adjust
                     out[score + ("" if adjust else ", unadjusted") + h] = fitted.predict(ete)
                 if "softmax" in fitted.components_ and score != "softmax":
                     fitted.shift_adjust, fitted.softmax_when_far = True, True
                     out[score + ", softmax when far" + h] = fitted.predict(ete)
+                    fitted.sharpen_when_far = True
+                    out[score + ", softmax when far, sharpened" + h] = fitted.predict(ete)
             if groups is None:
                 continue
             # With fewer than 2 batches in the reference annotate uses a random 20%: the rows above.
-            fitted = (LabelTransfer(softmax_when_far=False, seed=seed).fit(etr, labels[tr], groups=groups[tr])
+            fitted = (LabelTransfer(softmax_when_far=False, sharpen_when_far=False, seed=seed)
+                      .fit(etr, labels[tr], groups=groups[tr])
                       if several else None)
-            for adjust, far in [(True, False), *([] if args.no_unadjusted else [(False, False)]), (True, True)]:
-                suffix = ("" if adjust else ", unadjusted") + (", softmax when far" if far else "")
+            for adjust, far, sharpen in [(True, False, False), *([] if args.no_unadjusted else [(False, False, False)]),
+                                         (True, True, False), (True, True, True)]:
+                suffix = (("" if adjust else ", unadjusted") + (", softmax when far" if far else "")
+                          + (", sharpened" if sharpen else ""))
                 if fitted is not None:
-                    fitted.shift_adjust, fitted.softmax_when_far = adjust, far
+                    fitted.shift_adjust, fitted.softmax_when_far, fitted.sharpen_when_far = adjust, far, sharpen
                     out["combined, batches" + suffix + h] = fitted.predict(ete)
                 elif "combined" + suffix + h in out:
                     out["combined, batches" + suffix + h] = out["combined" + suffix + h]

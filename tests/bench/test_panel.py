@@ -172,6 +172,12 @@ def test_panel_saves_each_finished_dataset_and_resumes(tmp_path, monkeypatch) ->
     with pytest.raises(CellWeaveInputError, match="softmax_when_far: None there, True now"):
         panel.run(BenchmarkContext(model=Model(), seeds=(0, 1), quick=True, out=tmp_path, progress=False,
                                    resume=True), HtmlReport("t"))
+    # Nor of a run before sharpen_when_far became the default.
+    before = {**saved, "config": {k: v for k, v in saved["config"].items() if k != "sharpen_when_far"}}
+    (tmp_path / panel.PARTIAL).write_text(json.dumps(before))
+    with pytest.raises(CellWeaveInputError, match="sharpen_when_far: None there, True now"):
+        panel.run(BenchmarkContext(model=Model(), seeds=(0, 1), quick=True, out=tmp_path, progress=False,
+                                   resume=True), HtmlReport("t"))
     (tmp_path / panel.PARTIAL).write_text(json.dumps(saved))
 
     stop["now"] = False

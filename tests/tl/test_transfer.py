@@ -136,7 +136,7 @@ def test_shift_adjust_takes_a_whole_query_shift_out_and_keeps_the_novel_type(see
 def test_shift_adjust_never_scales_up_and_skips_small_or_mostly_new_queries(cells, caplog) -> None:
     ref, y, _, _, _ = cells
     rng = np.random.default_rng(5)
-    lt = LabelTransfer(seed=0).fit(ref, y)
+    lt = LabelTransfer(sharpen_when_far=False, seed=0).fit(ref, y)
     fresh, _ = _clusters(rng, 8.0 * np.eye(3, 10), 100, scale=0.8)  # closer than held-out cells
     lt.predict(fresh)
     assert lt.shift_factor_ == 1.0
@@ -147,6 +147,12 @@ def test_shift_adjust_never_scales_up_and_skips_small_or_mostly_new_queries(cell
         out = lt.predict(mostly_new)
     assert lt.shift_factor_ == 1.0 and "too far to tell a shift" in caplog.text
     assert out.unknown[is_novel].mean() > 0.95
+    # sharpen_when_far (the default) assumes the opposite, most of the query of reference types: it misses
+    # much of a query that is mostly new, and says so with the fix.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cellweave.tl._transfer"):
+        sharpened = LabelTransfer(seed=0).fit(ref, y).predict(mostly_new)
+    assert sharpened.unknown[is_novel].mean() < 0.75 and "--no-sharpen-when-far" in caplog.text
 
 
 def test_mahalanobis_score_finds_a_type_between_two_elongated_ones() -> None:
@@ -185,6 +191,33 @@ def test_softmax_when_far_ranks_the_classifier_alone_for_a_query_beyond_the_thre
     near, _ = _clusters(rng, 8.0 * np.eye(3, 10), 100)
     np.testing.assert_array_equal(before.predict(near).novelty, default.predict(near).novelty)
     assert not default.distance_ignored_
+
+
+def test_sharpen_when_far_takes_out_a_shift_that_makes_the_classifier_unsure(cells) -> None:
+    ref, y, _, _, _ = cells
+    rng = np.random.default_rng(9)
+    # Known types moved far (beyond the distance threshold) and pulled together: the classifier is
+    # right but unsure of most cells, as after training on one species and predicting another.
+    far, y_far = _clusters(rng, 0.55 * 8.0 * np.eye(3, 10) + 3.0, 100)
+    novel, _ = _clusters(rng, [np.full(10, 3.0 + 0.55 * 8.0 / 3)], 40)  # a new type between them
+    query = np.concatenate([far, novel])
+    is_novel = np.r_[np.zeros(len(far), bool), np.ones(len(novel), bool)]
+    plain = LabelTransfer(sharpen_when_far=False, seed=0).fit(ref, y)  # the rule before
+    sharp = LabelTransfer(seed=0).fit(ref, y)  # the default
+    before, after = plain.predict(query), sharp.predict(query)
+    assert plain.distance_ignored_ and sharp.distance_ignored_ and plain.temperature_ == 1.0
+    assert 0 < sharp.temperature_ < 1.0
+    assert (before.raw_prediction[~is_novel] == y_far).mean() > 0.9  # the labels are right ...
+    np.testing.assert_array_equal(after.raw_prediction, before.raw_prediction)  # ... and a temperature keeps them
+    # Unsharpened, the classifier's doubt calls many known cells unknown; sharpened, the query's median
+    # part equals the held-out reference cells' median and few known cells are unknown.
+    assert before.unknown[~is_novel].mean() > 0.5 and after.unknown[~is_novel].mean() < before.unknown[~is_novel].mean() / 3
+    # The new type stays the most doubtful: it ranks above most known cells and most of it is still unknown.
+    assert roc_auc_score(is_novel, after.novelty) > 0.8 and after.unknown[is_novel].mean() > 0.6
+    # A query near the reference is not far: nothing is sharpened and the scores are the default's.
+    near, _ = _clusters(rng, 8.0 * np.eye(3, 10), 100)
+    np.testing.assert_array_equal(plain.predict(near).novelty, sharp.predict(near).novelty)
+    assert sharp.temperature_ == 1.0 and not sharp.distance_ignored_
 
 
 def test_every_cli_novelty_score_has_its_parts() -> None:

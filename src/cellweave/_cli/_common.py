@@ -106,6 +106,11 @@ def add_transfer_options(sp: argparse.ArgumentParser) -> None:
                     help="when the typical query cell is farther from the reference than the 'unknown' threshold, "
                          "decide 'unknown' by the classifier's top class probability alone, since distance cannot "
                          "tell a shifted query from new types (default: on; --no-softmax-when-far: the rule before)")
+    sp.add_argument("--sharpen-when-far", action=argparse.BooleanOptionalAction, default=True,
+                    help="with --softmax-when-far, when it applies: sharpen the classifier's probabilities on the "
+                         "query until its median uncertainty is the held-out reference cells', so a query the "
+                         "classifier is unsure of as a whole (another species) is not called unknown wholesale "
+                         "(default: on; labels unchanged)")
     sp.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
                     help="correct reference and query embeddings together by Harmony first, so known types in a "
                          "new state (another protocol, study or condition) are not called unknown")

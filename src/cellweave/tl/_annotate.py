@@ -35,6 +35,7 @@ def annotate(
     align: bool = False,
     shift_adjust: bool = True,
     softmax_when_far: bool = True,
+    sharpen_when_far: bool = True,
     reference_token_space: bool = True,
     finetune: bool = False,
     finetune_epochs: int = 3,
@@ -115,6 +116,12 @@ def annotate(
         classifier's max-softmax alone, against its own held-out threshold (default). Recorded as
         ``distance_ignored``. ``False``: score such a query unadjusted, as earlier versions did, which
         may call much of it unknown. See :class:`~cellweave.tl.LabelTransfer`.
+    sharpen_when_far
+        With ``softmax_when_far``, when it applies: first sharpen the classifier's probabilities on the
+        query (a temperature below 1, recorded as ``temperature``) until the query's median max-softmax
+        uncertainty equals the held-out reference cells', so a query the classifier is unsure of as a
+        whole (another species) is not called unknown wholesale (default). Predicted labels do not
+        change. ``False``: the rule before. See :class:`~cellweave.tl.LabelTransfer`.
     reference_token_space
         Embed the query in the reference's token space: its tokens are drawn from the reference's
         most variable genes and ranked by deviation from the reference's gene means
@@ -171,7 +178,8 @@ def annotate(
         model name and SHA-256, ``label_key``, ``key_added``, classes, ``novelty_quantile``,
         ``novelty_score``, ``shift_adjust`` and the factor applied (``shift_factor``, 1: none),
         ``softmax_when_far`` and whether the distance was left out for this query
-        (``distance_ignored``; ``threshold`` is then the softmax part's), the query's token space
+        (``distance_ignored``; ``threshold`` is then the softmax part's), ``sharpen_when_far`` and
+        the temperature applied (``temperature``, 1: none), the query's token space
         (``query_token_space``: ``"reference"``, ``"own"`` or ``"stored"``, a reused embedding),
         ``batch_key`` and the number of batches calibrated on
         (``calibration_batches``, 0: a random 20%), threshold, number of unknown cells, number of
@@ -201,7 +209,8 @@ def annotate(
     model = _resolve(model)
     # Checks the quantile and the score before any embedding.
     transfer = LabelTransfer(novelty_quantile=novelty_quantile, novelty_score=novelty_score,
-                             shift_adjust=shift_adjust, softmax_when_far=softmax_when_far, seed=seed)
+                             shift_adjust=shift_adjust, softmax_when_far=softmax_when_far,
+                             sharpen_when_far=sharpen_when_far, seed=seed)
 
     keep = labels.notna().to_numpy()
     # Neighbourhoods first (cheap, and bad sections or coordinates fail before any embedding).
@@ -281,6 +290,8 @@ def annotate(
         "shift_factor": float(transfer.shift_factor_),
         "softmax_when_far": bool(softmax_when_far),
         "distance_ignored": bool(transfer.distance_ignored_),
+        "sharpen_when_far": bool(sharpen_when_far),
+        "temperature": float(transfer.temperature_),
         "query_token_space": token_space,
         "threshold": threshold,
         "n_neighbors": k,

@@ -86,6 +86,7 @@ def map_query(
     batch_key: str | None = None,
     shift_adjust: bool = True,
     softmax_when_far: bool = True,
+    sharpen_when_far: bool = True,
     align: bool = False,
     reference_token_space: bool = True,
     key_added: str = "cellweave",
@@ -135,12 +136,13 @@ def map_query(
     novelty_quantile
         Quantile (in ``(0, 1]``) of held-out reference cells' novelty scores used as the "unknown"
         threshold; higher flags fewer cells.
-    novelty_score, batch_key, shift_adjust, softmax_when_far
+    novelty_score, batch_key, shift_adjust, softmax_when_far, sharpen_when_far
         The novelty rule, as in :func:`cellweave.tl.annotate`: the score thresholded
         (``"combined"``, ``"distance"``, ``"softmax"``, ``"mahalanobis"`` or
         ``"distance+mahalanobis+softmax"``); the ``reference.obs`` column of batches to calibrate
         the threshold on whole batches held out in turn; the shift adjustment of the query's
-        distances; max-softmax alone when the typical query cell is beyond the threshold.
+        distances; max-softmax alone when the typical query cell is beyond the threshold, sharpened
+        first to the held-out reference cells' median uncertainty.
     align
         Correct reference and query embeddings together by Harmony first (reference and query as the
         batches, :func:`cellweave.tl.align_reference_query`), as :func:`cellweave.tl.annotate` does
@@ -174,7 +176,8 @@ def map_query(
     ``.uns["cellweave"]["map_query"]``
         model SHA-256, index backend, ``n_neighbors``, label classes, the novelty rule
         (``novelty_score``, ``batch_key`` and ``calibration_batches``, ``shift_adjust`` and
-        ``shift_factor``, ``softmax_when_far`` and ``distance_ignored``) with the threshold it
+        ``shift_factor``, ``softmax_when_far`` and ``distance_ignored``, ``sharpen_when_far`` and
+        ``temperature``) with the threshold it
         applied, ``align``, number of unknown and of reference cells, the reference UMAP
         coordinates and labels (for plotting the query over it), the query's token space
         (``query_token_space``, as in :func:`annotate`), seed and versions.
@@ -185,7 +188,8 @@ def map_query(
         raise CellWeaveInputError(f"Unknown neighbour index {index!r}; choose from {', '.join(INDEXES)}.")
     # Checks the quantile and the score before any embedding.
     transfer = LabelTransfer(novelty_quantile=novelty_quantile, novelty_score=novelty_score,
-                             shift_adjust=shift_adjust, softmax_when_far=softmax_when_far, seed=seed)
+                             shift_adjust=shift_adjust, softmax_when_far=softmax_when_far,
+                             sharpen_when_far=sharpen_when_far, seed=seed)
     labels = _reference_labels(reference, label_key)
     batches = _reference_batches(reference, batch_key)
     adata = adata.copy() if copy else adata
@@ -228,7 +232,8 @@ def map_query(
         "novelty_score": novelty_score, "batch_key": batch_key or "",
         "calibration_batches": transfer.calibration_groups_, "shift_adjust": bool(shift_adjust),
         "shift_factor": float(transfer.shift_factor_), "softmax_when_far": bool(softmax_when_far),
-        "distance_ignored": bool(transfer.distance_ignored_), "align": bool(align),
+        "distance_ignored": bool(transfer.distance_ignored_), "sharpen_when_far": bool(sharpen_when_far),
+        "temperature": float(transfer.temperature_), "align": bool(align),
         "threshold": float(transfer.applied_threshold_),
         "n_unknown": int(unknown.sum()), "n_reference": len(ref_z),
         "reference_umap": ref_umap.astype(np.float32), "reference_labels": [str(x) for x in ref_labels],
