@@ -261,7 +261,6 @@ class LabelTransfer:
         softmax part, the distance parts are left out instead (``distance_ignored_``) and the softmax
         part alone is ranked and thresholded."""
         self.shift_factor_ = 1.0
-        self.temperature_ = 1.0
         self.distance_ignored_ = False
         if "distance" not in components:
             return components
