@@ -39,7 +39,8 @@ neighbours' Gaussian-weighted vote). ``map_query`` now calls unknown exactly the
 more minutes) instead of zero-shot. ``--scores``, ``--no-align`` and ``--no-unadjusted`` run fewer
 variants (every variant on the 256-d zero-shot embedding takes more than 25 minutes on the ADT
 dataset alone); ``--seed`` takes another seed of the splits, the embedding and the adaptation.
-Prints the means over datasets and writes ``--out`` (JSON, per dataset and mean).
+Prints the means over datasets and writes ``--out`` (JSON, per dataset and mean) after every dataset,
+with ``"complete": false`` until the last, so a stopped run keeps what it measured.
 Zero-shot with the three original scores it took about 15 minutes on one core::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/novelty_scores.py --model M --out novelty.json
@@ -47,7 +48,6 @@ Zero-shot with the three original scores it took about 15 minutes on one core::
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 
@@ -95,6 +95,7 @@ def main() -> None:
     from _diagnostics import mean_over, panel_selection
     from sklearn.metrics import f1_score, roc_auc_score
 
+    from cellweave._io_utils import atomic_write_json
     from cellweave.bench.tasks._cells import across_splits
     from cellweave.bench.tasks.panel import baseline_novelty_scores, novel_type_splits
     from cellweave.models import CellWeave
@@ -141,6 +142,22 @@ def main() -> None:
                     out["combined, batches" + suffix + h] = out["combined" + suffix + h]
         return out
 
+    command = ("benchmarks/novelty_scores.py" + (f" --model {args.model}" if args.model else "")
+               + (" --adapt" if args.adapt else "")
+               + (f" --scores {' '.join(args.scores)}" if list(args.scores) != list(SCORES) else "")
+               + (" --no-align" if args.no_align else "") + (" --no-unadjusted" if args.no_unadjusted else "")
+               + (f" --seed {seed}" if seed else ""))
+
+    def write(*, complete: bool) -> dict:
+        result = {"command": command, "model": model.name, "seed": seed,
+                  "seconds": round(time.perf_counter() - t0, 1), "complete": complete}
+        for protocol, per in (("across shift", shift), ("novel type", novel)):
+            per_dataset = {name: mean_over(rows) for name, rows in per.items()}
+            result[protocol] = {"per_dataset": per_dataset, "mean": mean_over(list(per_dataset.values())),
+                                "n_datasets": len(per_dataset)}
+        atomic_write_json(args.out, result)
+        return result
+
     for d in panel_selection(args.datasets):
         if args.adapt:
             from cellweave.train import adapt
@@ -173,23 +190,15 @@ def main() -> None:
                 row[f"{name}: AUROC"] = roc_auc_score(is_novel, s)
             novel[d.name].append(row)
         print(d.name, f"{time.perf_counter() - t0:.0f} s", flush=True)
-
-    result = {"command": "benchmarks/novelty_scores.py" + (f" --model {args.model}" if args.model else "")
-              + (" --adapt" if args.adapt else "")
-              + (f" --scores {' '.join(args.scores)}" if list(args.scores) != list(SCORES) else "")
-              + (" --no-align" if args.no_align else "") + (" --no-unadjusted" if args.no_unadjusted else "")
-              + (f" --seed {seed}" if seed else ""),
-              "model": model.name, "seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
-    for protocol, per in (("across shift", shift), ("novel type", novel)):
-        per_dataset = {name: mean_over(rows) for name, rows in per.items()}
-        mean = mean_over(list(per_dataset.values()))
-        result[protocol] = {"per_dataset": per_dataset, "mean": mean, "n_datasets": len(per_dataset)}
+        # Written after every dataset (atomically), so a run stopped part way keeps what it measured.
+        write(complete=False)
+    result = write(complete=True)
+    for protocol in ("across shift", "novel type"):
+        per_dataset = result[protocol]["per_dataset"]
         print(f"\n{protocol}, mean over {len(per_dataset)} datasets")
-        for key, value in mean.items():
+        for key, value in result[protocol]["mean"].items():
             n = sum(key in row for row in per_dataset.values())
             print(f"  {key:45s} {value:.3f}" + (f"  ({n} datasets with batches)" if n < len(per_dataset) else ""))
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=1)
 
 
 if __name__ == "__main__":
