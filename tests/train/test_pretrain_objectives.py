@@ -150,3 +150,20 @@ def test_pretrain_with_neighbour_positives_records_them_and_refuses_them_without
     with pytest.raises(CellWeaveInputError, match="--vicreg-weight"):
         pretrain(two_datasets, out=tmp_path / "n", vicreg_neighbours=5, config_overrides=TINY, progress=False)
     assert not (tmp_path / "n").exists()
+
+
+def test_last_checkpoint_is_the_latest_epoch_when_validation_gets_worse(two_datasets, tmp_path, monkeypatch) -> None:
+    # A validation loss that rises every epoch: the best checkpoint stays at the first epoch, and
+    # last.ckpt (what --resume reads) must still be the end of the run, not the best epoch.
+    from cellweave.train._plan import PretrainPlan
+
+    monkeypatch.setattr(PretrainPlan, "on_validation_epoch_end",
+                        lambda self: self.log("val_loss", float(self.current_epoch)))
+    out = tmp_path / "m"
+    model = pretrain(two_datasets, out=out, max_epochs=3, batch_size=32, seed=0, progress=False,
+                     config_overrides=TINY)
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert last["epoch"] == 2 and last["global_step"] == model.card["steps"] > 0
+    best = torch.load(out / "checkpoints" / "epoch000.ckpt", weights_only=True, map_location="cpu")
+    assert best["global_step"] < last["global_step"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch000.ckpt", "last.ckpt"]

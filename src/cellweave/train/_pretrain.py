@@ -610,11 +610,18 @@ def pretrain(
                 before["token_mse"], before["token_mean_mse"])
 
     history = HistoryCallback()
-    checkpoint = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=ckpt_dir, filename="epoch{epoch:03d}", save_last=True, save_top_k=1,
+    # The best epoch by validation loss, and the latest epoch for --resume. Lightning's save_last
+    # writes last.ckpt only when the best one changes, so a resume after an epoch that did not
+    # improve would repeat it; a second callback without a monitor keeps the latest every epoch.
+    best = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir, filename="epoch{epoch:03d}", save_top_k=1,
         monitor="val_loss", mode="min", auto_insert_metric_name=False,
     )
-    callbacks: list[L.Callback] = [history, checkpoint]
+    latest = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir, filename=Path(LAST_CKPT).stem, save_top_k=1, every_n_epochs=1,
+        enable_version_counter=False,
+    )
+    callbacks: list[L.Callback] = [history, best, latest]
     if log_cells:
         callbacks.append(CellLogCallback(out / CELL_LOG_DIR))
     trainer = L.Trainer(
