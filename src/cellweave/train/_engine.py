@@ -30,6 +30,16 @@ logger = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last.ckpt"
 
 
+def latest_checkpoint(folder: str | os.PathLike) -> L.pytorch.callbacks.ModelCheckpoint:
+    """A checkpoint callback that keeps the latest epoch as ``folder/last.ckpt`` (what a resume reads),
+    overwritten every epoch. Lightning's ``save_last`` beside a monitored top-k writes it only when the
+    best checkpoint changes, so a resume after an epoch that did not improve would repeat epochs."""
+    return L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=folder, filename=Path(LAST_CHECKPOINT).stem, save_top_k=1, every_n_epochs=1,
+        enable_version_counter=False,
+    )
+
+
 def seed_fit(seed: int) -> None:
     """Seed Python, NumPy and torch (and dataloader workers) for a fit.
 
@@ -161,10 +171,7 @@ def fit_plan(
         folder.mkdir(parents=True, exist_ok=True)
         for stale in remove_stale_temporaries_in(folder):
             logger.info("Removed %s, left by a run that was killed while writing it", stale.name)
-        all_callbacks.append(L.pytorch.callbacks.ModelCheckpoint(
-            dirpath=folder, filename=Path(LAST_CHECKPOINT).stem, save_top_k=1, every_n_epochs=1,
-            enable_version_counter=False,
-        ))
+        all_callbacks.append(latest_checkpoint(folder))
         if resume:
             ckpt_path = folder / LAST_CHECKPOINT
             if not ckpt_path.is_file():

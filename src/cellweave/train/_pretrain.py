@@ -41,6 +41,7 @@ from cellweave.genes import Vocabulary
 from cellweave.models import CellWeave, environment_versions
 from cellweave.nn import CellWeaveConfig, CountDecoder
 
+from ._engine import LAST_CHECKPOINT, latest_checkpoint
 from ._plan import (
     AtomicCheckpointIO,
     CellLogCallback,
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
-LAST_CKPT = "last.ckpt"
 CELL_LOG_DIR = "cells_seen"
 #: Lightning precisions that keep the weights in float32 (the saved model stays float32):
 #: full precision, or automatic mixed precision of the forward pass (bf16 works on CPUs too).
@@ -508,7 +508,7 @@ def pretrain(
         datasets = _restrict_modalities(datasets, modalities)
     out = Path(out)
     ckpt_dir = out / CHECKPOINT_DIR
-    ckpt_path = ckpt_dir / LAST_CKPT
+    ckpt_path = ckpt_dir / LAST_CHECKPOINT
     if resume and not ckpt_path.is_file():
         raise CellWeaveInputError(f"--resume was given but {ckpt_path} does not exist; run without --resume first.")
     t0 = time.perf_counter()
@@ -610,18 +610,12 @@ def pretrain(
                 before["token_mse"], before["token_mean_mse"])
 
     history = HistoryCallback()
-    # The best epoch by validation loss, and the latest epoch for --resume. Lightning's save_last
-    # writes last.ckpt only when the best one changes, so a resume after an epoch that did not
-    # improve would repeat it; a second callback without a monitor keeps the latest every epoch.
+    # The best epoch by validation loss, and the latest epoch (last.ckpt) for --resume.
     best = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, filename="epoch{epoch:03d}", save_top_k=1,
         monitor="val_loss", mode="min", auto_insert_metric_name=False,
     )
-    latest = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=ckpt_dir, filename=Path(LAST_CKPT).stem, save_top_k=1, every_n_epochs=1,
-        enable_version_counter=False,
-    )
-    callbacks: list[L.Callback] = [history, best, latest]
+    callbacks: list[L.Callback] = [history, best, latest_checkpoint(ckpt_dir)]
     if log_cells:
         callbacks.append(CellLogCallback(out / CELL_LOG_DIR))
     trainer = L.Trainer(
