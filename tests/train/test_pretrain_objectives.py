@@ -14,7 +14,7 @@ from cellweave.data import build_vocabulary, corpus_counts, prepare_cells, synth
 from cellweave.nn import CountDecoder
 from cellweave.data import TokenDataset, Tokenizer
 from cellweave.nn import CellWeaveConfig
-from cellweave.train import neighbour_partners, pretrain
+from cellweave.train import PretrainPlan, neighbour_partners, pretrain, principal_targets
 from cellweave.train._plan import CountTokenDataset
 from cellweave.train._pretrain import decoded_gene_panel
 
@@ -149,6 +149,58 @@ def test_pretrain_with_neighbour_positives_records_them_and_refuses_them_without
     assert model.card["objective"]["vicreg_neighbours"] == 5 and "5 nearest neighbours" in model.card["description"]
     with pytest.raises(CellWeaveInputError, match="--vicreg-weight"):
         pretrain(two_datasets, out=tmp_path / "n", vicreg_neighbours=5, config_overrides=TINY, progress=False)
+    assert not (tmp_path / "n").exists()
+
+
+def test_principal_targets_are_each_datasets_pca_scaled_alike(two_datasets) -> None:
+    vocab, _ = build_vocabulary(two_datasets, min_cells=1)
+    corpora = [prepare_cells(d, vocab, dataset=n, value_encoding="log1p") for n, d in two_datasets.items()]
+    tiny = prepare_cells(two_datasets["a"][:6].copy(), vocab, dataset="tiny", value_encoding="log1p")
+    targets = principal_targets(corpora + [tiny], n_pcs=8, n_top=100)
+    assert targets.shape == (226, 8) and targets.dtype == np.float32
+    assert np.isnan(targets[220:]).all()  # too few cells for components: no target
+    for rows in (slice(0, 120), slice(120, 220)):
+        var = targets[rows].var(axis=0)
+        np.testing.assert_allclose(var.mean(), 1.0, rtol=1e-4)  # every dataset weighs alike
+        assert (np.diff(var) <= 1e-6).all() and var[0] > 1.5 * var[-1]  # leading components keep their share
+        np.testing.assert_allclose(targets[rows].mean(axis=0), 0.0, atol=1e-4)
+    # The first component separates the synthetic cell types, as the panel's PCA does.
+    types = two_datasets["a"].obs["cell_type"].to_numpy()
+    means = [targets[:120][types == t, :2].mean(axis=0) for t in np.unique(types)]
+    assert max(np.linalg.norm(m - n) for m in means for n in means) > 1.0
+
+
+def test_principal_component_term_trains_a_map_per_dataset_and_skips_cells_without_targets() -> None:
+    config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **TINY)
+    from cellweave.nn import CellWeaveModule
+
+    plan = PretrainPlan(CellWeaveModule(config), n_pc_targets=3, n_codes=2)
+    g = torch.Generator().manual_seed(0)
+    b, n = 6, 10
+    batch = {"token_ids": torch.randint(1, 40, (b, n), generator=g), "values": torch.rand(b, n, generator=g),
+             "modality_ids": torch.zeros(b, n, dtype=torch.long), "padding_mask": torch.ones(b, n, dtype=torch.bool),
+             "value_mask": torch.rand(b, n, generator=g) < 0.3, "batch": torch.tensor([0, 0, 1, 1, 1, 0]),
+             "pcs": torch.randn(b, 3, generator=g)}
+    batch["pcs"][5] = float("nan")  # a cell without RNA
+    losses = plan.losses(batch)
+    assert torch.isfinite(losses["pc_mse"]) and losses["pc_mse"] > 0
+    losses["loss"].backward()
+    grad = plan.pc_maps.grad
+    assert grad is not None and (grad[0].abs().sum() > 0) and (grad[1].abs().sum() > 0)
+    # The NaN cell adds nothing: dropping it leaves the term unchanged.
+    keep = {k: v[:5] for k, v in batch.items()}
+    torch.testing.assert_close(plan.losses(keep)["pc_mse"], losses["pc_mse"])
+    without = PretrainPlan(CellWeaveModule(config))
+    assert "pc_mse" not in without.losses(batch) and without.pc_maps is None
+
+
+def test_pretrain_with_principal_component_targets_records_them_and_refuses_a_negative_count(
+        two_datasets, tmp_path) -> None:
+    model = pretrain(two_datasets, out=tmp_path / "m", max_epochs=1, max_steps=3, batch_size=32, seed=0,
+                     pc_targets=4, progress=False, config_overrides={**TINY, "value_encoding": "log1p"})
+    assert model.card["objective"]["pc_targets"] == 4 and "4 principal components" in model.card["description"]
+    with pytest.raises(CellWeaveInputError, match="components"):
+        pretrain(two_datasets, out=tmp_path / "n", pc_targets=-1, config_overrides=TINY, progress=False)
     assert not (tmp_path / "n").exists()
 
 

@@ -96,6 +96,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         count_likelihood=args.count_likelihood,
         vicreg_weight=args.vicreg_weight,
         vicreg_neighbours=args.vicreg_neighbours,
+        pc_targets=args.pc_targets,
         embed_hvg_tokens=args.embed_hvg_tokens,
     )
     m = model.card["metrics"]
@@ -183,4 +184,8 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--vicreg-neighbours", type=int, default=0, metavar="K",
                     help="with --vicreg-weight: take the second view from one of the cell's K nearest neighbours in "
                     "its dataset (PCA of its 2,000 most variable genes) instead of the cell itself (default: 0, itself)")
+    sp.add_argument("--pc-targets", type=int, default=0, metavar="K",
+                    help="add a term asking the cell state to give each cell's scores on its dataset's first K "
+                    "principal components (standardized 2,000 most variable genes) through a linear map per dataset "
+                    "(default: 0, off, as the shipped model)")
     add_soma_arguments(sp)

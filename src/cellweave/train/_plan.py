@@ -26,12 +26,14 @@ class CountTokenDataset(torch.utils.data.Dataset):
     datasets decodes the union of their genes); ``two_views``: add a second, independently
     sampled and masked view of the cell (``item(idx, view=1)``); ``partners`` (cells x k): draw
     that second view from one of the k cells in the cell's row instead (its neighbours, see
-    :func:`~cellweave.train.neighbour_partners`), one drawn per ``(seed, epoch, cell)``.
+    :func:`~cellweave.train.neighbour_partners`), one drawn per ``(seed, epoch, cell)``;
+    ``pc_targets`` (cells x components, float, NaN rows for cells without one): the targets of
+    the principal-component term (:func:`~cellweave.train.principal_targets`).
     """
 
     def __init__(self, tokens: TokenDataset, counts: sp.csr_matrix | None, batches: np.ndarray, *,
                  two_views: bool = False, gene_masks: np.ndarray | None = None,
-                 partners: np.ndarray | None = None) -> None:
+                 partners: np.ndarray | None = None, pc_targets: np.ndarray | None = None) -> None:
         self.tokens = tokens
         self.counts = counts
         self.batches = np.asarray(batches, dtype=np.int64)
@@ -40,6 +42,9 @@ class CountTokenDataset(torch.utils.data.Dataset):
         if partners is not None and (partners.ndim != 2 or len(partners) != len(tokens)):
             raise ValueError(f"partners must have one row per cell ({len(tokens)}), not shape {partners.shape}.")
         self.partners = partners
+        if pc_targets is not None and len(pc_targets) != len(tokens):
+            raise ValueError(f"pc_targets must have one row per cell ({len(tokens)}), not {len(pc_targets)}.")
+        self.pc_targets = pc_targets
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -50,6 +55,8 @@ class CountTokenDataset(torch.utils.data.Dataset):
     def __getitem__(self, idx: int) -> dict[str, Any]:
         item = self.tokens[idx]
         item["batch"] = int(self.batches[idx])
+        if self.pc_targets is not None:
+            item["pcs"] = np.asarray(self.pc_targets[idx], dtype=np.float32)
         if self.counts is not None:
             item["counts"] = np.asarray(self.counts[idx].toarray(), dtype=np.float32).ravel()
             if self.gene_masks is not None:
@@ -72,6 +79,8 @@ def collate_count_tokens(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]
         out["batch"] = torch.tensor([it["batch"] for it in items], dtype=torch.long)
     if "counts" in items[0]:
         out["counts"] = torch.from_numpy(np.stack([it["counts"] for it in items]))
+    if "pcs" in items[0]:
+        out["pcs"] = torch.from_numpy(np.stack([it["pcs"] for it in items]))
     if "gene_mask" in items[0]:
         out["gene_mask"] = torch.from_numpy(np.stack([it["gene_mask"] for it in items]))
     return out
@@ -93,6 +102,13 @@ class PretrainPlan(L.LightningModule):
       al. 2025) found VICReg and SimCLR with random masking the best of 19 self-supervised
       methods for cell typing. The second view may be of a neighbouring cell instead
       (``CountTokenDataset(partners=...)``).
+    - The principal-component term (``n_pc_targets`` > 0, batches with ``pcs``): a linear map per
+      covariate code (the dataset, in pretraining) from the CLS state to the cell's scores on its
+      dataset's first principal components, squared error weighted by ``pc_weight``. PCA of the
+      variable genes is the panel's strongest simple embedding because it keeps the profile's
+      high-variance directions and drops the rest (``benchmarks/embedding_pca.py``); this term asks
+      the cell state to carry those directions of every dataset linearly. It is this project's
+      test of that idea, not a published method; the count term is the closest published one.
     """
 
     def __init__(
@@ -106,6 +122,9 @@ class PretrainPlan(L.LightningModule):
         total_steps: int | None = 1000,
         count_weight: float = 1.0,
         vicreg_weight: float = 0.0,
+        n_pc_targets: int = 0,
+        n_codes: int = 1,
+        pc_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.module = module
@@ -115,6 +134,12 @@ class PretrainPlan(L.LightningModule):
         d = module.config.d_model
         self.projector = (torch.nn.Sequential(torch.nn.Linear(d, 256), torch.nn.BatchNorm1d(256), torch.nn.ReLU(),
                                               torch.nn.Linear(256, 256)) if vicreg_weight > 0 else None)
+        self.pc_weight = pc_weight
+        if n_pc_targets > 0:  # one linear map per code: components of different datasets share no axes
+            self.pc_maps = torch.nn.Parameter(torch.randn(n_codes, n_pc_targets, d) / math.sqrt(d))
+            self.pc_bias = torch.nn.Parameter(torch.zeros(n_codes, n_pc_targets))
+        else:
+            self.pc_maps, self.pc_bias = None, None
         self.lr = lr
         self.weight_decay = weight_decay
         # ``None``: from the trainer when the optimizer is built (see ``configure_optimizers``).
@@ -143,6 +168,14 @@ class PretrainPlan(L.LightningModule):
                 m = mask.to(nll.dtype)
                 losses["count_nll"] = ((nll * m).sum(1) / m.sum(1).clamp_min(1.0)).mean()
             loss = loss + self.count_weight * losses["count_nll"]
+        if self.pc_maps is not None and "pcs" in batch:
+            target, codes = batch["pcs"], batch["batch"]
+            has = torch.isfinite(target[:, 0])
+            if bool(has.any()):
+                cell = out["cell_embedding"][has]
+                pred = torch.einsum("bkd,bd->bk", self.pc_maps[codes[has]], cell) + self.pc_bias[codes[has]]
+                losses["pc_mse"] = ((pred - target[has]) ** 2).mean()
+                loss = loss + self.pc_weight * losses["pc_mse"]
         if self.projector is not None and "view2" in batch:
             v = batch["view2"]
             other = self.module.encode(v["token_ids"], v["values"], v["modality_ids"], v["padding_mask"],
@@ -157,7 +190,7 @@ class PretrainPlan(L.LightningModule):
         bs = batch["token_ids"].shape[0]
         self.log("train_loss", losses["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=bs,
                  sync_dist=True)
-        for key in ("token_mse", "count_nll", "vicreg"):
+        for key in ("token_mse", "count_nll", "vicreg", "pc_mse"):
             if key in losses:
                 self.log(f"train_{key}", losses[key], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         return losses["loss"]

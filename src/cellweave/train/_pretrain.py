@@ -251,6 +251,30 @@ def decoded_gene_panel(
     return sp.vstack(parts, format="csr"), np.concatenate(codes), masks, panel
 
 
+def _corpus_pcs(corpus: CellCorpus, *, n_top: int, n_pcs: int, seed: int,
+                min_cells: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(rows with RNA, their scores on the first n_pcs principal components)`` of a corpus's
+    standardized ``n_top`` most variable genes (the panel's PCA baseline), or ``None`` when it has
+    fewer than ``min_cells`` cells with RNA or fewer than 10 genes.
+
+    The corpus's HVG values are held densely meanwhile (cells x ``n_top`` floats, 8 GB for a million
+    cells of one source): subsample a large store with ``max_cells_per_dataset``."""
+    from sklearn.decomposition import PCA
+
+    block = next((b for b in corpus.blocks if b.modality == "rna"), None)
+    present = np.flatnonzero(block.present) if block is not None else np.zeros(0, dtype=np.int64)
+    if block is None or present.size < max(min_cells, 3) or block.values.shape[1] < 10:
+        return None
+    cols = variable_columns(block, n_top, seed=seed)  # cached on the block, as HVG tokens use it
+    X = block.values[present].tocsr()
+    X = (X if cols is None else X[:, cols]).toarray().astype(np.float32)
+    X -= X.mean(axis=0)
+    sd = X.std(axis=0)
+    X[:, sd > 0] /= sd[sd > 0]
+    n_comp = int(min(n_pcs, X.shape[1] - 1, present.size - 1))
+    return present, PCA(n_components=n_comp, random_state=seed).fit_transform(X).astype(np.float32)
+
+
 def neighbour_partners(
     corpora: list[CellCorpus], *, k: int = 15, n_top: int = 2000, n_pcs: int = 50, seed: int = 0
 ) -> np.ndarray:
@@ -274,29 +298,46 @@ def neighbour_partners(
     floats, 8 GB for a million cells of one source): subsample a large store with
     ``max_cells_per_dataset``.
     """
-    from sklearn.decomposition import PCA
     from sklearn.neighbors import NearestNeighbors
 
     parts, start = [], 0
     for corpus in corpora:
         n = len(corpus)
         own = np.repeat(np.arange(start, start + n, dtype=np.int64)[:, None], k, axis=1)
-        block = next((b for b in corpus.blocks if b.modality == "rna"), None)
-        present = np.flatnonzero(block.present) if block is not None else np.zeros(0, dtype=np.int64)
-        if block is not None and present.size >= k + 2 and block.values.shape[1] >= 10:
-            cols = variable_columns(block, n_top, seed=seed)  # cached on the block, as HVG tokens use it
-            X = block.values[present].tocsr()
-            X = (X if cols is None else X[:, cols]).toarray().astype(np.float32)
-            X -= X.mean(axis=0)
-            sd = X.std(axis=0)
-            X[:, sd > 0] /= sd[sd > 0]
-            n_comp = int(min(n_pcs, X.shape[1] - 1, present.size - 1))
-            Z = PCA(n_components=n_comp, random_state=seed).fit_transform(X)
+        found = _corpus_pcs(corpus, n_top=n_top, n_pcs=n_pcs, seed=seed, min_cells=k + 2)
+        if found is not None:
+            present, Z = found
             nearest = NearestNeighbors(n_neighbors=k + 1).fit(Z).kneighbors(Z, return_distance=False)[:, 1:]
             own[present] = start + present[nearest]
         parts.append(own)
         start += n
     return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
+
+
+def principal_targets(
+    corpora: list[CellCorpus], *, n_pcs: int = 32, n_top: int = 2000, seed: int = 0
+) -> np.ndarray:
+    """Each cell's scores on the first ``n_pcs`` principal components of its own corpus, the
+    targets of pretraining's principal-component term: ``(n_cells, n_pcs)`` float32, in the
+    corpora's order.
+
+    The components are the panel's PCA baseline's (standardized ``n_top`` most variable genes of
+    the corpus's RNA values; see :func:`neighbour_partners`). Each corpus's scores are divided by
+    the root of their mean variance, so every corpus weighs alike while the leading components keep
+    their larger share within it. A corpus with fewer components fills the rest with zeros; a cell
+    without RNA, or of a corpus with fewer than 10 such cells or 10 genes, gets NaN (no target).
+    """
+    parts = []
+    for corpus in corpora:
+        out = np.full((len(corpus), n_pcs), np.nan, dtype=np.float32)
+        found = _corpus_pcs(corpus, n_top=n_top, n_pcs=n_pcs, seed=seed, min_cells=10)
+        if found is not None:
+            present, Z = found
+            scale = float(np.sqrt(np.mean(Z.var(axis=0)))) or 1.0
+            out[present] = 0.0
+            out[present, : Z.shape[1]] = Z / scale
+        parts.append(out)
+    return np.concatenate(parts) if parts else np.zeros((0, n_pcs), dtype=np.float32)
 
 
 @torch.inference_mode()
@@ -364,6 +405,7 @@ def pretrain(
     n_decoded_genes: int = 1000,
     vicreg_weight: float = 0.0,
     vicreg_neighbours: int = 0,
+    pc_targets: int = 0,
     store: str | os.PathLike | None = None,
     soma: SomaSelection | None = None,
     accumulate_grad_batches: int = 1,
@@ -423,6 +465,10 @@ def pretrain(
         ``vicreg_neighbours`` nearest neighbours in its dataset (PCA of the dataset's 2,000 most
         variable genes, :func:`neighbour_partners`) instead of from the cell itself, so that cells
         close in expression are pulled together in the cell state. 0 (default): the same cell.
+    pc_targets
+        > 0: add a term asking the cell state to give, through a linear map per dataset, the cell's
+        scores on its dataset's first ``pc_targets`` principal components
+        (:func:`principal_targets`; :class:`~cellweave.train.PretrainPlan`). 0 (default): off.
     accelerator, devices, num_nodes, strategy, precision, accumulate_grad_batches
         Passed to Lightning's ``Trainer``. With several devices (``strategy`` ``"ddp"``, or
         ``"auto"``), Lightning wraps the sampler in a distributed sampler: each rank trains on a
@@ -500,6 +546,9 @@ def pretrain(
         raise CellWeaveInputError(
             f"vicreg_neighbours={vicreg_neighbours}: give a number of neighbours >= 1 together with a VICReg weight "
             "> 0 (--vicreg-weight), or 0 for two views of the same cell.")
+    if int(pc_targets) < 0:
+        raise CellWeaveInputError(f"pc_targets={pc_targets}: give a number of components >= 1, or 0 to leave the "
+                                  "principal-component term off.")
     if count_likelihood and (config_overrides or {}).get("value_encoding", "quantile") != "log1p":
         raise CellWeaveInputError(
             "The count likelihood decodes raw counts, which within-cell quantiles cannot give back; "
@@ -578,8 +627,14 @@ def pretrain(
             decoder = CountDecoder(config.d_model, decoded[3].size, len(train_corpora))
             logger.info("Count likelihood over %d genes (%d per dataset, union), dataset as covariate",
                         decoded[3].size, n_decoded_genes)
-    if decoder is not None or vicreg_weight > 0:
-        codes = decoded[1] if decoded is not None else np.zeros(len(train_ds), dtype=np.int64)
+    targets = None
+    if pc_targets:
+        targets = principal_targets(train_corpora, n_pcs=int(pc_targets), seed=seed)
+        logger.info("Principal-component term: each dataset's first %d components (%.0f%% of cells have them)",
+                    pc_targets, 100 * float(np.isfinite(targets[:, 0]).mean()))
+    if decoder is not None or vicreg_weight > 0 or targets is not None:
+        codes = (decoded[1] if decoded is not None
+                 else np.repeat(np.arange(len(train_corpora)), [len(c) for c in train_corpora]))
         partners = None
         if vicreg_neighbours > 0:
             partners = neighbour_partners(train_corpora, k=int(vicreg_neighbours), seed=seed)
@@ -587,7 +642,7 @@ def pretrain(
                         "have them)", vicreg_neighbours, 100 * float((partners[:, 0] != np.arange(len(partners))).mean()))
         train_cells = CountTokenDataset(train_ds, decoded[0] if decoded else None, codes,
                                         two_views=vicreg_weight > 0, gene_masks=decoded[2] if decoded else None,
-                                        partners=partners)
+                                        partners=partners, pc_targets=targets)
         collate = collate_count_tokens
     else:
         train_cells, collate = train_ds, collate_tokens
@@ -601,7 +656,7 @@ def pretrain(
     # total_steps / warmup_steps None: the plan takes the run's optimizer steps from the trainer
     # (estimated_stepping_batches), which knows the devices, the accumulation and max_steps.
     plan = PretrainPlan(model.module, decoder, lr=lr, warmup_steps=None, total_steps=None,
-                        vicreg_weight=vicreg_weight)
+                        vicreg_weight=vicreg_weight, n_pc_targets=int(pc_targets), n_codes=len(train_corpora))
     model.module.gradient_checkpointing = bool(gradient_checkpointing)
 
     baselines = feature_mean_baselines(train_corpora, tokenizer, len(vocab), seed=seed)
@@ -668,6 +723,8 @@ def pretrain(
            else "")
         + (f", VICReg between masked views of a cell and of one of its {vicreg_neighbours} nearest neighbours in its "
            f"dataset (weight {vicreg_weight})" if vicreg_neighbours else "")
+        + (f", a linear readout of each dataset's first {pc_targets} principal components from the cell state"
+           if pc_targets else "")
         + " on the listed datasets; "
         + ("all modalities each dataset carries were used." if modalities is None
            else f"modalities used: {', '.join(modalities)}."),
@@ -689,7 +746,8 @@ def pretrain(
                         "lr_schedule_steps": int(plan.total_steps or 0), "warmup_steps": int(plan.warmup_steps or 0)},
         "objective": {"masked_values": True, "count_likelihood_genes": int(decoded[3].size) if decoder is not None else 0,
                       "count_covariate": "dataset" if decoder is not None else None,
-                      "vicreg_weight": vicreg_weight, "vicreg_neighbours": int(vicreg_neighbours)},
+                      "vicreg_weight": vicreg_weight, "vicreg_neighbours": int(vicreg_neighbours),
+                      "pc_targets": int(pc_targets)},
         "max_cells_per_dataset": max_cells_per_dataset,
         "val_fraction": val_fraction,
         "train_seconds": round(train_seconds, 1),
