@@ -201,6 +201,8 @@ def test_pretrain_with_principal_component_targets_records_them_and_refuses_a_ne
     assert model.card["objective"]["pc_targets"] == 4 and "4 principal components" in model.card["description"]
     with pytest.raises(CellWeaveInputError, match="components"):
         pretrain(two_datasets, out=tmp_path / "n", pc_targets=-1, config_overrides=TINY, progress=False)
+    with pytest.raises(CellWeaveInputError, match="pc_weight"):
+        pretrain(two_datasets, out=tmp_path / "n", pc_targets=2, pc_weight=-1.0, config_overrides=TINY, progress=False)
     assert not (tmp_path / "n").exists()
 
 

@@ -97,6 +97,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         vicreg_weight=args.vicreg_weight,
         vicreg_neighbours=args.vicreg_neighbours,
         pc_targets=args.pc_targets,
+        pc_weight=args.pc_weight,
         embed_hvg_tokens=args.embed_hvg_tokens,
     )
     m = model.card["metrics"]
@@ -188,4 +189,6 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
                     help="add a term asking the cell state to give each cell's scores on its dataset's first K "
                     "principal components (standardized 2,000 most variable genes) through a linear map per dataset "
                     "(default: 0, off, as the shipped model)")
+    sp.add_argument("--pc-weight", type=float, default=1.0,
+                    help="with --pc-targets: the weight of that term in the loss (default: 1.0)")
     add_soma_arguments(sp)

@@ -406,6 +406,7 @@ def pretrain(
     vicreg_weight: float = 0.0,
     vicreg_neighbours: int = 0,
     pc_targets: int = 0,
+    pc_weight: float = 1.0,
     store: str | os.PathLike | None = None,
     soma: SomaSelection | None = None,
     accumulate_grad_batches: int = 1,
@@ -469,6 +470,8 @@ def pretrain(
         > 0: add a term asking the cell state to give, through a linear map per dataset, the cell's
         scores on its dataset's first ``pc_targets`` principal components
         (:func:`principal_targets`; :class:`~cellweave.train.PretrainPlan`). 0 (default): off.
+    pc_weight
+        The weight of that term in the loss (default 1.0).
     accelerator, devices, num_nodes, strategy, precision, accumulate_grad_batches
         Passed to Lightning's ``Trainer``. With several devices (``strategy`` ``"ddp"``, or
         ``"auto"``), Lightning wraps the sampler in a distributed sampler: each rank trains on a
@@ -549,6 +552,8 @@ def pretrain(
     if int(pc_targets) < 0:
         raise CellWeaveInputError(f"pc_targets={pc_targets}: give a number of components >= 1, or 0 to leave the "
                                   "principal-component term off.")
+    if pc_weight < 0:
+        raise CellWeaveInputError(f"pc_weight={pc_weight}: give a weight >= 0.")
     if count_likelihood and (config_overrides or {}).get("value_encoding", "quantile") != "log1p":
         raise CellWeaveInputError(
             "The count likelihood decodes raw counts, which within-cell quantiles cannot give back; "
@@ -656,7 +661,8 @@ def pretrain(
     # total_steps / warmup_steps None: the plan takes the run's optimizer steps from the trainer
     # (estimated_stepping_batches), which knows the devices, the accumulation and max_steps.
     plan = PretrainPlan(model.module, decoder, lr=lr, warmup_steps=None, total_steps=None,
-                        vicreg_weight=vicreg_weight, n_pc_targets=int(pc_targets), n_codes=len(train_corpora))
+                        vicreg_weight=vicreg_weight, n_pc_targets=int(pc_targets), n_codes=len(train_corpora),
+                        pc_weight=pc_weight)
     model.module.gradient_checkpointing = bool(gradient_checkpointing)
 
     baselines = feature_mean_baselines(train_corpora, tokenizer, len(vocab), seed=seed)
@@ -723,7 +729,8 @@ def pretrain(
            else "")
         + (f", VICReg between masked views of a cell and of one of its {vicreg_neighbours} nearest neighbours in its "
            f"dataset (weight {vicreg_weight})" if vicreg_neighbours else "")
-        + (f", a linear readout of each dataset's first {pc_targets} principal components from the cell state"
+        + (f", a linear readout of each dataset's first {pc_targets} principal components from the cell state "
+           f"(weight {pc_weight})"
            if pc_targets else "")
         + " on the listed datasets; "
         + ("all modalities each dataset carries were used." if modalities is None
@@ -747,7 +754,7 @@ def pretrain(
         "objective": {"masked_values": True, "count_likelihood_genes": int(decoded[3].size) if decoder is not None else 0,
                       "count_covariate": "dataset" if decoder is not None else None,
                       "vicreg_weight": vicreg_weight, "vicreg_neighbours": int(vicreg_neighbours),
-                      "pc_targets": int(pc_targets)},
+                      "pc_targets": int(pc_targets), "pc_weight": pc_weight if pc_targets else 0.0},
         "max_cells_per_dataset": max_cells_per_dataset,
         "val_fraction": val_fraction,
         "train_seconds": round(train_seconds, 1),
