@@ -13,7 +13,7 @@ from cellweave._exceptions import CellWeaveInputError
 from cellweave.data import build_vocabulary, corpus_counts, prepare_cells, synthetic_adata
 from cellweave.nn import CountDecoder
 from cellweave.data import TokenDataset, Tokenizer
-from cellweave.nn import CellWeaveConfig
+from cellweave.nn import CellWeaveConfig, CellWeaveModule
 from cellweave.train import PretrainPlan, neighbour_partners, pretrain, principal_targets
 from cellweave.train._plan import CountTokenDataset
 from cellweave.train._pretrain import decoded_gene_panel
@@ -172,8 +172,6 @@ def test_principal_targets_are_each_datasets_pca_scaled_alike(two_datasets) -> N
 
 def test_principal_component_term_trains_a_map_per_dataset_and_skips_cells_without_targets() -> None:
     config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **TINY)
-    from cellweave.nn import CellWeaveModule
-
     plan = PretrainPlan(CellWeaveModule(config), n_pc_targets=3, n_codes=2)
     g = torch.Generator().manual_seed(0)
     b, n = 6, 10

@@ -638,8 +638,7 @@ def pretrain(
         logger.info("Principal-component term: each dataset's first %d components (%.0f%% of cells have them)",
                     pc_targets, 100 * float(np.isfinite(targets[:, 0]).mean()))
     if decoder is not None or vicreg_weight > 0 or targets is not None:
-        codes = (decoded[1] if decoded is not None
-                 else np.repeat(np.arange(len(train_corpora)), [len(c) for c in train_corpora]))
+        codes = np.repeat(np.arange(len(train_corpora)), [len(c) for c in train_corpora])  # the dataset, per cell
         partners = None
         if vicreg_neighbours > 0:
             partners = neighbour_partners(train_corpora, k=int(vicreg_neighbours), seed=seed)
