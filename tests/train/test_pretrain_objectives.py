@@ -194,9 +194,15 @@ def test_principal_component_term_trains_a_map_per_dataset_and_skips_cells_witho
 
 def test_pretrain_with_principal_component_targets_records_them_and_refuses_a_negative_count(
         two_datasets, tmp_path) -> None:
-    model = pretrain(two_datasets, out=tmp_path / "m", max_epochs=1, max_steps=3, batch_size=32, seed=0,
+    model = pretrain(two_datasets, out=tmp_path / "m", max_epochs=2, batch_size=32, seed=0,
                      pc_targets=4, progress=False, config_overrides={**TINY, "value_encoding": "log1p"})
     assert model.card["objective"]["pc_targets"] == 4 and "4 principal components" in model.card["description"]
+    # The history keeps each epoch's training terms beside the validation losses: the term seen
+    # only in training (validation cells carry no targets) is in the record.
+    epochs = [h for h in model.history if h["epoch"] >= 1]
+    assert [h["epoch"] for h in epochs] == [1, 2]
+    assert all(h["train_pc_mse"] > 0 and h["train_token_mse"] > 0 and "val_loss" in h for h in epochs)
+    assert not any(k.endswith(("_step", "_epoch")) for h in epochs for k in h)
     with pytest.raises(CellWeaveInputError, match="components"):
         pretrain(two_datasets, out=tmp_path / "n", pc_targets=-1, config_overrides=TINY, progress=False)
     with pytest.raises(CellWeaveInputError, match="pc_weight"):

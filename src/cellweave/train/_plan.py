@@ -270,9 +270,13 @@ class HistoryCallback(L.Callback):
         self.history.append({"epoch": trainer.current_epoch + 1, "step": trainer.global_step, **m})
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loss = trainer.callback_metrics.get("train_loss_epoch")
-        if loss is not None and self.history and self.history[-1]["epoch"] == trainer.current_epoch + 1:
-            self.history[-1]["train_loss"] = float(loss)
+        # The epoch means of every training term the plan logs (``train_loss``, and e.g.
+        # ``train_count_nll`` or ``train_pc_mse``), so a term seen only in training is in the record too.
+        if not (self.history and self.history[-1]["epoch"] == trainer.current_epoch + 1):
+            return
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train_") and not key.endswith("_step"):
+                self.history[-1][key.removesuffix("_epoch")] = float(value)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
