@@ -439,3 +439,64 @@ def test_adopt_token_space_takes_the_reference_hvgs_and_means_by_feature_id() ->
     for i in range(10):
         got, _, _ = tok.tokenize(query, i, np.random.default_rng(i))
         assert set(got.tolist()) <= ref_hvg_ids
+
+
+def _counts_corpus():
+    """One counts block of 6 cells x 40 genes, every gene measured with 1-20 counts, and the library
+    sizes ``prepare_cells`` records (1.25 x the in-vocabulary counts: a fifth of the molecules fall
+    on features outside the vocabulary)."""
+    import pandas as pd
+
+    from cellweave.data import CellCorpus, ModalityBlock
+
+    counts = np.random.default_rng(0).integers(1, 21, size=(6, 40)).astype(np.float64)
+    library = counts.sum(1) * 1.25
+    values = np.log1p(counts / library[:, None] * 1e4).astype(np.float32)
+    block = ModalityBlock("rna", sp.csr_matrix(values), np.arange(100, 140), np.ones(6, bool), "counts")
+    obs = pd.DataFrame({"rna_library": library}, index=[f"c{i}" for i in range(6)])
+    return CellCorpus([block], obs), counts, library
+
+
+def test_thinned_values_are_binomial_counts_normalized_to_the_thinned_library() -> None:
+    from cellweave.data._tokenize import _thinned
+
+    _, counts, library = _counts_corpus()
+    c, lib, f = counts[0], library[0], 0.3
+    values = np.log1p(c / lib * 1e4).astype(np.float32)
+    keep, thin = _thinned(values, lib, f, np.random.default_rng(0))
+    x = np.expm1(thin.astype(np.float64))  # = k * 1e4 / L', L' = sum(k) + f * (molecules outside the columns)
+    share = x.sum() / 1e4  # = K / L'
+    outside = lib - c.sum()
+    K = share * f * outside / (1 - share)
+    k = x * (K / share) / 1e4
+    assert np.allclose(k, np.rint(k), atol=1e-2) and (np.rint(k) >= 1).all() and (np.rint(k) <= c[keep]).all()
+    assert 0.15 < K / c.sum() < 0.45  # about f of the molecules kept
+    assert (~keep).any()  # some genes of 1-3 counts lose every molecule
+
+
+def test_depth_augmentation_thins_training_cells_only() -> None:
+    corpus, counts, library = _counts_corpus()
+    thin = Tokenizer({"rna": 64}, zero_fraction=0.0, depth_augmentation=1.0)
+    n_tokens = [thin.tokenize(corpus, 0, np.random.default_rng(seed), train=True)[0].size for seed in range(30)]
+    assert min(n_tokens) < 20 and max(n_tokens) <= 40  # thinned to different depths, never deeper than the cell
+    half = Tokenizer({"rna": 64}, zero_fraction=0.0, depth_augmentation=0.5)
+    assert 5 < sum(half.tokenize(corpus, 0, np.random.default_rng(s), train=True)[0].size < 40 for s in range(30)) < 25
+    # Without augmentation, or outside training, the cell is read as it is.
+    row = dict(zip(corpus.blocks[0].token_ids, corpus.blocks[0].values[0].toarray().ravel()))
+    for tok, train in ((Tokenizer({"rna": 64}, zero_fraction=0.0), True), (thin, False)):
+        ids, vals, _ = tok.tokenize(corpus, 0, np.random.default_rng(3), train=train)
+        assert ids.size == 40 and all(row[t] == pytest.approx(v) for t, v in zip(ids, vals))
+    item = TokenDataset([corpus], thin, mode="embed", seed=0)[0]
+    assert item["token_ids"].size == 40
+
+
+def test_depth_augmentation_comes_from_the_config_and_needs_log1p_values() -> None:
+    from cellweave.nn import CellWeaveConfig
+
+    config = CellWeaveConfig.from_preset("tiny", vocab_size=20, value_encoding="log1p", depth_augmentation=0.5)
+    assert Tokenizer.from_config(config).depth_augmentation == 0.5
+    assert Tokenizer.from_config(CellWeaveConfig.from_preset("tiny", vocab_size=20)).depth_augmentation == 0.0
+    with pytest.raises(ValueError, match="log1p"):
+        CellWeaveConfig.from_preset("tiny", vocab_size=20, depth_augmentation=0.5)  # quantiles by default
+    with pytest.raises(ValueError, match="depth_augmentation"):
+        Tokenizer({"rna": 1}, depth_augmentation=1.5)

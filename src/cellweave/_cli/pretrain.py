@@ -45,6 +45,11 @@ def _pretrain_overrides(args: argparse.Namespace) -> dict | None:
         overrides["mask_ratio"] = args.mask_ratio
     if args.mask_grouping is not None:
         overrides["mask_grouping"] = args.mask_grouping
+    if args.depth_augmentation is not None:
+        if not 0.0 <= args.depth_augmentation <= 1.0:
+            raise CellWeaveInputError(f"--depth-augmentation {args.depth_augmentation}: give the probability that a "
+                                      "cell is thinned, between 0 and 1 (e.g. 0.5).")
+        overrides["depth_augmentation"] = args.depth_augmentation
     if args.fixed_feature_tables:
         overrides["fixed_feature_tables"] = True
     if args.feature_offset:
@@ -171,6 +176,10 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--mask-grouping", default=None, choices=MASK_GROUPINGS,
                     help="hide a random draw of tokens, or whole co-expression modules of each dataset's "
                          "variable genes together (default: random, as the shipped model)")
+    sp.add_argument("--depth-augmentation", type=float, default=None, metavar="P",
+                    help="probability that a training cell is read at a lower depth: its counts thinned to a share "
+                         "drawn log-uniformly in [0.05, 1] (read-depth-aware pretraining, as scFoundation); needs "
+                         "--value-encoding log1p (default: 0, every cell at its own depth, as the shipped model)")
     sp.add_argument("--fixed-feature-tables", action="store_true",
                     help="keep each gene's (and protein's, peak's) embedding at its random initialization, training "
                     "only the rest (CellWeaveConfig.fixed_feature_tables; default: off, learned; on in the shipped model)")

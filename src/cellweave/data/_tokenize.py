@@ -39,7 +39,7 @@ import torch
 from cellweave import modalities as _modalities
 from cellweave._constants import MASK_GROUPINGS
 
-from ._corpus import CellCorpus, ModalityBlock
+from ._corpus import TARGET_SUM, CellCorpus, ModalityBlock
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ MODULE_MIN_COMMUNALITY = 0.1
 #: Below this many measured cells a block's gene means are too noisy to rank by: its tokens are
 #: then chosen by value (with a warning).
 MIN_CELLS_FOR_MEANS = 20
+#: Depth augmentation (``Tokenizer.depth_augmentation``): the share of its molecules a thinned
+#: training cell keeps is drawn log-uniformly between this and 1.
+MIN_DEPTH_FRACTION = 0.05
 
 
 def feature_means(block: ModalityBlock, *, max_cells: int = 10_000, seed: int = 0) -> np.ndarray:
@@ -219,6 +222,10 @@ class Tokenizer:
     """Zero tokens of a cell tokenized with ``embed=True``: a random draw of its absent features
     (``"random"``, as in training), the absent features with the highest mean over the cells
     prepared together (``"deviation"``), or none (``"none"``)."""
+    depth_augmentation: float = 0.0
+    """Probability that a training cell is read at a lower depth: each of its counts is thinned
+    binomially to a share of its molecules drawn log-uniformly in [``MIN_DEPTH_FRACTION``, 1], and
+    its values are normalized again (see :meth:`tokenize`)."""
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
@@ -229,6 +236,8 @@ class Tokenizer:
             raise ValueError(f"mask_grouping must be one of {MASK_GROUPINGS}, not {self.mask_grouping!r}.")
         if int(self.hvg_tokens) < 0:
             raise ValueError(f"hvg_tokens must be >= 0 (0: all features), not {self.hvg_tokens!r}.")
+        if not 0.0 <= float(self.depth_augmentation) <= 1.0:
+            raise ValueError(f"depth_augmentation must be a probability in [0, 1], not {self.depth_augmentation!r}.")
         names = _modalities.names() if self.modalities is None else tuple(self.modalities)
         self.modality_ids: dict[str, int] = {name: i for i, name in enumerate(names)}
 
@@ -237,7 +246,8 @@ class Tokenizer:
         return cls(dict(config.context_length), config.zero_fraction, config.mask_ratio, config.selection_jitter,
                    getattr(config, "modality_dropout", 0.0), tuple(config.modalities),
                    getattr(config, "token_selection", "value"), getattr(config, "hvg_tokens", 0),
-                   getattr(config, "mask_grouping", "random"), getattr(config, "embed_zeros", "random"))
+                   getattr(config, "mask_grouping", "random"), getattr(config, "embed_zeros", "random"),
+                   getattr(config, "depth_augmentation", 0.0))
 
     def _used(self, modality: str) -> bool:
         """Whether tokens of ``modality`` enter a sequence: it has context and an embedding row."""
@@ -284,8 +294,20 @@ class Tokenizer:
         (cross-modal masking). ``modalities``: tokenize only these (e.g. ``["rna"]`` to embed a
         CITE-seq cell from its RNA alone). ``embed=True``: the cell is being embedded, so its zero
         tokens follow ``embed_zeros``.
+
+        ``train=True`` with ``depth_augmentation`` > 0: with that probability the cell is first read
+        at a lower depth. Each count of a block that holds counts and its cells' library sizes is
+        kept with probability ``f``, drawn log-uniformly in [``MIN_DEPTH_FRACTION``, 1] once per
+        cell, and the kept counts are normalized again (log1p of counts per 10k of the thinned
+        library). Binomial thinning is how read-depth-aware pretraining (scFoundation, Hao et al.
+        2024) makes a cell's input shallower than its targets; here the count likelihood's targets
+        stay the cell's full counts, so its state must predict the deeper profile from the thin one.
+        scFoundation also gives the model both depths as tokens; this model is not told them.
         """
         zeros_rule = self.embed_zeros if embed else "random"
+        depth = None
+        if train and self.depth_augmentation > 0 and rng.random() < self.depth_augmentation:
+            depth = float(np.exp(rng.uniform(np.log(MIN_DEPTH_FRACTION), 0.0)))
         noise = self.jitter if train else 1e-3
         ids, vals, mods, t_ids, t_vals, t_mods = [], [], [], [], [], []
         present = [b for b in corpus.blocks if b.present[i] and b.token_ids.size and self._used(b.modality)
@@ -301,6 +323,11 @@ class Tokenizer:
             start, end = block.values.indptr[i], block.values.indptr[i + 1]
             measured = block.values.indices[start:end]
             measured_v = block.values.data[start:end]
+            library_key = f"{block.modality}_library"
+            if depth is not None and block.x_kind == "counts" and library_key in corpus.obs:
+                kept, thin_v = _thinned(measured_v, float(corpus.obs[library_key].iat[i]), depth, rng)
+                if kept.any():  # a cell thinned to nothing keeps its own depth
+                    measured, measured_v = measured[kept], thin_v
             allowed = variable_columns(block, int(self.hvg_tokens)) if self.hvg_tokens else None
             if allowed is None:
                 n_cols, local = block.token_ids.size, measured
@@ -425,6 +452,21 @@ def _modality_targets(
 
 def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
+
+
+def _thinned(values: np.ndarray, library: float, fraction: float,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One cell's log1p(counts per 10k) ``values`` with each molecule kept with probability
+    ``fraction``: ``(which values keep a count, their values normalized to the thinned library)``.
+
+    Counts are recovered as :func:`~cellweave.data.corpus_counts` does; the thinned library is
+    the kept counts plus ``fraction`` of the library outside these columns (features outside the
+    vocabulary), so the new values are what normalizing the thinned cell would give."""
+    counts = np.rint(np.expm1(values.astype(np.float64)) * library / TARGET_SUM)
+    kept = rng.binomial(counts.astype(np.int64), fraction)
+    thin_library = kept.sum() + max(library - counts.sum(), 0.0) * fraction
+    keep = kept > 0
+    return keep, np.log1p(kept[keep] * TARGET_SUM / max(thin_library, 1.0)).astype(np.float32)
 
 
 def _highest_absent(present: np.ndarray, means: np.ndarray, k: int) -> np.ndarray:

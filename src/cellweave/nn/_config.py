@@ -78,6 +78,12 @@ class CellWeaveConfig:
     module; :func:`cellweave.data.feature_modules`), so a hidden value cannot be read off a
     correlated gene left visible (gene programme masking, Richter et al. 2024). ``"random"`` in
     models saved before it."""
+    depth_augmentation: float = 0.0
+    """Probability that a pretraining cell is read at a lower depth: its counts thinned binomially
+    to a share of its molecules drawn log-uniformly in [0.05, 1], then normalized again, while the
+    count likelihood's targets stay its full counts (read-depth-aware pretraining, scFoundation, Hao
+    et al. 2024; :class:`cellweave.data.Tokenizer`). Needs ``value_encoding="log1p"``, whose values
+    give back the counts. 0 (the default, and older models): every cell at its own depth."""
     modality_dropout: float = 0.0
     """Probability that a pretraining cell carrying two or more modalities has one of them left
     out of its input, its features becoming cell-head targets (cross-modal masking): what teaches
@@ -167,6 +173,9 @@ class CellWeaveConfig:
                              f"{self.readout_latent!r} / {self.readout_hidden!r}.")
         if self.mask_grouping not in MASK_GROUPINGS:
             raise ValueError(f"mask_grouping must be one of {MASK_GROUPINGS}, not {self.mask_grouping!r}.")
+        if self.depth_augmentation > 0 and self.value_encoding != "log1p":
+            raise ValueError("depth_augmentation needs value_encoding='log1p': within-cell quantiles do not give "
+                             "back the counts to thin.")
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities lists a modality twice: {self.modalities}.")
         if self.n_modalities == 0:
@@ -264,6 +273,7 @@ _RANGES: dict[str, tuple[float, float | None, bool]] = {
     "n_cell_targets": (0, None, True),
     "mask_ratio": (0, 1, True),
     "modality_dropout": (0, 1, True),
+    "depth_augmentation": (0, 1, True),
     "spatial_neighbors": (0, None, True),
 }
 

@@ -558,6 +558,11 @@ def pretrain(
         raise CellWeaveInputError(
             "The count likelihood decodes raw counts, which within-cell quantiles cannot give back; "
             "pretrain with value_encoding='log1p' (--value-encoding log1p) or without --count-likelihood.")
+    if (config_overrides or {}).get("depth_augmentation", 0.0) > 0 and (
+            (config_overrides or {}).get("value_encoding", "quantile") != "log1p"):
+        raise CellWeaveInputError(
+            "Depth augmentation thins a cell's counts, which within-cell quantiles cannot give back; pretrain with "
+            "value_encoding='log1p' (--value-encoding log1p) or without --depth-augmentation.")
     if modalities is not None:
         datasets = _restrict_modalities(datasets, modalities)
     out = Path(out)
@@ -731,6 +736,8 @@ def pretrain(
         + (f", a linear readout of each dataset's first {pc_targets} principal components from the cell state "
            f"(weight {pc_weight})"
            if pc_targets else "")
+        + (f", {config.depth_augmentation:.0%} of training cells read at a lower depth (counts thinned to 5-100%)"
+           if config.depth_augmentation else "")
         + " on the listed datasets; "
         + ("all modalities each dataset carries were used." if modalities is None
            else f"modalities used: {', '.join(modalities)}."),
