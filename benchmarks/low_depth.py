@@ -5,16 +5,17 @@ low-depth dataset the issue's mouse immune cells scored kNN macro-F1 0.75 zero-s
 0.71. Here every development-panel dataset whose matrix holds integer counts is thinned: each count
 is kept with probability ``f`` (binomial thinning, the molecular sampling of Batson & Royer 2019's
 molecular cross-validation), so a cell keeps about a fraction ``f`` of its molecules and its type
-labels stay true. At each ``f`` the thinned cells are embedded zero-shot by the model, by random
-weights of its architecture (the control every pretraining recipe has to beat) and by the panel's
-baseline, PCA-50 of the log-normalized 2,000 HVGs; each is scored by kNN macro-F1 (k=15, 5-fold,
-seed 0), as the panel scores them.
+labels stay true. At each ``f`` the thinned cells are embedded zero-shot by each model, by random
+weights of the first one's architecture (the control every pretraining recipe has to beat) and by
+the panel's baseline, PCA-50 of the log-normalized 2,000 HVGs; each is scored by kNN macro-F1 (k=15,
+5-fold, seed 0), as the panel scores them, and a ``cls+bag`` embedding's CLS and bag halves too
+(``benchmarks/embedding_halves.py`` says what each half is).
 
 Prints one line per dataset and fraction and the means, and writes ``--out`` (JSON). About 3
-minutes per fraction on two idle cores::
+minutes per model and fraction on two idle cores::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/low_depth.py --fractions 1 0.2 0.05 \\
-        --out low_depth.json
+        --models cellweave-tiny build/exp/M --out low_depth.json
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ def thinned(adata, fraction: float, seed: int):
 def main() -> None:
     import numpy as np
 
-    from _diagnostics import knn_f1, panel_arguments, panel_selection, random_weights
+    from _diagnostics import halves, knn_f1, panel_arguments, panel_selection, random_weights
 
     p = panel_arguments(__doc__, out="low_depth.json")
+    p.add_argument("--models", nargs="+", default=None, help="model folders or shipped names (default: the shipped "
+                   "model, or --model)")
     p.add_argument("--fractions", nargs="+", type=float, default=[1.0, 0.2, 0.05],
                    help="share of each cell's counts kept (default: 1 0.2 0.05)")
     args = p.parse_args()
@@ -52,8 +55,9 @@ def main() -> None:
     from cellweave.bench import pca_hvg_embedding
     from cellweave.models import CellWeave
 
-    model = CellWeave.load(args.model or "cellweave-tiny")
-    models = {"pretrained": model, "random weights": random_weights(model)}
+    names = args.models or [args.model or "cellweave-tiny"]
+    models = {name: CellWeave.load(name) for name in names}
+    models["random weights"] = random_weights(models[names[0]])
     t0 = time.perf_counter()
     per_dataset: dict[str, dict[str, float]] = {}
     depth: dict[str, dict[str, float]] = {}
@@ -65,8 +69,14 @@ def main() -> None:
             continue
         for f in args.fractions:
             a = thinned(d.adata, f, seed=0)
-            row = {label: knn_f1(m.embed(a, seed=0, progress=False, dataset=d.name)[0], d.labels)
-                   for label, m in models.items()}
+            row = {}
+            for label, m in models.items():
+                emb = m.embed(a, seed=0, progress=False, dataset=d.name)[0]
+                row[label] = knn_f1(emb, d.labels)
+                if m.config.pooling == "cls+bag":
+                    cls, bag = halves(emb, m)
+                    row[f"{label}, CLS half"] = knn_f1(cls, d.labels)
+                    row[f"{label}, bag half"] = knn_f1(bag, d.labels)
             row["PCA-50 of HVGs"] = knn_f1(pca_hvg_embedding(a, seed=0), d.labels)
             key = f"{d.name} @ {f:g}"
             per_dataset[key] = row
@@ -83,8 +93,8 @@ def main() -> None:
 
     atomic_write_json(args.out, {
         "command": "benchmarks/low_depth.py --fractions " + " ".join(f"{f:g}" for f in args.fractions)
-                   + (f" --model {args.model}" if args.model else ""),
-        "model": model.name, "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)",
+                   + " --models " + " ".join(names),
+        "models": names, "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)",
         "per_dataset": per_dataset, "median_counts": depth, "mean": means,
         "seconds": round(time.perf_counter() - t0, 1)})
 
