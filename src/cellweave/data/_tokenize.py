@@ -301,8 +301,9 @@ class Tokenizer:
         cell, and the kept counts are normalized again (log1p of counts per 10k of the thinned
         library). Binomial thinning is how read-depth-aware pretraining (scFoundation, Hao et al.
         2024) makes a cell's input shallower than its targets; here the count likelihood's targets
-        stay the cell's full counts, so its state must predict the deeper profile from the thin one.
-        scFoundation also gives the model both depths as tokens; this model is not told them.
+        stay the cell's full counts, so its state must predict the deeper profile from the thin one
+        (the masked values and the cell head's targets are the thinned cell's). scFoundation also
+        gives the model both depths as tokens; this model is not told them.
         """
         zeros_rule = self.embed_zeros if embed else "random"
         depth = None
