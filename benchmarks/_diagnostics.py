@@ -54,6 +54,19 @@ def halves(embedding, model):
     return embedding[:, :d], embedding[:, d:]
 
 
+def scores_with_halves(label: str, model, data, labels, dataset: str) -> dict[str, float]:
+    """kNN macro-F1 (:func:`knn_f1`) of ``model``'s default zero-shot embedding of ``data`` (seed 0) as
+    ``label``, and, for a ``cls+bag`` embedding, of its CLS and bag halves as ``"<label>, CLS half"``
+    and ``"<label>, bag half"``."""
+    emb = model.embed(data, seed=0, progress=False, dataset=dataset)[0]
+    row = {label: knn_f1(emb, labels)}
+    if model.config.pooling == "cls+bag":
+        cls, bag = halves(emb, model)
+        row[f"{label}, CLS half"] = knn_f1(cls, labels)
+        row[f"{label}, bag half"] = knn_f1(bag, labels)
+    return row
+
+
 def mean_over(rows: list[dict[str, float]]) -> dict[str, float]:
     """Each key's mean over the rows that have it (3 decimals, first-seen key order): a variant or an
     ``n`` that exists only on some datasets is averaged over those."""
@@ -69,10 +82,11 @@ def write_means(per_dataset: dict[str, dict[str, float]], out: str, *, command: 
     the command, the model, the metric, the per-dataset rows, the means and the seconds taken."""
     import json
 
+    from cellweave._io_utils import atomic_write_text
+
     names = list(next(iter(per_dataset.values())))
     mean = {n: round(sum(r[n] for r in per_dataset.values()) / len(per_dataset), 3) for n in names}
     for n in names:
         print(f"{n:45s} {mean[n]:.3f}")
-    with open(out, "w") as fh:
-        json.dump({"command": command, "model": model, "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)",
-                   "per_dataset": per_dataset, "mean": mean, "seconds": round(seconds, 1)}, fh, indent=1)
+    atomic_write_text(out, json.dumps({"command": command, "model": model, "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)",
+                                       "per_dataset": per_dataset, "mean": mean, "seconds": round(seconds, 1)}, indent=1))

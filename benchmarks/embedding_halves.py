@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--untrained", action="store_true", help="add random weights of the first model's architecture")
     args = p.parse_args()
 
-    from _diagnostics import halves, knn_f1, panel_selection, random_weights, write_means
+    from _diagnostics import panel_selection, random_weights, scores_with_halves, write_means
 
     from cellweave.models import CellWeave
 
@@ -42,12 +42,7 @@ def main() -> None:
     for d in panel_selection(args.datasets):
         row = {}
         for label, model in models.items():
-            emb = model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0]
-            row[label] = knn_f1(emb, d.labels)
-            if model.config.pooling == "cls+bag":
-                cls, bag = halves(emb, model)
-                row[f"{label}, CLS half"] = knn_f1(cls, d.labels)
-                row[f"{label}, bag half"] = knn_f1(bag, d.labels)
+            row.update(scores_with_halves(label, model, d.model_input, d.labels, d.name))
         per_dataset[d.name] = row
         print(d.name, " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
     command = ("benchmarks/embedding_halves.py --models " + " ".join(args.models)

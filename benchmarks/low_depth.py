@@ -41,7 +41,7 @@ def thinned(adata, fraction: float, seed: int):
 def main() -> None:
     import numpy as np
 
-    from _diagnostics import halves, knn_f1, panel_arguments, panel_selection, random_weights
+    from _diagnostics import knn_f1, panel_arguments, panel_selection, random_weights, scores_with_halves
 
     p = panel_arguments(__doc__, out="low_depth.json")
     p.add_argument("--models", nargs="+", default=None, help="model folders or shipped names (default: the shipped "
@@ -71,12 +71,7 @@ def main() -> None:
             a = thinned(d.adata, f, seed=0)
             row = {}
             for label, m in models.items():
-                emb = m.embed(a, seed=0, progress=False, dataset=d.name)[0]
-                row[label] = knn_f1(emb, d.labels)
-                if m.config.pooling == "cls+bag":
-                    cls, bag = halves(emb, m)
-                    row[f"{label}, CLS half"] = knn_f1(cls, d.labels)
-                    row[f"{label}, bag half"] = knn_f1(bag, d.labels)
+                row.update(scores_with_halves(label, m, a, d.labels, d.name))
             row["PCA-50 of HVGs"] = knn_f1(pca_hvg_embedding(a, seed=0), d.labels)
             key = f"{d.name} @ {f:g}"
             per_dataset[key] = row

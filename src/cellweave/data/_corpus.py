@@ -149,12 +149,16 @@ def corpus_counts(corpus: CellCorpus, value_encoding: str, modality: str = "rna"
     if value_encoding != "log1p" or block is None or block.x_kind != "counts" or key not in corpus.obs:
         return None
     X = block.values.tocsr(copy=True).astype(np.float64)
-    scale = corpus.obs[key].to_numpy(dtype=np.float64) / TARGET_SUM
-    X.data = np.expm1(X.data)
-    X = (sp.diags(scale) @ X).tocsr()
-    X.data = np.rint(X.data)
+    library = corpus.obs[key].to_numpy(dtype=np.float64)
+    X.data = counts_from_log1p(X.data, np.repeat(library, np.diff(X.indptr)))
     X.eliminate_zeros()
     return X.astype(np.float32)
+
+
+def counts_from_log1p(values: np.ndarray, library: np.ndarray | float) -> np.ndarray:
+    """Counts behind log1p(counts per 10k) ``values`` of cells with ``library`` molecules (one per
+    value, or one for all): ``expm1(value) x library / 1e4``, rounded (float64)."""
+    return np.rint(np.expm1(np.asarray(values, dtype=np.float64)) * (np.asarray(library, dtype=np.float64) / TARGET_SUM))
 
 
 def log_normalize(data: Any, *, layer: str | None = None) -> sp.csr_matrix:

@@ -39,7 +39,7 @@ import torch
 from cellweave import modalities as _modalities
 from cellweave._constants import MASK_GROUPINGS
 
-from ._corpus import TARGET_SUM, CellCorpus, ModalityBlock
+from ._corpus import TARGET_SUM, CellCorpus, ModalityBlock, counts_from_log1p
 
 logger = logging.getLogger(__name__)
 
@@ -463,7 +463,7 @@ def _thinned(values: np.ndarray, library: float, fraction: float,
     Counts are recovered as :func:`~cellweave.data.corpus_counts` does; the thinned library is
     the kept counts plus ``fraction`` of the library outside these columns (features outside the
     vocabulary), so the new values are what normalizing the thinned cell would give."""
-    counts = np.rint(np.expm1(values.astype(np.float64)) * library / TARGET_SUM)
+    counts = counts_from_log1p(values, library)
     kept = rng.binomial(counts.astype(np.int64), fraction)
     thin_library = kept.sum() + max(library - counts.sum(), 0.0) * fraction
     keep = kept > 0

@@ -554,15 +554,13 @@ def pretrain(
                                   "principal-component term off.")
     if pc_weight < 0:
         raise CellWeaveInputError(f"pc_weight={pc_weight}: give a weight >= 0.")
-    if count_likelihood and (config_overrides or {}).get("value_encoding", "quantile") != "log1p":
+    needs_counts = [what for what, on in (
+        ("The count likelihood decodes raw counts", count_likelihood),
+        ("Depth augmentation thins a cell's counts", (config_overrides or {}).get("depth_augmentation", 0.0) > 0)) if on]
+    if needs_counts and (config_overrides or {}).get("value_encoding", "quantile") != "log1p":
         raise CellWeaveInputError(
-            "The count likelihood decodes raw counts, which within-cell quantiles cannot give back; "
-            "pretrain with value_encoding='log1p' (--value-encoding log1p) or without --count-likelihood.")
-    if (config_overrides or {}).get("depth_augmentation", 0.0) > 0 and (
-            (config_overrides or {}).get("value_encoding", "quantile") != "log1p"):
-        raise CellWeaveInputError(
-            "Depth augmentation thins a cell's counts, which within-cell quantiles cannot give back; pretrain with "
-            "value_encoding='log1p' (--value-encoding log1p) or without --depth-augmentation.")
+            f"{'; '.join(needs_counts)}: within-cell quantiles cannot give the counts back; pretrain with "
+            "value_encoding='log1p' (--value-encoding log1p) or without --count-likelihood / --depth-augmentation.")
     if modalities is not None:
         datasets = _restrict_modalities(datasets, modalities)
     out = Path(out)
