@@ -14,7 +14,7 @@ from cellweave.data import build_vocabulary, corpus_counts, prepare_cells, synth
 from cellweave.nn import CountDecoder
 from cellweave.data import TokenDataset, Tokenizer
 from cellweave.nn import CellWeaveConfig, CellWeaveModule
-from cellweave.train import PretrainPlan, neighbour_partners, pretrain, principal_targets
+from cellweave.train import PretrainPlan, cell_labels, neighbour_partners, pretrain, principal_targets
 from cellweave.train._plan import CountTokenDataset
 from cellweave.train._pretrain import decoded_gene_panel
 
@@ -207,6 +207,68 @@ def test_pretrain_with_principal_component_targets_records_them_and_refuses_a_ne
         pretrain(two_datasets, out=tmp_path / "n", pc_targets=-1, config_overrides=TINY, progress=False)
     with pytest.raises(CellWeaveInputError, match="pc_weight"):
         pretrain(two_datasets, out=tmp_path / "n", pc_targets=2, pc_weight=-1.0, config_overrides=TINY, progress=False)
+    assert not (tmp_path / "n").exists()
+
+
+def test_cell_labels_take_the_first_key_present_and_mark_missing_labels(two_datasets) -> None:
+    a = two_datasets["a"].copy()
+    a.obs["zone"] = "z1"  # one class: nothing to tell apart
+    assert cell_labels(a, ["zone"]) is None
+    assert cell_labels(a, ["absent"]) is None
+    a.obs.loc[a.obs_names[:7], "cell_type"] = None
+    codes, classes, key = cell_labels(a, ["absent", "cell_type", "zone"])
+    assert key == "cell_type" and len(codes) == a.n_obs
+    assert (codes[:7] == -1).all() and (codes[7:] >= 0).all()
+    np.testing.assert_array_equal(np.asarray(classes)[codes[7:]], a.obs["cell_type"].to_numpy()[7:].astype(str))
+
+
+def test_label_term_trains_a_classifier_per_dataset_over_its_own_classes() -> None:
+    config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **TINY)
+    plan = PretrainPlan(CellWeaveModule(config), label_classes=[3, 0, 2])
+    g = torch.Generator().manual_seed(0)
+    b, n = 6, 10
+    batch = {"token_ids": torch.randint(1, 40, (b, n), generator=g), "values": torch.rand(b, n, generator=g),
+             "modality_ids": torch.zeros(b, n, dtype=torch.long), "padding_mask": torch.ones(b, n, dtype=torch.bool),
+             "value_mask": torch.rand(b, n, generator=g) < 0.3, "batch": torch.tensor([0, 0, 2, 2, 1, 0]),
+             "label": torch.tensor([2, 0, 1, 0, -1, -1])}
+    losses = plan.losses(batch)
+    # Dataset 2 has two classes, so its cells' loss is at most log 2 for a classifier at chance:
+    # the third slot never gets probability.
+    assert torch.isfinite(losses["label_ce"]) and 0 < losses["label_ce"] < np.log(3) + 0.5
+    losses["loss"].backward()
+    grad = plan.label_maps.grad
+    assert grad[0].abs().sum() > 0 and grad[2, :2].abs().sum() > 0
+    assert grad[1].abs().sum() == 0 and grad[2, 2].abs().sum() == 0  # unlabelled dataset, missing class slot
+    # Cells without a label add nothing.
+    keep = {k: v[:4] for k, v in batch.items()}
+    torch.testing.assert_close(plan.losses(keep)["label_ce"], losses["label_ce"])
+    # A few steps on these labels alone fit them: the cell state can carry the class.
+    opt = torch.optim.Adam(plan.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        plan.losses(keep)["label_ce"].backward()
+        opt.step()
+    assert plan.losses(keep)["label_ce"] < 0.1
+    assert "label_ce" not in PretrainPlan(CellWeaveModule(config)).losses(batch)
+
+
+def test_pretrain_with_labels_records_them_and_refuses_labels_nowhere(two_datasets, tmp_path) -> None:
+    data = {"a": two_datasets["a"], "b": two_datasets["b"].copy()}
+    del data["b"].obs["cell_type"]
+    model = pretrain(data, out=tmp_path / "m", max_epochs=2, batch_size=32, seed=0, label_keys=["cell_type"],
+                     label_weight=0.5, progress=False, config_overrides=TINY)
+    objective = model.card["objective"]
+    assert objective["label_keys"] == ["cell_type"] and objective["label_weight"] == 0.5
+    assert list(objective["labelled_datasets"]) == ["a"]
+    assert objective["labelled_datasets"]["a"]["classes"] == data["a"].obs["cell_type"].nunique()
+    assert "classifier per dataset" in model.card["description"]
+    epochs = [h for h in model.history if h["epoch"] >= 1]
+    assert all(h["train_label_ce"] > 0 for h in epochs)
+    with pytest.raises(CellWeaveInputError, match="no dataset has one of these obs columns"):
+        pretrain(data, out=tmp_path / "n", label_keys=["tissue"], config_overrides=TINY, progress=False)
+    with pytest.raises(CellWeaveInputError, match="label_weight"):
+        pretrain(data, out=tmp_path / "n", label_keys=["cell_type"], label_weight=-1.0, config_overrides=TINY,
+                 progress=False)
     assert not (tmp_path / "n").exists()
 
 

@@ -103,6 +103,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         vicreg_neighbours=args.vicreg_neighbours,
         pc_targets=args.pc_targets,
         pc_weight=args.pc_weight,
+        label_keys=args.label_key,
+        label_weight=args.label_weight,
         embed_hvg_tokens=args.embed_hvg_tokens,
     )
     m = model.card["metrics"]
@@ -200,4 +202,10 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
                     "(default: 0, off, as the shipped model)")
     sp.add_argument("--pc-weight", type=float, default=1.0,
                     help="with --pc-targets: the weight of that term in the loss (default: 1.0)")
+    sp.add_argument("--label-key", nargs="+", default=None, metavar="KEY",
+                    help="add a supervised term: every input whose obs has one of these columns (the first found) "
+                    "trains a linear classifier per dataset of its cells' labels from the cell state "
+                    "(e.g. --label-key cell_type; default: off, as the shipped model)")
+    sp.add_argument("--label-weight", type=float, default=1.0,
+                    help="with --label-key: the weight of that term in the loss (default: 1.0)")
     add_soma_arguments(sp)

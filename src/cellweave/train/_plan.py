@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cellweave._io_utils import atomic_path
@@ -28,12 +29,15 @@ class CountTokenDataset(torch.utils.data.Dataset):
     that second view from one of the k cells in the cell's row instead (its neighbours, see
     :func:`~cellweave.train.neighbour_partners`), one drawn per ``(seed, epoch, cell)``;
     ``pc_targets`` (cells x components, float, NaN rows for cells without one): the targets of
-    the principal-component term (:func:`~cellweave.train.principal_targets`).
+    the principal-component term (:func:`~cellweave.train.principal_targets`); ``labels`` (cells,
+    int, -1 for a cell without one): the class of the cell within its dataset, the target of the
+    label term (:func:`~cellweave.train.cell_labels`).
     """
 
     def __init__(self, tokens: TokenDataset, counts: sp.csr_matrix | None, batches: np.ndarray, *,
                  two_views: bool = False, gene_masks: np.ndarray | None = None,
-                 partners: np.ndarray | None = None, pc_targets: np.ndarray | None = None) -> None:
+                 partners: np.ndarray | None = None, pc_targets: np.ndarray | None = None,
+                 labels: np.ndarray | None = None) -> None:
         self.tokens = tokens
         self.counts = counts
         self.batches = np.asarray(batches, dtype=np.int64)
@@ -45,6 +49,9 @@ class CountTokenDataset(torch.utils.data.Dataset):
         if pc_targets is not None and len(pc_targets) != len(tokens):
             raise ValueError(f"pc_targets must have one row per cell ({len(tokens)}), not {len(pc_targets)}.")
         self.pc_targets = pc_targets
+        if labels is not None and len(labels) != len(tokens):
+            raise ValueError(f"labels must have one entry per cell ({len(tokens)}), not {len(labels)}.")
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -57,6 +64,8 @@ class CountTokenDataset(torch.utils.data.Dataset):
         item["batch"] = int(self.batches[idx])
         if self.pc_targets is not None:
             item["pcs"] = np.asarray(self.pc_targets[idx], dtype=np.float32)
+        if self.labels is not None:
+            item["label"] = int(self.labels[idx])
         if self.counts is not None:
             item["counts"] = np.asarray(self.counts[idx].toarray(), dtype=np.float32).ravel()
             if self.gene_masks is not None:
@@ -81,6 +90,8 @@ def collate_count_tokens(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]
         out["counts"] = torch.from_numpy(np.stack([it["counts"] for it in items]))
     if "pcs" in items[0]:
         out["pcs"] = torch.from_numpy(np.stack([it["pcs"] for it in items]))
+    if "label" in items[0]:
+        out["label"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
     if "gene_mask" in items[0]:
         out["gene_mask"] = torch.from_numpy(np.stack([it["gene_mask"] for it in items]))
     return out
@@ -109,6 +120,14 @@ class PretrainPlan(L.LightningModule):
       high-variance directions and drops the rest (``benchmarks/embedding_pca.py``); this term asks
       the cell state to carry those directions of every dataset linearly. It is this project's
       test of that idea, not a published method; the count term is the closest published one.
+    - The label term (``label_classes``, batches with ``label``): a linear classifier per covariate
+      code (the dataset) from the CLS state to the cell's annotated type, cross-entropy over that
+      dataset's classes, weighted by ``label_weight``; ``label_classes[c]`` is the number of classes
+      of code ``c`` (0: unlabelled). Supervised pretraining on curated labels beside a
+      self-supervised objective, as SCimilarity (Heimberg et al. 2024: triplet loss on cell-ontology
+      labels plus reconstruction) and scTab (Fischer et al. 2024: a classifier over one ontology)
+      do; here each dataset keeps its own label set, so no ontology mapping is needed, and the
+      classifiers are thrown away after pretraining.
     """
 
     def __init__(
@@ -125,6 +144,8 @@ class PretrainPlan(L.LightningModule):
         n_pc_targets: int = 0,
         n_codes: int = 1,
         pc_weight: float = 1.0,
+        label_classes: list[int] | None = None,
+        label_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.module = module
@@ -140,6 +161,16 @@ class PretrainPlan(L.LightningModule):
             self.pc_bias = torch.nn.Parameter(torch.zeros(n_codes, n_pc_targets))
         else:
             self.pc_maps, self.pc_bias = None, None
+        self.label_weight = label_weight
+        if label_classes and max(label_classes) > 0:
+            n_classes = max(label_classes)
+            self.label_maps = torch.nn.Parameter(torch.randn(len(label_classes), n_classes, d) / math.sqrt(d))
+            self.label_bias = torch.nn.Parameter(torch.zeros(len(label_classes), n_classes))
+            # Which class slots each code has: the others never get probability.
+            valid = torch.arange(n_classes)[None, :] < torch.as_tensor(label_classes)[:, None]
+            self.register_buffer("label_valid", valid, persistent=False)
+        else:
+            self.label_maps, self.label_bias, self.label_valid = None, None, None
         self.lr = lr
         self.weight_decay = weight_decay
         # ``None``: from the trainer when the optimizer is built (see ``configure_optimizers``).
@@ -176,6 +207,15 @@ class PretrainPlan(L.LightningModule):
                 pred = torch.einsum("bkd,bd->bk", self.pc_maps[codes[has]], cell) + self.pc_bias[codes[has]]
                 losses["pc_mse"] = ((pred - target[has]) ** 2).mean()
                 loss = loss + self.pc_weight * losses["pc_mse"]
+        if self.label_maps is not None and "label" in batch:
+            target, codes = batch["label"], batch["batch"]
+            has = target >= 0
+            if bool(has.any()):
+                cell, c = out["cell_embedding"][has], codes[has]
+                logits = torch.einsum("bkd,bd->bk", self.label_maps[c], cell) + self.label_bias[c]
+                logits = logits.masked_fill(~self.label_valid[c], float("-inf"))
+                losses["label_ce"] = F.cross_entropy(logits, target[has])
+                loss = loss + self.label_weight * losses["label_ce"]
         if self.projector is not None and "view2" in batch:
             v = batch["view2"]
             other = self.module.encode(v["token_ids"], v["values"], v["modality_ids"], v["padding_mask"],
@@ -190,7 +230,7 @@ class PretrainPlan(L.LightningModule):
         bs = batch["token_ids"].shape[0]
         self.log("train_loss", losses["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=bs,
                  sync_dist=True)
-        for key in ("token_mse", "count_nll", "vicreg", "pc_mse"):
+        for key in ("token_mse", "count_nll", "vicreg", "pc_mse", "label_ce"):
             if key in losses:
                 self.log(f"train_{key}", losses[key], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         return losses["loss"]

@@ -7,11 +7,13 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
@@ -201,6 +203,11 @@ def _restrict_modalities(datasets: dict[str, AnnData | MuData], modalities: list
             out[name] = rna if not isinstance(data, MuData) else rna.copy()
         else:
             out[name] = MuData(mods)
+        if isinstance(data, MuData):
+            # The container's annotations (cell types for the label term, ...) stay with the cells.
+            obs = out[name].obs
+            for column in data.obs.columns.difference(obs.columns):
+                obs[column] = data.obs[column].reindex(obs.index)
     if not out:
         raise CellWeaveInputError(f"No dataset carries any of the modalities {modalities}.")
     return out
@@ -340,6 +347,20 @@ def principal_targets(
     return np.concatenate(parts) if parts else np.zeros((0, n_pcs), dtype=np.float32)
 
 
+def cell_labels(data: AnnData | MuData, keys: Sequence[str]) -> tuple[np.ndarray, list[str], str] | None:
+    """The class of each cell of ``data`` under the first of ``keys`` its ``obs`` has: ``(codes,
+    classes, key)``, codes an int64 array with -1 for a cell without a label (missing value), or
+    None when ``obs`` has none of the keys or the column has fewer than 2 classes (nothing to
+    tell apart). The targets of pretraining's label term (``pretrain(label_keys=...)``)."""
+    for key in keys:
+        if key in data.obs.columns:
+            col = pd.Categorical(data.obs[key].astype("object").where(data.obs[key].notna(), None))
+            if len(col.categories) < 2:
+                return None
+            return np.asarray(col.codes, dtype=np.int64), [str(c) for c in col.categories], key
+    return None
+
+
 @torch.inference_mode()
 def evaluate_cross_modal(
     module: torch.nn.Module,
@@ -407,6 +428,8 @@ def pretrain(
     vicreg_neighbours: int = 0,
     pc_targets: int = 0,
     pc_weight: float = 1.0,
+    label_keys: Sequence[str] | None = None,
+    label_weight: float = 1.0,
     store: str | os.PathLike | None = None,
     soma: SomaSelection | None = None,
     accumulate_grad_batches: int = 1,
@@ -471,6 +494,14 @@ def pretrain(
         scores on its dataset's first ``pc_targets`` principal components
         (:func:`principal_targets`; :class:`~cellweave.train.PretrainPlan`). 0 (default): off.
     pc_weight
+        The weight of that term in the loss (default 1.0).
+    label_keys
+        Add a label term: every dataset whose ``obs`` has one of these columns (the first found)
+        contributes each labelled cell's class as the target of a linear classifier per dataset
+        from the cell state (:class:`~cellweave.train.PretrainPlan`; SCimilarity-style supervised
+        pretraining on annotated cells). Datasets without the column, or with one class, train
+        without it; cells with a missing label too. Data files only (not a store or SOMA).
+    label_weight
         The weight of that term in the loss (default 1.0).
     accelerator, devices, num_nodes, strategy, precision, accumulate_grad_batches
         Passed to Lightning's ``Trainer``. With several devices (``strategy`` ``"ddp"``, or
@@ -554,6 +585,11 @@ def pretrain(
                                   "principal-component term off.")
     if pc_weight < 0:
         raise CellWeaveInputError(f"pc_weight={pc_weight}: give a weight >= 0.")
+    if label_weight < 0:
+        raise CellWeaveInputError(f"label_weight={label_weight}: give a weight >= 0.")
+    if label_keys and (store is not None or soma is not None):
+        raise CellWeaveInputError("label_keys: the label term reads obs columns of data files; a token store or SOMA "
+                                  "experiment keeps no labels. Pretrain from the .h5ad/.h5mu files instead.")
     needs_counts = [what for what, on in (
         ("The count likelihood decodes raw counts", count_likelihood),
         ("Depth augmentation thins a cell's counts", (config_overrides or {}).get("depth_augmentation", 0.0) > 0)) if on]
@@ -591,13 +627,20 @@ def pretrain(
     tokenizer = Tokenizer.from_config(config)
 
     train_corpora, val_corpora, data_records = [], [], []
+    train_labels, label_records = [], {}
     for i, (dname, data) in enumerate(datasets.items()):
         corpus = stored[dname] if stored else prepare_cells(data, vocab, dataset=dname,
                                                              value_encoding=config.value_encoding)
+        labelled = cell_labels(data, label_keys) if label_keys else None
+        codes = labelled[0] if labelled else np.full(len(corpus), -1, dtype=np.int64)
         if max_cells_per_dataset is not None and len(corpus) > max_cells_per_dataset:
             keep = np.sort(np.random.default_rng(seed + 1000 + i).choice(len(corpus), max_cells_per_dataset, replace=False))
-            corpus = corpus.subset(keep)
+            corpus, codes = corpus.subset(keep), codes[keep]
         tr, va = split_cells(len(corpus), val_fraction=val_fraction, seed=seed + i)
+        train_labels.append(codes[tr])
+        if labelled:
+            label_records[dname] = {"key": labelled[2], "classes": len(labelled[1]),
+                                    "labelled_train_cells": int((codes[tr] >= 0).sum())}
         train_corpora.append(corpus.subset(tr))
         if va.size:
             val_corpora.append(corpus.subset(va))
@@ -614,6 +657,10 @@ def pretrain(
         )
     if not val_corpora:
         raise CellWeaveInputError("Too few cells for a validation split (need at least 10 cells per dataset).")
+    if label_keys and not label_records:
+        raise CellWeaveInputError(
+            f"label_keys={list(label_keys)}: no dataset has one of these obs columns with at least 2 classes; give "
+            "the column that holds the cell types (e.g. --label-key cell_type), or leave the label term off.")
     # Only now that every input has been read and checked: a refused input leaves no folder behind.
     out.mkdir(parents=True, exist_ok=True)
     for folder in (out, ckpt_dir):  # what a killed earlier run left half-written
@@ -640,7 +687,12 @@ def pretrain(
         targets = principal_targets(train_corpora, n_pcs=int(pc_targets), seed=seed)
         logger.info("Principal-component term: each dataset's first %d components (%.0f%% of cells have them)",
                     pc_targets, 100 * float(np.isfinite(targets[:, 0]).mean()))
-    if decoder is not None or vicreg_weight > 0 or targets is not None:
+    labels = np.concatenate(train_labels) if label_records else None
+    if labels is not None:
+        logger.info("Label term: %d datasets labelled (%s), %.0f%% of training cells", len(label_records),
+                    ", ".join(f"{k}: {v['classes']} classes" for k, v in label_records.items()),
+                    100 * float((labels >= 0).mean()))
+    if decoder is not None or vicreg_weight > 0 or targets is not None or labels is not None:
         codes = np.repeat(np.arange(len(train_corpora)), [len(c) for c in train_corpora])  # the dataset, per cell
         partners = None
         if vicreg_neighbours > 0:
@@ -649,7 +701,7 @@ def pretrain(
                         "have them)", vicreg_neighbours, 100 * float((partners[:, 0] != np.arange(len(partners))).mean()))
         train_cells = CountTokenDataset(train_ds, decoded[0] if decoded else None, codes,
                                         two_views=vicreg_weight > 0, gene_masks=decoded[2] if decoded else None,
-                                        partners=partners, pc_targets=targets)
+                                        partners=partners, pc_targets=targets, labels=labels)
         collate = collate_count_tokens
     else:
         train_cells, collate = train_ds, collate_tokens
@@ -664,7 +716,9 @@ def pretrain(
     # (estimated_stepping_batches), which knows the devices, the accumulation and max_steps.
     plan = PretrainPlan(model.module, decoder, lr=lr, warmup_steps=None, total_steps=None,
                         vicreg_weight=vicreg_weight, n_pc_targets=int(pc_targets), n_codes=len(train_corpora),
-                        pc_weight=pc_weight)
+                        pc_weight=pc_weight, label_weight=label_weight,
+                        label_classes=[label_records[n]["classes"] if n in label_records else 0 for n in datasets]
+                        if labels is not None else None)
     model.module.gradient_checkpointing = bool(gradient_checkpointing)
 
     baselines = feature_mean_baselines(train_corpora, tokenizer, len(vocab), seed=seed)
@@ -734,6 +788,9 @@ def pretrain(
         + (f", a linear readout of each dataset's first {pc_targets} principal components from the cell state "
            f"(weight {pc_weight})"
            if pc_targets else "")
+        + (f", a linear classifier per dataset of the cells' labels from the cell state (obs "
+           f"{', '.join(sorted({r['key'] for r in label_records.values()}))}; {len(label_records)} datasets labelled; "
+           f"weight {label_weight})" if label_records else "")
         + (f", {config.depth_augmentation:.0%} of training cells read at a lower depth (counts thinned to 5-100%)"
            if config.depth_augmentation else "")
         + " on the listed datasets; "
@@ -758,7 +815,9 @@ def pretrain(
         "objective": {"masked_values": True, "count_likelihood_genes": int(decoded[3].size) if decoder is not None else 0,
                       "count_covariate": "dataset" if decoder is not None else None,
                       "vicreg_weight": vicreg_weight, "vicreg_neighbours": int(vicreg_neighbours),
-                      "pc_targets": int(pc_targets), "pc_weight": pc_weight if pc_targets else 0.0},
+                      "pc_targets": int(pc_targets), "pc_weight": pc_weight if pc_targets else 0.0,
+                      "label_keys": list(label_keys) if label_records else [],
+                      "label_weight": label_weight if label_records else 0.0, "labelled_datasets": label_records},
         "max_cells_per_dataset": max_cells_per_dataset,
         "val_fraction": val_fraction,
         "train_seconds": round(train_seconds, 1),
