@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cellweave._constants import MASK_GROUPINGS
+from cellweave._constants import MASK_GROUPINGS, MIN_DEPTH_FRACTION
 from cellweave._cli._common import add_device_options, add_soma_arguments, command_line, read_named, soma_selection
 
 logger = logging.getLogger("cellweave")
@@ -180,7 +180,8 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
                          "variable genes together (default: random, as the shipped model)")
     sp.add_argument("--depth-augmentation", type=float, default=None, metavar="P",
                     help="probability that a training cell is read at a lower depth: its counts thinned to a share "
-                         "drawn log-uniformly in [0.05, 1] (read-depth-aware pretraining, as scFoundation); needs "
+                         f"drawn log-uniformly in [{MIN_DEPTH_FRACTION}, 1] (read-depth-aware pretraining, as "
+                         "scFoundation); needs "
                          "--value-encoding log1p (default: 0, every cell at its own depth, as the shipped model)")
     sp.add_argument("--fixed-feature-tables", action="store_true",
                     help="keep each gene's (and protein's, peak's) embedding at its random initialization, training "

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from cellweave import modalities as _modalities
-from cellweave._constants import MASK_GROUPINGS
+from cellweave._constants import MASK_GROUPINGS, MIN_DEPTH_FRACTION
 
 from ._corpus import TARGET_SUM, CellCorpus, ModalityBlock, counts_from_log1p
 
@@ -56,9 +56,6 @@ MODULE_MIN_COMMUNALITY = 0.1
 #: Below this many measured cells a block's gene means are too noisy to rank by: its tokens are
 #: then chosen by value (with a warning).
 MIN_CELLS_FOR_MEANS = 20
-#: Depth augmentation (``Tokenizer.depth_augmentation``): the share of its molecules a thinned
-#: training cell keeps is drawn log-uniformly between this and 1.
-MIN_DEPTH_FRACTION = 0.05
 
 
 def feature_means(block: ModalityBlock, *, max_cells: int = 10_000, seed: int = 0) -> np.ndarray:

@@ -80,10 +80,11 @@ class CellWeaveConfig:
     models saved before it."""
     depth_augmentation: float = 0.0
     """Probability that a pretraining cell is read at a lower depth: its counts thinned binomially
-    to a share of its molecules drawn log-uniformly in [0.05, 1], then normalized again, while the
-    count likelihood's targets stay its full counts (read-depth-aware pretraining, scFoundation, Hao
-    et al. 2024; :class:`cellweave.data.Tokenizer`). Needs ``value_encoding="log1p"``, whose values
-    give back the counts. 0 (the default, and older models): every cell at its own depth."""
+    to a share of its molecules drawn log-uniformly in [``cellweave._constants.MIN_DEPTH_FRACTION``
+    (0.05), 1], then normalized again, while the count likelihood's targets stay its full counts
+    (read-depth-aware pretraining, scFoundation, Hao et al. 2024; :class:`cellweave.data.Tokenizer`).
+    Needs ``value_encoding="log1p"``, whose values give back the counts. 0 (the default, and older
+    models): every cell at its own depth."""
     modality_dropout: float = 0.0
     """Probability that a pretraining cell carrying two or more modalities has one of them left
     out of its input, its features becoming cell-head targets (cross-modal masking): what teaches
