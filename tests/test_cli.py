@@ -79,7 +79,8 @@ def test_pretrain_cli_with_modality_dropout_and_rna_only(tmp_path) -> None:
                  "--token-selection", "deviation", "--fixed-feature-tables", "--feature-offset",
                  "--hvg-tokens", "40", "--mask-ratio", "0.5", "--mask-grouping", "modules",
                  "--vicreg-weight", "0.04", "--vicreg-neighbours", "5", "--pc-targets", "3", "--pc-weight", "2",
-                 "--depth-augmentation", "0.5", "--label-key", "zone", "cell_type", "--label-weight", "0.5"]) == 0
+                 "--depth-augmentation", "0.5", "--label-key", "zone", "cell_type", "--label-weight", "0.5",
+                 "--label-loss", "cosine"]) == 0
     rna_model = cellweave.CellWeave.load(rna)
     assert rna_model.config.fixed_feature_tables and not rna_model.module.profile_embedding.weight.requires_grad
     assert rna_model.config.feature_offset and rna_model.module.feature_offset.weight.abs().sum() > 0  # trained
@@ -92,6 +93,7 @@ def test_pretrain_cli_with_modality_dropout_and_rna_only(tmp_path) -> None:
     assert rna_model.card["objective"]["pc_targets"] == 3 and rna_model.card["objective"]["pc_weight"] == 2.0
     assert rna_model.card["objective"]["labelled_datasets"]["cite"]["key"] == "cell_type"  # the first key present
     assert rna_model.card["objective"]["label_weight"] == 0.5
+    assert rna_model.card["objective"]["label_loss"] == "cosine"
     assert main([*common, "--out", str(tmp_path / "bad"), "--pc-targets", "-2"]) == 2
     assert main([*common, "--out", str(tmp_path / "bad"), "--vicreg-neighbours", "5"]) == 2  # needs --vicreg-weight
     assert main([*common, "--out", str(tmp_path / "bad"), "--mask-ratio", "1.0"]) == 2

@@ -14,6 +14,9 @@ UNS_KEY = "cellweave"
 NOVELTY_SCORES = ("combined", "distance", "softmax", "mahalanobis", "distance+mahalanobis+softmax")
 #: How pretraining chooses the values it hides (``CellWeaveConfig.mask_grouping``); the first is the default.
 MASK_GROUPINGS = ("random", "modules")
+#: The label term's classifier in pretraining (``pretrain(label_loss=...)``, ``--label-loss``); the
+#: first is the default.
+LABEL_LOSSES = ("linear", "cosine")
 #: Depth augmentation (``Tokenizer.depth_augmentation``, ``pretrain --depth-augmentation``): the share
 #: of its molecules a thinned training cell keeps is drawn log-uniformly between this and 1.
 MIN_DEPTH_FRACTION = 0.05

@@ -15,7 +15,7 @@ from cellweave.nn import CountDecoder
 from cellweave.data import TokenDataset, Tokenizer
 from cellweave.nn import CellWeaveConfig, CellWeaveModule
 from cellweave.train import PretrainPlan, cell_labels, neighbour_partners, pretrain, principal_targets
-from cellweave.train._plan import CountTokenDataset
+from cellweave.train._plan import LABEL_COSINE_SCALE, CountTokenDataset
 from cellweave.train._pretrain import decoded_gene_panel
 
 TINY = dict(d_model=16, n_layers=2, n_heads=2, d_ff=32,
@@ -252,6 +252,35 @@ def test_label_term_trains_a_classifier_per_dataset_over_its_own_classes() -> No
     assert "label_ce" not in PretrainPlan(CellWeaveModule(config)).losses(batch)
 
 
+def test_cosine_label_term_reads_only_the_direction_of_the_cell_state() -> None:
+    config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **TINY)
+    plan = PretrainPlan(CellWeaveModule(config), label_classes=[3, 2], label_cosine=True)
+    g = torch.Generator().manual_seed(0)
+    b, n = 6, 10
+    batch = {"token_ids": torch.randint(1, 40, (b, n), generator=g), "values": torch.rand(b, n, generator=g),
+             "modality_ids": torch.zeros(b, n, dtype=torch.long), "padding_mask": torch.ones(b, n, dtype=torch.bool),
+             "value_mask": torch.rand(b, n, generator=g) < 0.3, "batch": torch.tensor([0, 0, 0, 1, 1, 1]),
+             "label": torch.tensor([0, 1, 2, 0, 1, 0])}
+    losses = plan.losses(batch)
+    # Logits are bounded by the scale: each cell's loss is at least log(1 + (C - 1) e^(-2 s)) and at most
+    # log(1 + (C - 1) e^(2 s)).
+    assert torch.isfinite(losses["label_ce"]) and 0 < losses["label_ce"] < 2 * LABEL_COSINE_SCALE + np.log(3)
+    losses["loss"].backward()
+    assert plan.label_maps.grad.abs().sum() > 0
+    assert plan.label_bias.grad is None  # no bias: only directions
+    # Scaling a proxy changes nothing: the logits are cosines.
+    before = plan.losses(batch)["label_ce"].detach()
+    with torch.no_grad():
+        plan.label_maps[0, 1] *= 7.0
+    torch.testing.assert_close(plan.losses(batch)["label_ce"].detach(), before)
+    opt = torch.optim.Adam(plan.parameters(), lr=1e-2)
+    for _ in range(80):
+        opt.zero_grad()
+        plan.losses(batch)["label_ce"].backward()
+        opt.step()
+    assert plan.losses(batch)["label_ce"] < 0.1
+
+
 def test_pretrain_with_labels_records_them_and_refuses_labels_nowhere(two_datasets, tmp_path) -> None:
     data = {"a": two_datasets["a"], "b": two_datasets["b"].copy()}
     del data["b"].obs["cell_type"]
@@ -261,11 +290,15 @@ def test_pretrain_with_labels_records_them_and_refuses_labels_nowhere(two_datase
     assert objective["label_keys"] == ["cell_type"] and objective["label_weight"] == 0.5
     assert list(objective["labelled_datasets"]) == ["a"]
     assert objective["labelled_datasets"]["a"]["classes"] == data["a"].obs["cell_type"].nunique()
-    assert "classifier per dataset" in model.card["description"]
+    assert "linear classifier per dataset" in model.card["description"]
+    assert objective["label_loss"] == "linear"
     epochs = [h for h in model.history if h["epoch"] >= 1]
     assert all(h["train_label_ce"] > 0 for h in epochs)
     with pytest.raises(CellWeaveInputError, match="no dataset has one of these obs columns"):
         pretrain(data, out=tmp_path / "n", label_keys=["tissue"], config_overrides=TINY, progress=False)
+    with pytest.raises(CellWeaveInputError, match="label_loss='triplet'"):
+        pretrain(data, out=tmp_path / "n", label_keys=["cell_type"], label_loss="triplet", config_overrides=TINY,
+                 progress=False)
     with pytest.raises(CellWeaveInputError, match="label_weight"):
         pretrain(data, out=tmp_path / "n", label_keys=["cell_type"], label_weight=-1.0, config_overrides=TINY,
                  progress=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cellweave._constants import MASK_GROUPINGS, MIN_DEPTH_FRACTION
+from cellweave._constants import LABEL_LOSSES, MASK_GROUPINGS, MIN_DEPTH_FRACTION
 from cellweave._cli._common import add_device_options, add_soma_arguments, command_line, read_named, soma_selection
 
 logger = logging.getLogger("cellweave")
@@ -105,6 +105,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         pc_weight=args.pc_weight,
         label_keys=args.label_key,
         label_weight=args.label_weight,
+        label_loss=args.label_loss,
         embed_hvg_tokens=args.embed_hvg_tokens,
     )
     m = model.card["metrics"]
@@ -209,4 +210,8 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
                     "(e.g. --label-key cell_type; default: off, as the shipped model)")
     sp.add_argument("--label-weight", type=float, default=1.0,
                     help="with --label-key: the weight of that term in the loss (default: 1.0)")
+    sp.add_argument("--label-loss", default=LABEL_LOSSES[0], choices=LABEL_LOSSES,
+                    help="with --label-key: a linear classifier, or cosine (16 x the cosine between the cell state "
+                         "and a learned proxy per class, NormFace-style; pulls each type's cells toward one "
+                         "direction) (default: linear)")
     add_soma_arguments(sp)

@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from cellweave._constants import LABEL_LOSSES
 from cellweave._exceptions import CellWeaveInputError
 from cellweave._system import peak_rss_mb
 from cellweave._io_utils import remove_stale_temporaries_in
@@ -430,6 +431,7 @@ def pretrain(
     pc_weight: float = 1.0,
     label_keys: Sequence[str] | None = None,
     label_weight: float = 1.0,
+    label_loss: str = "linear",
     store: str | os.PathLike | None = None,
     soma: SomaSelection | None = None,
     accumulate_grad_batches: int = 1,
@@ -503,6 +505,10 @@ def pretrain(
         without it; cells with a missing label too. Data files only (not a store or SOMA).
     label_weight
         The weight of that term in the loss (default 1.0).
+    label_loss
+        That classifier: ``"linear"`` (default; logits ``W z + b``) or ``"cosine"`` (logits 16 x the
+        cosine between the cell state and a learned proxy per class: a normalized softmax that pulls
+        each type's cells toward one direction; :class:`~cellweave.train.PretrainPlan`).
     accelerator, devices, num_nodes, strategy, precision, accumulate_grad_batches
         Passed to Lightning's ``Trainer``. With several devices (``strategy`` ``"ddp"``, or
         ``"auto"``), Lightning wraps the sampler in a distributed sampler: each rank trains on a
@@ -587,6 +593,8 @@ def pretrain(
         raise CellWeaveInputError(f"pc_weight={pc_weight}: give a weight >= 0.")
     if label_weight < 0:
         raise CellWeaveInputError(f"label_weight={label_weight}: give a weight >= 0.")
+    if label_loss not in LABEL_LOSSES:
+        raise CellWeaveInputError(f"label_loss={label_loss!r}: give one of {', '.join(LABEL_LOSSES)}.")
     if label_keys and (store is not None or soma is not None):
         raise CellWeaveInputError("label_keys: the label term reads obs columns of data files; a token store or SOMA "
                                   "experiment keeps no labels. Pretrain from the .h5ad/.h5mu files instead.")
@@ -716,7 +724,7 @@ def pretrain(
     # (estimated_stepping_batches), which knows the devices, the accumulation and max_steps.
     plan = PretrainPlan(model.module, decoder, lr=lr, warmup_steps=None, total_steps=None,
                         vicreg_weight=vicreg_weight, n_pc_targets=int(pc_targets), n_codes=len(train_corpora),
-                        pc_weight=pc_weight, label_weight=label_weight,
+                        pc_weight=pc_weight, label_weight=label_weight, label_cosine=label_loss == "cosine",
                         label_classes=[label_records[n]["classes"] if n in label_records else 0 for n in datasets]
                         if labels is not None else None)
     model.module.gradient_checkpointing = bool(gradient_checkpointing)
@@ -788,7 +796,7 @@ def pretrain(
         + (f", a linear readout of each dataset's first {pc_targets} principal components from the cell state "
            f"(weight {pc_weight})"
            if pc_targets else "")
-        + (f", a linear classifier per dataset of the cells' labels from the cell state (obs "
+        + (f", a {label_loss} classifier per dataset of the cells' labels from the cell state (obs "
            f"{', '.join(sorted({r['key'] for r in label_records.values()}))}; {len(label_records)} datasets labelled; "
            f"weight {label_weight})" if label_records else "")
         + (f", {config.depth_augmentation:.0%} of training cells read at a lower depth (counts thinned to 5-100%)"
@@ -817,7 +825,8 @@ def pretrain(
                       "vicreg_weight": vicreg_weight, "vicreg_neighbours": int(vicreg_neighbours),
                       "pc_targets": int(pc_targets), "pc_weight": pc_weight if pc_targets else 0.0,
                       "label_keys": list(label_keys) if label_records else [],
-                      "label_weight": label_weight if label_records else 0.0, "labelled_datasets": label_records},
+                      "label_weight": label_weight if label_records else 0.0,
+                      "label_loss": label_loss if label_records else None, "labelled_datasets": label_records},
         "max_cells_per_dataset": max_cells_per_dataset,
         "val_fraction": val_fraction,
         "train_seconds": round(train_seconds, 1),
