@@ -222,15 +222,31 @@ def test_cell_labels_take_the_first_key_present_and_mark_missing_labels(two_data
     np.testing.assert_array_equal(np.asarray(classes)[codes[7:]], a.obs["cell_type"].to_numpy()[7:].astype(str))
 
 
+def _labelled_batch(*, codes: list[int], labels: list[int], n_tokens: int = 10) -> dict[str, torch.Tensor]:
+    """A batch of random tokens of a 40-gene vocabulary, the cells' dataset codes and labels (-1: none)."""
+    g = torch.Generator().manual_seed(0)
+    b = len(codes)
+    return {"token_ids": torch.randint(1, 40, (b, n_tokens), generator=g),
+            "values": torch.rand(b, n_tokens, generator=g), "modality_ids": torch.zeros(b, n_tokens, dtype=torch.long),
+            "padding_mask": torch.ones(b, n_tokens, dtype=torch.bool),
+            "value_mask": torch.rand(b, n_tokens, generator=g) < 0.3, "batch": torch.tensor(codes),
+            "label": torch.tensor(labels)}
+
+
+def _fit_label_term(plan: PretrainPlan, batch: dict[str, torch.Tensor], *, steps: int) -> float:
+    """The label term's loss on ``batch`` after ``steps`` Adam steps on it alone."""
+    opt = torch.optim.Adam(plan.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        plan.losses(batch)["label_ce"].backward()
+        opt.step()
+    return float(plan.losses(batch)["label_ce"])
+
+
 def test_label_term_trains_a_classifier_per_dataset_over_its_own_classes() -> None:
     config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **TINY)
     plan = PretrainPlan(CellWeaveModule(config), label_classes=[3, 0, 2])
-    g = torch.Generator().manual_seed(0)
-    b, n = 6, 10
-    batch = {"token_ids": torch.randint(1, 40, (b, n), generator=g), "values": torch.rand(b, n, generator=g),
-             "modality_ids": torch.zeros(b, n, dtype=torch.long), "padding_mask": torch.ones(b, n, dtype=torch.bool),
-             "value_mask": torch.rand(b, n, generator=g) < 0.3, "batch": torch.tensor([0, 0, 2, 2, 1, 0]),
-             "label": torch.tensor([2, 0, 1, 0, -1, -1])}
+    batch = _labelled_batch(codes=[0, 0, 2, 2, 1, 0], labels=[2, 0, 1, 0, -1, -1])
     losses = plan.losses(batch)
     # Dataset 2 has two classes, so its cells' loss is at most log 2 for a classifier at chance:
     # the third slot never gets probability.
@@ -243,24 +259,14 @@ def test_label_term_trains_a_classifier_per_dataset_over_its_own_classes() -> No
     keep = {k: v[:4] for k, v in batch.items()}
     torch.testing.assert_close(plan.losses(keep)["label_ce"], losses["label_ce"])
     # A few steps on these labels alone fit them: the cell state can carry the class.
-    opt = torch.optim.Adam(plan.parameters(), lr=1e-2)
-    for _ in range(60):
-        opt.zero_grad()
-        plan.losses(keep)["label_ce"].backward()
-        opt.step()
-    assert plan.losses(keep)["label_ce"] < 0.1
+    assert _fit_label_term(plan, keep, steps=60) < 0.1
     assert "label_ce" not in PretrainPlan(CellWeaveModule(config)).losses(batch)
 
 
 def test_cosine_label_term_reads_only_the_direction_of_the_cell_state() -> None:
     config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **TINY)
     plan = PretrainPlan(CellWeaveModule(config), label_classes=[3, 2], label_cosine=True)
-    g = torch.Generator().manual_seed(0)
-    b, n = 6, 10
-    batch = {"token_ids": torch.randint(1, 40, (b, n), generator=g), "values": torch.rand(b, n, generator=g),
-             "modality_ids": torch.zeros(b, n, dtype=torch.long), "padding_mask": torch.ones(b, n, dtype=torch.bool),
-             "value_mask": torch.rand(b, n, generator=g) < 0.3, "batch": torch.tensor([0, 0, 0, 1, 1, 1]),
-             "label": torch.tensor([0, 1, 2, 0, 1, 0])}
+    batch = _labelled_batch(codes=[0, 0, 0, 1, 1, 1], labels=[0, 1, 2, 0, 1, 0])
     losses = plan.losses(batch)
     # Logits are bounded by the scale: each cell's loss is at least log(1 + (C - 1) e^(-2 s)) and at most
     # log(1 + (C - 1) e^(2 s)).
@@ -273,12 +279,7 @@ def test_cosine_label_term_reads_only_the_direction_of_the_cell_state() -> None:
     with torch.no_grad():
         plan.label_maps[0, 1] *= 7.0
     torch.testing.assert_close(plan.losses(batch)["label_ce"].detach(), before)
-    opt = torch.optim.Adam(plan.parameters(), lr=1e-2)
-    for _ in range(80):
-        opt.zero_grad()
-        plan.losses(batch)["label_ce"].backward()
-        opt.step()
-    assert plan.losses(batch)["label_ce"] < 0.1
+    assert _fit_label_term(plan, batch, steps=80) < 0.1
 
 
 def test_pretrain_with_labels_records_them_and_refuses_labels_nowhere(two_datasets, tmp_path) -> None:
