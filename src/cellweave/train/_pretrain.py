@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from cellweave._constants import LABEL_LOSSES
+from cellweave._constants import LABEL_LOSSES, MIN_DEPTH_FRACTION
 from cellweave._exceptions import CellWeaveInputError
 from cellweave._system import peak_rss_mb
 from cellweave._io_utils import remove_stale_temporaries_in
@@ -499,8 +499,8 @@ def pretrain(
         The weight of that term in the loss (default 1.0).
     label_keys
         Add a label term: every dataset whose ``obs`` has one of these columns (the first found)
-        contributes each labelled cell's class as the target of a linear classifier per dataset
-        from the cell state (:class:`~cellweave.train.PretrainPlan`; SCimilarity-style supervised
+        contributes each labelled cell's class as the target of a classifier per dataset from
+        the cell state (``label_loss``) (:class:`~cellweave.train.PretrainPlan`; SCimilarity-style supervised
         pretraining on annotated cells). Datasets without the column, or with one class, train
         without it; cells with a missing label too. Data files only (not a store or SOMA).
     label_weight
@@ -799,7 +799,8 @@ def pretrain(
         + (f", a {label_loss} classifier per dataset of the cells' labels from the cell state (obs "
            f"{', '.join(sorted({r['key'] for r in label_records.values()}))}; {len(label_records)} datasets labelled; "
            f"weight {label_weight})" if label_records else "")
-        + (f", {config.depth_augmentation:.0%} of training cells read at a lower depth (counts thinned to 5-100%)"
+        + (f", {config.depth_augmentation:.0%} of training cells read at a lower depth (counts thinned to "
+           f"{100 * MIN_DEPTH_FRACTION:.0f}-100%)"
            if config.depth_augmentation else "")
         + " on the listed datasets; "
         + ("all modalities each dataset carries were used." if modalities is None
