@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import resource
+
+logger = logging.getLogger(__name__)
 
 
 def peak_rss_mb() -> float:
@@ -34,3 +37,31 @@ def available_memory_mb() -> float | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def keep_torch_threads() -> None:
+    """Start numba's thread pool once, now, and give torch back its thread count.
+
+    numba's OpenMP threading layer, started by the first parallel numba function of a process
+    (scanpy's sparse mean and variance in ``highly_variable_genes``, pynndescent's neighbour search),
+    sets the process's OpenMP thread count to ``NUMBA_NUM_THREADS`` (by default every core), and
+    torch's CPU build shares that OpenMP runtime. A run limited by ``OMP_NUM_THREADS=1`` or
+    ``torch.set_num_threads`` therefore went on with every core after its first HVG selection (two
+    pretraining runs meant to take one core each took two each). Starting the pool here and
+    restoring torch's count keeps the limit for the rest of the process; numba's own parallel
+    functions are held to the same count. Called once, on ``import cellweave``.
+    """
+    try:
+        import numba
+    except ImportError:  # scanpy needs numba, but cellweave's core does not
+        return
+    import torch
+
+    n = torch.get_num_threads()
+    try:
+        numba.get_num_threads()  # starts the threading layer
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    except Exception as err:  # noqa: BLE001 - a threading layer numba cannot start must not stop cellweave
+        logger.debug("numba's threading layer did not start (%s); torch keeps %d threads.", err, n)
+    finally:
+        torch.set_num_threads(n)

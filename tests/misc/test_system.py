@@ -20,3 +20,29 @@ def test_peak_rss_is_the_child_own_not_its_parents() -> None:
     child_peak = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                       check=True).stdout.strip())
     assert 5 < child_peak < 400, child_peak
+
+
+_FIRST_HVG = (
+    "import numpy as np, scipy.sparse as sp, anndata as ad, scanpy as sc, torch\n"
+    "{setup}"
+    "a = ad.AnnData(sp.random(300, 400, density=0.1, format='csr', dtype=np.float32, random_state=0) * 10)\n"
+    "sc.pp.highly_variable_genes(a, n_top_genes=50)\n"
+    "print(torch.get_num_threads())\n"
+)
+
+
+def _threads_after_first_hvg(setup: str, **env: str) -> int:
+    import os
+
+    out = subprocess.run([sys.executable, "-c", _FIRST_HVG.format(setup=setup)], capture_output=True, text=True,
+                         check=True, env={**os.environ, **env}).stdout
+    return int(out.strip().splitlines()[-1])
+
+
+def test_torch_keeps_its_thread_limit_through_numbas_first_parallel_call() -> None:
+    """numba's OpenMP pool, started by scanpy's sparse HVG statistics, set the OpenMP thread count to
+    NUMBA_NUM_THREADS (2 here), which torch shares: a limit of 1 (by the environment, or set in code
+    after the import) became 2. With cellweave imported it stays 1."""
+    assert _threads_after_first_hvg("import cellweave\n", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="2") == 1
+    set_in_code = "import cellweave\ntorch.set_num_threads(1)\n"
+    assert _threads_after_first_hvg(set_in_code, OMP_NUM_THREADS="2", NUMBA_NUM_THREADS="2") == 1
