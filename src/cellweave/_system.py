@@ -49,7 +49,9 @@ def keep_torch_threads() -> None:
     ``torch.set_num_threads`` therefore went on with every core after its first HVG selection (two
     pretraining runs meant to take one core each took two each). Starting the pool here and
     restoring torch's count keeps the limit for the rest of the process; numba's own parallel
-    functions are held to the same count. Called once, on ``import cellweave``.
+    functions are held to the same count. Called at the start of the command line and of
+    ``train.pretrain``, ``train.adapt`` and ``tl.embed`` (not on ``import cellweave``: numba costs
+    a light import about 50 MB and more on its first, uncached load); calling it again is cheap.
     """
     try:
         import numba

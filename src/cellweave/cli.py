@@ -276,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     from cellweave._exceptions import CellWeaveInputError, CellWeaveModelError
 
     from cellweave._cli._grammar import resolve_renamed
+    from cellweave._system import keep_torch_threads
 
     argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(_verbosity(argv))  # before parsing: the parser may warn (an old verb name, even with --help)
@@ -285,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         resolve_renamed(args, _verb_parser(parser, args.command))
         _check_outputs(args)
+        keep_torch_threads()  # before any verb's scanpy call can reset torch's thread limit
         return int(args.func(args) or 0)
     except (CellWeaveInputError, CellWeaveModelError, FileExistsError) as err:
         # Bad input is the user's to fix: one clear line, no traceback (unless --debug).

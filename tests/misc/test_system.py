@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -22,6 +23,7 @@ def test_peak_rss_is_the_child_own_not_its_parents() -> None:
     assert 5 < child_peak < 400, child_peak
 
 
+
 _FIRST_HVG = (
     "import numpy as np, scipy.sparse as sp, anndata as ad, scanpy as sc, torch\n"
     "{setup}"
@@ -29,11 +31,11 @@ _FIRST_HVG = (
     "sc.pp.highly_variable_genes(a, n_top_genes=50)\n"
     "print(torch.get_num_threads())\n"
 )
+# numba's pool, once started, sets the OpenMP thread count to NUMBA_NUM_THREADS: 2 here, whatever the cores
+_LIMITED = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
 
 
 def _threads_after_first_hvg(setup: str, **env: str) -> int:
-    import os
-
     out = subprocess.run([sys.executable, "-c", _FIRST_HVG.format(setup=setup)], capture_output=True, text=True,
                          check=True, env={**os.environ, **env}).stdout
     return int(out.strip().splitlines()[-1])
@@ -41,8 +43,29 @@ def _threads_after_first_hvg(setup: str, **env: str) -> int:
 
 def test_torch_keeps_its_thread_limit_through_numbas_first_parallel_call() -> None:
     """numba's OpenMP pool, started by scanpy's sparse HVG statistics, set the OpenMP thread count to
-    NUMBA_NUM_THREADS (2 here), which torch shares: a limit of 1 (by the environment, or set in code
-    after the import) became 2. With cellweave imported it stays 1."""
-    assert _threads_after_first_hvg("import cellweave\n", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="2") == 1
-    set_in_code = "import cellweave\ntorch.set_num_threads(1)\n"
-    assert _threads_after_first_hvg(set_in_code, OMP_NUM_THREADS="2", NUMBA_NUM_THREADS="2") == 1
+    NUMBA_NUM_THREADS, which torch shares: a limit of 1 (by the environment, or set in code) became 2.
+    After keep_torch_threads it stays 1."""
+    keep = "from cellweave._system import keep_torch_threads\n"
+    assert _threads_after_first_hvg(keep + "keep_torch_threads()\n", **_LIMITED) == 1
+    in_code = keep + "torch.set_num_threads(1)\nkeep_torch_threads()\n"
+    assert _threads_after_first_hvg(in_code, OMP_NUM_THREADS="2", NUMBA_NUM_THREADS="2") == 1
+
+
+def test_pretrain_from_the_command_line_keeps_the_thread_limit(tmp_path) -> None:
+    """End to end: `cellweave pretrain --hvg-tokens` selects HVGs on sparse counts (numba's first
+    parallel call) before training; its card records the 1 torch thread it was started with."""
+    import json
+
+    import scipy.sparse as sp
+
+    from cellweave.data import synthetic_mudata
+
+    md = synthetic_mudata(n_cells=100, n_genes=80, modalities=("rna",), seed=1)
+    md.mod["rna"].X = sp.csr_matrix(md.mod["rna"].X)
+    md.write(tmp_path / "rna.h5mu")
+    cli = "import sys; from cellweave.cli import main; sys.exit(main())"
+    subprocess.run([sys.executable, "-c", cli, "-q", "pretrain", str(tmp_path / "rna.h5mu"), "--max-epochs", "1",
+                    "--batch-size", "32", "--hvg-tokens", "30", "--out", str(tmp_path / "m")],
+                   capture_output=True, text=True, check=True, env={**os.environ, **_LIMITED})
+    card = json.loads((tmp_path / "m" / "model_card.json").read_text())
+    assert card["hardware"].endswith("torch threads 1"), card["hardware"]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from cellweave._constants import EMBEDDING_KEY, UNS_KEY
 from cellweave._io_utils import h5_safe as _h5_safe
+from cellweave._system import keep_torch_threads
 from cellweave.models import CellWeave, environment_versions
 
 if TYPE_CHECKING:
@@ -141,6 +142,7 @@ def embed(
     >>> cellweave.tl.embed(adata)
     >>> sc.pp.neighbors(adata, use_rep="X_cellweave")
     """
+    keep_torch_threads()
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     embedder = None if _one_process(devices, num_nodes) else _multi_device_embedder(

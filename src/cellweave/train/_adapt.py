@@ -264,8 +264,10 @@ def adapt(
     ``adaptation`` entry records the method, base model, cells, steps, seconds and the losses
     before and after.
     """
+    from cellweave._system import keep_torch_threads
     from cellweave.models import CellWeave, environment_versions
 
+    keep_torch_threads()
     base = model if isinstance(model, CellWeave) else CellWeave.load(model)
     if method not in METHODS:
         raise CellWeaveInputError(f"method={method!r}: give one of {', '.join(METHODS)}.")

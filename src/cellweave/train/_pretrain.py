@@ -19,7 +19,7 @@ import torch
 
 from cellweave._constants import LABEL_LOSSES, MIN_DEPTH_FRACTION
 from cellweave._exceptions import CellWeaveInputError
-from cellweave._system import peak_rss_mb
+from cellweave._system import keep_torch_threads, peak_rss_mb
 from cellweave._io_utils import remove_stale_temporaries_in
 from cellweave.data import (
     CellCorpus,
@@ -537,6 +537,7 @@ def pretrain(
     The trained model, also saved to ``out``. ``model.card["metrics"]`` holds the validation
     masked-value MSE before and after training and the per-feature mean baselines.
     """
+    keep_torch_threads()
     check_scale_options(strategy=strategy, precision=precision, accumulate_grad_batches=accumulate_grad_batches,
                         num_nodes=num_nodes, devices=devices)
     if embed_hvg_tokens is not None and int(embed_hvg_tokens) < 0:
