@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+
+import scipy.sparse as sp
+
+from cellweave.data import synthetic_mudata
 
 
 def test_peak_rss_is_the_child_own_not_its_parents() -> None:
@@ -21,7 +26,6 @@ def test_peak_rss_is_the_child_own_not_its_parents() -> None:
     child_peak = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                       check=True).stdout.strip())
     assert 5 < child_peak < 400, child_peak
-
 
 
 _FIRST_HVG = (
@@ -54,12 +58,6 @@ def test_torch_keeps_its_thread_limit_through_numbas_first_parallel_call() -> No
 def test_pretrain_from_the_command_line_keeps_the_thread_limit(tmp_path) -> None:
     """End to end: `cellweave pretrain --hvg-tokens` selects HVGs on sparse counts (numba's first
     parallel call) before training; its card records the 1 torch thread it was started with."""
-    import json
-
-    import scipy.sparse as sp
-
-    from cellweave.data import synthetic_mudata
-
     md = synthetic_mudata(n_cells=100, n_genes=80, modalities=("rna",), seed=1)
     md.mod["rna"].X = sp.csr_matrix(md.mod["rna"].X)
     md.write(tmp_path / "rna.h5mu")

@@ -33,6 +33,7 @@ import scipy.sparse as sp
 import torch
 
 from cellweave._exceptions import CellWeaveInputError
+from cellweave._system import keep_torch_threads
 from cellweave.data import EpochShuffleSampler, TokenDataset
 from cellweave.nn import CellWeaveModule, CountDecoder, LatentReadout, nb_nll_sum
 
@@ -264,7 +265,6 @@ def adapt(
     ``adaptation`` entry records the method, base model, cells, steps, seconds and the losses
     before and after.
     """
-    from cellweave._system import keep_torch_threads
     from cellweave.models import CellWeave, environment_versions
 
     keep_torch_threads()
