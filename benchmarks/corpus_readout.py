@@ -12,8 +12,8 @@ applied to panel datasets it never saw. That is the scArches picture of a refere
 is that the query is embedded by the shared encoder without any further training.
 
 Design (the seventeenth session's folds): for the panel datasets of one fold, the corpus is the
-registry's pretraining datasets outside the panel (``make pretrained``'s) plus the other fold's
-panel datasets; each dataset contributes up to 4,000 cells. Every step draws one dataset uniformly
+registry's pretraining datasets outside the panel (``make pretrained``'s; up to 4,000 cells each)
+plus the other fold's panel datasets (the cells the panel holds of each, up to 6,000). Every step draws one dataset uniformly
 and 128 of its cells; the negative ELBO with the KL weight warmed up over the first third of the
 steps, AdamW at 1e-3 (``fit_count_readout``'s settings). The embedding is standardized within each
 dataset (its own cells' mean and scale, no labels), as ``LatentReadout`` standardizes with the
@@ -65,8 +65,9 @@ def counted_rows(data, n_counted: int) -> np.ndarray:
 
 
 def corpus_items(held_out: tuple[str, ...]):
-    """``(name, data)`` of the corpus: the registry's pretraining datasets outside the panel, then
-    the panel datasets of the other fold, up to ``MAX_CELLS`` cells each (seed 0)."""
+    """``(name, data)`` of the corpus: the registry's pretraining datasets outside the panel, up to
+    ``MAX_CELLS`` cells each (seed 0), then the panel's datasets outside ``held_out`` as the panel
+    holds them."""
     from _diagnostics import panel_selection
 
     from cellweave import datasets
