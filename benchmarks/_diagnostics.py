@@ -77,9 +77,10 @@ def mean_over(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def write_means(per_dataset: dict[str, dict[str, float]], out: str, *, command: str, model: str,
-                seconds: float) -> None:
+                seconds: float, extra: dict | None = None) -> None:
     """Print each column's mean over the datasets and write the zero-shot diagnostics' JSON to ``out``:
-    the command, the model, the metric, the per-dataset rows, the means and the seconds taken."""
+    the command, the model, the metric, the per-dataset rows, the means and the seconds taken, then
+    the entries of ``extra``."""
     import json
 
     from cellweave._io_utils import atomic_write_text
@@ -89,4 +90,5 @@ def write_means(per_dataset: dict[str, dict[str, float]], out: str, *, command: 
     for n in names:
         print(f"{n:45s} {mean[n]:.3f}")
     atomic_write_text(out, json.dumps({"command": command, "model": model, "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)",
-                                       "per_dataset": per_dataset, "mean": mean, "seconds": round(seconds, 1)}, indent=1))
+                                       "per_dataset": per_dataset, "mean": mean, "seconds": round(seconds, 1),
+                                       **(extra or {})}, indent=1))

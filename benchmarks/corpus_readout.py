@@ -168,7 +168,8 @@ def main() -> None:
     del corpus
 
     per_dataset = {}
-    for d in panel_selection(held_out):
+    scored = held_out if args.datasets is None else [n for n in args.datasets if n in held_out]
+    for d in panel_selection(scored):
         row = {"PCA (HVG)": knn_f1(pca_hvg_embedding(d.adata, seed=0), d.labels)}
         counts = decoded_counts(d.model_input, None, any_modality=True)[0] if args.own else None
         for label, m in models.items():
@@ -186,14 +187,7 @@ def main() -> None:
         per_dataset[d.name] = row
         print(d.name, " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
     write_means(per_dataset, args.out, command=" ".join(["benchmarks/corpus_readout.py", *sys.argv[1:]]),
-                model=model.name, seconds=time.perf_counter() - t0)
-    import json
-
-    from cellweave._io_utils import atomic_write_text
-
-    record = json.loads(open(args.out).read())
-    record["corpus_fit"] = fit
-    atomic_write_text(args.out, json.dumps(record, indent=1))
+                model=model.name, seconds=time.perf_counter() - t0, extra={"corpus_fit": fit})
 
 
 if __name__ == "__main__":
