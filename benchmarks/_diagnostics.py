@@ -56,10 +56,15 @@ def halves(embedding, model):
 
 def scores_with_halves(label: str, model, data, labels, dataset: str) -> dict[str, float]:
     """kNN macro-F1 (:func:`knn_f1`) of ``model``'s default zero-shot embedding of ``data`` (seed 0) as
-    ``label``, and, for a ``cls+bag`` embedding, of its CLS and bag halves as ``"<label>, CLS half"``
-    and ``"<label>, bag half"``."""
+    ``label``; for a model with a latent readout, also of the pooled embedding under it as
+    ``"<label>, pooled"``; and, for a ``cls+bag`` (pooled) embedding, of its CLS and bag halves as
+    ``"<label>, CLS half"`` and ``"<label>, bag half"``."""
     emb = model.embed(data, seed=0, progress=False, dataset=dataset)[0]
     row = {label: knn_f1(emb, labels)}
+    if model.config.readout_latent:  # a latent readout: also the pooled embedding it reads, as "<label>, pooled"
+        emb = model.embed(data, seed=0, progress=False, dataset=dataset,
+                          embed_corpus=lambda corpus, **kw: model.embed_corpus(corpus, pooling="pooled", **kw))[0]
+        row[f"{label}, pooled"] = knn_f1(emb, labels)
     if model.config.pooling == "cls+bag":
         cls, bag = halves(emb, model)
         row[f"{label}, CLS half"] = knn_f1(cls, labels)

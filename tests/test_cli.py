@@ -104,6 +104,26 @@ def test_pretrain_cli_with_modality_dropout_and_rna_only(tmp_path) -> None:
     assert not (tmp_path / "bad").exists()
 
 
+def test_pretrain_count_latent_saves_a_model_that_embeds_through_the_latent(tmp_path) -> None:
+    """``--count-latent N`` (with ``--count-likelihood``) trains the variational bottleneck and saves it
+    as the model's readout, so ``embed`` gives N columns; without ``--count-likelihood`` it is refused."""
+    import mudata
+
+    from cellweave.data import synthetic_mudata
+
+    md = synthetic_mudata(n_cells=100, n_genes=80, modalities=("rna",), seed=1)
+    src = tmp_path / "rna.h5mu"
+    md.write(src)
+    common = ["-q", "pretrain", str(src), "--max-epochs", "1", "--batch-size", "32", "--value-encoding", "log1p"]
+    assert main([*common, "--out", str(tmp_path / "m"), "--count-likelihood", "--count-latent", "4"]) == 0
+    model = cellweave.CellWeave.load(tmp_path / "m")
+    assert model.config.readout_latent == 4 and model.card["objective"]["count_latent"] == 4
+    assert main(["-q", "embed", str(src), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "e.h5mu")]) == 0
+    assert mudata.read_h5mu(tmp_path / "e.h5mu").obsm["X_cellweave"].shape == (100, 4)
+    assert main([*common, "--out", str(tmp_path / "bad"), "--count-latent", "4"]) == 2  # needs --count-likelihood
+    assert not (tmp_path / "bad").exists()
+
+
 def test_pretrain_embed_hvg_tokens_changes_only_the_saved_tokenization(tmp_path) -> None:
     """``--embed-hvg-tokens N`` trains exactly as without it (same weights) and saves the model to
     draw the tokens of the cells it embeds from their N most variable genes; the card says so."""

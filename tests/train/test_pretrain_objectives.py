@@ -321,3 +321,72 @@ def test_last_checkpoint_is_the_latest_epoch_when_validation_gets_worse(two_data
     best = torch.load(out / "checkpoints" / "epoch000.ckpt", weights_only=True, map_location="cpu")
     assert best["global_step"] < last["global_step"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch000.ckpt", "last.ckpt"]
+
+
+def _count_batch(n_cells: int = 8, n_tokens: int = 10, n_genes: int = 12) -> dict[str, torch.Tensor]:
+    """A batch of random tokens of a 40-gene vocabulary with raw counts of ``n_genes`` decoded genes."""
+    batch = _labelled_batch(codes=[0] * (n_cells // 2) + [1] * (n_cells - n_cells // 2), labels=[-1] * n_cells,
+                            n_tokens=n_tokens)
+    del batch["label"]
+    batch["counts"] = torch.poisson(torch.full((n_cells, n_genes), 3.0), generator=torch.Generator().manual_seed(1))
+    return batch
+
+
+def test_count_latent_is_a_variational_bottleneck_read_off_the_visible_tokens() -> None:
+    config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **TINY, readout_latent=3)
+    module = CellWeaveModule(config)
+    plan = PretrainPlan(module, CountDecoder(3, 12, n_batches=2))
+    batch = _count_batch()
+    losses = plan.losses(batch)
+    assert losses["count_kl"] > 0 and torch.isfinite(losses["count_nll"])
+    # The loss is the per-gene negative ELBO: likelihood plus KL divided by the decoded genes (12).
+    kl_cells = plan._latent(plan.module(batch["token_ids"], batch["values"], batch["modality_ids"],
+                                        batch["padding_mask"], batch["value_mask"]), batch)[1]
+    torch.testing.assert_close(losses["count_kl"], (kl_cells / 12).mean(), rtol=1e-4, atol=1e-6)
+    losses["loss"].backward()
+    assert module.readout.net[0].weight.grad.abs().sum() > 0  # the readout trains with the encoder
+    assert module.blocks[0].ln1.weight.grad.abs().sum() > 0  # and reaches the transformer through it
+    # Training samples the latent; outside training the decoder reads its mean, so losses repeat exactly.
+    plan.eval()
+    torch.testing.assert_close(plan.losses(batch)["count_nll"], plan.losses(batch)["count_nll"])
+    plan.train()
+    torch.manual_seed(0)
+    a = plan.losses(batch)["count_nll"]
+    torch.manual_seed(1)
+    assert not torch.allclose(a, plan.losses(batch)["count_nll"])
+    # The posterior reads visible tokens only: changing a hidden (masked) value leaves it unchanged.
+    changed = {**batch, "values": batch["values"].clone()}
+    changed["values"][batch["value_mask"]] += 5.0
+    plan.eval()
+    out = plan.module(batch["token_ids"], batch["values"], batch["modality_ids"], batch["padding_mask"],
+                      batch["value_mask"])
+    out2 = plan.module(changed["token_ids"], changed["values"], changed["modality_ids"], changed["padding_mask"],
+                       changed["value_mask"])
+    torch.testing.assert_close(plan._latent(out, batch)[0], plan._latent(out2, changed)[0])
+    # Without a readout the decoder reads the cell state and there is no KL term.
+    plain = PretrainPlan(CellWeaveModule(CellWeaveConfig.from_preset("tiny", vocab_size=40, **TINY)),
+                         CountDecoder(16, 12, n_batches=2))
+    assert "count_kl" not in plain.losses(batch)
+
+
+def test_pretrain_with_a_count_latent_embeds_through_it_and_refuses_it_alone(two_datasets, tmp_path) -> None:
+    model = pretrain(two_datasets, out=tmp_path / "m", max_epochs=2, batch_size=32, seed=0, count_likelihood=True,
+                     n_decoded_genes=40, count_latent=4, progress=False,
+                     config_overrides={**TINY, "value_encoding": "log1p"})
+    assert model.card["objective"]["count_latent"] == 4 and "4-dimensional Gaussian latent" in model.card["description"]
+    epochs = [h for h in model.history if h["epoch"] >= 1]
+    assert all(h["train_count_kl"] > 0 for h in epochs)
+    # The saved model embeds cells as the latent's posterior mean, and keeps it when loaded again.
+    emb = model.embed(two_datasets["a"], progress=False)[0]
+    assert emb.shape == (120, 4) and np.isfinite(emb).all()
+    from cellweave.models import CellWeave
+
+    again = CellWeave.load(tmp_path / "m")
+    assert again.config.readout_latent == 4
+    np.testing.assert_allclose(again.embed(two_datasets["a"], progress=False)[0], emb, rtol=1e-4, atol=1e-5)
+    for bad, match in ((dict(count_latent=4), "count_likelihood"),
+                       (dict(count_latent=-1, count_likelihood=True), "count_latent=-1")):
+        with pytest.raises(CellWeaveInputError, match=match):
+            pretrain(two_datasets, out=tmp_path / "n", progress=False,
+                     config_overrides={**TINY, "value_encoding": "log1p"}, **bad)
+    assert not (tmp_path / "n").exists()

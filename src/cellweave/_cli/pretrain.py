@@ -99,6 +99,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         config_overrides=_pretrain_overrides(args),
         max_steps=args.max_steps,
         count_likelihood=args.count_likelihood,
+        count_latent=args.count_latent,
         vicreg_weight=args.vicreg_weight,
         vicreg_neighbours=args.vicreg_neighbours,
         pc_targets=args.pc_targets,
@@ -193,6 +194,10 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--count-likelihood", action="store_true",
                     help="add a negative-binomial decoder of each cell's counts of 1,000 variable genes per dataset, "
                     "dataset as covariate (needs --value-encoding log1p; on in the shipped model)")
+    sp.add_argument("--count-latent", type=int, default=0, metavar="N",
+                    help="with --count-likelihood: decode the counts from an N-dimensional Gaussian latent of the "
+                    "pooled embedding, trained as scVI's variational autoencoder with the encoder; the saved model "
+                    "embeds cells as that latent (default: 0, the CLS state is decoded and no bottleneck)")
     sp.add_argument("--vicreg-weight", type=float, default=0.0,
                     help="weight of VICReg between two masked views of each cell (default: 0.0, off; adaptation uses 0.04)")
     sp.add_argument("--vicreg-neighbours", type=int, default=0, metavar="K",

@@ -148,7 +148,9 @@ class CellWeaveConfig:
     """Width of a latent readout on top of the pooled embedding (:class:`~cellweave.nn.LatentReadout`):
     what ``adapt(method="head")`` trains, a count-likelihood VAE encoder read off the frozen
     embedding, so the adapted model embeds cells as that latent's posterior mean
-    (``readout_latent`` wide). 0 (pretrained models, and models saved before it): no readout."""
+    (``readout_latent`` wide), or ``pretrain(count_latent=)`` trains with the encoder, a
+    variational bottleneck of the count likelihood. 0 (the shipped model, and models saved before
+    it): no readout."""
     readout_hidden: int = 128
     """Hidden width of the latent readout (used only when ``readout_latent > 0``)."""
     spatial_neighbors: int = 0

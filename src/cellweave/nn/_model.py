@@ -334,6 +334,7 @@ class CellWeaveModule(nn.Module):
         cell, tokens = self.encode(token_ids, values, modality_ids, padding_mask, value_mask)
         out = {
             "cell_embedding": cell,
+            "token_states": tokens,
             "token_pred": self.value_head(tokens).squeeze(-1) + self._offset(token_ids),
             "cell_pred": self.predict_from_cell(cell, token_ids, modality_ids),
         }

@@ -113,6 +113,15 @@ class PretrainPlan(L.LightningModule):
       raw counts of a set of genes from its CLS state, with the observed library and a one-hot
       covariate (batch, or dataset in pretraining): scVI's generative model (Lopez et al. 2018).
       Batches without ``counts`` skip it.
+    - With a latent readout in the module (``config.readout_latent`` > 0, ``pretrain(count_latent=)``)
+      the count term is a variational autoencoder's negative ELBO, as in scVI (Lopez et al. 2018):
+      the readout (:class:`~cellweave.nn.LatentReadout`) maps the pooled embedding of the visible
+      tokens to a Gaussian posterior, the decoder reads a sample of it (its mean outside training),
+      and the KL divergence from N(0, I), divided by the cell's decoded genes so it keeps its ELBO
+      ratio to the per-gene likelihood, is warmed up linearly over the first third of the steps.
+      The saved model embeds cells as the posterior mean, a bottleneck of ``readout_latent``
+      dimensions trained with the encoder. CellPLM (Wen et al. 2024) pretrains a transformer
+      through such a latent (a Gaussian-mixture prior there, N(0, I) here, as in scVI).
     - VICReg (Bardes et al. 2022) between the CLS states of two independently sampled and masked
       views of each cell (batches with ``view2``), through a projector; scSSL-Bench (Richter et
       al. 2025) found VICReg and SimCLR with random masking the best of 19 self-supervised
@@ -203,14 +212,18 @@ class PretrainPlan(L.LightningModule):
             mask = batch.get("gene_mask")
             measured = x if mask is None else x * mask
             library = measured.sum(1, keepdim=True).clamp_min(1.0)
-            mu, theta = self.decoder(out["cell_embedding"], batch["batch"], library, gene_mask=mask)
+            z, kl = out["cell_embedding"], None
+            if self.module.config.readout_latent:
+                z, kl = self._latent(out, batch)
+            mu, theta = self.decoder(z, batch["batch"], library, gene_mask=mask)
             nll = nb_nll(x, mu, theta)
-            if mask is None:
-                losses["count_nll"] = nll.mean()
-            else:
-                m = mask.to(nll.dtype)
-                losses["count_nll"] = ((nll * m).sum(1) / m.sum(1).clamp_min(1.0)).mean()
+            n_genes = (torch.full_like(library, x.shape[1]) if mask is None else mask.sum(1, keepdim=True)).clamp_min(1.0)
+            m = torch.ones_like(nll) if mask is None else mask.to(nll.dtype)
+            losses["count_nll"] = ((nll * m).sum(1) / n_genes.squeeze(1)).mean()
             loss = loss + self.count_weight * losses["count_nll"]
+            if kl is not None:  # per decoded gene, like the likelihood: the ELBO's ratio of the two
+                losses["count_kl"] = (kl / n_genes.squeeze(1)).mean()
+                loss = loss + self.count_weight * self._kl_weight() * losses["count_kl"]
         if self.pc_maps is not None and "pcs" in batch:
             target, codes = batch["pcs"], batch["batch"]
             has = torch.isfinite(target[:, 0])
@@ -241,12 +254,28 @@ class PretrainPlan(L.LightningModule):
         losses["loss"] = loss
         return losses
 
+    def _latent(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sample of the latent posterior (its mean outside training) and each cell's KL divergence
+        from N(0, I), from the pooled embedding of the cell's visible tokens."""
+        visible = batch["padding_mask"] & ~batch["value_mask"]
+        pooled = self.module.pool(out["cell_embedding"], out["token_states"], batch["token_ids"], batch["values"],
+                                  visible, readout=False)
+        mu, logvar = self.module.readout.posterior(pooled)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+        return z, -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)
+
+    def _kl_weight(self) -> float:
+        """The KL term's warm-up: linear from 0 over the first third of the run's steps, then 1."""
+        if self._trainer is None or not self.total_steps:
+            return 1.0
+        return min(1.0, self.global_step / max(1, self.total_steps // 3))
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.losses(batch)
         bs = batch["token_ids"].shape[0]
         self.log("train_loss", losses["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=bs,
                  sync_dist=True)
-        for key in ("token_mse", "count_nll", "vicreg", "pc_mse", "label_ce"):
+        for key in ("token_mse", "count_nll", "count_kl", "vicreg", "pc_mse", "label_ce"):
             if key in losses:
                 self.log(f"train_{key}", losses[key], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         return losses["loss"]

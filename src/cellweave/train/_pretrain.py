@@ -425,6 +425,7 @@ def pretrain(
     max_steps: int | None = None,
     count_likelihood: bool = False,
     n_decoded_genes: int = 1000,
+    count_latent: int = 0,
     vicreg_weight: float = 0.0,
     vicreg_neighbours: int = 0,
     pc_targets: int = 0,
@@ -483,6 +484,13 @@ def pretrain(
         (``n_decoded_genes`` per dataset, union over datasets) from its CLS state, with the
         dataset as a covariate (scVI's generative model; see :class:`PretrainPlan`). Needs
         ``value_encoding="log1p"`` in ``config_overrides`` (counts are recovered from log1p values).
+    count_latent
+        > 0 (with ``count_likelihood``): decode the counts from a ``count_latent``-dimensional
+        Gaussian latent read off the pooled embedding instead of from the CLS state, trained as a
+        variational autoencoder with the encoder (scVI's objective end to end; see
+        :class:`PretrainPlan`). The saved model keeps this readout and embeds cells as its
+        posterior mean (``config.readout_latent``); ``embed_cells(readout=False)`` still gives the
+        pooled embedding. 0 (default): no bottleneck.
     vicreg_weight
         Weight of VICReg between two masked views of each cell (0: off; each step then encodes
         every cell once instead of twice).
@@ -581,6 +589,10 @@ def pretrain(
         )
     if max_steps is not None and int(max_steps) < 1:
         raise CellWeaveInputError(f"max_steps={max_steps} would save an untrained model; give at least 1.")
+    if int(count_latent) < 0 or (int(count_latent) > 0 and not count_likelihood):
+        raise CellWeaveInputError(
+            f"count_latent={count_latent}: a latent bottleneck is the count likelihood's; give a width >= 1 together "
+            "with count_likelihood=True (--count-likelihood), or 0 for no bottleneck.")
     if vicreg_weight < 0:
         raise CellWeaveInputError(f"vicreg_weight={vicreg_weight}: give a weight >= 0 (0 turns VICReg off).")
     if vicreg_neighbours < 0 or (vicreg_neighbours > 0 and vicreg_weight <= 0):
@@ -632,6 +644,8 @@ def pretrain(
     logger.info("Vocabulary: %d features", len(vocab))
 
     overrides = dict(config_overrides or {})
+    if count_latent:  # the bottleneck is the model's latent readout, so the saved model embeds through it
+        overrides["readout_latent"] = int(count_latent)
     config = CellWeaveConfig.from_preset(preset, vocab_size=len(vocab), **overrides)
     tokenizer = Tokenizer.from_config(config)
 
@@ -688,7 +702,7 @@ def pretrain(
         if decoded is None:
             logger.warning("Count likelihood not used: no dataset holds RNA counts.")
         else:
-            decoder = CountDecoder(config.d_model, decoded[3].size, len(train_corpora))
+            decoder = CountDecoder(int(count_latent) or config.d_model, decoded[3].size, len(train_corpora))
             logger.info("Count likelihood over %d genes (%d per dataset, union), dataset as covariate",
                         decoded[3].size, n_decoded_genes)
     targets = None
@@ -790,6 +804,8 @@ def pretrain(
         f"and cross-modal masking (modality dropout {config.modality_dropout})"
         + (f", a negative-binomial count likelihood of {decoded[3].size} genes with the dataset as covariate"
            if decoder is not None else "")
+        + (f" decoded from a {count_latent}-dimensional Gaussian latent of the pooled embedding (a variational "
+           "bottleneck; cells are embedded as its posterior mean)" if decoder is not None and count_latent else "")
         + (f", VICReg between two masked views (weight {vicreg_weight})" if vicreg_weight > 0 and not vicreg_neighbours
            else "")
         + (f", VICReg between masked views of a cell and of one of its {vicreg_neighbours} nearest neighbours in its "
@@ -824,6 +840,7 @@ def pretrain(
                         "lr_schedule_steps": int(plan.total_steps or 0), "warmup_steps": int(plan.warmup_steps or 0)},
         "objective": {"masked_values": True, "count_likelihood_genes": int(decoded[3].size) if decoder is not None else 0,
                       "count_covariate": "dataset" if decoder is not None else None,
+                      "count_latent": int(count_latent) if decoder is not None else 0,
                       "vicreg_weight": vicreg_weight, "vicreg_neighbours": int(vicreg_neighbours),
                       "pc_targets": int(pc_targets), "pc_weight": pc_weight if pc_targets else 0.0,
                       "label_keys": list(label_keys) if label_records else [],
