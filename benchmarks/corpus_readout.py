@@ -109,10 +109,10 @@ def train_corpus_readout(inputs: list[tuple[np.ndarray, np.ndarray]], *, n_laten
         emb, counts = tensors[k]
         idx = torch.as_tensor(rng.choice(len(emb), min(HEAD_BATCH_SIZE, len(emb)), replace=False))
         mu, logvar = encoder.posterior(emb[idx])
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        z = encoder.sample(mu, logvar)
         mean, theta = decoders[k](z, torch.zeros(len(idx), dtype=torch.long), counts[idx].sum(1, keepdim=True))
         nll = nb_nll_sum(counts[idx], mean, theta) / len(idx)
-        kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)).mean()
+        kl = encoder.kl(mu, logvar).mean()
         loss = nll + min(1.0, step / warmup) * kl
         opt.zero_grad()
         loss.backward()

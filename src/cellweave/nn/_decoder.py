@@ -140,5 +140,15 @@ class LatentReadout(nn.Module):
         mu, logvar = self.net((x - self.mean) / self.scale).chunk(2, dim=-1)
         return mu, logvar.clamp(-10.0, 10.0)
 
+    @staticmethod
+    def sample(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """A reparameterized draw from the posterior N(``mu``, exp(``logvar``)), differentiable in both."""
+        return mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+
+    @staticmethod
+    def kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """Each cell's KL divergence of the posterior from N(0, I), summed over the latent, ``(B,)``."""
+        return -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.posterior(x)[0]

@@ -459,10 +459,10 @@ def fit_count_readout(
 
     def elbo_terms(idx: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = readout.posterior(emb[idx])
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
+        z = readout.sample(mu, logvar) if sample else mu
         mean, theta = decoder(z, b[idx], x_counts[idx].sum(1, keepdim=True))
         nll = nb_nll_sum(x_counts[idx], mean, theta) / len(idx)
-        kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)).mean()
+        kl = readout.kl(mu, logvar).mean()
         return nll, kl
 
     @torch.no_grad()

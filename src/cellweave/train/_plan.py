@@ -260,9 +260,9 @@ class PretrainPlan(L.LightningModule):
         visible = batch["padding_mask"] & ~batch["value_mask"]
         pooled = self.module.pool(out["cell_embedding"], out["token_states"], batch["token_ids"], batch["values"],
                                   visible, readout=False)
-        mu, logvar = self.module.readout.posterior(pooled)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
-        return z, -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)
+        readout = self.module.readout
+        mu, logvar = readout.posterior(pooled)
+        return (readout.sample(mu, logvar) if self.training else mu), readout.kl(mu, logvar)
 
     def _kl_weight(self) -> float:
         """The KL term's warm-up: linear from 0 over the first third of the run's steps, then 1."""

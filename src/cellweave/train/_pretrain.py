@@ -701,6 +701,10 @@ def pretrain(
         decoded = decoded_gene_panel(train_corpora, config.value_encoding, n_per_dataset=n_decoded_genes)
         if decoded is None:
             logger.warning("Count likelihood not used: no dataset holds RNA counts.")
+            if count_latent:  # no likelihood to train it: an untrained readout must not become the embedding
+                logger.warning("No latent bottleneck either (count_latent=%d needs RNA counts).", count_latent)
+                config = dataclasses.replace(config, readout_latent=0)
+                model = CellWeave(config, vocab)
         else:
             decoder = CountDecoder(int(count_latent) or config.d_model, decoded[3].size, len(train_corpora))
             logger.info("Count likelihood over %d genes (%d per dataset, union), dataset as covariate",
