@@ -19,6 +19,9 @@ import time
 
 
 def main() -> None:
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
     if len(sys.argv) < 4:
         raise SystemExit(__doc__)
     from _diagnostics import knn_f1, panel_selection

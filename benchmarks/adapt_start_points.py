@@ -42,6 +42,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--out", default="adapt_start_points.json")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     from _diagnostics import knn_f1, panel_selection
 

@@ -37,6 +37,9 @@ def main() -> None:
 
     p = panel_arguments(__doc__, out="annotate_files.json")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     from _diagnostics import panel_selection
     from sklearn.linear_model import LogisticRegression

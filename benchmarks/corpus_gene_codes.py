@@ -89,6 +89,9 @@ def main() -> None:
     p.add_argument("--n-top", type=int, default=4000, help="variable genes per corpus dataset")
     p.add_argument("--max-cells", type=int, default=4000, help="cells per corpus dataset")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     import cellweave
     from _diagnostics import halves, knn_f1, panel_selection, write_means

@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", default="benchmarks/results/embed_throughput.json")
     args = p.parse_args(argv)
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     model = CellWeave.load(args.model)
     cw = time_cellweave(model, args.dataset, args.cells, args.repeats, args.batch_size)

@@ -28,6 +28,9 @@ def main() -> None:
     p.add_argument("--models", nargs="+", required=True, help="model folders or shipped names")
     p.add_argument("--untrained", action="store_true", help="add random weights of the first model's architecture")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     from _diagnostics import panel_selection, random_weights, scores_with_halves, write_means
 

@@ -26,6 +26,9 @@ def main() -> None:
     from _diagnostics import knn_f1, panel_arguments, panel_selection, write_means
 
     args = panel_arguments(__doc__, out="embedding_pca.json").parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     from sklearn.decomposition import PCA
 

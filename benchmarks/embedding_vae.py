@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=INPUTS,
                         help="the readout's inputs (default: all three)")
     args = parser.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
     model = CellWeave.load(args.model)
     torch.manual_seed(0)
     untrained = CellWeave(model.config, model.vocab, module=CellWeaveModule(model.config).eval())

@@ -82,6 +82,9 @@ def main() -> None:
     p.add_argument("--adapt", action="store_true",
                    help="adapt the pretrained model and random weights of its architecture to each dataset first")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     from _diagnostics import mean_over, panel_selection, random_weights
 

@@ -51,6 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="benchmarks/results/gene_coverage.json")
     args = parser.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
     t = time.perf_counter()
     model = CellWeave.load()
     rows = coverage_rows(model)

@@ -32,6 +32,9 @@ def main() -> None:
 
     p = panel_arguments(__doc__, out="gene_tables.json")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     from _diagnostics import halves, knn_f1, panel_selection, write_means
 

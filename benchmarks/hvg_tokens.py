@@ -40,6 +40,9 @@ def main() -> None:
     p.add_argument("--skip-untrained", action="store_true",
                    help="leave out the random-weight rows (the same for every model of one config, seed 0)")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     from _diagnostics import knn_f1, panel_selection, random_weights, write_means
 

@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-cells-per-dataset", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.train:
         out = Path(args.model_dir) if args.model_dir else Path(args.build) / f"cellweave-tiny-{args.train}-seed{args.seed}"

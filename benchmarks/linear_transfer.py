@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-cells", type=int, default=2000, help="cells per dataset in the corpus SVD")
     p.add_argument("--out", default="linear_transfer.json")
     args = p.parse_args(argv)
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
     logging.basicConfig(level=logging.WARNING)
 
     from sklearn.decomposition import TruncatedSVD

@@ -49,6 +49,9 @@ def main() -> None:
     p.add_argument("--fractions", nargs="+", type=float, default=[1.0, 0.2, 0.05],
                    help="share of each cell's counts kept (default: 1 0.2 0.05)")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
     if any(not 0.0 < f <= 1.0 for f in args.fractions):
         raise SystemExit(f"--fractions must lie in (0, 1], not {args.fractions}.")
 

@@ -66,6 +66,9 @@ def mahalanobis(emb_ref, y_ref, emb_q, q=0.99, seed=0):
 
 
 def main() -> None:
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
     model = CellWeave.load()
     names = sys.argv[1].split(",")
     ds = [d for d in P.panel_datasets() if d.name in names]

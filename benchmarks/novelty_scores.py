@@ -91,6 +91,9 @@ def main() -> None:
     p.add_argument("--no-unadjusted", action="store_true", help="leave out the variants without shift_adjust")
     p.add_argument("--seed", type=int, default=0, help="seed of the splits, the embedding and the adaptation")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     from _diagnostics import mean_over, panel_selection
     from sklearn.metrics import f1_score, roc_auc_score

@@ -108,6 +108,9 @@ def main() -> None:
                         "with its gene embeddings, random weights)")
     p.add_argument("--out", default="profile_skip.json")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     from _diagnostics import knn_f1, panel_selection
 

@@ -107,6 +107,9 @@ def main() -> None:
     p.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     p.add_argument("--out", default="representation_diagnostics.json")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
     results: dict[str, dict[str, float]] = {}
     for name in args.datasets:  # written after every dataset, so a long run stopped early keeps what it measured
         results[name] = diagnose(name, steps=args.steps, adapt_too=not args.no_adapt, model_path=args.model)

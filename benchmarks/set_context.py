@@ -138,6 +138,9 @@ def main() -> None:
     p = panel_arguments(__doc__, out="set_context.json")
     p.add_argument("--attention", choices=("learned", "cosine"), default="cosine")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     from cellweave.models import CellWeave
 

@@ -38,6 +38,9 @@ def main() -> None:
     p.add_argument("--out", default="tissue_integration.json")
     args = p.parse_args()
     torch.set_num_threads(1)
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
     t0 = time.perf_counter()
     groups = tissue_groups()  # the panel's protocol 5 data: shared genes, rare and unannotated types as ""
     if not groups:

@@ -64,6 +64,9 @@ def main() -> None:
                    help="also rank by value minus each gene's mean over the shipped model's pretraining datasets")
     p.add_argument("--out", default="token_selection.json")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     import scipy.sparse as sp
     from sklearn.decomposition import PCA

@@ -85,6 +85,9 @@ def main() -> None:
     p.add_argument("--model", default=None, help="model folder or shipped name (default: the shipped model)")
     p.add_argument("--out", default="zero_shot_readouts.json")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     import pandas as pd
 

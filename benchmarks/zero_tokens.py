@@ -37,6 +37,9 @@ def main() -> None:
     p = panel_arguments(__doc__, out="zero_tokens.json")
     p.add_argument("--seeds", type=int, default=4, help="embedding seeds averaged (default: 4)")
     args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
     from _diagnostics import halves, knn_f1, panel_selection, write_means
 

@@ -228,6 +228,36 @@ def test_adapt_head_trains_a_readout_of_the_frozen_model(data_and_model, tmp_pat
     assert tuned.embed(adata, progress=False)[0].shape[1] == model.module.embedding_dim
 
 
+def test_fit_count_readout_warm_starts_from_a_readout_and_refuses_another_shape() -> None:
+    from cellweave.nn import LatentReadout
+    from cellweave.train import fit_count_readout
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(3.0, 2.0, size=(64, 12)).astype(np.float32)
+    counts = rng.poisson(2.0, size=(64, 20)).astype(np.float32)
+    torch.manual_seed(5)
+    init = LatentReadout(12, 4, 128)
+    before = {k: v.clone() for k, v in init.state_dict().items()}
+    # No steps: the warm-started encoder is the init's network on these cells' own standardization.
+    warm, rec = fit_count_readout(emb, counts, max_steps=0, n_latent=4, init=init)
+    assert rec["init"] is True and rec["steps"] == 0
+    x = torch.as_tensor(emb)
+    with torch.no_grad():
+        expected = init.net((x - x.mean(0)) / x.std(0))[:, :4]
+        torch.testing.assert_close(warm(x), expected)
+        cold = fit_count_readout(emb, counts, max_steps=0, n_latent=4)[0]
+        assert not torch.allclose(cold(x), expected)  # a random start differs
+    # Training moves a copy: the init itself is left as it was.
+    trained, rec = fit_count_readout(emb, counts, epochs=3, n_latent=4, init=init)
+    assert rec["steps"] == 3 and not torch.equal(trained.net[0].weight, init.net[0].weight)
+    for k, v in init.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(CellWeaveInputError, match="latent 4.*latent 6.*init=None"):
+        fit_count_readout(emb, counts, max_steps=0, n_latent=6, init=init)
+    with pytest.raises(CellWeaveInputError, match="input 12.*input 8"):
+        fit_count_readout(emb[:, :8], counts, max_steps=0, n_latent=4, init=init)
+
+
 def test_adapt_head_needs_counts_and_says_what_to_do(data_and_model) -> None:
     adata, model, _ = data_and_model
     lognorm = adata.copy()

@@ -423,6 +423,7 @@ def fit_count_readout(
     lr: float = HEAD_LR,
     seed: int = 0,
     progress: bool = False,
+    init: LatentReadout | None = None,
 ) -> tuple[LatentReadout, dict]:
     """Train a :class:`~cellweave.nn.LatentReadout` of fixed cell representations as scVI's VAE.
 
@@ -438,8 +439,16 @@ def fit_count_readout(
     representation (PCA of the HVGs, a random model's embedding) is the control
     (``benchmarks/embedding_vae.py``).
 
-    Returns the readout (eval mode) and a record: ``n_latent``, ``steps``, ``epochs`` and the mean
-    count NLL and KL over all cells before and after (``losses_before`` / ``losses_after``).
+    ``init`` (a readout of the same input width, latent and hidden widths, for example one trained on
+    a corpus) is the encoder's starting point instead of a random one: a copy of its weights is
+    trained; its standardization is replaced by these cells' own, as for a new readout. The decoder
+    always starts afresh (its genes are these counts'). A warm start of the reference model, as
+    scArches fine-tunes a reference-trained encoder on a query (Lotfollahi et al. 2022); here the whole
+    encoder is trained, not only added query weights.
+
+    Returns the readout (eval mode) and a record: ``n_latent``, ``steps``, ``epochs``, whether the
+    encoder was warm-started (``init``) and the mean count NLL and KL over all cells before and after
+    (``losses_before`` / ``losses_after``).
     """
     from tqdm.auto import tqdm
 
@@ -450,6 +459,15 @@ def fit_count_readout(
     b = torch.as_tensor(np.zeros(len(emb), dtype=np.int64) if batches is None else np.asarray(batches), dtype=torch.long)
     torch.manual_seed(seed)
     readout = LatentReadout(emb.shape[1], n_latent, HEAD_HIDDEN)
+    if init is not None:
+        theirs = {k: tuple(v.shape) for k, v in init.state_dict().items()}
+        ours = {k: tuple(v.shape) for k, v in readout.state_dict().items()}
+        if theirs != ours:
+            raise CellWeaveInputError(
+                f"init is a readout of another shape ({_readout_shape(init)}) than this one needs "
+                f"({_readout_shape(readout)}): give a readout trained on embeddings of width {emb.shape[1]} with "
+                f"n_latent={n_latent}, or init=None to start from random weights.")
+        readout.load_state_dict(init.state_dict())
     with torch.no_grad():
         readout.mean.copy_(emb.mean(0))
         readout.scale.copy_(emb.std(0).clamp_min(1e-6))
@@ -490,7 +508,13 @@ def fit_count_readout(
     readout.eval()
     after = losses()
     return readout, {"n_latent": n_latent, "steps": step, "epochs": round(step / per_epoch, 2),
-                     "losses_before": before, "losses_after": after}
+                     "init": init is not None, "losses_before": before, "losses_after": after}
+
+
+def _readout_shape(readout: LatentReadout) -> str:
+    """``input d, hidden h, latent n`` of a :class:`~cellweave.nn.LatentReadout`, for error messages."""
+    first, last = readout.net[0], readout.net[-1]
+    return f"input {first.in_features}, hidden {first.out_features}, latent {last.out_features // 2}"
 
 
 @torch.no_grad()
