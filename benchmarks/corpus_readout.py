@@ -23,7 +23,7 @@ Rows per held-out dataset (kNN macro-F1, k=15, 5-fold, seed 0): each input's zer
 the corpus readout's latent on it (``+ corpus readout``, zero-shot), with ``--own`` the readout fit
 on the dataset itself (``+ own readout``, adapted: what ``adapt`` does), and PCA-50 of the HVGs.
 Inputs: the model's embedding and random weights of its architecture (the control for
-pretraining). Writes OUT (JSON) after every dataset::
+pretraining). Writes OUT (JSON) after every dataset, with ``"complete": false`` until the last::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/corpus_readout.py --fold a [--own] --out OUT
 
@@ -204,7 +204,9 @@ def main() -> None:
         per_dataset[d.name] = row
         print(d.name, " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
         write_means(per_dataset, args.out, command=command, model=model.name, seconds=time.perf_counter() - t0,
-                    extra={"corpus_fit": fit, "complete": d.name == scored[-1]})
+                    extra={"corpus_fit": fit, "complete": False})
+    write_means(per_dataset, args.out, command=command, model=model.name, seconds=time.perf_counter() - t0,
+                extra={"corpus_fit": fit, "complete": True})
 
 
 def warm_start_rows(label: str, emb: np.ndarray, counts, d, corpus_encoder, epochs: list[int], seeds: list[int]) -> dict:
