@@ -390,3 +390,23 @@ def test_pretrain_with_a_count_latent_embeds_through_it_and_refuses_it_alone(two
             pretrain(two_datasets, out=tmp_path / "n", progress=False,
                      config_overrides={**TINY, "value_encoding": "log1p"}, **bad)
     assert not (tmp_path / "n").exists()
+
+
+def test_count_latent_without_rna_counts_keeps_no_untrained_readout(two_datasets, tmp_path, caplog) -> None:
+    """With no RNA counts nothing trains the bottleneck, so the model must not embed through a random readout."""
+    lognorm = {}
+    for name, adata in two_datasets.items():
+        x = adata.copy()
+        dense = x.X.toarray() if hasattr(x.X, "toarray") else np.asarray(x.X)
+        x.X = np.log1p(dense / np.maximum(dense.sum(1, keepdims=True), 1) * 1e4).astype(np.float32)
+        x.uns["x_kind"] = "log_normalized"
+        lognorm[name] = x
+    with caplog.at_level("WARNING", logger="cellweave"):
+        model = pretrain(lognorm, out=tmp_path / "m", max_epochs=1, batch_size=32, seed=0, count_likelihood=True,
+                         n_decoded_genes=40, count_latent=4, progress=False,
+                         config_overrides={**TINY, "value_encoding": "log1p"})
+    assert "No latent bottleneck either" in caplog.text
+    assert model.config.readout_latent == 0 and not hasattr(model.module, "readout")
+    assert model.card["objective"]["count_latent"] == 0
+    emb = model.embed(lognorm["a"], progress=False)[0]
+    assert emb.shape == (120, model.module.embedding_dim) and model.module.embedding_dim != 4
