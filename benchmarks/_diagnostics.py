@@ -35,6 +35,17 @@ def knn_f1(embedding, labels) -> float:
     return round(float(knn_accuracy(embedding, labels, k=N_NEIGHBORS, seed=0)["macro_f1"]), 3)
 
 
+def panel_batch_codes(d):
+    """Integer codes of the covariate the panel adapts ``d`` with (its batch key, else its shift key), one
+    per cell of ``d.adata``; all zeros when it has neither."""
+    import numpy as np
+
+    key = d.batch_key or d.shift_key
+    if not key:
+        return np.zeros(d.adata.n_obs, dtype=np.int64)
+    return np.unique(d.adata.obs[key].astype(str), return_inverse=True)[1]
+
+
 def random_weights(model):
     """Random weights of ``model``'s architecture, vocabulary and config (``start_module(model, "random",
     seed=0)``): the control every pretrained model is scored beside."""

@@ -215,13 +215,11 @@ def warm_start_rows(label: str, emb: np.ndarray, counts, d, corpus_encoder, epoc
     ``seeds``, and their sd), and the seconds per fit."""
     import scipy.sparse as sp
     import torch
-    from _diagnostics import knn_f1
+    from _diagnostics import knn_f1, panel_batch_codes
 
     from cellweave.train import fit_count_readout
 
-    key = d.batch_key or d.shift_key
-    batches = (np.unique(d.adata.obs[key].astype(str), return_inverse=True)[1] if key
-               else np.zeros(len(emb), dtype=np.int64))
+    batches = panel_batch_codes(d)
     x = torch.as_tensor(np.ascontiguousarray(emb), dtype=torch.float32)
     counted = counted_rows(d.model_input, counts.shape[0])  # fit on the cells with counts, score every cell
     counts, fit_emb, batches = sp.csr_matrix(counts), emb[counted], batches[counted]

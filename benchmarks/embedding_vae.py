@@ -26,7 +26,7 @@ INPUTS = ("cellweave", "untrained", "PCA (HVG)")
 def main() -> None:
     import scipy.sparse as sp
     import torch
-    from _diagnostics import knn_f1, panel_arguments, panel_selection, write_means
+    from _diagnostics import knn_f1, panel_arguments, panel_batch_codes, panel_selection, write_means
 
     from cellweave.bench import pca_hvg_embedding
     from cellweave.models import CellWeave
@@ -52,9 +52,7 @@ def main() -> None:
         if counts is None:
             print(f"{d.name}: left out ({why})", flush=True)
             continue
-        key = d.batch_key or d.shift_key
-        batches = (np.unique(d.adata.obs[key].astype(str), return_inverse=True)[1] if key
-                   else np.zeros(d.adata.n_obs, dtype=np.int64))
+        batches = panel_batch_codes(d)
         make = {"cellweave": lambda: model.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0],
                 "untrained": lambda: untrained.embed(d.model_input, seed=0, progress=False, dataset=d.name)[0],
                 "PCA (HVG)": lambda: pca_hvg_embedding(d.adata, seed=0)}

@@ -217,12 +217,13 @@ class PretrainPlan(L.LightningModule):
                 z, kl = self._latent(out, batch)
             mu, theta = self.decoder(z, batch["batch"], library, gene_mask=mask)
             nll = nb_nll(x, mu, theta)
-            n_genes = (torch.full_like(library, x.shape[1]) if mask is None else mask.sum(1, keepdim=True)).clamp_min(1.0)
-            m = torch.ones_like(nll) if mask is None else mask.to(nll.dtype)
-            losses["count_nll"] = ((nll * m).sum(1) / n_genes.squeeze(1)).mean()
+            m = None if mask is None else mask.to(nll.dtype)
+            per_cell = nll.sum(1) if m is None else (nll * m).sum(1)
+            n_genes = (torch.full_like(per_cell, x.shape[1]) if m is None else m.sum(1)).clamp_min(1.0)
+            losses["count_nll"] = (per_cell / n_genes).mean()
             loss = loss + self.count_weight * losses["count_nll"]
             if kl is not None:  # per decoded gene, like the likelihood: the ELBO's ratio of the two
-                losses["count_kl"] = (kl / n_genes.squeeze(1)).mean()
+                losses["count_kl"] = (kl / n_genes).mean()
                 loss = loss + self.count_weight * self._kl_weight() * losses["count_kl"]
         if self.pc_maps is not None and "pcs" in batch:
             target, codes = batch["pcs"], batch["batch"]

@@ -692,10 +692,6 @@ def pretrain(
     if not (resume and vocab_path.is_file()):
         vocab.save(vocab_path)
 
-    model = CellWeave(config, vocab)
-    n_targets = config.n_cell_targets
-    train_ds = TokenDataset(train_corpora, tokenizer, mode="train", seed=seed, n_targets=n_targets)
-    val_ds = TokenDataset(val_corpora, tokenizer, mode="eval", seed=seed, n_targets=n_targets)
     decoder, decoded = None, None
     if count_likelihood:
         decoded = decoded_gene_panel(train_corpora, config.value_encoding, n_per_dataset=n_decoded_genes)
@@ -704,11 +700,14 @@ def pretrain(
             if count_latent:  # no likelihood to train it: an untrained readout must not become the embedding
                 logger.warning("No latent bottleneck either (count_latent=%d needs RNA counts).", count_latent)
                 config = dataclasses.replace(config, readout_latent=0)
-                model = CellWeave(config, vocab)
-        else:
-            decoder = CountDecoder(int(count_latent) or config.d_model, decoded[3].size, len(train_corpora))
-            logger.info("Count likelihood over %d genes (%d per dataset, union), dataset as covariate",
-                        decoded[3].size, n_decoded_genes)
+    model = CellWeave(config, vocab)
+    n_targets = config.n_cell_targets
+    train_ds = TokenDataset(train_corpora, tokenizer, mode="train", seed=seed, n_targets=n_targets)
+    val_ds = TokenDataset(val_corpora, tokenizer, mode="eval", seed=seed, n_targets=n_targets)
+    if decoded is not None:
+        decoder = CountDecoder(int(count_latent) or config.d_model, decoded[3].size, len(train_corpora))
+        logger.info("Count likelihood over %d genes (%d per dataset, union), dataset as covariate",
+                    decoded[3].size, n_decoded_genes)
     targets = None
     if pc_targets:
         targets = principal_targets(train_corpora, n_pcs=int(pc_targets), seed=seed)
