@@ -6,16 +6,18 @@ once, all cells together, as the panel does), ``tl.annotate``'s label transfer
 
 - ``distance``: mean distance to the 15 nearest reference cells (the rule before this script);
 - ``softmax``: one minus the top class probability;
-- ``combined``: the mean conformal rank of the two (the default);
+- ``combined``: the mean conformal rank of the two (the default before the twenty-eighth session);
 
-``mahalanobis`` (the nearest class mean in the shared covariance's metric) and
-``distance+mahalanobis+softmax``; each combination also with ``softmax_when_far`` (``, softmax when
+``mahalanobis`` (the nearest class mean in the shared covariance's metric),
+``distance+mahalanobis+softmax``, ``composition`` (how much more often than chance the query cells
+are each other's neighbours than the reference's) and ``combined+composition`` (the default since the
+twenty-eighth session: the mean conformal rank of distance, softmax and composition); each combination also with ``softmax_when_far`` (``, softmax when
 far``: ``LabelTransfer``'s default since it was measured here; the names without it are the rule
 before) and with ``sharpen_when_far`` as well (``, softmax when far, sharpened``: the default since the
 eighteenth session; without it, the rule before); each with ``shift_adjust`` (the default: the query's distances scaled down by the ratio of
 their median to the held-out reference cells', when above 1) and without it (``, unadjusted``), each
-also after Harmony on reference + query (``align=True``), and ``combined`` with the threshold
-calibrated on the reference's batches (``batch_key``: across a shift, the groups of the shift key
+also after Harmony on reference + query (``align=True``), and each score with a softmax or a
+composition part with the threshold calibrated on the reference's batches (``batch_key``: across a shift, the groups of the shift key
 left in the reference; for a novel type, the dataset's batch key where it has one), on the panel's
 own splits and ``--seed`` (default 0):
 
@@ -27,7 +29,9 @@ own splits and ``--seed`` (default 0):
 - **novel type** (each of the 4 largest types left out of a stratified 70% reference): AUROC of
   the score among the 30% query (goal >= 0.90), and the shares of known / novel query cells
   called unknown; beside the panel's baselines on the same splits (logistic-regression
-  max-softmax, kNN distance on PCA and after Harmony, all on the reference's HVGs).
+  max-softmax, kNN distance on PCA and after Harmony, and the composition on PCA, all on the
+  reference's HVGs). ``--baselines-only`` scores just these (no model, minutes); they do not depend
+  on ``--adapt``.
 
 ``map-query, rule before``: ``tl.map_query`` before it took ``annotate``'s rule, on the same splits
 (reference-standardized embedding, 15 faiss neighbours; "unknown" when the mean neighbour distance
@@ -36,7 +40,8 @@ neighbours' Gaussian-weighted vote). ``map_query`` now calls unknown exactly the
 ``combined, softmax when far`` row (``combined, batches, softmax when far`` with ``--batch-key``).
 
 ``--adapt`` scores the model adapted to each dataset (``cellweave adapt``'s default head, about 35
-more minutes) instead of zero-shot. ``--scores``, ``--no-align`` and ``--no-unadjusted`` run fewer
+more minutes) instead of zero-shot; with ``--start random`` the adaptation starts from random weights
+of the architecture (the panel's scratch control). ``--scores``, ``--no-align`` and ``--no-unadjusted`` run fewer
 variants (every variant on the 256-d zero-shot embedding takes more than 25 minutes on the ADT
 dataset alone); ``--seed`` takes another seed of the splits, the embedding and the adaptation.
 Prints the means over datasets and writes ``--out`` (JSON, per dataset and mean) after every dataset,
@@ -53,7 +58,8 @@ from collections import defaultdict
 
 import numpy as np
 
-SCORES = ("distance", "softmax", "combined", "mahalanobis", "distance+mahalanobis+softmax")
+SCORES = ("distance", "softmax", "combined", "mahalanobis", "distance+mahalanobis+softmax", "composition",
+          "combined+composition")
 
 
 def map_query_rule_before(ref, labels, query, *, k: int = 15, quantile: float = 0.99):
@@ -85,11 +91,17 @@ def main() -> None:
     p.add_argument("--adapt", action="store_true",
                    help="score the model adapted to each dataset (cellweave adapt's default head, the batch key, "
                         "else the shift key, as covariate; seed 0, as the panel's --adapt pretrained) instead of zero-shot")
+    p.add_argument("--start", choices=("pretrained", "random"), default="pretrained",
+                   help="with --adapt: adapt from the model's weights (default) or from random weights of its "
+                        "architecture (the panel's scratch control)")
     p.add_argument("--scores", nargs="+", choices=SCORES, default=list(SCORES),
                    help="novelty scores to run (default: all); fewer make the run shorter")
     p.add_argument("--no-align", action="store_true", help="leave out the variants after Harmony on reference + query")
     p.add_argument("--no-unadjusted", action="store_true", help="leave out the variants without shift_adjust")
     p.add_argument("--seed", type=int, default=0, help="seed of the splits, the embedding and the adaptation")
+    p.add_argument("--baselines-only", action="store_true",
+                   help="score only the baselines on the novel-type splits (no model; minutes): their rows do not "
+                        "depend on --adapt, so one run per seed gives them for every cellweave run of that seed")
     args = p.parse_args()
     from cellweave._system import keep_torch_threads
 
@@ -103,8 +115,9 @@ def main() -> None:
     from cellweave.bench.tasks.panel import baseline_novelty_scores, novel_type_splits
     from cellweave.models import CellWeave
     from cellweave.tl import LabelTransfer, align_reference_query
+    from cellweave.tl._transfer import NOVELTY_COMPONENTS
 
-    model = CellWeave.load(args.model)
+    model = None if args.baselines_only else CellWeave.load(args.model)
     seed = args.seed
     t0 = time.perf_counter()
     shift, novel = defaultdict(list), defaultdict(list)  # dataset -> one row per split
@@ -131,28 +144,32 @@ def main() -> None:
             if groups is None:
                 continue
             # With fewer than 2 batches in the reference annotate uses a random 20%: the rows above.
-            fitted = (LabelTransfer(softmax_when_far=False, sharpen_when_far=False, seed=seed)
-                      .fit(etr, labels[tr], groups=groups[tr])
-                      if several else None)
-            for adjust, far, sharpen in [(True, False, False), *([] if args.no_unadjusted else [(False, False, False)]),
-                                         (True, True, False), (True, True, True)]:
-                suffix = (("" if adjust else ", unadjusted") + (", softmax when far" if far else "")
-                          + (", sharpened" if sharpen else ""))
-                if fitted is not None:
-                    fitted.shift_adjust, fitted.softmax_when_far, fitted.sharpen_when_far = adjust, far, sharpen
-                    out["combined, batches" + suffix + h] = fitted.predict(ete)
-                elif "combined" + suffix + h in out:
-                    out["combined, batches" + suffix + h] = out["combined" + suffix + h]
+            for score in [s for s in args.scores if "softmax" in NOVELTY_COMPONENTS[s] or s == "composition"]:
+                fitted = (LabelTransfer(novelty_score=score, softmax_when_far=False, sharpen_when_far=False, seed=seed)
+                          .fit(etr, labels[tr], groups=groups[tr])
+                          if several else None)
+                variants = [(True, False, False), *([] if args.no_unadjusted else [(False, False, False)])]
+                if "softmax" in NOVELTY_COMPONENTS[score]:
+                    variants += [(True, True, False), (True, True, True)]
+                for adjust, far, sharpen in variants:
+                    suffix = (("" if adjust else ", unadjusted") + (", softmax when far" if far else "")
+                              + (", sharpened" if sharpen else ""))
+                    if fitted is not None:
+                        fitted.shift_adjust, fitted.softmax_when_far, fitted.sharpen_when_far = adjust, far, sharpen
+                        out[f"{score}, batches" + suffix + h] = fitted.predict(ete)
+                    elif score + suffix + h in out:
+                        out[f"{score}, batches" + suffix + h] = out[score + suffix + h]
         return out
 
     command = ("benchmarks/novelty_scores.py" + (f" --model {args.model}" if args.model else "")
-               + (" --adapt" if args.adapt else "")
+               + (" --adapt" if args.adapt else "") + (f" --start {args.start}" if args.start != "pretrained" else "")
                + (f" --scores {' '.join(args.scores)}" if list(args.scores) != list(SCORES) else "")
                + (" --no-align" if args.no_align else "") + (" --no-unadjusted" if args.no_unadjusted else "")
+               + (" --baselines-only" if args.baselines_only else "")
                + (f" --seed {seed}" if seed else ""))
 
     def write(*, complete: bool) -> dict:
-        result = {"command": command, "model": model.name, "seed": seed,
+        result = {"command": command, "model": model.name if model is not None else None, "seed": seed,
                   "seconds": round(time.perf_counter() - t0, 1), "complete": complete}
         for protocol, per in (("across shift", shift), ("novel type", novel)):
             per_dataset = {name: mean_over(rows) for name, rows in per.items()}
@@ -162,11 +179,19 @@ def main() -> None:
         return result
 
     for d in panel_selection(args.datasets):
+        if args.baselines_only:
+            y = np.asarray(d.labels).astype(str)
+            for held_out, tr, query in novel_type_splits(d, seed=seed, quick=True):
+                novel[d.name].append({f"{name}: AUROC": roc_auc_score(y[query] == held_out, s)
+                                      for name, s in baseline_novelty_scores(d, tr, query, seed=seed).items()})
+            print(d.name, f"{time.perf_counter() - t0:.0f} s", flush=True)
+            write(complete=False)
+            continue
         if args.adapt:
             from cellweave.train import adapt
 
             adapted = adapt(d.model_input, model=model, batch_key=d.batch_key or d.shift_key, seed=seed,
-                            progress=False)
+                            start=args.start, progress=False)
             emb = adapted.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
         else:
             emb = model.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]

@@ -11,7 +11,8 @@ UNS_KEY = "cellweave"
 
 #: The novelty scores of label transfer (``tl.annotate(novelty_score=...)``,
 #: ``cellweave annotate --novelty-score``); the first is the default.
-NOVELTY_SCORES = ("combined", "distance", "softmax", "mahalanobis", "distance+mahalanobis+softmax")
+NOVELTY_SCORES = ("combined+composition", "combined", "distance", "softmax", "mahalanobis",
+                  "distance+mahalanobis+softmax", "composition")
 #: How pretraining chooses the values it hides (``CellWeaveConfig.mask_grouping``); the first is the default.
 MASK_GROUPINGS = ("random", "modules")
 #: The label term's classifier in pretraining (``pretrain(label_loss=...)``, ``--label-loss``); the

@@ -47,7 +47,7 @@ def test_within_dataset_label_transfer(split, model) -> None:
     assert rec["model"] == model.name and rec["model_sha256"] == model.model_hash
     assert rec["label_key"] == LABEL and list(rec["classes"]) == classes
     assert rec["n_unknown"] == int((~known).sum()) and rec["threshold"] > 0 and rec["seed"] == 0
-    assert rec["novelty_score"] == "combined"
+    assert rec["novelty_score"] == "combined+composition"
     assert "annotate" not in reference.uns["cellweave"]
 
 

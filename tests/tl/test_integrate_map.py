@@ -125,7 +125,7 @@ def test_map_query_calls_a_missing_type_unknown_and_not_a_shifted_query(tiny_rna
     assert np.mean(pred[~novel] == "unknown") < 0.05
     assert np.mean(pred[novel] == "unknown") > 0.8
     rec = out.uns["cellweave"]["map_query"]
-    assert rec["novelty_score"] == "combined" and rec["shift_adjust"] and rec["shift_factor"] < 1.0
+    assert rec["novelty_score"] == "combined+composition" and rec["shift_adjust"] and rec["shift_factor"] < 1.0
     assert not rec["align"]
     assert rec["n_unknown"] == int((pred == "unknown").sum())
     assert (out.obs["cellweave_distance"].to_numpy() > 0).all()

@@ -70,7 +70,7 @@ def test_unshifted_known_cells_are_rarely_unknown(cells) -> None:
 
 
 def test_unknown_novelty_score_is_refused_with_the_choices() -> None:
-    with pytest.raises(CellWeaveInputError, match="'energy' is not one of combined, distance, softmax, mahalanobis"):
+    with pytest.raises(CellWeaveInputError, match="'energy' is not one of combined\\+composition, combined, distance"):
         LabelTransfer(novelty_score="energy")
 
 
@@ -120,8 +120,9 @@ def _spread_query(seed: int, scale: float, n_known: int = 100, n_novel: int = 60
 def test_shift_adjust_takes_a_whole_query_shift_out_and_keeps_the_novel_type(seed: int) -> None:
     ref, y = _clusters(np.random.default_rng(10 + seed), 8.0 * np.eye(3, 10), 300)
     query, is_novel = _spread_query(4 + seed, 1.3, n_known=200)
-    plain = LabelTransfer(shift_adjust=False, seed=0).fit(ref, y)
-    adjusted = LabelTransfer(seed=0).fit(ref, y)  # the default
+    # The distance's adjustment, on the score that was the default before the composition part.
+    plain = LabelTransfer(novelty_score="combined", shift_adjust=False, seed=0).fit(ref, y)
+    adjusted = LabelTransfer(novelty_score="combined", seed=0).fit(ref, y)
     before, after = plain.predict(query), adjusted.predict(query)
     assert before.unknown[~is_novel].mean() > 0.07  # the shift alone makes known cells unknown
     assert after.unknown[~is_novel].mean() < min(0.04, before.unknown[~is_novel].mean() / 2)
@@ -136,7 +137,7 @@ def test_shift_adjust_takes_a_whole_query_shift_out_and_keeps_the_novel_type(see
 def test_shift_adjust_never_scales_up_and_skips_small_or_mostly_new_queries(cells, caplog) -> None:
     ref, y, _, _, _ = cells
     rng = np.random.default_rng(5)
-    lt = LabelTransfer(sharpen_when_far=False, seed=0).fit(ref, y)
+    lt = LabelTransfer(novelty_score="combined", sharpen_when_far=False, seed=0).fit(ref, y)
     fresh, _ = _clusters(rng, 8.0 * np.eye(3, 10), 100, scale=0.8)  # closer than held-out cells
     lt.predict(fresh)
     assert lt.shift_factor_ == 1.0
@@ -151,7 +152,7 @@ def test_shift_adjust_never_scales_up_and_skips_small_or_mostly_new_queries(cell
     # much of a query that is mostly new, and says so with the fix.
     caplog.clear()
     with caplog.at_level("WARNING", logger="cellweave.tl._transfer"):
-        sharpened = LabelTransfer(seed=0).fit(ref, y).predict(mostly_new)
+        sharpened = LabelTransfer(novelty_score="combined", seed=0).fit(ref, y).predict(mostly_new)
     assert sharpened.unknown[is_novel].mean() < 0.75 and "--no-sharpen-when-far" in caplog.text
 
 
@@ -183,7 +184,7 @@ def test_softmax_when_far_ranks_the_classifier_alone_for_a_query_beyond_the_thre
     with caplog.at_level("WARNING", logger="cellweave.tl._transfer"):
         kept, switched = before.predict(far), default.predict(far)
     assert default.softmax_when_far and not before.distance_ignored_ and default.distance_ignored_
-    assert "only the classifier's uncertainty" in caplog.text
+    assert "the distance is left out" in caplog.text
     assert kept.unknown.mean() > 0.1 and switched.unknown.mean() < min(0.05, kept.unknown.mean() / 2)
     # The softmax part's own threshold decides: every cell above it, and only those, is unknown.
     np.testing.assert_array_equal(switched.unknown, switched.novelty > default.softmax_threshold_)
@@ -202,8 +203,8 @@ def test_sharpen_when_far_takes_out_a_shift_that_makes_the_classifier_unsure(cel
     novel, _ = _clusters(rng, [np.full(10, 3.0 + 0.55 * 8.0 / 3)], 40)  # a new type between them
     query = np.concatenate([far, novel])
     is_novel = np.r_[np.zeros(len(far), bool), np.ones(len(novel), bool)]
-    plain = LabelTransfer(sharpen_when_far=False, seed=0).fit(ref, y)  # the rule before
-    sharp = LabelTransfer(seed=0).fit(ref, y)  # the default
+    plain = LabelTransfer(novelty_score="combined", sharpen_when_far=False, seed=0).fit(ref, y)  # the rule before
+    sharp = LabelTransfer(novelty_score="combined", seed=0).fit(ref, y)
     before, after = plain.predict(query), sharp.predict(query)
     assert plain.distance_ignored_ and sharp.distance_ignored_ and plain.temperature_ == 1.0
     assert 0 < sharp.temperature_ < 1.0
@@ -224,5 +225,71 @@ def test_every_cli_novelty_score_has_its_parts() -> None:
     from cellweave._constants import NOVELTY_SCORES
     from cellweave.tl._transfer import NOVELTY_COMPONENTS
 
-    assert set(NOVELTY_SCORES) == set(NOVELTY_COMPONENTS) and NOVELTY_SCORES[0] == "combined"
-    assert NOVELTY_COMPONENTS["combined"] == ("distance", "softmax")  # the default is unchanged
+    assert set(NOVELTY_SCORES) == set(NOVELTY_COMPONENTS) and NOVELTY_SCORES[0] == "combined+composition"
+    assert NOVELTY_COMPONENTS["combined+composition"] == ("distance", "softmax", "composition")
+    assert NOVELTY_COMPONENTS["combined"] == ("distance", "softmax")  # the default before, unchanged
+    assert LabelTransfer().novelty_score == NOVELTY_SCORES[0]
+
+
+def test_composition_finds_a_novel_type_next_to_a_known_one_that_distance_misses() -> None:
+    """A type the reference lacks, one sd from a known type: close by distance, but its cells are
+    each other's neighbours and not the reference's, which ``composition`` counts."""
+    rng = np.random.default_rng(0)
+    centers = 3.0 * rng.standard_normal((3, 10))
+    ref, y = _clusters(rng, centers, 400)
+    known, _ = _clusters(rng, centers, 150)
+    novel, _ = _clusters(rng, [centers[0] + 1.0], 150)
+    query = np.concatenate([known, novel])
+    is_novel = np.r_[np.zeros(len(known), bool), np.ones(len(novel), bool)]
+    auroc = {name: roc_auc_score(is_novel, LabelTransfer(novelty_score=name, seed=0).fit(ref, y)
+                                 .predict(query).novelty)
+             for name in ("distance", "combined", "composition", "combined+composition")}
+    assert auroc["composition"] > 0.95 and auroc["distance"] < 0.9 and auroc["combined"] < 0.9
+    assert auroc["combined+composition"] > auroc["combined"] + 0.05
+    lt = LabelTransfer(novelty_score="composition", seed=0).fit(ref, y)
+    out = lt.predict(query)
+    assert out.unknown[is_novel].mean() > 0.5 and out.unknown[~is_novel].mean() < 0.1
+    # A query of known types only, mixed with the reference, is scored as held-out reference cells are:
+    # its log-odds of own neighbours sit near 0 and few of its cells cross the threshold.
+    mixed = lt.predict(known)
+    assert abs(float(np.median(mixed.novelty))) < 0.5 and mixed.unknown.mean() < 0.08
+
+
+def test_composition_is_lowered_for_a_query_shifted_as_a_whole() -> None:
+    """A query of known types moved off the reference is its own neighbourhood everywhere;
+    ``shift_adjust`` takes the query's median excess off, as it scales distances."""
+    rng = np.random.default_rng(1)
+    centers = 8.0 * np.eye(3, 10)
+    ref, y = _clusters(rng, centers, 300)
+    shifted, _ = _clusters(rng, centers + 3.0 / np.sqrt(10), 200)
+    lt = LabelTransfer(novelty_score="composition", seed=0).fit(ref, y)
+    adjusted = lt.predict(shifted)
+    lt.shift_adjust = False
+    raw = lt.predict(shifted)
+    excess = float(np.median(raw.novelty)) - float(np.median(lt.calibration_["composition"]))
+    assert excess > 0.5
+    np.testing.assert_allclose(adjusted.novelty, raw.novelty - excess, rtol=1e-5, atol=1e-5)
+    assert adjusted.unknown.mean() < raw.unknown.mean() / 2
+
+
+def test_a_far_query_keeps_the_composition_part_beside_the_softmax(cells) -> None:
+    """``softmax_when_far`` leaves out the distance only: the composition part, adjusted for the
+    query's shift, is ranked beside the classifier's, against the threshold of those two parts."""
+    ref, y, _, _, _ = cells
+    rng = np.random.default_rng(8)
+    far, _ = _clusters(rng, 8.0 * np.eye(3, 10) + 3.0, 100)
+    lt = LabelTransfer(novelty_score="combined+composition", sharpen_when_far=False, seed=0).fit(ref, y)
+    out = lt.predict(far)
+    assert lt.distance_ignored_ and lt.applied_threshold_ == lt.softmax_threshold_
+    z = lt.scaler_.transform(far)
+    parts = lt._adjust_enrichment(lt._components(z, query=True))
+    ranks = [np.searchsorted(lt.calibration_[name], parts[name], side="right") / len(lt.calibration_[name])
+             for name in ("softmax", "composition")]
+    np.testing.assert_allclose(out.novelty, np.mean(ranks, axis=0), rtol=1e-5)
+    np.testing.assert_array_equal(out.unknown, out.novelty > lt.softmax_threshold_)
+    assert out.unknown.mean() < 0.05
+    # For the two-part score the far threshold is still the softmax part's own, as before.
+    combined = LabelTransfer(novelty_score="combined", seed=0).fit(ref, y)
+    calibration = LabelTransfer(novelty_score="softmax", seed=0).fit(ref, y).calibration_["softmax"]
+    ranks = np.searchsorted(calibration, calibration, side="right") / len(calibration)
+    assert combined.softmax_threshold_ == pytest.approx(float(np.quantile(ranks, 0.99)))

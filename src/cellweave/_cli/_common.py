@@ -91,10 +91,12 @@ def add_transfer_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--novelty-quantile", type=float, default=0.99,
                     help="quantile of held-out reference novelty used as the 'unknown' threshold")
     sp.add_argument("--novelty-score", choices=NOVELTY_SCORES, default=NOVELTY_SCORES[0],
-                    help="combined: mean conformal rank of the kNN distance to the reference and of one minus the "
-                         "top class probability; distance or softmax: one of them alone; mahalanobis: distance to the "
-                         "nearest class mean in the classes' shared covariance; distance+mahalanobis+softmax: the "
-                         "mean rank of the three (default: combined)")
+                    help="combined+composition: mean conformal rank of the kNN distance to the reference, of one "
+                         "minus the top class probability and of how much the query cells are each other's "
+                         "neighbours rather than the reference's (needs 50 query cells); combined: the first two "
+                         "(the default before); distance, softmax or composition: one of them alone; mahalanobis: "
+                         "distance to the nearest class mean in the classes' shared covariance; "
+                         "distance+mahalanobis+softmax: the mean rank of the three (default: combined+composition)")
     sp.add_argument("--batch-key", default=None,
                     help="obs column of the reference's batches: calibrate the 'unknown' threshold on whole batches "
                          "held out in turn, so a query shifted as much as they differ is not called unknown")

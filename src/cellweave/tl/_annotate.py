@@ -30,7 +30,7 @@ def annotate(
     model: CellWeave | str | None = None,
     key_added: str = "cellweave",
     novelty_quantile: float = 0.99,
-    novelty_score: str = "combined",
+    novelty_score: str = "combined+composition",
     batch_key: str | None = None,
     align: bool = False,
     shift_adjust: bool = True,
@@ -55,11 +55,15 @@ def annotate(
     reference alone: 80% of the reference cells (stratified by label, seeded) fit the scorer, and
     the threshold is the ``novelty_quantile`` quantile of the scores of the held-out 20%, cells of
     known types the scorer has not seen; query cells above it are predicted ``"unknown"``. The
-    default score (``novelty_score="combined"``) averages the conformal ranks of two scores among
-    those held-out cells: the mean Euclidean distance, in the standardized space, to the ``k=15``
-    nearest cells of the 80%, and one minus the maximum class probability of a classifier fit on
-    the 80% (see :class:`~cellweave.tl.LabelTransfer`). ``"distance"`` uses the distance alone
-    (the rule of earlier versions), ``"softmax"`` the probability alone.
+    default score (``novelty_score="combined+composition"``) averages the conformal ranks of three
+    scores among those held-out cells: the mean Euclidean distance, in the standardized space, to
+    the ``k=15`` nearest cells of the 80%; one minus the maximum class probability of a classifier
+    fit on the 80%; and how much more often than chance the query cells are each other's nearest
+    neighbours than the reference's (a type the reference lacks forms neighbourhoods of query cells
+    only; this part reads the query as a whole and needs at least 50 query cells). See
+    :class:`~cellweave.tl.LabelTransfer`. ``"combined"`` (the default before) leaves the third out,
+    ``"distance"`` uses the distance alone (the rule of earlier versions), ``"softmax"`` the
+    probability alone.
 
     With spatial context (by default whenever reference and query both carry
     ``obsm[spatial_key]``), each cell's embedding is extended with the mean embedding of its
@@ -90,8 +94,8 @@ def annotate(
         Quantile (in ``(0, 1]``) of held-out reference novelty scores used as the threshold;
         higher flags fewer cells as unknown.
     novelty_score
-        ``"combined"`` (default), ``"distance"``, ``"softmax"``, ``"mahalanobis"`` or
-        ``"distance+mahalanobis+softmax"``: the score thresholded (see above and
+        ``"combined+composition"`` (default), ``"combined"``, ``"distance"``, ``"softmax"``,
+        ``"composition"``, ``"mahalanobis"`` or ``"distance+mahalanobis+softmax"``: the score thresholded (see above and
         :class:`~cellweave.tl.LabelTransfer`).
     batch_key
         Column of ``reference.obs`` naming its batches (protocol, study, donor). With at least two,
@@ -169,9 +173,10 @@ def annotate(
         float32, the classifier's highest class probability (0..1), computed for every cell,
         unknown ones included.
     ``.obs[f"{key_added}_novelty"]``
-        float32, the ``novelty_score``; higher is more novel. ``"combined"``: in ``[0, 1]``, the
-        mean share of held-out reference cells the cell is at least as far from the reference and
-        at least as uncertain as. ``"distance"``: mean distance to the 15 nearest reference cells
+        float32, the ``novelty_score``; higher is more novel. ``"combined+composition"`` and
+        ``"combined"``: in ``[0, 1]``, the mean share of held-out reference cells the cell is at
+        least as far from the reference, at least as uncertain and (the first) at least as much
+        among query neighbours as. ``"distance"``: mean distance to the 15 nearest reference cells
         (standardized space, >= 0). ``"softmax"``: one minus the top class probability. With
         spatial context the scores live in the space of embedding plus neighbourhood mean.
     ``.uns["cellweave"]["annotate"]``

@@ -82,7 +82,7 @@ def map_query(
     n_neighbors: int = 15,
     index: str = "faiss",
     novelty_quantile: float = 0.99,
-    novelty_score: str = "combined",
+    novelty_score: str = "combined+composition",
     batch_key: str | None = None,
     shift_adjust: bool = True,
     softmax_when_far: bool = True,
@@ -138,11 +138,12 @@ def map_query(
         threshold; higher flags fewer cells.
     novelty_score, batch_key, shift_adjust, softmax_when_far, sharpen_when_far
         The novelty rule, as in :func:`cellweave.tl.annotate`: the score thresholded
-        (``"combined"``, ``"distance"``, ``"softmax"``, ``"mahalanobis"`` or
-        ``"distance+mahalanobis+softmax"``); the ``reference.obs`` column of batches to calibrate
-        the threshold on whole batches held out in turn; the shift adjustment of the query's
-        distances; max-softmax alone when the typical query cell is beyond the threshold, sharpened
-        first to the held-out reference cells' median uncertainty.
+        (``"combined+composition"``, the default, ``"combined"``, ``"distance"``, ``"softmax"``,
+        ``"composition"``, ``"mahalanobis"`` or ``"distance+mahalanobis+softmax"``); the
+        ``reference.obs`` column of batches to calibrate the threshold on whole batches held out in
+        turn; the shift adjustment of the query's distances and composition; the distance left out
+        when the typical query cell is beyond the threshold, the max-softmax sharpened first to the
+        held-out reference cells' median uncertainty.
     align
         Correct reference and query embeddings together by Harmony first (reference and query as the
         batches, :func:`cellweave.tl.align_reference_query`), as :func:`cellweave.tl.annotate` does

@@ -17,9 +17,11 @@ same splits; nothing is chosen on a test split):
    cellweave variant also as "+ Harmony (reference + query)" (``tl.annotate(align=True)``);
 3. **novel type**: each type in turn removed from a stratified 70% reference; AUROC of the novelty
    score for that type among the 30% query: cellweave (tl.annotate's novelty score on the
-   embedding: the combined conformal rank of the kNN distance to the reference and the classifier's
-   max-softmax) vs logistic-regression max-softmax, kNN distance on PCA, and kNN distance
-   after Harmony on PCA of reference + query together;
+   embedding: by default the mean conformal rank of the kNN distance to the reference, the
+   classifier's max-softmax and the query's neighbourhood composition) vs logistic-regression
+   max-softmax, kNN distance on PCA, kNN distance after Harmony on PCA of reference + query
+   together, and the neighbourhood composition alone on PCA (the part of cellweave's score that
+   reads the query, on the baseline's representation);
 4. **integration** (datasets with batches): scib-metrics total (0.6 bio + 0.4 batch) of the
    embedding with Harmony (tl.integrate's default) vs Harmony on PCA and scVI;
 5. **integration across datasets of one tissue** (``TISSUE_GROUPS``: the three human PBMC RNA
@@ -394,13 +396,15 @@ def novel_type_splits(d: PanelData, *, seed: int, quick: bool) -> list[tuple[str
 def baseline_novelty_scores(d: PanelData, tr: np.ndarray, query: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     """The novelty baselines' scores of the ``query`` cells against the ``tr`` reference, all on the
     standardized 2,000 HVGs chosen on the reference: logistic regression's max-softmax, the mean
-    distance to the 15 nearest reference cells in PCA-50, and the same after Harmony on reference +
-    query together (the strongest simple baseline we know)."""
+    distance to the 15 nearest reference cells in PCA-50, the same after Harmony on reference +
+    query together (the strongest simple baseline we know before the next), and the neighbourhood
+    composition of :class:`cellweave.tl.LabelTransfer` (``novelty_score="composition"``) on PCA-50:
+    how much more often than chance query cells are each other's neighbours."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import NearestNeighbors
 
-    from cellweave.tl import harmony
+    from cellweave.tl import LabelTransfer, harmony
 
     ztr, zq = standardized_hvgs(d, tr, query)
     lr = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(ztr, d.labels[tr])
@@ -415,6 +419,8 @@ def baseline_novelty_scores(d: PanelData, tr: np.ndarray, query: np.ndarray, see
     corrected = harmony(joint, side, seed=seed)
     scores["kNN distance (Harmony)"] = NearestNeighbors(n_neighbors=k).fit(corrected[: len(tr)]).kneighbors(
         corrected[len(tr):])[0].mean(1)
+    composition = LabelTransfer(novelty_score="composition", seed=seed).fit(ptr, d.labels[tr])
+    scores["kNN composition (PCA)"] = composition.predict(pq).novelty
     return scores
 
 
