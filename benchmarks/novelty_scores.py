@@ -11,13 +11,14 @@ once, all cells together, as the panel does), ``tl.annotate``'s label transfer
 ``mahalanobis`` (the nearest class mean in the shared covariance's metric),
 ``distance+mahalanobis+softmax``, ``composition`` (how much more often than chance the query cells
 are each other's neighbours than the reference's) and ``combined+composition`` (the default since the
-twenty-eighth session: the mean conformal rank of distance, softmax and composition); each combination also with ``softmax_when_far`` (``, softmax when
-far``: ``LabelTransfer``'s default since it was measured here; the names without it are the rule
+twenty-eighth session: the mean conformal rank of distance, softmax and composition); each combination
+also with ``softmax_when_far`` (``, softmax when far``: ``LabelTransfer``'s default since it was measured here; the names without it are the rule
 before) and with ``sharpen_when_far`` as well (``, softmax when far, sharpened``: the default since the
 eighteenth session; without it, the rule before); each with ``shift_adjust`` (the default: the query's distances scaled down by the ratio of
 their median to the held-out reference cells', when above 1) and without it (``, unadjusted``), each
 also after Harmony on reference + query (``align=True``), and each score with a softmax or a
-composition part with the threshold calibrated on the reference's batches (``batch_key``: across a shift, the groups of the shift key
+composition part with the threshold calibrated on the reference's batches (``batch_key``: across a
+shift, the groups of the shift key
 left in the reference; for a novel type, the dataset's batch key where it has one), on the panel's
 own splits and ``--seed`` (default 0):
 

@@ -73,8 +73,9 @@ class LabelTransfer:
     - ``"softmax"``: one minus the maximum class probability of a second logistic regression fit on
       the same 80% (Hendrycks & Gimpel 2017, "A baseline for detecting misclassified and
       out-of-distribution examples");
-    - ``"combined"`` (the default before ``"combined+composition"``): the mean of the two scores' conformal ranks, each score replaced by
-      the share of held-out reference cells scoring at most as high, so one minus the mean of two
+    - ``"combined"`` (the default before ``"combined+composition"``): the mean of the two scores'
+      conformal ranks, each score replaced by the share of held-out reference cells scoring at most
+      as high, so one minus the mean of two
       conformal p-values (Bates et al. 2023, "Testing for outliers with conformal p-values"; twice a
       mean of p-values is a valid p-value, Vovk & Wang 2020, "Combining p-values via averaging").
       The two fail in different places: distance flags every cell of a shifted query as far, and
