@@ -145,7 +145,7 @@ def main() -> None:
             if groups is None:
                 continue
             # With fewer than 2 batches in the reference annotate uses a random 20%: the rows above.
-            for score in [s for s in args.scores if "softmax" in NOVELTY_COMPONENTS[s] or s == "composition"]:
+            for score in [s for s in args.scores if {"softmax", "composition"} & set(NOVELTY_COMPONENTS[s])]:
                 fitted = (LabelTransfer(novelty_score=score, softmax_when_far=False, sharpen_when_far=False, seed=seed)
                           .fit(etr, labels[tr], groups=groups[tr])
                           if several else None)

@@ -334,8 +334,8 @@ class LabelTransfer:
         share = near.sum(axis=1) / k
         smoothed = (share + (np.where(near, share[own_idx], 0.0)).sum(axis=1)) / (1 + near.sum(axis=1))
         expected = n / (n + n_ref)
-        share = (smoothed * k + 0.5) / (k + 1)  # kept off 0 and 1
-        return np.log(share / (1 - share)) - np.log(expected / (1 - expected))
+        kept_off_bounds = (smoothed * k + 0.5) / (k + 1)  # a share of 0 or 1 has no log-odds
+        return np.log(kept_off_bounds / (1 - kept_off_bounds)) - np.log(expected / (1 - expected))
 
     def _score(self, components: dict[str, np.ndarray]) -> np.ndarray:
         if len(self.components_) == 1:
