@@ -257,19 +257,52 @@ def test_composition_finds_a_novel_type_next_to_a_known_one_that_distance_misses
 
 def test_composition_is_lowered_for_a_query_shifted_as_a_whole() -> None:
     """A query of known types moved off the reference is its own neighbourhood everywhere;
-    ``shift_adjust`` takes the query's median excess off, as it scales distances."""
+    ``shift_adjust`` takes the query's median excess off and divides the deviations by the ratio of
+    the query's spread (median absolute deviation) to the held-out cells', as it scales distances."""
     rng = np.random.default_rng(1)
     centers = 8.0 * np.eye(3, 10)
     ref, y = _clusters(rng, centers, 300)
     shifted, _ = _clusters(rng, centers + 3.0 / np.sqrt(10), 200)
     lt = LabelTransfer(novelty_score="composition", seed=0).fit(ref, y)
     adjusted = lt.predict(shifted)
+    spread = lt.composition_spread_
     lt.shift_adjust = False
     raw = lt.predict(shifted)
-    excess = float(np.median(raw.novelty)) - float(np.median(lt.calibration_["composition"]))
-    assert excess > 0.5
-    np.testing.assert_allclose(adjusted.novelty, raw.novelty - excess, rtol=1e-5, atol=1e-5)
+    assert lt.composition_spread_ == 1.0  # not left from the query before
+    calibration = lt.calibration_["composition"]
+    reference, query = float(np.median(calibration)), float(np.median(raw.novelty))
+    assert query - reference > 0.5
+    ratio = float(np.median(np.abs(raw.novelty - query))) / float(np.median(np.abs(calibration - reference)))
+    assert spread == pytest.approx(max(ratio, 1.0), rel=1e-4)
+    np.testing.assert_allclose(adjusted.novelty, reference + (raw.novelty - query) / spread, rtol=1e-4, atol=1e-4)
     assert adjusted.unknown.mean() < raw.unknown.mean() / 2
+
+
+def test_composition_of_a_query_mixing_unevenly_is_scaled_back(cells) -> None:
+    """Known cells moved off the reference by different amounts (a graded shift) mix unevenly with
+    it and spread the query's composition: subtracting the median excess alone leaves the most moved
+    quarter as enriched as a missing type. The spread's adjustment brings the query back to the
+    held-out cells' spread; a mixed query with a novel type keeps its spread, and the type is found."""
+    ref, y, _, _, novel = cells
+    rng = np.random.default_rng(3)
+    centers = 8.0 * np.eye(3, 10)
+    graded, _ = _clusters(rng, centers, 150)
+    graded = graded + rng.uniform(0.0, 4.0, size=(len(graded), 1)) / np.sqrt(10)  # shifted 0 to 4 sd
+    lt = LabelTransfer(novelty_score="composition", seed=0).fit(ref, y)
+    scaled = lt.predict(graded)
+    assert lt.composition_spread_ > 1.5
+    # The rule before: the median excess taken off, the spread left as it is.
+    raw = lt._components(lt.scaler_.transform(graded), query=True)["composition"]
+    excess = float(np.median(raw)) - float(np.median(lt.calibration_["composition"]))
+    before = (raw - max(excess, 0.0)) > lt.threshold_
+    assert before.mean() > 0.2
+    assert scaled.unknown.mean() < before.mean() / 2.5
+    # A mixed query with a novel type (the fixture's) has about the held-out spread: the type stays found.
+    mixed = np.vstack([_clusters(rng, centers, 100)[0], novel[:60]])
+    out = lt.predict(mixed)
+    assert lt.composition_spread_ < 1.3
+    is_novel = np.arange(len(mixed)) >= 300
+    assert roc_auc_score(is_novel, out.novelty) > 0.95 and out.unknown[is_novel].mean() > 0.8
 
 
 def test_a_far_query_keeps_the_composition_part_beside_the_softmax(cells) -> None:
