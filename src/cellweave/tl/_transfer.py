@@ -435,9 +435,9 @@ class LabelTransfer:
                 continue
             adjusted[name] = (reference if excess > 0 else query) + (scores - query) / max(spread, 1.0)
             self.composition_spread_ = max(spread, 1.0)
-            logger.info("Query cells are each other's neighbours more than held-out reference cells are (median "
-                        "log-odds %.2f higher, spread %.2fx); brought back to the held-out cells' median and "
-                        "spread before the novelty threshold (shift_adjust)", excess, spread)
+            logger.info("The query's neighbourhood composition (median log-odds %+.2f against the held-out reference "
+                        "cells', spread %.2fx theirs) is brought back to their median and spread before the "
+                        "novelty threshold (shift_adjust)", excess, spread)
         return adjusted
 
     def _sharpened_softmax(self, softmax: np.ndarray, z: np.ndarray) -> np.ndarray:
