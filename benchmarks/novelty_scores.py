@@ -14,7 +14,10 @@ are each other's neighbours than the reference's) and ``combined+composition`` (
 twenty-eighth session: the mean conformal rank of distance, softmax and composition); each combination
 also with ``softmax_when_far`` (``, softmax when far``: ``LabelTransfer``'s default since it was measured here; the names without it are the rule
 before) and with ``sharpen_when_far`` as well (``, softmax when far, sharpened``: the default since the
-eighteenth session; without it, the rule before); each with ``shift_adjust`` (the default: the query's distances scaled down by the ratio of
+eighteenth session; without it, the rule before), and a score of several parts with every default including
+``weight_parts`` (``, softmax when far, sharpened, weighted``: each part weighted by how well it tells the
+reference's own types left out in turn, the default since the thirtieth session; every other row weighs
+the parts equally, the rule before); each with ``shift_adjust`` (the default: the query's distances scaled down by the ratio of
 their median to the held-out reference cells', when above 1) and without it (``, unadjusted``), each
 also after Harmony on reference + query (``align=True``), and each score with a softmax or a
 composition part with the threshold calibrated on the reference's batches (``batch_key``: across a
@@ -61,6 +64,8 @@ import numpy as np
 
 SCORES = ("distance", "softmax", "combined", "mahalanobis", "distance+mahalanobis+softmax", "composition",
           "combined+composition")
+#: The suffix of the rows with every default of ``LabelTransfer``: the rule now, the parts weighted.
+WEIGHTED = ", softmax when far, sharpened, weighted"
 
 
 def map_query_rule_before(ref, labels, query, *, k: int = 15, quantile: float = 0.99):
@@ -133,7 +138,7 @@ def main() -> None:
                 out["map-query, rule before"] = map_query_rule_before(etr, labels[tr], ete)
             for score in args.scores:
                 fitted = LabelTransfer(novelty_score=score, softmax_when_far=False, sharpen_when_far=False,
-                                       seed=seed).fit(etr, labels[tr])
+                                       weight_parts=False, seed=seed).fit(etr, labels[tr])
                 for adjust in (True,) if args.no_unadjusted else (True, False):  # acts at predict time only
                     fitted.shift_adjust = adjust
                     out[score + ("" if adjust else ", unadjusted") + h] = fitted.predict(ete)
@@ -142,12 +147,15 @@ def main() -> None:
                     out[score + ", softmax when far" + h] = fitted.predict(ete)
                     fitted.sharpen_when_far = True
                     out[score + ", softmax when far, sharpened" + h] = fitted.predict(ete)
+                if len(NOVELTY_COMPONENTS[score]) > 1:  # LabelTransfer's defaults: the parts weighted
+                    weighted = LabelTransfer(novelty_score=score, seed=seed).fit(etr, labels[tr])
+                    out[score + WEIGHTED + h] = weighted.predict(ete)
             if groups is None:
                 continue
             # With fewer than 2 batches in the reference annotate uses a random 20%: the rows above.
             for score in [s for s in args.scores if {"softmax", "composition"} & set(NOVELTY_COMPONENTS[s])]:
-                fitted = (LabelTransfer(novelty_score=score, softmax_when_far=False, sharpen_when_far=False, seed=seed)
-                          .fit(etr, labels[tr], groups=groups[tr])
+                fitted = (LabelTransfer(novelty_score=score, softmax_when_far=False, sharpen_when_far=False,
+                                        weight_parts=False, seed=seed).fit(etr, labels[tr], groups=groups[tr])
                           if several else None)
                 variants = [(True, False, False), *([] if args.no_unadjusted else [(False, False, False)])]
                 if "softmax" in NOVELTY_COMPONENTS[score]:
@@ -160,6 +168,10 @@ def main() -> None:
                         out[f"{score}, batches" + suffix + h] = fitted.predict(ete)
                     elif score + suffix + h in out:
                         out[f"{score}, batches" + suffix + h] = out[score + suffix + h]
+                if len(NOVELTY_COMPONENTS[score]) > 1:
+                    out[f"{score}, batches" + WEIGHTED + h] = (
+                        LabelTransfer(novelty_score=score, seed=seed).fit(etr, labels[tr], groups=groups[tr])
+                        .predict(ete) if several else out[score + WEIGHTED + h])
         return out
 
     command = ("benchmarks/novelty_scores.py" + (f" --model {args.model}" if args.model else "")

@@ -318,7 +318,8 @@ def test_a_far_query_keeps_the_composition_part_beside_the_softmax(cells) -> Non
     parts = lt._adjust_enrichment(lt._components(z, query=True))
     ranks = [np.searchsorted(lt.calibration_[name], parts[name], side="right") / len(lt.calibration_[name])
              for name in ("softmax", "composition")]
-    np.testing.assert_allclose(out.novelty, np.mean(ranks, axis=0), rtol=1e-5)
+    weights = [lt.part_weights_[name] for name in ("softmax", "composition")]  # renormalized over the two
+    np.testing.assert_allclose(out.novelty, np.average(ranks, axis=0, weights=weights), rtol=1e-5)
     np.testing.assert_array_equal(out.unknown, out.novelty > lt.softmax_threshold_)
     assert out.unknown.mean() < 0.05
     # For the two-part score the far threshold is still the softmax part's own, as before.
@@ -326,3 +327,54 @@ def test_a_far_query_keeps_the_composition_part_beside_the_softmax(cells) -> Non
     calibration = LabelTransfer(novelty_score="softmax", seed=0).fit(ref, y).calibration_["softmax"]
     ranks = np.searchsorted(calibration, calibration, side="right") / len(calibration)
     assert combined.softmax_threshold_ == pytest.approx(float(np.quantile(ranks, 0.99)))
+
+
+def _pairs(seed: int):
+    """Six types in three pairs, the two of a pair 1 sd apart and the pairs far apart; a query of the
+    six and a novel type 1 sd from the first pair. A type missing from such a reference is near a known
+    one: the composition tells it best, the distance less, the classifier least."""
+    rng = np.random.default_rng(seed)
+    base = 10.0 * np.eye(3, 10)
+    centers = np.concatenate([base, base + 1.0])
+    ref, y = _clusters(rng, centers, 200)
+    known, _ = _clusters(rng, centers, 60)
+    novel, _ = _clusters(rng, [base[0] - 1.0], 120)
+    is_novel = np.r_[np.zeros(len(known), bool), np.ones(len(novel), bool)]
+    return ref, y, np.concatenate([known, novel]), is_novel
+
+
+def test_weight_parts_follow_how_well_each_part_tells_a_type_the_reference_leaves_out() -> None:
+    """``weight_parts``: each part weighted by its AUROC less 0.5 for the reference's own types left
+    out in turn; the weights learned there carry over to a novel type of the same kind in the query."""
+    ref, y, query, is_novel = _pairs(0)
+    weighted = LabelTransfer(seed=0).fit(ref, y)
+    equal = LabelTransfer(weight_parts=False, seed=0).fit(ref, y)
+    aurocs, weights = weighted.part_aurocs_, weighted.part_weights_
+    assert set(aurocs) == set(weights) == {"distance", "softmax", "composition"}
+    above = {name: max(a - 0.5, 0.0) for name, a in aurocs.items()}
+    for name in weights:
+        assert weights[name] == pytest.approx(above[name] / sum(above.values()))
+    assert weights["composition"] > weights["distance"] > weights["softmax"] > 0
+    assert equal.part_aurocs_ == {} and set(equal.part_weights_.values()) == {1 / 3}
+    out, before = weighted.predict(query), equal.predict(query)
+    assert roc_auc_score(is_novel, out.novelty) > roc_auc_score(is_novel, before.novelty) + 0.03
+    assert out.unknown[~is_novel].mean() < 0.05
+    # The score is the weighted mean of the parts' conformal ranks (the query is mixed: no adjustment acts).
+    weighted.shift_adjust = False
+    raw = weighted.predict(query)
+    parts = weighted._components(weighted.scaler_.transform(query), query=True)
+    ranks = [np.searchsorted(weighted.calibration_[n], parts[n], side="right") / len(weighted.calibration_[n])
+             for n in parts]
+    np.testing.assert_allclose(raw.novelty, np.average(ranks, axis=0, weights=[weights[n] for n in parts]), rtol=1e-5)
+    # The predicted labels do not depend on the weights.
+    np.testing.assert_array_equal(out.raw_prediction, before.raw_prediction)
+
+
+def test_weight_parts_stay_equal_without_a_type_to_leave_out_or_a_second_part(cells) -> None:
+    ref, y, _, _, _ = cells
+    rng = np.random.default_rng(2)
+    small, y_small = _clusters(rng, 8.0 * np.eye(3, 10), 15)  # no type has the 20 cells a left-out type needs
+    lt = LabelTransfer(novelty_score="combined", seed=0).fit(small, y_small)
+    assert lt.part_aurocs_ == {} and lt.part_weights_ == {"distance": 0.5, "softmax": 0.5}
+    alone = LabelTransfer(novelty_score="distance", seed=0).fit(ref, y)
+    assert alone.part_aurocs_ == {} and alone.part_weights_ == {"distance": 1.0}

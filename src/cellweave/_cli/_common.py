@@ -113,6 +113,10 @@ def add_transfer_options(sp: argparse.ArgumentParser) -> None:
                          "query until its median uncertainty is the held-out reference cells', so a query the "
                          "classifier is unsure of as a whole (another species) is not called unknown wholesale "
                          "(default: on; labels unchanged)")
+    sp.add_argument("--weight-parts", action=argparse.BooleanOptionalAction, default=True,
+                    help="weight the parts of the novelty score (distance, max-softmax, composition) by how well "
+                         "each tells the reference's own types left out in turn (default: on; --no-weight-parts: "
+                         "equal weights, the rule before)")
     sp.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
                     help="correct reference and query embeddings together by Harmony first, so known types in a "
                          "new state (another protocol, study or condition) are not called unknown")

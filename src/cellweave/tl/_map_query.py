@@ -87,6 +87,7 @@ def map_query(
     shift_adjust: bool = True,
     softmax_when_far: bool = True,
     sharpen_when_far: bool = True,
+    weight_parts: bool = True,
     align: bool = False,
     reference_token_space: bool = True,
     key_added: str = "cellweave",
@@ -136,7 +137,7 @@ def map_query(
     novelty_quantile
         Quantile (in ``(0, 1]``) of held-out reference cells' novelty scores used as the "unknown"
         threshold; higher flags fewer cells.
-    novelty_score, batch_key, shift_adjust, softmax_when_far, sharpen_when_far
+    novelty_score, batch_key, shift_adjust, softmax_when_far, sharpen_when_far, weight_parts
         The novelty rule, as in :func:`cellweave.tl.annotate`: the score thresholded
         (``"combined+composition"``, the default, ``"combined"``, ``"distance"``, ``"softmax"``,
         ``"composition"``, ``"mahalanobis"`` or ``"distance+mahalanobis+softmax"``); the
@@ -178,7 +179,7 @@ def map_query(
         model SHA-256, index backend, ``n_neighbors``, label classes, the novelty rule
         (``novelty_score``, ``batch_key`` and ``calibration_batches``, ``shift_adjust`` and
         ``shift_factor``, ``softmax_when_far`` and ``distance_ignored``, ``sharpen_when_far`` and
-        ``temperature``) with the threshold it
+        ``temperature``, ``weight_parts`` and ``part_weights``) with the threshold it
         applied, ``align``, number of unknown and of reference cells, the reference UMAP
         coordinates and labels (for plotting the query over it), the query's token space
         (``query_token_space``, as in :func:`annotate`), seed and versions.
@@ -190,7 +191,7 @@ def map_query(
     # Checks the quantile and the score before any embedding.
     transfer = LabelTransfer(novelty_quantile=novelty_quantile, novelty_score=novelty_score,
                              shift_adjust=shift_adjust, softmax_when_far=softmax_when_far,
-                             sharpen_when_far=sharpen_when_far, seed=seed)
+                             sharpen_when_far=sharpen_when_far, weight_parts=weight_parts, seed=seed)
     labels = _reference_labels(reference, label_key)
     batches = _reference_batches(reference, batch_key)
     adata = adata.copy() if copy else adata
@@ -234,7 +235,8 @@ def map_query(
         "calibration_batches": transfer.calibration_groups_, "shift_adjust": bool(shift_adjust),
         "shift_factor": float(transfer.shift_factor_), "softmax_when_far": bool(softmax_when_far),
         "distance_ignored": bool(transfer.distance_ignored_), "sharpen_when_far": bool(sharpen_when_far),
-        "temperature": float(transfer.temperature_), "align": bool(align),
+        "temperature": float(transfer.temperature_), "weight_parts": bool(weight_parts),
+        "part_weights": {name: float(w) for name, w in transfer.part_weights_.items()}, "align": bool(align),
         "threshold": float(transfer.applied_threshold_),
         "n_unknown": int(unknown.sum()), "n_reference": len(ref_z),
         "reference_umap": ref_umap.astype(np.float32), "reference_labels": [str(x) for x in ref_labels],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,12 @@ MIN_SHIFT_CELLS = 50
 MIN_COMPOSITION_CELLS = 50
 #: Ridge added to the shared covariance of the Mahalanobis score (the embedding is standardized).
 MAHALANOBIS_RIDGE = 1e-3
+#: Most reference types left out in turn to weigh the score's parts (``weight_parts``), the largest first.
+N_WEIGHT_TYPES = 4
+#: Fewest cells a reference type needs to be left out when the parts are weighed.
+MIN_WEIGHT_TYPE_CELLS = 20
+#: Share of the other types' cells scored beside the left-out type when the parts are weighed.
+WEIGHT_QUERY_FRACTION = 0.3
 #: The parts of each ``novelty_score``; ``"combined"`` averages its parts' conformal ranks.
 NOVELTY_COMPONENTS = {
     "combined": ("distance", "softmax"),
@@ -43,6 +50,17 @@ NOVELTY_COMPONENTS = {
 DISTANCE_COMPONENTS = ("distance", "mahalanobis")
 #: Parts that grow under a shift of the whole query and are adjusted for it by subtraction (log-odds).
 ENRICHMENT_COMPONENTS = ("composition",)
+
+
+@contextmanager
+def _quiet(log: logging.Logger):
+    """Warnings of ``log`` held back (the pseudo-queries of ``weight_parts`` are not the user's query)."""
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 @dataclass
@@ -205,7 +223,7 @@ class LabelTransfer:
 
     def __init__(self, *, novelty_quantile: float = 0.99, n_neighbors: int = N_NOVELTY_NEIGHBORS, C: float = 1.0,
                  novelty_score: str = "combined+composition", shift_adjust: bool = True, softmax_when_far: bool = True,
-                 sharpen_when_far: bool = True, seed: int = 0) -> None:
+                 sharpen_when_far: bool = True, weight_parts: bool = True, seed: int = 0) -> None:
         if not 0.0 < novelty_quantile <= 1.0:
             raise CellWeaveInputError(f"novelty_quantile must be in (0, 1], got {novelty_quantile}.")
         if novelty_score not in NOVELTY_SCORES:
@@ -219,6 +237,7 @@ class LabelTransfer:
         self.shift_adjust = bool(shift_adjust)
         self.softmax_when_far = bool(softmax_when_far)
         self.sharpen_when_far = bool(sharpen_when_far)
+        self.weight_parts = bool(weight_parts)
         self.seed = seed
 
     def _classifier(self, z: np.ndarray, labels: np.ndarray):
@@ -260,15 +279,84 @@ class LabelTransfer:
         self.shift_factor_ = self.composition_spread_ = 1.0
         # Each component's held-out scores, sorted: the reference distribution a query score is ranked in.
         self.calibration_ = {name: np.sort(s) for name, s in calibration.items()}
+        self.part_weights_ = {name: 1.0 / len(self.components_) for name in self.components_}
+        self.part_aurocs_ = {}
+        if self.weight_parts and len(self.components_) > 1:
+            self._weigh_parts(z, labels)
         self.threshold_ = float(np.quantile(self._score(calibration), self.novelty_quantile))
         self.distance_ignored_ = False
         if "softmax" in self.calibration_ and len(self.components_) > 1:
             # The threshold of the parts kept for a far query (softmax_when_far): all but the distances.
-            far = [name for name in self.components_ if name not in DISTANCE_COMPONENTS]
-            ranks = np.mean([np.searchsorted(self.calibration_[name], calibration[name], side="right")
-                             / len(calibration[name]) for name in far], axis=0)
-            self.softmax_threshold_ = float(np.quantile(ranks, self.novelty_quantile))
+            far = {name: calibration[name] for name in self.components_ if name not in DISTANCE_COMPONENTS}
+            self.softmax_threshold_ = float(np.quantile(self._score(far), self.novelty_quantile))
         return self
+
+    def _weigh_parts(self, z: np.ndarray, labels: np.ndarray) -> None:
+        """``weight_parts``: each part's weight in the score, from how well it tells a type the reference
+        itself leaves out. Each of the ``N_WEIGHT_TYPES`` largest reference types (of at least
+        ``MIN_WEIGHT_TYPE_CELLS`` cells, with at least two other types) is left out in turn: a label transfer with the same settings (equal
+        weights, the adjustments' defaults) is fit on a stratified ``1 - WEIGHT_QUERY_FRACTION`` of the other
+        types' cells and scores a pseudo-query of the rest of them and the left-out type (subsampled to a third
+        of the pseudo-query at most, since ``shift_adjust`` takes most of a query to be of known types, but
+        not below the ``MIN_COMPOSITION_CELLS`` the composition part needs),
+        adjusted as a query is. The weights do not depend on the flags that act at predict time.
+        A part's weight is its mean AUROC there less 0.5 (chance), floored at 0, normalized over the
+        parts (``part_aurocs_``, ``part_weights_``); a part left out for a far pseudo-query counts as
+        chance. When no type can be left out, or no part beats chance, the weights stay equal.
+
+        Stacking, the weights of a combination chosen on held-out folds (Wolpert 1992, "Stacked
+        generalization"), here with the folds made by leaving out a whole type, as in the
+        leave-one-class-out validation of open-set recognition (Geng et al. 2021, "Recent advances in
+        open set recognition: a survey"); what differs is that the weights are a simple function of each
+        part's AUROC, not fit by a second-level model, so nothing is fit to the few left-out types'
+        labels beyond a ranking of the parts."""
+        from sklearn.metrics import roc_auc_score
+        from sklearn.model_selection import train_test_split
+
+        types, counts = np.unique(labels, return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        left_out = [types[i] for i in order if counts[i] >= MIN_WEIGHT_TYPE_CELLS][:N_WEIGHT_TYPES]
+        aurocs: dict[str, list[float]] = {name: [] for name in self.components_}
+        with _quiet(logger):
+            for held_out in left_out:
+                rest = np.flatnonzero(labels != held_out)
+                if len(np.unique(labels[rest])) < 2:
+                    continue
+                try:
+                    fit_idx, query_idx = train_test_split(rest, test_size=WEIGHT_QUERY_FRACTION,
+                                                          stratify=labels[rest], random_state=self.seed)
+                except ValueError:  # a type of one cell, or more types than the query has cells
+                    fit_idx, query_idx = train_test_split(rest, test_size=WEIGHT_QUERY_FRACTION, random_state=self.seed)
+                if len(np.unique(labels[fit_idx])) < 2:
+                    continue
+                # The defaults of the adjustments, whatever this transfer's: they act at predict time only.
+                inner = LabelTransfer(novelty_quantile=self.novelty_quantile, n_neighbors=self.n_neighbors, C=self.C,
+                                      novelty_score=self.novelty_score, weight_parts=False,
+                                      seed=self.seed).fit(z[fit_idx], labels[fit_idx])
+                new = np.flatnonzero(labels == held_out)
+                # A third of the pseudo-query at most, as shift_adjust assumes, unless it would then be too small
+                # for the composition part.
+                n_new = max(len(query_idx) // 2, MIN_COMPOSITION_CELLS - len(query_idx))
+                if len(new) > n_new:
+                    new = np.sort(np.random.default_rng(self.seed).choice(new, n_new, replace=False))
+                pseudo = np.concatenate([query_idx, new])
+                zq = inner.scaler_.transform(z[pseudo])
+                parts = inner._adjust_for_shift(inner._components(zq, query=True), zq)
+                is_new = labels[pseudo] == held_out
+                for name in self.components_:
+                    aurocs[name].append(float(roc_auc_score(is_new, parts[name])) if name in parts else 0.5)
+        if not left_out or not aurocs[self.components_[0]]:
+            logger.info("No reference type of %d cells or more can be left out with two types beside it: the novelty "
+                        "score's parts keep equal weights (weight_parts)", MIN_WEIGHT_TYPE_CELLS)
+            return
+        self.part_aurocs_ = {name: float(np.mean(a)) for name, a in aurocs.items()}
+        above = {name: max(a - 0.5, 0.0) for name, a in self.part_aurocs_.items()}
+        total = sum(above.values())
+        if total > 0:
+            self.part_weights_ = {name: a / total for name, a in above.items()}
+        logger.info("Novelty score parts weighted by how well each tells a reference type left out (AUROC %s): %s "
+                    "(weight_parts)", ", ".join(f"{n} {a:.3f}" for n, a in self.part_aurocs_.items()),
+                    ", ".join(f"{n} {w:.2f}" for n, w in self.part_weights_.items()))
 
     def _fit_scorer(self, z: np.ndarray, labels: np.ndarray, classifier=None) -> LabelTransfer:
         """Fit the novelty scorer's parts on ``z`` (``classifier``: one already fit on it)."""
@@ -354,7 +442,10 @@ class LabelTransfer:
             return components[self.components_[0]]
         ranks = [np.searchsorted(self.calibration_[name], s, side="right") / len(self.calibration_[name])
                  for name, s in components.items()]
-        return np.mean(ranks, axis=0)
+        weights = getattr(self, "part_weights_", None) or {}
+        w = np.array([weights.get(name, 1.0) for name in components])
+        # The parts kept (all, or all but the distances for a far query), their weights renormalized.
+        return np.average(ranks, axis=0, weights=w if w.sum() > 0 else None)
 
     def _adjust_for_shift(self, components: dict[str, np.ndarray], z: np.ndarray) -> dict[str, np.ndarray]:
         """``shift_adjust``: the query's distance parts divided by how far their median exceeds the

@@ -568,15 +568,16 @@ def panel_summary(records: list[Record]) -> pd.DataFrame:
 
 def _run_config(ctx) -> dict:
     """What makes two panel runs' records comparable: a run resumes only records written under the same
-    (the label transfer's ``softmax_when_far`` and ``sharpen_when_far`` too: their defaults changed within
-    version 0.1.0)."""
+    (the label transfer's ``softmax_when_far``, ``sharpen_when_far`` and ``weight_parts`` too: their
+    defaults changed within version 0.1.0)."""
     from cellweave._version import __version__
     from cellweave.tl import LabelTransfer
 
     return {"model_sha256": ctx.model.model_hash, "quick": bool(ctx.quick), "adapt": list(ctx.adapt),
             "adapt_method": ADAPT_METHOD if set(ctx.adapt) - {"untrained"} else None,
             "adapt_max_steps": ctx.adapt_max_steps, "adapt_lr": ctx.adapt_lr, "cellweave": __version__,
-            "softmax_when_far": LabelTransfer().softmax_when_far, "sharpen_when_far": LabelTransfer().sharpen_when_far}
+            "softmax_when_far": LabelTransfer().softmax_when_far, "sharpen_when_far": LabelTransfer().sharpen_when_far,
+            "weight_parts": LabelTransfer().weight_parts}
 
 
 def _finished(ctx) -> list[Record]:
