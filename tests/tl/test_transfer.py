@@ -378,3 +378,15 @@ def test_weight_parts_stay_equal_without_a_type_to_leave_out_or_a_second_part(ce
     assert lt.part_aurocs_ == {} and lt.part_weights_ == {"distance": 0.5, "softmax": 0.5}
     alone = LabelTransfer(novelty_score="distance", seed=0).fit(ref, y)
     assert alone.part_aurocs_ == {} and alone.part_weights_ == {"distance": 1.0}
+
+
+def test_weight_parts_skip_a_left_out_type_whose_rest_cannot_be_split() -> None:
+    """A type of two cells fits (one for the scorer, one held out) but would leave a single cell in the
+    70% a pseudo-query's scorer is fit on: it stays out of the pseudo-queries, and the others weigh."""
+    rng = np.random.default_rng(0)
+    ref, y = _clusters(rng, 8.0 * np.eye(3, 10), 150)
+    ref = np.vstack([ref, 8.0 * np.eye(4, 10)[3] + rng.standard_normal((2, 10))]).astype(np.float32)
+    y = np.r_[y, ["rare", "rare"]]
+    lt = LabelTransfer(seed=0).fit(ref, y)
+    assert set(lt.part_aurocs_) == {"distance", "softmax", "composition"}
+    assert sum(lt.part_weights_.values()) == pytest.approx(1.0)

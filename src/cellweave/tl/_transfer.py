@@ -34,6 +34,8 @@ MAHALANOBIS_RIDGE = 1e-3
 N_WEIGHT_TYPES = 4
 #: Fewest cells a reference type needs to be left out when the parts are weighed.
 MIN_WEIGHT_TYPE_CELLS = 20
+#: Fewest cells of a type kept in the other types' cells when the parts are weighed (rarer ones are left out).
+MIN_SPLIT_TYPE_CELLS = 5
 #: Share of the other types' cells scored beside the left-out type when the parts are weighed.
 WEIGHT_QUERY_FRACTION = 0.3
 #: The parts of each ``novelty_score``; ``"combined"`` averages its parts' conformal ranks.
@@ -315,7 +317,8 @@ class LabelTransfer:
     def _weigh_parts(self, z: np.ndarray, labels: np.ndarray) -> None:
         """``weight_parts``: each part's weight in the score, from how well it tells a type the reference itself
         leaves out. Each of the ``N_WEIGHT_TYPES`` largest reference types (of at least
-        ``MIN_WEIGHT_TYPE_CELLS`` cells, with at least two other types) is left out in turn: a label transfer
+        ``MIN_WEIGHT_TYPE_CELLS`` cells, with at least two other types; types of fewer than ``MIN_SPLIT_TYPE_CELLS``
+        cells stay out of it all) is left out in turn: a label transfer
         with the same settings (equal weights, the adjustments' defaults) is fit on a stratified ``1 -
         WEIGHT_QUERY_FRACTION`` of the other types' cells and scores a pseudo-query of the rest of them and the
         left-out type (subsampled to a third of the pseudo-query at most, since ``shift_adjust`` takes most of a
@@ -337,9 +340,11 @@ class LabelTransfer:
         order = np.argsort(-counts, kind="stable")
         left_out = [types[i] for i in order if counts[i] >= MIN_WEIGHT_TYPE_CELLS][:N_WEIGHT_TYPES]
         aurocs: dict[str, list[float]] = {name: [] for name in self.components_}
+        # Types too rare to be split twice (the 70% here, then the scorer's 80%) stay out of the pseudo-queries.
+        splittable = np.isin(labels, types[counts >= MIN_SPLIT_TYPE_CELLS])
         with _quiet(logger):
             for held_out in left_out:
-                rest = np.flatnonzero(labels != held_out)
+                rest = np.flatnonzero((labels != held_out) & splittable)
                 if len(np.unique(labels[rest])) < 2:
                     continue
                 try:
@@ -351,8 +356,12 @@ class LabelTransfer:
                     continue
                 # The defaults of the adjustments, whatever this transfer's: they act at predict time only.
                 inner = LabelTransfer(novelty_quantile=self.novelty_quantile, n_neighbors=self.n_neighbors, C=self.C,
-                                      novelty_score=self.novelty_score, weight_parts=False,
-                                      seed=self.seed).fit(z[fit_idx], labels[fit_idx])
+                                      novelty_score=self.novelty_score, weight_parts=False, seed=self.seed)
+                try:
+                    inner.fit(z[fit_idx], labels[fit_idx])
+                except ValueError:  # a split the inner calibration cannot stratify: this type is not counted
+                    logger.debug("weight_parts: leaving out %r leaves a split too small to calibrate; skipped", held_out)
+                    continue
                 new = np.flatnonzero(labels == held_out)
                 # A third of the pseudo-query at most, as shift_adjust assumes, unless it would then be too small
                 # for the composition part.
