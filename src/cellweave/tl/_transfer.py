@@ -270,6 +270,12 @@ class LabelTransfer:
         return LogisticRegression(C=self.C, max_iter=1000, random_state=self.seed).fit(z, labels)
 
     def fit(self, embedding: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> LabelTransfer:
+        return self._fit(embedding, labels, groups)
+
+    def _fit(self, embedding: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None, *,
+             classify: bool = True) -> LabelTransfer:
+        """:meth:`fit`; ``classify=False`` (the pseudo-queries of ``weight_parts``, no ``groups``) fits only
+        the novelty scorer and its thresholds, not the label classifier they never use."""
         from sklearn.model_selection import GroupKFold, train_test_split
         from sklearn.preprocessing import StandardScaler
 
@@ -278,8 +284,9 @@ class LabelTransfer:
         self.components_ = NOVELTY_COMPONENTS[self.novelty_score]
         self.scaler_ = StandardScaler().fit(embedding)
         z = self.scaler_.transform(embedding)
-        self.classifier_ = self._classifier(z, labels)
-        self.classes_ = [str(c) for c in self.classifier_.classes_]
+        self.classifier_ = self._classifier(z, labels) if classify else None
+        # The classifier's classes are the sorted distinct labels.
+        self.classes_ = [str(c) for c in (self.classifier_.classes_ if classify else np.unique(labels))]
         n_groups = 0 if groups is None else len(np.unique(np.asarray(groups).astype(str)))
         if groups is not None and len(groups) != len(labels):
             raise CellWeaveInputError(f"groups has {len(groups)} values for {len(labels)} reference cells; give "
@@ -358,7 +365,7 @@ class LabelTransfer:
                 inner = LabelTransfer(novelty_quantile=self.novelty_quantile, n_neighbors=self.n_neighbors, C=self.C,
                                       novelty_score=self.novelty_score, weight_parts=False, seed=self.seed)
                 try:
-                    inner.fit(z[fit_idx], labels[fit_idx])
+                    inner._fit(z[fit_idx], labels[fit_idx], classify=False)
                 except ValueError:  # a split the inner calibration cannot stratify: this type is not counted
                     logger.debug("weight_parts: leaving out %r leaves a split too small to calibrate; skipped", held_out)
                     continue
