@@ -234,8 +234,7 @@ class LabelTransfer:
     way), cells of a novel type called unknown 46% -> 51%, known cells 0.7% -> 0.7%, and shifted known
     cells called unknown (batch-calibrated) 0.5% -> 0.4% (cell lines on seed 2 3.4% -> 2.0%);
     ``"combined"`` 0.826 -> 0.834. It costs four more fits of the scorer in :meth:`fit` (a whole fit on
-    10,000 synthetic cells of 15 types, 256-d, one thread: 0.8 s -> 5.8 s; the ADT reference, 6,000
-    cells, 10-d: 0.4 s -> 2.7 s). A reference without three types of ``MIN_WEIGHT_TYPE_CELLS`` cells
+    10,000 synthetic cells of 15 types, 256-d, one thread: 0.5 s -> 3.2 s). A reference without three types of ``MIN_WEIGHT_TYPE_CELLS`` cells
     keeps equal weights (the CA1 dataset, two types). The rule was designed after seeing ADT's parts; it
     reads no query labels, and what it estimates on the reference is what the panel's protocol does to
     the query. ``False``: equal weights, the rule before.
