@@ -1,0 +1,57 @@
+"""The synthetic world of benchmarks/positive_control.py: the held-out types are new, their programmes are
+not, and the programmes carry the type while a random projection of the same cells does not."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "positive_control.py"
+
+
+@pytest.fixture(scope="module")
+def pc():
+    spec = importlib.util.spec_from_file_location("cellweave_positive_control_benchmark", _SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def small_world(pc) -> dict:
+    return pc.world(0, n_genes=600, n_programmes=20, programme_size=20, n_corpus_types=12, n_heldout_types=6,
+                    programmes_per_type=3)
+
+
+def test_held_out_types_are_new_combinations_of_the_corpus_programmes(pc, small_world) -> None:
+    w = small_world
+    members = [g for p in w["programmes"] for g in p]
+    assert len(members) == len(set(members)) == 20 * 20  # disjoint programmes
+    corpus = {tuple(t) for t in w["corpus_types"]}
+    heldout = {tuple(t) for t in w["heldout_types"]}
+    assert len(corpus) == 12 and len(heldout) == 6 and not corpus & heldout
+    for t in corpus | heldout:  # types never use the nuisance programmes
+        assert len(t) == 3 and min(t) >= pc.N_NUISANCE
+
+
+def test_dataset_counts_types_and_oracle(pc, small_world) -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.model_selection import cross_val_score
+
+    rng = np.random.default_rng(1)
+    ad = pc.dataset(small_world, rng, small_world["heldout_types"][:4], n_cells=200, depth=400.0, gene_share=0.9,
+                    fold=3.0, name="t")
+    assert ad.shape == (200, 540)
+    x = ad.X.toarray()
+    assert np.array_equal(x, np.round(x)) and x.min() >= 0
+    assert 250 < np.median(x.sum(1)) < 550  # about the depth asked for
+    assert ad.obs["cell_type"].nunique() == 4
+    y = ad.obs["cell_type"].to_numpy()
+    knn = KNeighborsClassifier(15)
+    oracle = cross_val_score(knn, ad.obsm["programme_scores"], y, cv=5).mean()
+    projection = np.log1p(x / x.sum(1, keepdims=True) * 1e4) @ np.random.default_rng(0).normal(size=(540, 16))
+    random = cross_val_score(knn, projection, y, cv=5).mean()
+    assert oracle > 0.9 and oracle > random + 0.2
