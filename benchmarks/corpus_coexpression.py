@@ -1,0 +1,175 @@
+"""Issue 12 probe, model-free: does a pretraining corpus carry gene co-expression that helps new data?
+
+The positive control (``benchmarks/positive_control.py``) found that pretraining transfers only through
+learned gene tables, and only when the corpus's gene co-expression matches the target's. This script
+asks the same of a corpus without any model: each target cell's standardized HVG values are smoothed
+over each gene's ``k`` most correlated genes in the corpus (netSmooth's idea, Ronen & Akalin 2018,
+which smooths over a prior gene network; here the network is the corpus's pooled correlation, each
+corpus dataset standardized over its own cells, unmeasured genes counting as the mean), then PCA-50,
+then kNN macro-F1 (k=15, 5-fold, the panel's). ``alpha`` is the share of a gene's value replaced by its
+neighbours' weighted mean (1: the neighbours alone). A corpus whose co-expression matches the target
+lifts the smoothed PCA above the unsmoothed one; one that does not lowers it.
+
+Targets: the development panel's RNA datasets (genes matched by upper-case symbol, so a human corpus
+reads a mouse dataset's orthologues of the same name), with the corpus ``make pretrained`` uses
+(the registry's pretraining datasets outside the panel), or with ``--synthetic D`` the held-out
+datasets of a ``positive_control.py make`` folder with its corpus. Prints one line per target and
+the means, writes ``--out``::
+
+    CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/corpus_coexpression.py --out coexpression.json
+    .venv/bin/python benchmarks/corpus_coexpression.py --synthetic build/exp/pc/data --out synthetic.json
+
+About 5 minutes for the panel on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+#: Corpus cells kept per dataset (random, seed 0).
+MAX_CELLS = 1500
+
+
+def standardized_lognorm(X) -> np.ndarray:
+    """log1p of counts per 10,000, each gene standardized over the cells (constant genes stay 0)."""
+    X = X.toarray() if sp.issparse(X) else np.asarray(X)
+    X = X.astype(np.float32)
+    lib = X.sum(1, keepdims=True)
+    X = np.log1p(X / np.maximum(lib, 1.0) * 1e4)  # a cell without counts stays at zero (and keeps its row)
+    sd = X.std(0)
+    Z = np.zeros_like(X)
+    ok = sd > 0
+    Z[:, ok] = (X[:, ok] - X[:, ok].mean(0)) / sd[ok]
+    return Z
+
+
+def corpus_blocks(adatas, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(upper-case symbols, standardized cells)`` of each corpus AnnData holding counts."""
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for a in adatas:
+        X = a.X
+        if a.n_obs > MAX_CELLS:
+            X = X[np.sort(rng.choice(a.n_obs, MAX_CELLS, replace=False))]
+        head = X[:50].toarray() if sp.issparse(X) else np.asarray(X[:50])
+        if not np.allclose(head, np.round(head)):
+            continue
+        blocks.append((np.array([s.upper() for s in a.var_names]), standardized_lognorm(X)))
+    return blocks
+
+
+def corpus_correlation(blocks, genes: list[str]) -> np.ndarray:
+    """Pooled correlation of ``genes`` over the corpus cells (zero diagonal; zero rows for genes no
+    corpus dataset measures)."""
+    index = {g: i for i, g in enumerate(genes)}
+    rows = []
+    for symbols, Z in blocks:
+        pairs = [(j, index[s]) for j, s in enumerate(symbols) if s in index]
+        if not pairs:
+            continue
+        src, dst = map(list, zip(*pairs))
+        M = np.zeros((len(Z), len(genes)), np.float32)
+        M[:, dst] = Z[:, src]
+        rows.append(M)
+    M = np.vstack(rows)
+    C = M.T @ M / len(M)
+    np.fill_diagonal(C, 0.0)
+    return C
+
+
+def smoothing(C: np.ndarray, k: int, alpha: float) -> np.ndarray:
+    """Row-stochastic smoothing matrix: ``alpha`` of each gene's value from its ``k`` most (positively)
+    correlated genes, weighted by correlation; a gene without corpus neighbours keeps its value."""
+    W = np.zeros_like(C)
+    top = np.argsort(-C, axis=1)[:, :k]
+    rows = np.arange(len(C))[:, None]
+    W[rows, top] = np.clip(C[rows, top], 0.0, None)
+    total = W.sum(1, keepdims=True)
+    has = total[:, 0] > 0
+    W[has] /= total[has]
+    return alpha * W + np.diag(np.where(has, 1.0 - alpha, 1.0))
+
+
+def score_target(name: str, adata, labels, hv, blocks, ks, alphas) -> dict[str, float]:
+    from _diagnostics import knn_f1
+    from sklearn.decomposition import PCA
+
+    from cellweave.bench import pca_hvg_embedding
+
+    genes = [s.upper() for s in np.asarray(adata.var_names)[hv]]
+    X = standardized_lognorm(adata.X)[:, hv]  # normalized by each cell's whole library, as the panel does
+    C = corpus_correlation(blocks, genes)
+    row = {"PCA (HVG)": knn_f1(pca_hvg_embedding(adata, seed=0), labels),
+           "PCA, same genes unsmoothed": knn_f1(PCA(50, random_state=0).fit_transform(X), labels)}
+    for k in ks:
+        for alpha in alphas:
+            S = X @ smoothing(C, k, alpha).T
+            row[f"smoothed k={k} alpha={alpha}"] = knn_f1(PCA(50, random_state=0).fit_transform(S), labels)
+    row["share of genes the corpus measures"] = round(float((np.abs(C).sum(1) > 0).mean()), 2)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--synthetic", default=None, metavar="D", help="a positive_control.py make folder")
+    p.add_argument("--k", type=int, nargs="+", default=[10])
+    p.add_argument("--alpha", type=float, nargs="+", default=[1.0, 0.5])
+    p.add_argument("--out", default="corpus_coexpression.json")
+    args = p.parse_args()
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()
+    import anndata as ad
+
+    from _diagnostics import mean_over
+
+    from cellweave.data import hvg_features
+
+    t0 = time.perf_counter()
+    targets = []
+    if args.synthetic:
+        corpus = [ad.read_h5ad(f) for f in sorted(Path(args.synthetic, "corpus").glob("*.h5ad"))]
+        for f in sorted(Path(args.synthetic, "heldout").glob("*.h5ad")):
+            a = ad.read_h5ad(f)
+            targets.append((f.stem, a, a.obs["cell_type"].astype(str).to_numpy(), np.arange(a.n_vars)))
+    else:
+        from _diagnostics import panel_selection
+
+        from cellweave import datasets
+
+        table = datasets.list()
+        table = table[table["pretrain"] & ["panel" not in t for t in table["tasks"]]]  # make pretrained's corpus
+        corpus = []
+        for name in table["name"]:
+            data = datasets.load(name)
+            rna = data.mod.get("rna") if hasattr(data, "mod") else data
+            if rna is not None and rna.uns.get("x_kind", "counts") == "counts":
+                corpus.append(rna)
+        for d in panel_selection():
+            if d.lognorm is None or d.adata.n_vars < 100 or d.name.startswith("prot_"):
+                continue  # protein panels and targeted panels of under 100 genes have no HVG set to smooth
+            targets.append((d.name, d.adata, d.labels, hvg_features(d.lognorm)))
+    blocks = corpus_blocks(corpus)
+    per_dataset = {}
+    for name, adata, labels, hv in targets:
+        per_dataset[name] = score_target(name, adata, labels, hv, blocks, args.k, args.alpha)
+        print(name, " ".join(f"{k}={v:.3f}" for k, v in per_dataset[name].items()), flush=True)
+    means = mean_over(list(per_dataset.values()))
+    print("mean", " ".join(f"{k}={v:.3f}" for k, v in means.items()))
+    result = {"command": "benchmarks/corpus_coexpression.py" + (f" --synthetic {args.synthetic}" if args.synthetic else ""),
+              "corpus_datasets": len(blocks), "corpus_cells": int(sum(len(z) for _, z in blocks)),
+              "seconds": round(time.perf_counter() - t0, 1), "mean": means, "per_dataset": per_dataset}
+    out = Path(args.out)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out)
+
+
+if __name__ == "__main__":
+    main()
