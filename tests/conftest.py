@@ -84,3 +84,20 @@ def tiny_rna_model(tiny_vocab_and_data):
                                   context_length={"rna": 48, "prot": 0, "atac": 0, "gene_activity": 0})
     model.module.eval()
     return model
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """A loader of ``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package):
+    ``benchmark_script("perf")``."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"cellweave_benchmark_{name}", root / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

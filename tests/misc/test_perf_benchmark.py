@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "perf.py"
-
 
 @pytest.fixture(scope="module")
-def perf():
-    spec = importlib.util.spec_from_file_location("cellweave_perf_benchmark", _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def perf(benchmark_script):
+    return benchmark_script("perf")
 
 
 @pytest.fixture(scope="module")

@@ -3,21 +3,13 @@ not, and the programmes carry the type while a random projection of the same cel
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "positive_control.py"
-
 
 @pytest.fixture(scope="module")
-def pc():
-    spec = importlib.util.spec_from_file_location("cellweave_positive_control_benchmark", _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def pc(benchmark_script):
+    return benchmark_script("positive_control")
 
 
 @pytest.fixture(scope="module")
