@@ -36,12 +36,10 @@ import scipy.sparse as sp
 MAX_CELLS = 1500
 
 
-def standardized_lognorm(X) -> np.ndarray:
-    """log1p of counts per 10,000, each gene standardized over the cells (constant genes stay 0)."""
-    X = X.toarray() if sp.issparse(X) else np.asarray(X)
-    X = X.astype(np.float32)
-    lib = X.sum(1, keepdims=True)
-    X = np.log1p(X / np.maximum(lib, 1.0) * 1e4)  # a cell without counts stays at zero (and keeps its row)
+def standardized(lognorm) -> np.ndarray:
+    """Log-normalized cells (:func:`cellweave.data.log_normalize`), each gene standardized over the cells
+    (constant genes stay 0), dense float32."""
+    X = lognorm.toarray() if sp.issparse(lognorm) else np.asarray(lognorm, dtype=np.float32)
     sd = X.std(0)
     Z = np.zeros_like(X)
     ok = sd > 0
@@ -51,16 +49,18 @@ def standardized_lognorm(X) -> np.ndarray:
 
 def corpus_blocks(adatas, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(upper-case symbols, standardized cells)`` of each corpus AnnData holding counts."""
+    from cellweave.data import log_normalize
+    from cellweave.io import detect_x_kind
+
     rng = np.random.default_rng(seed)
     blocks = []
     for a in adatas:
         X = a.X
         if a.n_obs > MAX_CELLS:
             X = X[np.sort(rng.choice(a.n_obs, MAX_CELLS, replace=False))]
-        head = X[:50].toarray() if sp.issparse(X) else np.asarray(X[:50])
-        if not np.allclose(head, np.round(head)):
+        if detect_x_kind(X) != "counts":
             continue
-        blocks.append((np.array([s.upper() for s in a.var_names]), standardized_lognorm(X)))
+        blocks.append((np.array([s.upper() for s in a.var_names]), standardized(log_normalize(X))))
     return blocks
 
 
@@ -96,14 +96,16 @@ def smoothing(C: np.ndarray, k: int, alpha: float) -> np.ndarray:
     return alpha * W + np.diag(np.where(has, 1.0 - alpha, 1.0))
 
 
-def score_target(name: str, adata, labels, hv, blocks, ks, alphas) -> dict[str, float]:
+def score_target(adata, lognorm, labels, hv, blocks, ks, alphas) -> dict[str, float]:
+    """The scores of one target: the panel's PCA baseline, PCA-50 of its standardized HVGs ``hv`` (columns of
+    ``lognorm``, the target's log-normalized cells), and the same smoothed for each ``k`` and ``alpha``."""
     from _diagnostics import knn_f1
     from sklearn.decomposition import PCA
 
     from cellweave.bench import pca_hvg_embedding
 
     genes = [s.upper() for s in np.asarray(adata.var_names)[hv]]
-    X = standardized_lognorm(adata.X)[:, hv]  # normalized by each cell's whole library, as the panel does
+    X = standardized(lognorm[:, hv])  # normalized by each cell's whole library, as the panel does
     C = corpus_correlation(blocks, genes)
     row = {"PCA (HVG)": knn_f1(pca_hvg_embedding(adata, seed=0), labels),
            "PCA, same genes unsmoothed": knn_f1(PCA(50, random_state=0).fit_transform(X), labels)}
@@ -129,7 +131,7 @@ def main() -> None:
 
     from _diagnostics import mean_over
 
-    from cellweave.data import hvg_features
+    from cellweave.data import hvg_features, log_normalize
 
     t0 = time.perf_counter()
     targets = []
@@ -137,7 +139,8 @@ def main() -> None:
         corpus = [ad.read_h5ad(f) for f in sorted(Path(args.synthetic, "corpus").glob("*.h5ad"))]
         for f in sorted(Path(args.synthetic, "heldout").glob("*.h5ad")):
             a = ad.read_h5ad(f)
-            targets.append((f.stem, a, a.obs["cell_type"].astype(str).to_numpy(), np.arange(a.n_vars)))
+            targets.append((f.stem, a, log_normalize(a), a.obs["cell_type"].astype(str).to_numpy(),
+                            np.arange(a.n_vars)))
     else:
         from _diagnostics import panel_selection
 
@@ -154,15 +157,16 @@ def main() -> None:
         for d in panel_selection():
             if d.lognorm is None or d.adata.n_vars < 100 or d.name.startswith("prot_"):
                 continue  # protein panels and targeted panels of under 100 genes have no HVG set to smooth
-            targets.append((d.name, d.adata, d.labels, hvg_features(d.lognorm)))
+            targets.append((d.name, d.adata, d.lognorm, d.labels, hvg_features(d.lognorm)))
     blocks = corpus_blocks(corpus)
     per_dataset = {}
-    for name, adata, labels, hv in targets:
-        per_dataset[name] = score_target(name, adata, labels, hv, blocks, args.k, args.alpha)
+    for name, adata, lognorm, labels, hv in targets:
+        per_dataset[name] = score_target(adata, lognorm, labels, hv, blocks, args.k, args.alpha)
         print(name, " ".join(f"{k}={v:.3f}" for k, v in per_dataset[name].items()), flush=True)
     means = mean_over(list(per_dataset.values()))
     print("mean", " ".join(f"{k}={v:.3f}" for k, v in means.items()))
-    result = {"command": "benchmarks/corpus_coexpression.py" + (f" --synthetic {args.synthetic}" if args.synthetic else ""),
+    command = "benchmarks/corpus_coexpression.py" + (f" --synthetic {args.synthetic}" if args.synthetic else "")
+    result = {"command": command,
               "corpus_datasets": len(blocks), "corpus_cells": int(sum(len(z) for _, z in blocks)),
               "seconds": round(time.perf_counter() - t0, 1), "mean": means, "per_dataset": per_dataset}
     out = Path(args.out)

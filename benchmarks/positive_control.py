@@ -97,7 +97,8 @@ def dataset(w: dict, rng: np.random.Generator, types: list[list[int]], *, n_cell
     activity = np.zeros((n_cells, len(w["programmes"])))
     for c, t in enumerate(type_of):
         activity[c, types[t]] = rng.lognormal(0.0, 0.25, len(types[t]))
-    activity[:, :N_NUISANCE] = (rng.random((n_cells, N_NUISANCE)) < 0.4) * rng.lognormal(0.0, 0.25, (n_cells, N_NUISANCE))
+    carries = rng.random((n_cells, N_NUISANCE)) < 0.4  # nuisance states, whatever the type
+    activity[:, :N_NUISANCE] = carries * rng.lognormal(0.0, 0.25, (n_cells, N_NUISANCE))
     log_mu = base + rng.normal(0.0, 0.2, n_genes) + np.log(fold) * activity @ member
     profile = np.exp(log_mu - log_mu.max(axis=1, keepdims=True))
     profile /= profile.sum(axis=1, keepdims=True)

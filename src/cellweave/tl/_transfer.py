@@ -234,10 +234,10 @@ class LabelTransfer:
     way), cells of a novel type called unknown 46% -> 51%, known cells 0.7% -> 0.7%, and shifted known
     cells called unknown (batch-calibrated) 0.5% -> 0.4% (cell lines on seed 2 3.4% -> 2.0%);
     ``"combined"`` 0.826 -> 0.834. It costs four more fits of the scorer in :meth:`fit` (a whole fit on
-    10,000 synthetic cells of 15 types, 256-d, one thread: 0.5 s -> 3.2 s). A reference without three types of ``MIN_WEIGHT_TYPE_CELLS`` cells
-    keeps equal weights (the CA1 dataset, two types). The rule was designed after seeing ADT's parts; it
-    reads no query labels, and what it estimates on the reference is what the panel's protocol does to
-    the query. ``False``: equal weights, the rule before.
+    10,000 synthetic cells of 15 types, 256-d, one thread: 0.5 s -> 3.2 s). A reference without three
+    types of ``MIN_WEIGHT_TYPE_CELLS`` cells keeps equal weights (the CA1 dataset, two types). The rule
+    was designed after seeing ADT's parts; it reads no query labels, and what it estimates on the
+    reference is what the panel's protocol does to the query. ``False``: equal weights, the rule before.
 
     What differs from a conformal test: the threshold is a quantile of calibration scores, not a
     p-value level, and the combined scores of the calibration cells use their own ranks.
@@ -366,7 +366,8 @@ class LabelTransfer:
                 try:
                     inner._fit(z[fit_idx], labels[fit_idx], classify=False)
                 except ValueError:  # a split the inner calibration cannot stratify: this type is not counted
-                    logger.debug("weight_parts: leaving out %r leaves a split too small to calibrate; skipped", held_out)
+                    logger.debug("weight_parts: leaving out %r leaves a split too small to calibrate; skipped",
+                                 held_out)
                     continue
                 new = np.flatnonzero(labels == held_out)
                 # A third of the pseudo-query at most, as shift_adjust assumes, unless it would then be too small
