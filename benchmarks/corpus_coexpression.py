@@ -13,8 +13,11 @@ lifts the smoothed PCA above the unsmoothed one; one that does not lowers it.
 Targets: the development panel's RNA datasets (genes matched by upper-case symbol, so a human corpus
 reads a mouse dataset's orthologues of the same name), with the corpus ``make pretrained`` uses
 (the registry's pretraining datasets outside the panel), or with ``--synthetic D`` the held-out
-datasets of a ``positive_control.py make`` folder with its corpus. Prints one line per target and
-the means, writes ``--out``::
+datasets of a ``positive_control.py make`` folder with its corpus. ``--fraction f`` thins the targets
+first (each count kept with probability f, as ``benchmarks/low_depth.py``), asking whether a corpus helps
+where a target's own cells are too shallow to estimate their co-expression; ``--target-cells N`` keeps N
+cells of each target, asking the same of a small dataset. Prints one line per
+target and the means, writes ``--out``::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/corpus_coexpression.py --out coexpression.json
     .venv/bin/python benchmarks/corpus_coexpression.py --synthetic build/exp/pc/data --out synthetic.json
@@ -117,11 +120,49 @@ def score_target(adata, lognorm, labels, hv, blocks, ks, alphas) -> dict[str, fl
     return row
 
 
+def subsampled_target(target, n_cells: int, *, synthetic: bool):
+    """``target`` (name, AnnData, log-normalized cells, labels, HVG columns) reduced to a random ``n_cells``
+    of its cells (seed 0; all when it has no more), a panel dataset's HVGs chosen again on them."""
+    from cellweave.data import hvg_features
+
+    name, adata, lognorm, labels, hv = target
+    if adata.n_obs <= n_cells:
+        return target
+    keep = np.sort(np.random.default_rng(0).choice(adata.n_obs, n_cells, replace=False))
+    lognorm = lognorm[keep]
+    return name, adata[keep].copy(), lognorm, labels[keep], hv if synthetic else hvg_features(lognorm)
+
+
+def thinned_target(target, fraction: float, *, synthetic: bool):
+    """``target`` (name, AnnData, log-normalized cells, labels, HVG columns) with each count kept with
+    probability ``fraction`` (:func:`low_depth.thinned`, seed 0), normalized again and, for a panel
+    dataset, its HVGs chosen again on the thinned cells; ``None`` when its matrix holds no counts."""
+    from low_depth import thinned
+
+    from cellweave.data import hvg_features, log_normalize
+    from cellweave.io import detect_x_kind
+
+    name, adata, _, labels, hv = target
+    if detect_x_kind(adata.X) != "counts":
+        return None
+    adata = thinned(adata, fraction, seed=0)
+    lognorm = log_normalize(adata)
+    return name, adata, lognorm, labels, hv if synthetic else hvg_features(lognorm)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--synthetic", default=None, metavar="D", help="a positive_control.py make folder")
+    p.add_argument("--synthetic-corpus", default=None, metavar="D2",
+                   help="with --synthetic: the corpus of this `make` folder instead (held-out sets made with "
+                        "`make --heldout-only` and the same seed share its world)")
     p.add_argument("--k", type=int, nargs="+", default=[10])
     p.add_argument("--alpha", type=float, nargs="+", default=[1.0, 0.5])
+    p.add_argument("--fraction", type=float, default=1.0,
+                   help="keep each target count with this probability first (binomial thinning, seed 0, as "
+                        "benchmarks/low_depth.py); targets without integer counts are left out below 1")
+    p.add_argument("--target-cells", type=int, default=0, metavar="N",
+                   help="keep a random N cells of each larger target (seed 0): a smaller dataset; 0 = all")
     p.add_argument("--out", default="corpus_coexpression.json")
     args = p.parse_args()
     from cellweave._system import keep_torch_threads
@@ -136,7 +177,10 @@ def main() -> None:
     t0 = time.perf_counter()
     targets = []
     if args.synthetic:
-        corpus = [ad.read_h5ad(f) for f in sorted(Path(args.synthetic, "corpus").glob("*.h5ad"))]
+        corpus_dir = Path(args.synthetic_corpus or args.synthetic, "corpus")
+        corpus = [ad.read_h5ad(f) for f in sorted(corpus_dir.glob("*.h5ad"))]
+        if not corpus:
+            raise SystemExit(f"no corpus datasets in {corpus_dir}: give --synthetic-corpus, a `make` folder with one.")
         for f in sorted(Path(args.synthetic, "heldout").glob("*.h5ad")):
             a = ad.read_h5ad(f)
             targets.append((f.stem, a, log_normalize(a), a.obs["cell_type"].astype(str).to_numpy(),
@@ -158,6 +202,13 @@ def main() -> None:
             if d.lognorm is None or d.adata.n_vars < 100 or d.name.startswith("prot_"):
                 continue  # protein panels and targeted panels of under 100 genes have no HVG set to smooth
             targets.append((d.name, d.adata, d.lognorm, d.labels, hvg_features(d.lognorm)))
+    if args.target_cells:
+        targets = [subsampled_target(t, args.target_cells, synthetic=bool(args.synthetic)) for t in targets]
+    if not 0.0 < args.fraction <= 1.0:
+        raise SystemExit(f"--fraction {args.fraction}: give a share of the counts in (0, 1].")
+    if args.fraction < 1.0:
+        targets = [thinned_target(t, args.fraction, synthetic=bool(args.synthetic)) for t in targets]
+        targets = [t for t in targets if t is not None]
     blocks = corpus_blocks(corpus)
     per_dataset = {}
     for name, adata, lognorm, labels, hv in targets:
@@ -165,7 +216,10 @@ def main() -> None:
         print(name, " ".join(f"{k}={v:.3f}" for k, v in per_dataset[name].items()), flush=True)
     means = mean_over(list(per_dataset.values()))
     print("mean", " ".join(f"{k}={v:.3f}" for k, v in means.items()))
-    command = "benchmarks/corpus_coexpression.py" + (f" --synthetic {args.synthetic}" if args.synthetic else "")
+    command = ("benchmarks/corpus_coexpression.py" + (f" --synthetic {args.synthetic}" if args.synthetic else "")
+               + (f" --synthetic-corpus {args.synthetic_corpus}" if args.synthetic_corpus else "")
+               + (f" --fraction {args.fraction}" if args.fraction < 1.0 else "")
+               + (f" --target-cells {args.target_cells}" if args.target_cells else ""))
     result = {"command": command,
               "corpus_datasets": len(blocks), "corpus_cells": int(sum(len(z) for _, z in blocks)),
               "seconds": round(time.perf_counter() - t0, 1), "mean": means, "per_dataset": per_dataset}
