@@ -28,7 +28,6 @@ About 5 minutes for the panel on one thread.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -165,6 +164,10 @@ def main() -> None:
                    help="keep a random N cells of each larger target (seed 0): a smaller dataset; 0 = all")
     p.add_argument("--out", default="corpus_coexpression.json")
     args = p.parse_args()
+    if not 0.0 < args.fraction <= 1.0:
+        raise SystemExit(f"--fraction {args.fraction}: give a share of the counts in (0, 1].")
+    if args.target_cells < 0:
+        raise SystemExit(f"--target-cells {args.target_cells}: give a number of cells, or 0 for all.")
     from cellweave._system import keep_torch_threads
 
     keep_torch_threads()
@@ -204,8 +207,6 @@ def main() -> None:
             targets.append((d.name, d.adata, d.lognorm, d.labels, hvg_features(d.lognorm)))
     if args.target_cells:
         targets = [subsampled_target(t, args.target_cells, synthetic=bool(args.synthetic)) for t in targets]
-    if not 0.0 < args.fraction <= 1.0:
-        raise SystemExit(f"--fraction {args.fraction}: give a share of the counts in (0, 1].")
     if args.fraction < 1.0:
         targets = [thinned_target(t, args.fraction, synthetic=bool(args.synthetic)) for t in targets]
         targets = [t for t in targets if t is not None]
@@ -223,10 +224,9 @@ def main() -> None:
     result = {"command": command,
               "corpus_datasets": len(blocks), "corpus_cells": int(sum(len(z) for _, z in blocks)),
               "seconds": round(time.perf_counter() - t0, 1), "mean": means, "per_dataset": per_dataset}
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    from cellweave._io_utils import atomic_write_json
+
+    atomic_write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -195,10 +195,9 @@ def score(args: argparse.Namespace) -> None:
               + (" --adapt" if args.adapt else "") + (" --gene-tables" if args.gene_tables else ""),
               "world": world_args, "models": args.models, "seconds": round(time.perf_counter() - t0, 1),
               "mean": means, "per_dataset": per_dataset}
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    from cellweave._io_utils import atomic_write_json
+
+    atomic_write_json(args.out, result)
 
 
 def main() -> None:
