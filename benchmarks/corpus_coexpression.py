@@ -16,8 +16,10 @@ reads a mouse dataset's orthologues of the same name), with the corpus ``make pr
 datasets of a ``positive_control.py make`` folder with its corpus. ``--fraction f`` thins the targets
 first (each count kept with probability f, as ``benchmarks/low_depth.py``), asking whether a corpus helps
 where a target's own cells are too shallow to estimate their co-expression; ``--target-cells N`` keeps N
-cells of each target, asking the same of a small dataset. Prints one line per
-target and the means, writes ``--out``::
+cells of each target, asking the same of a small dataset. ``--add-corpus NAME ...`` adds mirror datasets
+(panel ones too) to the corpus and ``--datasets NAME ...`` picks the targets; a target may not be in the
+corpus, so a two-fold split of the panel by tissue asks whether a corpus of the target's own tissue helps.
+Prints one line per target and the means, writes ``--out``::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/corpus_coexpression.py --out coexpression.json
     .venv/bin/python benchmarks/corpus_coexpression.py --synthetic build/exp/pc/data --out synthetic.json
@@ -149,6 +151,21 @@ def thinned_target(target, fraction: float, *, synthetic: bool):
     return name, adata, lognorm, labels, hv if synthetic else hvg_features(lognorm)
 
 
+def check_folds(add_corpus: list[str], targets: list[str] | None, *, synthetic: bool) -> None:
+    """Refuse a target that is also in the corpus, or ``--add-corpus`` / ``--datasets`` with ``--synthetic``,
+    before any data is loaded."""
+    if synthetic and (add_corpus or targets):
+        raise SystemExit("--add-corpus and --datasets pick mirror datasets; leave them out with --synthetic.")
+    if targets is None:
+        return
+    if not targets:
+        raise SystemExit("--datasets was given without names: name the panel targets, or leave it out for all.")
+    both = sorted(set(add_corpus) & set(targets))
+    if both:
+        raise SystemExit(f"{', '.join(both)} would be both a target and in the corpus: take it out of --add-corpus "
+                         "or of --datasets (a target must be new to the corpus).")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--synthetic", default=None, metavar="D", help="a positive_control.py make folder")
@@ -162,8 +179,13 @@ def main() -> None:
                         "benchmarks/low_depth.py); targets without integer counts are left out below 1")
     p.add_argument("--target-cells", type=int, default=0, metavar="N",
                    help="keep a random N cells of each larger target (seed 0): a smaller dataset; 0 = all")
+    p.add_argument("--add-corpus", nargs="+", default=[], metavar="NAME",
+                   help="mirror datasets added to the corpus (panel datasets too); not with --synthetic")
+    p.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
+                   help="panel targets to score (default: all); none of them may be in --add-corpus")
     p.add_argument("--out", default="corpus_coexpression.json")
     args = p.parse_args()
+    check_folds(args.add_corpus, args.datasets, synthetic=bool(args.synthetic))
     if not 0.0 < args.fraction <= 1.0:
         raise SystemExit(f"--fraction {args.fraction}: give a share of the counts in (0, 1].")
     if args.target_cells < 0:
@@ -194,17 +216,27 @@ def main() -> None:
         from cellweave import datasets
 
         table = datasets.list()
+        unknown = sorted(set(args.add_corpus) - set(table["name"]))
+        if unknown:
+            raise SystemExit(f"--add-corpus {', '.join(unknown)}: not in the registry; `cellweave datasets list` "
+                             "names the datasets.")
         table = table[table["pretrain"] & ["panel" not in t for t in table["tasks"]]]  # make pretrained's corpus
         corpus = []
-        for name in table["name"]:
+        for name in list(table["name"]) + list(args.add_corpus):
             data = datasets.load(name)
             rna = data.mod.get("rna") if hasattr(data, "mod") else data
             if rna is not None and rna.uns.get("x_kind", "counts") == "counts":
                 corpus.append(rna)
-        for d in panel_selection():
+        seen = set()
+        for d in panel_selection(args.datasets):
+            seen.add(d.name)
             if d.lognorm is None or d.adata.n_vars < 100 or d.name.startswith("prot_"):
                 continue  # protein panels and targeted panels of under 100 genes have no HVG set to smooth
             targets.append((d.name, d.adata, d.lognorm, d.labels, hvg_features(d.lognorm)))
+        missing = sorted(set(args.datasets or []) - seen)
+        if missing:
+            raise SystemExit(f"--datasets {', '.join(missing)}: not panel datasets; `cellweave datasets list` shows "
+                             "those whose tasks include panel.")
     if args.target_cells:
         targets = [subsampled_target(t, args.target_cells, synthetic=bool(args.synthetic)) for t in targets]
     if args.fraction < 1.0:
@@ -220,7 +252,9 @@ def main() -> None:
     command = ("benchmarks/corpus_coexpression.py" + (f" --synthetic {args.synthetic}" if args.synthetic else "")
                + (f" --synthetic-corpus {args.synthetic_corpus}" if args.synthetic_corpus else "")
                + (f" --fraction {args.fraction}" if args.fraction < 1.0 else "")
-               + (f" --target-cells {args.target_cells}" if args.target_cells else ""))
+               + (f" --target-cells {args.target_cells}" if args.target_cells else "")
+               + (f" --add-corpus {' '.join(args.add_corpus)}" if args.add_corpus else "")
+               + (f" --datasets {' '.join(args.datasets)}" if args.datasets else ""))
     result = {"command": command,
               "corpus_datasets": len(blocks), "corpus_cells": int(sum(len(z) for _, z in blocks)),
               "seconds": round(time.perf_counter() - t0, 1), "mean": means, "per_dataset": per_dataset}

@@ -75,3 +75,12 @@ def test_thinned_and_subsampled_targets(probe, pc, monkeypatch) -> None:
     name, small, small_lognorm, small_labels, _ = probe.subsampled_target(target, 40, synthetic=True)
     assert small.n_obs == small_lognorm.shape[0] == len(small_labels) == 40
     assert probe.subsampled_target(target, 500, synthetic=True) is target
+
+
+def test_a_target_may_not_also_be_in_the_corpus(probe) -> None:
+    probe.check_folds(["a", "b"], ["c"], synthetic=False)
+    probe.check_folds(["a"], None, synthetic=False)
+    with pytest.raises(SystemExit, match="both a target and in the corpus"):
+        probe.check_folds(["a", "b"], ["b", "c"], synthetic=False)
+    with pytest.raises(SystemExit, match="with --synthetic"):
+        probe.check_folds(["a"], None, synthetic=True)
