@@ -17,8 +17,9 @@ datasets of a ``positive_control.py make`` folder with its corpus. ``--fraction 
 first (each count kept with probability f, as ``benchmarks/low_depth.py``), asking whether a corpus helps
 where a target's own cells are too shallow to estimate their co-expression; ``--target-cells N`` keeps N
 cells of each target, asking the same of a small dataset. ``--add-corpus NAME ...`` adds mirror datasets
-(panel ones too) to the corpus and ``--datasets NAME ...`` picks the targets; a target may not be in the
-corpus, so a two-fold split of the panel by tissue asks whether a corpus of the target's own tissue helps.
+(panel ones too) to the corpus (``--only-added``: they are the whole corpus) and ``--datasets NAME ...``
+picks the targets; a target may not be in the corpus, so a split of the panel by tissue asks whether a
+corpus of the target's own tissue helps.
 Prints one line per target and the means, writes ``--out``::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/corpus_coexpression.py --out coexpression.json
@@ -151,11 +152,14 @@ def thinned_target(target, fraction: float, *, synthetic: bool):
     return name, adata, lognorm, labels, hv if synthetic else hvg_features(lognorm)
 
 
-def check_folds(add_corpus: list[str], targets: list[str] | None, *, synthetic: bool) -> None:
-    """Refuse a target that is also in the corpus, or ``--add-corpus`` / ``--datasets`` with ``--synthetic``,
-    before any data is loaded."""
-    if synthetic and (add_corpus or targets):
-        raise SystemExit("--add-corpus and --datasets pick mirror datasets; leave them out with --synthetic.")
+def check_folds(add_corpus: list[str], targets: list[str] | None, *, synthetic: bool, only_added: bool = False) -> None:
+    """Refuse a target that is also in the corpus, an empty ``--only-added`` corpus, or ``--add-corpus`` /
+    ``--datasets`` with ``--synthetic``, before any data is loaded."""
+    if synthetic and (add_corpus or targets or only_added):
+        raise SystemExit("--add-corpus, --only-added and --datasets pick mirror datasets; leave them out with "
+                         "--synthetic.")
+    if only_added and not add_corpus:
+        raise SystemExit("--only-added leaves the corpus empty without --add-corpus: name the corpus datasets.")
     if targets is None:
         return
     if not targets:
@@ -181,11 +185,13 @@ def main() -> None:
                    help="keep a random N cells of each larger target (seed 0): a smaller dataset; 0 = all")
     p.add_argument("--add-corpus", nargs="+", default=[], metavar="NAME",
                    help="mirror datasets added to the corpus (panel datasets too); not with --synthetic")
+    p.add_argument("--only-added", action="store_true",
+                   help="the corpus is --add-corpus alone, without make pretrained's datasets")
     p.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
                    help="panel targets to score (default: all); none of them may be in --add-corpus")
     p.add_argument("--out", default="corpus_coexpression.json")
     args = p.parse_args()
-    check_folds(args.add_corpus, args.datasets, synthetic=bool(args.synthetic))
+    check_folds(args.add_corpus, args.datasets, synthetic=bool(args.synthetic), only_added=args.only_added)
     if not 0.0 < args.fraction <= 1.0:
         raise SystemExit(f"--fraction {args.fraction}: give a share of the counts in (0, 1].")
     if args.target_cells < 0:
@@ -220,9 +226,10 @@ def main() -> None:
         if unknown:
             raise SystemExit(f"--add-corpus {', '.join(unknown)}: not in the registry; `cellweave datasets list` "
                              "names the datasets.")
-        table = table[table["pretrain"] & ["panel" not in t for t in table["tasks"]]]  # make pretrained's corpus
+        # make pretrained's corpus: the registry's pretraining datasets outside the panel
+        table = table[table["pretrain"] & np.array(["panel" not in t for t in table["tasks"]])]
         corpus = []
-        for name in list(table["name"]) + list(args.add_corpus):
+        for name in ([] if args.only_added else list(table["name"])) + list(args.add_corpus):
             data = datasets.load(name)
             rna = data.mod.get("rna") if hasattr(data, "mod") else data
             if rna is not None and rna.uns.get("x_kind", "counts") == "counts":
@@ -254,6 +261,7 @@ def main() -> None:
                + (f" --fraction {args.fraction}" if args.fraction < 1.0 else "")
                + (f" --target-cells {args.target_cells}" if args.target_cells else "")
                + (f" --add-corpus {' '.join(args.add_corpus)}" if args.add_corpus else "")
+               + (" --only-added" if args.only_added else "")
                + (f" --datasets {' '.join(args.datasets)}" if args.datasets else ""))
     result = {"command": command,
               "corpus_datasets": len(blocks), "corpus_cells": int(sum(len(z) for _, z in blocks)),

@@ -84,3 +84,5 @@ def test_a_target_may_not_also_be_in_the_corpus(probe) -> None:
         probe.check_folds(["a", "b"], ["b", "c"], synthetic=False)
     with pytest.raises(SystemExit, match="with --synthetic"):
         probe.check_folds(["a"], None, synthetic=True)
+    with pytest.raises(SystemExit, match="corpus empty"):
+        probe.check_folds([], ["c"], synthetic=False, only_added=True)
