@@ -226,24 +226,24 @@ def main() -> None:
         if unknown:
             raise SystemExit(f"--add-corpus {', '.join(unknown)}: not in the registry; `cellweave datasets list` "
                              "names the datasets.")
+        panel = {n for n, t in zip(table["name"], table["tasks"]) if "panel" in t}
+        missing = sorted(set(args.datasets or []) - panel)
+        if missing:
+            raise SystemExit(f"--datasets {', '.join(missing)}: not panel datasets; `cellweave datasets list` shows "
+                             "those whose tasks include panel.")
         # make pretrained's corpus: the registry's pretraining datasets outside the panel
         table = table[table["pretrain"] & np.array(["panel" not in t for t in table["tasks"]])]
         corpus = []
-        for name in ([] if args.only_added else list(table["name"])) + list(args.add_corpus):
+        names = ([] if args.only_added else list(table["name"])) + list(args.add_corpus)
+        for name in dict.fromkeys(names):  # a dataset named twice counts once
             data = datasets.load(name)
             rna = data.mod.get("rna") if hasattr(data, "mod") else data
             if rna is not None and rna.uns.get("x_kind", "counts") == "counts":
                 corpus.append(rna)
-        seen = set()
         for d in panel_selection(args.datasets):
-            seen.add(d.name)
             if d.lognorm is None or d.adata.n_vars < 100 or d.name.startswith("prot_"):
                 continue  # protein panels and targeted panels of under 100 genes have no HVG set to smooth
             targets.append((d.name, d.adata, d.lognorm, d.labels, hvg_features(d.lognorm)))
-        missing = sorted(set(args.datasets or []) - seen)
-        if missing:
-            raise SystemExit(f"--datasets {', '.join(missing)}: not panel datasets; `cellweave datasets list` shows "
-                             "those whose tasks include panel.")
     if args.target_cells:
         targets = [subsampled_target(t, args.target_cells, synthetic=bool(args.synthetic)) for t in targets]
     if args.fraction < 1.0:
