@@ -91,7 +91,8 @@ def main() -> None:
 
     atomic_write_json(args.out, {
         "command": "benchmarks/low_depth.py --fractions " + " ".join(f"{f:g}" for f in args.fractions)
-                   + " --models " + " ".join(names),
+                   + " --models " + " ".join(names)
+                   + (" --datasets " + " ".join(args.datasets) if args.datasets else ""),
         "models": names, "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)",
         "per_dataset": per_dataset, "median_counts": depth, "mean": means,
         "seconds": round(time.perf_counter() - t0, 1)})
