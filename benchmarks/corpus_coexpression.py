@@ -31,6 +31,7 @@ About 5 minutes for the panel on one thread.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -160,11 +161,7 @@ def check_folds(add_corpus: list[str], targets: list[str] | None, *, synthetic: 
                          "--synthetic.")
     if only_added and not add_corpus:
         raise SystemExit("--only-added leaves the corpus empty without --add-corpus: name the corpus datasets.")
-    if targets is None:
-        return
-    if not targets:
-        raise SystemExit("--datasets was given without names: name the panel targets, or leave it out for all.")
-    both = sorted(set(add_corpus) & set(targets))
+    both = sorted(set(add_corpus) & set(targets or []))
     if both:
         raise SystemExit(f"{', '.join(both)} would be both a target and in the corpus: take it out of --add-corpus "
                          "or of --datasets (a target must be new to the corpus).")
@@ -226,13 +223,13 @@ def main() -> None:
         if unknown:
             raise SystemExit(f"--add-corpus {', '.join(unknown)}: not in the registry; `cellweave datasets list` "
                              "names the datasets.")
-        panel = {n for n, t in zip(table["name"], table["tasks"]) if "panel" in t}
-        missing = sorted(set(args.datasets or []) - panel)
+        in_panel = np.array(["panel" in t for t in table["tasks"]])
+        missing = sorted(set(args.datasets or []) - set(table["name"][in_panel]))
         if missing:
             raise SystemExit(f"--datasets {', '.join(missing)}: not panel datasets; `cellweave datasets list` shows "
                              "those whose tasks include panel.")
         # make pretrained's corpus: the registry's pretraining datasets outside the panel
-        table = table[table["pretrain"] & np.array(["panel" not in t for t in table["tasks"]])]
+        table = table[table["pretrain"] & ~in_panel]
         corpus = []
         names = ([] if args.only_added else list(table["name"])) + list(args.add_corpus)
         for name in dict.fromkeys(names):  # a dataset named twice counts once
@@ -256,13 +253,7 @@ def main() -> None:
         print(name, " ".join(f"{k}={v:.3f}" for k, v in per_dataset[name].items()), flush=True)
     means = mean_over(list(per_dataset.values()))
     print("mean", " ".join(f"{k}={v:.3f}" for k, v in means.items()))
-    command = ("benchmarks/corpus_coexpression.py" + (f" --synthetic {args.synthetic}" if args.synthetic else "")
-               + (f" --synthetic-corpus {args.synthetic_corpus}" if args.synthetic_corpus else "")
-               + (f" --fraction {args.fraction}" if args.fraction < 1.0 else "")
-               + (f" --target-cells {args.target_cells}" if args.target_cells else "")
-               + (f" --add-corpus {' '.join(args.add_corpus)}" if args.add_corpus else "")
-               + (" --only-added" if args.only_added else "")
-               + (f" --datasets {' '.join(args.datasets)}" if args.datasets else ""))
+    command = " ".join(["benchmarks/corpus_coexpression.py", *sys.argv[1:]])
     result = {"command": command,
               "corpus_datasets": len(blocks), "corpus_cells": int(sum(len(z) for _, z in blocks)),
               "seconds": round(time.perf_counter() - t0, 1), "mean": means, "per_dataset": per_dataset}

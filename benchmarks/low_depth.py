@@ -20,6 +20,7 @@ minutes per model and fraction on two idle cores::
 
 from __future__ import annotations
 
+import sys
 import time
 
 
@@ -90,9 +91,7 @@ def main() -> None:
     from cellweave._io_utils import atomic_write_json
 
     atomic_write_json(args.out, {
-        "command": "benchmarks/low_depth.py --fractions " + " ".join(f"{f:g}" for f in args.fractions)
-                   + " --models " + " ".join(names)
-                   + (" --datasets " + " ".join(args.datasets) if args.datasets else ""),
+        "command": " ".join(["benchmarks/low_depth.py", *sys.argv[1:]]),
         "models": names, "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)",
         "per_dataset": per_dataset, "median_counts": depth, "mean": means,
         "seconds": round(time.perf_counter() - t0, 1)})
