@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import resource
 
@@ -25,6 +26,19 @@ def peak_rss_mb() -> float:
         pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if platform.system() == "Darwin" else rss / 1024
+
+
+def hardware() -> str:
+    """The machine and torch's thread count, as model cards and benchmark summaries record them.
+
+    A seeded run is bit-reproducible for one torch build and thread count; another thread count
+    sums floating-point numbers in another order (differences of about 1e-7 in an adapted
+    embedding), which can move a nearest neighbour or a novelty threshold. To reproduce a recorded
+    run exactly, set ``OMP_NUM_THREADS`` (or ``torch.set_num_threads``) to the count recorded here.
+    """
+    import torch
+
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
 
 
 def available_memory_mb() -> float | None:

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import cellweave
 from cellweave.bench import read_results, run_benchmark, summarize
@@ -29,6 +30,9 @@ def test_annotate_and_map_on_user_data(user_file, tmp_path) -> None:
                             batch_key="batch", seeds=(0,), quick=True, progress=False)
     rows = json.loads((tmp_path / "results.json").read_text())
     assert len(rows) == len(records) and read_results(tmp_path / "results.json") == records
+    # the summary records torch's thread count: a rerun with it reproduces the run bit for bit
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["hardware"].endswith(f"torch threads {torch.get_num_threads()}")
     assert {r["dataset"] for r in rows} == {"mine"}
     assert {r["task"] for r in rows} == {"annotate", "map-query"}
     s = summarize(records)

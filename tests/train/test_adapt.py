@@ -323,3 +323,20 @@ def test_cells_without_a_batch_are_one_more_batch_with_a_warning(caplog) -> None
         values = _obs_column(adata, "b")
     assert list(values[:6]) == ["x", "y", "missing", "x", "missing", "y"]
     assert "4 of 12 cells have no value in obs['b']" in caplog.text
+
+
+def test_adapt_is_bit_reproducible_at_one_thread_count_and_records_it(data_and_model) -> None:
+    """Same seed, same torch thread count: the same readout bit for bit; the card's ``hardware`` records the
+    count, so a published adaptation can be rerun exactly (another count sums in another order)."""
+    adata, model, _ = data_and_model
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        runs = [adapt(adata, model=model, max_epochs=3, seed=4, progress=False) for _ in range(2)]
+    finally:
+        torch.set_num_threads(n)
+    a, b = (r.module.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert runs[0].card["adaptation"]["hardware"].endswith("torch threads 1")
+    other = adapt(adata, model=model, max_epochs=3, seed=5, progress=False).module.state_dict()
+    assert not torch.equal(other["readout.net.0.weight"], a["readout.net.0.weight"])  # the seed matters

@@ -27,6 +27,7 @@ import numpy as np
 
 from cellweave._exceptions import CellWeaveInputError
 from cellweave._io_utils import atomic_write_json
+from cellweave._system import hardware
 
 from ._report import HtmlReport
 from ._results import Record, comparison_table, summarize, write_results
@@ -270,7 +271,7 @@ def run_benchmark(
         **({"gene_model": gene_cw.name, "gene_model_sha256": gene_cw.model_hash} if gene_cw is not cw else {}),
         "tasks": names, "seeds": list(seeds), "quick": quick,
         "data": str(data) if data is not None else None, "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "wall_seconds": round(time.perf_counter() - t0, 1), "versions": environment_versions(),
+        "wall_seconds": round(time.perf_counter() - t0, 1), "hardware": hardware(), "versions": environment_versions(),
         "summary": summary.replace({np.nan: None}).to_dict(orient="records"),
     })
     report.write(out / "report.html")

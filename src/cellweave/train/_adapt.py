@@ -33,7 +33,7 @@ import scipy.sparse as sp
 import torch
 
 from cellweave._exceptions import CellWeaveInputError
-from cellweave._system import keep_torch_threads
+from cellweave._system import hardware, keep_torch_threads
 from cellweave.data import EpochShuffleSampler, TokenDataset
 from cellweave.nn import CellWeaveModule, CountDecoder, LatentReadout, nb_nll_sum
 
@@ -334,6 +334,7 @@ def adapt(
         "lr": lr,
         "seed": seed,
         "seconds": round(seconds, 1),
+        "hardware": hardware(),
         "command": command or "cellweave.train.adapt(...)",
         "versions": environment_versions(),
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 
 from cellweave._constants import LABEL_LOSSES, MIN_DEPTH_FRACTION
 from cellweave._exceptions import CellWeaveInputError
-from cellweave._system import keep_torch_threads, peak_rss_mb
+from cellweave._system import hardware, keep_torch_threads, peak_rss_mb
 from cellweave._io_utils import remove_stale_temporaries_in
 from cellweave.data import (
     CellCorpus,
@@ -853,7 +852,7 @@ def pretrain(
         "val_fraction": val_fraction,
         "train_seconds": round(train_seconds, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}",
+        "hardware": hardware(),
         "data": data_records,
         "metrics": {
             "val_masked_mse_epoch0": before["token_mse"],
