@@ -13,7 +13,6 @@ of its cell-state half (cls). Writes OUT (JSON)::
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -46,8 +45,9 @@ def main() -> None:
             row[f"{start}: seconds"] = round(time.perf_counter() - t, 1)
             print(d.name, row, flush=True)
         out[d.name] = row
-    with open(sys.argv[2], "w") as fh:
-        json.dump(out, fh, indent=1)
+    from cellweave._io_utils import atomic_write_json
+
+    atomic_write_json(sys.argv[2], out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 
 DEFAULT_DATASETS = ("scrna_mouse_ca1_zeisel2015_descend", "scrna_mouse_pancreas_endocrinogenesis_veloviz",
@@ -71,9 +70,10 @@ def main() -> None:
             res[f"{name}: seconds"] = round(time.perf_counter() - t, 1)
             print(f"{d.name:50s} {name:35s} {res[name]:.3f} ({res[f'{name}: seconds']:.0f} s)", flush=True)
         results[d.name] = res
-    with open(args.out, "w") as fh:
-        json.dump({"command": "benchmarks/adapt_start_points.py", "steps": args.steps,
-                   "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)", "results": results}, fh, indent=1)
+    from cellweave._io_utils import atomic_write_json
+
+    atomic_write_json(args.out, {"command": "benchmarks/adapt_start_points.py", "steps": args.steps,
+                                 "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)", "results": results})
 
 
 if __name__ == "__main__":

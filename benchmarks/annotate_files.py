@@ -18,7 +18,6 @@ Prints one line per split and the means over datasets, and writes ``--out`` (JSO
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 
@@ -88,10 +87,12 @@ def main() -> None:
     print("\nmean over datasets")
     for k, v in overall.items():
         print(f"  {k:55s} {v:.3f}")
-    with open(args.out, "w") as fh:
-        json.dump({"command": "benchmarks/annotate_files.py" + (f" --model {args.model}" if args.model else ""),
-                   "model": model.name, "seed": 0, "seconds": round(time.perf_counter() - t0, 1),
-                   "per_split": per_dataset, "per_dataset": means, "mean": overall}, fh, indent=1)
+    from cellweave._io_utils import atomic_write_json
+
+    atomic_write_json(args.out, {
+        "command": "benchmarks/annotate_files.py" + (f" --model {args.model}" if args.model else ""),
+        "model": model.name, "seed": 0, "seconds": round(time.perf_counter() - t0, 1),
+        "per_split": per_dataset, "per_dataset": means, "mean": overall})
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ such types. Prints the means over the datasets per ``n`` and writes
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -128,8 +127,9 @@ def main() -> None:
               "model": base.name, "metric": "macro-F1 of L2 logistic regression on n labelled cells per type",
               "draws": args.draws, "per_dataset": per_dataset, "mean": mean,
               "seconds": round(time.perf_counter() - t0, 1)}
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=1)
+    from cellweave._io_utils import atomic_write_json
+
+    atomic_write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Prints a table and writes ``--out`` (JSON). From the repository root with the da
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
 import numpy as np
@@ -92,9 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{'method':40s} mean over {len(results)} panel datasets")
     for m in methods:
         print(f"{m:40s} {mean[m]:.3f}")
-    with open(args.out, "w") as fh:
-        json.dump({"k": args.k, "max_cells": args.max_cells, "corpus": corpus_names, "per_dataset": results,
-                   "mean": mean}, fh, indent=1)
+    from cellweave._io_utils import atomic_write_json
+
+    atomic_write_json(args.out, {"k": args.k, "max_cells": args.max_cells, "corpus": corpus_names,
+                                 "per_dataset": results, "mean": mean})
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import time
 
 DEFAULT_DATASETS = ("scrna_mouse_ca1_zeisel2015_descend", "scrna_mouse_pancreas_endocrinogenesis_veloviz",
@@ -162,9 +161,10 @@ def main() -> None:
             res[f"{name}: seconds"] = round(time.perf_counter() - t, 1)
             print(d.name, {k: v for k, v in res.items() if k.startswith(name)}, flush=True)
         results[d.name] = res
-    with open(args.out, "w") as fh:
-        json.dump({"command": "benchmarks/profile_skip.py", "steps": args.steps, "epochs": args.epochs, "lr": args.lr,
-                   "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)", "results": results}, fh, indent=1)
+    from cellweave._io_utils import atomic_write_json
+
+    atomic_write_json(args.out, {"command": "benchmarks/profile_skip.py", "steps": args.steps, "epochs": args.epochs,
+                                 "lr": args.lr, "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)", "results": results})
 
 
 if __name__ == "__main__":

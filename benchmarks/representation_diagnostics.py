@@ -19,7 +19,6 @@ Prints one table and writes ``--out`` (JSON). Run from the repository root with 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -113,8 +112,9 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     for name in args.datasets:  # written after every dataset, so a long run stopped early keeps what it measured
         results[name] = diagnose(name, steps=args.steps, adapt_too=not args.no_adapt, model_path=args.model)
-        with open(args.out, "w") as fh:
-            json.dump({"model": args.model or "shipped", "steps": args.steps, "results": results}, fh, indent=1)
+        from cellweave._io_utils import atomic_write_json
+
+        atomic_write_json(args.out, {"model": args.model or "shipped", "steps": args.steps, "results": results})
     print(pd.DataFrame(results).to_string())
 
 

@@ -18,7 +18,6 @@ panel``) scores the same group with Harmony and scVI beside it. Writes OUT (JSON
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 
@@ -62,11 +61,12 @@ def main() -> None:
                       "PBMC 4k kNN macro-F1": round(float(scores["labelled kNN macro-F1"]), 3)}
         print(f"{name:45s} {rows[name]}", flush=True)
     names = list(TISSUE_GROUPS[d.name])
-    with open(args.out, "w") as fh:
-        json.dump({"command": "benchmarks/tissue_integration.py", "datasets": names,
-                   "cells": {n: int((dataset == n).sum()) for n in names}, "genes": int(data.n_vars),
-                   "labelled cells": int((np.asarray(labels) != "").sum()),
-                   "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}, fh, indent=1)
+    from cellweave._io_utils import atomic_write_json
+
+    atomic_write_json(args.out, {"command": "benchmarks/tissue_integration.py", "datasets": names,
+                                 "cells": {n: int((dataset == n).sum()) for n in names}, "genes": int(data.n_vars),
+                                 "labelled cells": int((np.asarray(labels) != "").sum()),
+                                 "rows": rows, "seconds": round(time.perf_counter() - t0, 1)})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ statistic a model could save and carry to new data::
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
@@ -105,10 +104,11 @@ def main() -> None:
             res["value - corpus mean"] = f1(pca(top_k(x, x - corpus_mean[rna.token_ids][None, :], args.k)))
         print(d.name, res, flush=True)
         results[d.name] = res
-    with open(args.out, "w") as fh:
-        json.dump({"command": "benchmarks/token_selection.py", "k": args.k,
-                   "metric": "kNN macro-F1 (k=15, 5-fold, seed 0) of PCA-50 of the selected log1p values",
-                   "results": results}, fh, indent=1)
+    from cellweave._io_utils import atomic_write_json
+
+    atomic_write_json(args.out, {"command": "benchmarks/token_selection.py", "k": args.k,
+                                 "metric": "kNN macro-F1 (k=15, 5-fold, seed 0) of PCA-50 of the selected log1p values",
+                                 "results": results})
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Prints one table and writes ``--out`` (JSON). About 6 minutes on one core::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -105,10 +104,12 @@ def main() -> None:
     table.loc["mean"] = table.mean().round(3)
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(table.T.to_string())
-    with open(args.out, "w") as fh:
-        json.dump({"command": "benchmarks/zero_shot_readouts.py" + (f" --model {args.model}" if args.model else ""),
-                   "model": model.name, "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)", "results": results,
-                   "mean": table.loc["mean"].to_dict(), "seconds": round(time.perf_counter() - t0, 1)}, fh, indent=1)
+    from cellweave._io_utils import atomic_write_json
+
+    atomic_write_json(args.out, {
+        "command": "benchmarks/zero_shot_readouts.py" + (f" --model {args.model}" if args.model else ""),
+        "model": model.name, "metric": "kNN macro-F1 (k=15, 5-fold, seed 0)", "results": results,
+        "mean": table.loc["mean"].to_dict(), "seconds": round(time.perf_counter() - t0, 1)})
 
 
 if __name__ == "__main__":

@@ -80,3 +80,22 @@ def test_folder_cleanup_removes_dead_writers_temporaries_of_any_name(tmp_path) -
         p.write_bytes(b"x")
     assert remove_stale_temporaries_in(tmp_path) == [stale]
     assert not stale.exists() and live.exists() and keep.exists()
+
+
+def test_no_writer_opens_its_output_for_writing_in_place() -> None:
+    """Library code and benchmark scripts write results through the atomic helpers: a stopped run
+    must not leave a half-written JSON where a finished one was (ten benchmark scripts did until the
+    thirty-fourth session). Writing inside ``atomic_path``'s temporary path is the one allowed form."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    in_place = re.compile(r"""open\((?!tmp\b)[^)]*,\s*["']w[b]?["']""")
+    offenders = []
+    for path in sorted([*(root / "src" / "cellweave").rglob("*.py"), *(root / "benchmarks").glob("*.py")]):
+        if path.name == "_io_utils.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if in_place.search(line):
+                offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    assert not offenders, "write through cellweave._io_utils (atomic_write_json / atomic_path):\n" + "\n".join(offenders)
