@@ -6,8 +6,8 @@ low-depth dataset the issue's mouse immune cells scored kNN macro-F1 0.75 zero-s
 counts of a protein-only dataset, embedded as the panel embeds it; runs before the thirty-fourth
 session left protein out) is thinned: each count is kept with probability ``f`` (binomial thinning,
 the molecular sampling of Batson & Royer 2019's molecular cross-validation), so a cell keeps about a
-fraction ``f`` of its molecules and its type labels stay true. At each ``f`` the thinned cells are embedded zero-shot by each model, by random
-weights of the first one's architecture (the control every pretraining recipe has to beat) and by
+fraction ``f`` of its molecules and its type labels stay true. At each ``f`` the thinned cells are
+embedded zero-shot by each model, by random weights of the first one's architecture (the control every pretraining recipe has to beat) and by
 the panel's baseline, PCA-50 of the log-normalized 2,000 HVGs; each is scored by kNN macro-F1 (k=15,
 5-fold, seed 0), as the panel scores them, and a ``cls+bag`` embedding's CLS and bag halves too
 (``benchmarks/embedding_halves.py`` says what each half is).
@@ -40,15 +40,6 @@ def thinned(adata, fraction: float, seed: int):
     return out
 
 
-def protein_input(adata):
-    """What the model embeds for a protein-only panel dataset: a MuData with ``adata`` as its one
-    ``"prot"`` modality, as the panel builds it."""
-    import mudata as md
-
-    with md.set_options(pull_on_update=False):
-        return md.MuData({"prot": adata})
-
-
 def main() -> None:
     import numpy as np
 
@@ -67,6 +58,7 @@ def main() -> None:
         raise SystemExit(f"--fractions must lie in (0, 1], not {args.fractions}.")
 
     from cellweave.bench import pca_hvg_embedding
+    from cellweave.bench.tasks.panel import protein_model_input
     from cellweave.models import CellWeave
 
     names = args.models or [args.model or "cellweave-tiny"]
@@ -83,7 +75,7 @@ def main() -> None:
             continue
         for f in args.fractions:
             a = thinned(d.adata, f, seed=0)
-            model_input = a if d.model_input is d.adata else protein_input(a)
+            model_input = a if d.model_input is d.adata else protein_model_input(a)
             row = {}
             for label, m in models.items():
                 row.update(scores_with_halves(label, m, model_input, d.labels, d.name))

@@ -110,10 +110,10 @@ def main() -> None:
 
     keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
     results: dict[str, dict[str, float]] = {}
+    from cellweave._io_utils import atomic_write_json
+
     for name in args.datasets:  # written after every dataset, so a long run stopped early keeps what it measured
         results[name] = diagnose(name, steps=args.steps, adapt_too=not args.no_adapt, model_path=args.model)
-        from cellweave._io_utils import atomic_write_json
-
         atomic_write_json(args.out, {"model": args.model or "shipped", "steps": args.steps, "results": results})
     print(pd.DataFrame(results).to_string())
 

@@ -1,5 +1,6 @@
 """benchmarks/low_depth.py: binomial thinning keeps a fraction of each cell's molecules, and a
-protein-only dataset is thinned and embedded through its protein modality, as the panel embeds it."""
+protein-only dataset is thinned and embedded through its protein modality (the panel's
+``protein_model_input``, which low_depth.py calls)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def test_thinning_keeps_about_the_fraction_and_never_adds(low_depth) -> None:
 def test_a_thinned_protein_dataset_is_embedded_through_its_protein_modality(low_depth) -> None:
     import torch
 
+    from cellweave.bench.tasks.panel import protein_model_input
     from cellweave.data import build_vocabulary, synthetic_mudata
     from cellweave.models import CellWeave
 
@@ -36,8 +38,8 @@ def test_a_thinned_protein_dataset_is_embedded_through_its_protein_modality(low_
     model = CellWeave.from_preset("tiny", vocab, d_model=16, n_layers=1, n_heads=2, d_ff=32,
                                   context_length={"rna": 0, "prot": 12, "atac": 0, "gene_activity": 0})
     model.module.eval()
-    full = low_depth.protein_input(low_depth.thinned(prot, 1.0, seed=0))
-    thin = low_depth.protein_input(low_depth.thinned(prot, 0.05, seed=0))
+    full = protein_model_input(low_depth.thinned(prot, 1.0, seed=0))
+    thin = protein_model_input(low_depth.thinned(prot, 0.05, seed=0))
     assert list(thin.mod) == ["prot"] and thin.n_obs == prot.n_obs
     assert thin.mod["prot"].X.sum() < 0.1 * prot.X.sum()
     e_full = model.embed(full, seed=0, progress=False)[0]

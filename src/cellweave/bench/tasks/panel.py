@@ -160,10 +160,17 @@ def _unannotated(labels: np.ndarray) -> np.ndarray:
     return pd.Series(labels).str.strip().str.lower().isin(UNLABELLED).to_numpy()
 
 
-def panel_datasets(quick: bool = False) -> list[PanelData]:  # noqa: ARG001 - same data in quick mode
-    """The panel's datasets (registry tag ``panel``, available in the mirror or the cache)."""
+def protein_model_input(adata):
+    """What the model embeds for a protein-only panel dataset: a MuData whose one ``"prot"`` modality
+    is ``adata`` (the panel's baselines read ``adata`` itself)."""
     import mudata as md
 
+    with md.set_options(pull_on_update=False):
+        return md.MuData({"prot": adata})
+
+
+def panel_datasets(quick: bool = False) -> list[PanelData]:  # noqa: ARG001 - same data in quick mode
+    """The panel's datasets (registry tag ``panel``, available in the mirror or the cache)."""
     from cellweave import datasets
     from cellweave.data import log_normalize
 
@@ -189,11 +196,7 @@ def panel_datasets(quick: bool = False) -> list[PanelData]:  # noqa: ARG001 - sa
         labels = labels[idx]
         if len(set(labels)) < 2:
             continue
-        if entry.protein_only:
-            with md.set_options(pull_on_update=False):
-                model_input = md.MuData({"prot": adata})
-        else:
-            model_input = adata
+        model_input = protein_model_input(adata) if entry.protein_only else adata
         shift = SHIFT_KEYS.get(name)
         batch = entry.batch_key if entry.batch_key in adata.obs else None
         out.append(PanelData(name, model_input, adata, labels, shift, batch, log_normalize(adata)))
