@@ -7,7 +7,8 @@ chose its own genes. This script runs the panel's across-shift splits (every gro
 held out in turn: cell lines across protocols, ADT across studies, pancreas across species) as two
 separate AnnData objects through ``cellweave.tl.annotate`` (the query without labels), seed 0, with
 the query tokenized in its own space or in the reference's (``reference_token_space``), each with
-and without ``shift_adjust``. Scores: macro-F1 of the raw prediction (before "unknown"), the share
+and without ``shift_adjust``, and the default without ``sharpen_when_shifted`` (the rule before the
+thirty-fifth session). Scores: macro-F1 of the raw prediction (before "unknown"), the share
 of query cells (all of reference types) called "unknown", and the same logistic regression on the
 reference's standardized HVGs as the panel's baseline.
 
@@ -27,6 +28,7 @@ VARIANTS = {
     "own tokens": dict(reference_token_space=False, shift_adjust=False),
     "own tokens + shift adjustment": dict(reference_token_space=False),
     "reference tokens": dict(shift_adjust=False),
+    "reference tokens + shift adjustment, not sharpened when shifted": dict(sharpen_when_shifted=False),
     "reference tokens + shift adjustment (default)": dict(),
 }
 

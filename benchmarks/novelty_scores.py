@@ -17,7 +17,10 @@ before) and with ``sharpen_when_far`` as well (``, softmax when far, sharpened``
 eighteenth session; without it, the rule before), and a score of several parts with every default including
 ``weight_parts`` (``, softmax when far, sharpened, weighted``: each part weighted by how well it tells the
 reference's own types left out in turn, the default since the thirtieth session; every other row weighs
-the parts equally, the rule before); each with ``shift_adjust`` (the default: the query's distances scaled down by the ratio of
+the parts equally, the rule before) and with ``sharpen_when_shifted`` as well (``, weighted, sharpened when
+shifted``: the softmax part sharpened for any query less sure to the classifier than the held-out reference
+cells, not only a far one; the default since the thirty-fifth session; every other row leaves it out, the
+rule before); each with ``shift_adjust`` (the default: the query's distances scaled down by the ratio of
 their median to the held-out reference cells', when above 1) and without it (``, unadjusted``), each
 also after Harmony on reference + query (``align=True``), and each score with a softmax or a
 composition part with the threshold calibrated on the reference's batches (``batch_key``: across a
@@ -66,6 +69,8 @@ SCORES = ("distance", "softmax", "combined", "mahalanobis", "distance+mahalanobi
           "combined+composition")
 #: The suffix of the rows with every default of ``LabelTransfer``: the rule now, the parts weighted.
 WEIGHTED = ", softmax when far, sharpened, weighted"
+#: The suffix of the rows with every default of ``LabelTransfer`` since ``sharpen_when_shifted``: the rule now.
+SHIFTED = WEIGHTED + ", sharpened when shifted"
 
 
 def map_query_rule_before(ref, labels, query, *, k: int = 15, quantile: float = 0.99):
@@ -104,6 +109,9 @@ def main() -> None:
                    help="novelty scores to run (default: all); fewer make the run shorter")
     p.add_argument("--no-align", action="store_true", help="leave out the variants after Harmony on reference + query")
     p.add_argument("--no-unadjusted", action="store_true", help="leave out the variants without shift_adjust")
+    p.add_argument("--default-rows", action="store_true",
+                   help="score only the rows of LabelTransfer's defaults, before and with sharpen_when_shifted "
+                        "(and their batch-calibrated forms)")
     p.add_argument("--seed", type=int, default=0, help="seed of the splits, the embedding and the adaptation")
     p.add_argument("--baselines-only", action="store_true",
                    help="score only the baselines on the novel-type splits (no model; minutes): their rows do not "
@@ -128,17 +136,30 @@ def main() -> None:
     t0 = time.perf_counter()
     shift, novel = defaultdict(list), defaultdict(list)  # dataset -> one row per split
 
+    def default_rows(score, h, etr, ytr, ete, groups=None):
+        """The rows of ``LabelTransfer``'s defaults: before ``sharpen_when_shifted`` (``WEIGHTED``) and with it."""
+        fitted = LabelTransfer(novelty_score=score, sharpen_when_shifted=False, seed=seed).fit(etr, ytr, groups=groups)
+        name = score + (", batches" if groups is not None else "")
+        rows = {name + WEIGHTED + h: fitted.predict(ete)}
+        fitted.sharpen_when_shifted = True  # acts at predict time only
+        rows[name + SHIFTED + h] = fitted.predict(ete)
+        return rows
+
     def transfers(emb, tr, te, labels, groups=None):
         out = {}
         several = groups is not None and len(set(groups[tr])) >= 2
         for aligned in (False,) if args.no_align else (False, True):
             etr, ete = align_reference_query(emb[tr], emb[te], seed=seed) if aligned else (emb[tr], emb[te])
             h = " + Harmony" if aligned else ""
-            if not aligned:
+            if not aligned and not args.default_rows:
                 out["map-query, rule before"] = map_query_rule_before(etr, labels[tr], ete)
             for score in args.scores:
+                if args.default_rows:
+                    if len(NOVELTY_COMPONENTS[score]) > 1:
+                        out.update(default_rows(score, h, etr, labels[tr], ete))
+                    continue
                 fitted = LabelTransfer(novelty_score=score, softmax_when_far=False, sharpen_when_far=False,
-                                       weight_parts=False, seed=seed).fit(etr, labels[tr])
+                                       weight_parts=False, sharpen_when_shifted=False, seed=seed).fit(etr, labels[tr])
                 for adjust in (True,) if args.no_unadjusted else (True, False):  # acts at predict time only
                     fitted.shift_adjust = adjust
                     out[score + ("" if adjust else ", unadjusted") + h] = fitted.predict(ete)
@@ -148,15 +169,20 @@ def main() -> None:
                     fitted.sharpen_when_far = True
                     out[score + ", softmax when far, sharpened" + h] = fitted.predict(ete)
                 if len(NOVELTY_COMPONENTS[score]) > 1:  # LabelTransfer's defaults: the parts weighted
-                    weighted = LabelTransfer(novelty_score=score, seed=seed).fit(etr, labels[tr])
-                    out[score + WEIGHTED + h] = weighted.predict(ete)
+                    out.update(default_rows(score, h, etr, labels[tr], ete))
             if groups is None:
                 continue
             # With fewer than 2 batches in the reference annotate uses a random 20%: the rows above.
             for score in [s for s in args.scores if {"softmax", "composition"} & set(NOVELTY_COMPONENTS[s])]:
+                if args.default_rows:
+                    if len(NOVELTY_COMPONENTS[score]) > 1:
+                        out.update(default_rows(score, h, etr, labels[tr], ete, groups[tr]) if several else
+                                   {f"{score}, batches" + suffix + h: out[score + suffix + h]
+                                    for suffix in (WEIGHTED, SHIFTED)})
+                    continue
                 fitted = (LabelTransfer(novelty_score=score, softmax_when_far=False, sharpen_when_far=False,
-                                        weight_parts=False, seed=seed).fit(etr, labels[tr], groups=groups[tr])
-                          if several else None)
+                                        weight_parts=False, sharpen_when_shifted=False, seed=seed)
+                          .fit(etr, labels[tr], groups=groups[tr]) if several else None)
                 variants = [(True, False, False), *([] if args.no_unadjusted else [(False, False, False)])]
                 if "softmax" in NOVELTY_COMPONENTS[score]:
                     variants += [(True, True, False), (True, True, True)]
@@ -169,15 +195,16 @@ def main() -> None:
                     elif score + suffix + h in out:
                         out[f"{score}, batches" + suffix + h] = out[score + suffix + h]
                 if len(NOVELTY_COMPONENTS[score]) > 1:
-                    out[f"{score}, batches" + WEIGHTED + h] = (
-                        LabelTransfer(novelty_score=score, seed=seed).fit(etr, labels[tr], groups=groups[tr])
-                        .predict(ete) if several else out[score + WEIGHTED + h])
+                    out.update(default_rows(score, h, etr, labels[tr], ete, groups[tr]) if several else
+                               {f"{score}, batches" + suffix + h: out[score + suffix + h]
+                                for suffix in (WEIGHTED, SHIFTED)})
         return out
 
     command = ("benchmarks/novelty_scores.py" + (f" --model {args.model}" if args.model else "")
                + (" --adapt" if args.adapt else "") + (f" --start {args.start}" if args.start != "pretrained" else "")
                + (f" --scores {' '.join(args.scores)}" if list(args.scores) != list(SCORES) else "")
                + (" --no-align" if args.no_align else "") + (" --no-unadjusted" if args.no_unadjusted else "")
+               + (" --default-rows" if args.default_rows else "")
                + (" --baselines-only" if args.baselines_only else "")
                + (f" --seed {seed}" if seed else ""))
 

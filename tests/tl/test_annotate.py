@@ -105,18 +105,22 @@ def test_cli_round_trip_and_bad_label_key(cellbench, tmp_path, capsys) -> None:
     rec = out.uns["cellweave"]["annotate"]
     assert rec["shift_adjust"] and 0 < rec["shift_factor"] <= 1  # on by default; 60 query cells
     assert rec["softmax_when_far"] and not rec["distance_ignored"]  # on by default; a query near its reference
-    assert rec["sharpen_when_far"] and rec["temperature"] == 1.0  # on by default; not far, so nothing sharpened
+    assert rec["sharpen_when_far"] and not rec["distance_ignored"]  # on by default; not far
+    assert rec["sharpen_when_shifted"] and 0 < rec["temperature"] <= 1.0  # on by default
     weights = rec["part_weights"]  # on by default: three parts, weighed on the reference's own types
     assert rec["weight_parts"] and set(weights) == {"distance", "softmax", "composition"}
     assert sum(weights.values()) == pytest.approx(1.0) and min(weights.values()) >= 0
     assert main([*args, "--label-key", LABEL, "--align", "--novelty-score", "distance", "--batch-key", "batch",
                  "--no-shift-adjust", "--no-softmax-when-far", "--no-sharpen-when-far", "--no-weight-parts",
+                 "--no-sharpen-when-shifted",
                  "--out", str(tmp_path / "aligned.h5ad")]) == 0
     aligned = ad.read_h5ad(tmp_path / "aligned.h5ad")
     assert not aligned.uns["cellweave"]["annotate"]["softmax_when_far"]
     assert not aligned.uns["cellweave"]["annotate"]["sharpen_when_far"]
     assert not aligned.uns["cellweave"]["annotate"]["shift_adjust"]
     assert not aligned.uns["cellweave"]["annotate"]["weight_parts"]
+    assert not aligned.uns["cellweave"]["annotate"]["sharpen_when_shifted"]
+    assert aligned.uns["cellweave"]["annotate"]["temperature"] == 1.0  # nothing sharpened, as asked
     assert dict(aligned.uns["cellweave"]["annotate"]["part_weights"]) == {"distance": 1.0}  # one part
     assert aligned.uns["cellweave"]["annotate"]["shift_factor"] == 1.0
     assert aligned.uns["cellweave"]["annotate"]["align"]

@@ -221,6 +221,44 @@ def test_sharpen_when_far_takes_out_a_shift_that_makes_the_classifier_unsure(cel
     assert sharp.temperature_ == 1.0 and not sharp.distance_ignored_
 
 
+def test_sharpen_when_shifted_takes_out_the_classifiers_doubt_about_a_query_that_is_not_far(cells, caplog) -> None:
+    ref, y, _, _, _ = cells
+    rng = np.random.default_rng(11)
+    # Known types pulled towards each other, not far by distance: the classifier is right but less sure
+    # of every query cell than of held-out reference cells (another species, near the reference).
+    known, y_known = _clusters(rng, 0.78 * 8.0 * np.eye(3, 10), 100)
+    novel, _ = _clusters(rng, [np.full(10, -5.0)], 40)
+    query = np.concatenate([known, novel])
+    is_novel = np.r_[np.zeros(len(known), bool), np.ones(len(novel), bool)]
+    lt = LabelTransfer(sharpen_when_shifted=False, seed=0).fit(ref, y)  # the rule before
+    before = lt.predict(query)
+    assert not lt.distance_ignored_ and lt.temperature_ == 1.0
+    lt.sharpen_when_shifted = True  # acts at predict time only
+    after = lt.predict(query)
+    assert not lt.distance_ignored_ and 0 < lt.temperature_ < 0.9
+    np.testing.assert_array_equal(after.raw_prediction, before.raw_prediction)  # a temperature keeps the labels
+    assert (after.raw_prediction[~is_novel] == y_known).mean() > 0.95
+    # The softmax part's median is brought back to the held-out reference cells' median ...
+    z = lt.scaler_.transform(query)
+    softmax = lt._adjust_for_shift(lt._components(z, query=True), z)["softmax"]
+    assert np.median(softmax) == pytest.approx(np.median(lt.calibration_["softmax"]), rel=0.05)
+    # ... so fewer known cells are unknown, while the new type stays unknown and ranks above them.
+    assert after.unknown[~is_novel].mean() <= before.unknown[~is_novel].mean() / 2
+    assert before.unknown[~is_novel].mean() > 0.01
+    assert after.unknown[is_novel].mean() > 0.9 and roc_auc_score(is_novel, after.novelty) > 0.99
+    # A query like the reference is not sharpened.
+    near, _ = _clusters(rng, 8.0 * np.eye(3, 10), 100)
+    np.testing.assert_array_equal(lt.predict(near).novelty, LabelTransfer(sharpen_when_shifted=False, seed=0)
+                                  .fit(ref, y).predict(near).novelty)
+    assert lt.temperature_ == 1.0
+    # Half the query beyond the softmax part's threshold: a shift cannot be told from new types, so
+    # nothing is sharpened and the warning says what to do.
+    unsure, _ = _clusters(rng, 0.6 * 8.0 * np.eye(3, 10), 100)
+    with caplog.at_level("WARNING", logger="cellweave.tl._transfer"):
+        lt.predict(unsure)
+    assert lt.temperature_ == 1.0 and "not sharpened (sharpen_when_shifted)" in caplog.text
+
+
 def test_every_cli_novelty_score_has_its_parts() -> None:
     from cellweave._constants import NOVELTY_SCORES
     from cellweave.tl._transfer import NOVELTY_COMPONENTS

@@ -117,6 +117,11 @@ def add_transfer_options(sp: argparse.ArgumentParser) -> None:
                     help="weight the parts of the novelty score (distance, max-softmax, composition) by how well "
                          "each tells the reference's own types left out in turn (default: on; --no-weight-parts: "
                          "equal weights, the rule before)")
+    sp.add_argument("--sharpen-when-shifted", action=argparse.BooleanOptionalAction, default=True,
+                    help="sharpen the classifier's probabilities on any query it is less sure of than of held-out "
+                         "reference cells, not only a far one, so a query shifted a little in every part of the "
+                         "novelty score is not called unknown for the classifier's doubt alone (default: on; "
+                         "labels unchanged; --no-sharpen-when-shifted: the rule before)")
     sp.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
                     help="correct reference and query embeddings together by Harmony first, so known types in a "
                          "new state (another protocol, study or condition) are not called unknown")

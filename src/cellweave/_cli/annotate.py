@@ -26,6 +26,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
                 novelty_quantile=args.novelty_quantile, novelty_score=args.novelty_score, batch_key=args.batch_key,
                 align=args.align, shift_adjust=args.shift_adjust, softmax_when_far=args.softmax_when_far,
                 sharpen_when_far=args.sharpen_when_far, weight_parts=args.weight_parts,
+                sharpen_when_shifted=args.sharpen_when_shifted,
                 reference_token_space=args.reference_token_space,
                 finetune=args.finetune, finetune_epochs=args.max_epochs,
                 spatial=args.spatial, spatial_key=args.spatial_key, section_key=args.section_key,

@@ -25,7 +25,8 @@ def cmd_map_query(args: argparse.Namespace) -> int:
     tl.map_query(query, reference=reference, label_key=args.label_key, model=model, n_neighbors=args.n_neighbors,
                  index=args.index, novelty_quantile=args.novelty_quantile, novelty_score=args.novelty_score,
                  batch_key=args.batch_key, shift_adjust=args.shift_adjust, softmax_when_far=args.softmax_when_far,
-                 sharpen_when_far=args.sharpen_when_far, weight_parts=args.weight_parts, align=args.align,
+                 sharpen_when_far=args.sharpen_when_far, weight_parts=args.weight_parts,
+                 sharpen_when_shifted=args.sharpen_when_shifted, align=args.align,
                  reference_token_space=args.reference_token_space, seed=args.seed)
     for label, n in query.obs["cellweave_prediction"].value_counts().items():
         logger.info("mapped %s: %d cells", label, n)

@@ -37,6 +37,7 @@ def annotate(
     softmax_when_far: bool = True,
     sharpen_when_far: bool = True,
     weight_parts: bool = True,
+    sharpen_when_shifted: bool = True,
     reference_token_space: bool = True,
     finetune: bool = False,
     finetune_epochs: int = 3,
@@ -131,6 +132,12 @@ def annotate(
         Weight the parts of a score of several (the distance, the max-softmax, the composition) by how
         well each tells the reference's own types left out in turn, not equally (default; recorded as
         ``part_weights``). ``False``: equal weights, the rule before. See :class:`~cellweave.tl.LabelTransfer`.
+    sharpen_when_shifted
+        Sharpen the classifier's probabilities on any query it is less sure of than of held-out reference
+        cells, as ``sharpen_when_far`` does for a far one, so a query shifted a little in every part of the
+        score (another species, not far by distance) is not called unknown for the classifier's doubt alone
+        (default; the temperature is recorded as ``temperature``). Labels do not change. ``False``: the rule
+        before. See :class:`~cellweave.tl.LabelTransfer`.
     reference_token_space
         Embed the query in the reference's token space: its tokens are drawn from the reference's
         most variable genes and ranked by deviation from the reference's gene means
@@ -189,7 +196,8 @@ def annotate(
         ``novelty_score``, ``shift_adjust`` and the factor applied (``shift_factor``, 1: none),
         ``softmax_when_far`` and whether the distance was left out for this query
         (``distance_ignored``; ``threshold`` is then the softmax part's), ``sharpen_when_far`` and
-        the temperature applied (``temperature``, 1: none), ``weight_parts`` and the weight of each part
+        the temperature applied (``temperature``, 1: none; with ``sharpen_when_shifted`` too),
+        ``sharpen_when_shifted``, ``weight_parts`` and the weight of each part
         of the score (``part_weights``), the query's token space
         (``query_token_space``: ``"reference"``, ``"own"`` or ``"stored"``, a reused embedding),
         ``batch_key`` and the number of batches calibrated on
@@ -221,7 +229,8 @@ def annotate(
     # Checks the quantile and the score before any embedding.
     transfer = LabelTransfer(novelty_quantile=novelty_quantile, novelty_score=novelty_score,
                              shift_adjust=shift_adjust, softmax_when_far=softmax_when_far,
-                             sharpen_when_far=sharpen_when_far, weight_parts=weight_parts, seed=seed)
+                             sharpen_when_far=sharpen_when_far, weight_parts=weight_parts,
+                             sharpen_when_shifted=sharpen_when_shifted, seed=seed)
 
     keep = labels.notna().to_numpy()
     # Neighbourhoods first (cheap, and bad sections or coordinates fail before any embedding).
@@ -303,6 +312,7 @@ def annotate(
         "distance_ignored": bool(transfer.distance_ignored_),
         "sharpen_when_far": bool(sharpen_when_far),
         "temperature": float(transfer.temperature_),
+        "sharpen_when_shifted": bool(sharpen_when_shifted),
         "weight_parts": bool(weight_parts),
         "part_weights": {name: float(w) for name, w in transfer.part_weights_.items()},
         "query_token_space": token_space,

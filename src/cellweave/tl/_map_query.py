@@ -88,6 +88,7 @@ def map_query(
     softmax_when_far: bool = True,
     sharpen_when_far: bool = True,
     weight_parts: bool = True,
+    sharpen_when_shifted: bool = True,
     align: bool = False,
     reference_token_space: bool = True,
     key_added: str = "cellweave",
@@ -137,14 +138,16 @@ def map_query(
     novelty_quantile
         Quantile (in ``(0, 1]``) of held-out reference cells' novelty scores used as the "unknown"
         threshold; higher flags fewer cells.
-    novelty_score, batch_key, shift_adjust, softmax_when_far, sharpen_when_far, weight_parts
+    novelty_score, batch_key, shift_adjust, softmax_when_far, sharpen_when_far, weight_parts, sharpen_when_shifted
         The novelty rule, as in :func:`cellweave.tl.annotate`: the score thresholded
         (``"combined+composition"``, the default, ``"combined"``, ``"distance"``, ``"softmax"``,
         ``"composition"``, ``"mahalanobis"`` or ``"distance+mahalanobis+softmax"``); the
         ``reference.obs`` column of batches to calibrate the threshold on whole batches held out in
         turn; the shift adjustment of the query's distances and composition; the distance left out
         when the typical query cell is beyond the threshold, the max-softmax sharpened first to the
-        held-out reference cells' median uncertainty.
+        held-out reference cells' median uncertainty; the parts weighted by how well each tells the
+        reference's own types left out; the max-softmax of any query the classifier is less sure of than of
+        held-out reference cells sharpened the same way, not only a far one's.
     align
         Correct reference and query embeddings together by Harmony first (reference and query as the
         batches, :func:`cellweave.tl.align_reference_query`), as :func:`cellweave.tl.annotate` does
@@ -179,7 +182,7 @@ def map_query(
         model SHA-256, index backend, ``n_neighbors``, label classes, the novelty rule
         (``novelty_score``, ``batch_key`` and ``calibration_batches``, ``shift_adjust`` and
         ``shift_factor``, ``softmax_when_far`` and ``distance_ignored``, ``sharpen_when_far`` and
-        ``temperature``, ``weight_parts`` and ``part_weights``) with the threshold it
+        ``temperature``, ``sharpen_when_shifted``, ``weight_parts`` and ``part_weights``) with the threshold it
         applied, ``align``, number of unknown and of reference cells, the reference UMAP
         coordinates and labels (for plotting the query over it), the query's token space
         (``query_token_space``, as in :func:`annotate`), seed and versions.
@@ -191,7 +194,8 @@ def map_query(
     # Checks the quantile and the score before any embedding.
     transfer = LabelTransfer(novelty_quantile=novelty_quantile, novelty_score=novelty_score,
                              shift_adjust=shift_adjust, softmax_when_far=softmax_when_far,
-                             sharpen_when_far=sharpen_when_far, weight_parts=weight_parts, seed=seed)
+                             sharpen_when_far=sharpen_when_far, weight_parts=weight_parts,
+                             sharpen_when_shifted=sharpen_when_shifted, seed=seed)
     labels = _reference_labels(reference, label_key)
     batches = _reference_batches(reference, batch_key)
     adata = adata.copy() if copy else adata
@@ -235,7 +239,8 @@ def map_query(
         "calibration_batches": transfer.calibration_groups_, "shift_adjust": bool(shift_adjust),
         "shift_factor": float(transfer.shift_factor_), "softmax_when_far": bool(softmax_when_far),
         "distance_ignored": bool(transfer.distance_ignored_), "sharpen_when_far": bool(sharpen_when_far),
-        "temperature": float(transfer.temperature_), "weight_parts": bool(weight_parts),
+        "temperature": float(transfer.temperature_), "sharpen_when_shifted": bool(sharpen_when_shifted),
+        "weight_parts": bool(weight_parts),
         "part_weights": {name: float(w) for name, w in transfer.part_weights_.items()}, "align": bool(align),
         "threshold": float(transfer.applied_threshold_),
         "n_unknown": int(unknown.sum()), "n_reference": len(ref_z),

@@ -571,7 +571,7 @@ def panel_summary(records: list[Record]) -> pd.DataFrame:
 
 def _run_config(ctx) -> dict:
     """What makes two panel runs' records comparable: a run resumes only records written under the same
-    (the label transfer's ``softmax_when_far``, ``sharpen_when_far`` and ``weight_parts`` too: their
+    (the label transfer's ``softmax_when_far``, ``sharpen_when_far``, ``weight_parts`` and ``sharpen_when_shifted`` too: their
     defaults changed within version 0.1.0)."""
     from cellweave._version import __version__
     from cellweave.tl import LabelTransfer
@@ -580,7 +580,7 @@ def _run_config(ctx) -> dict:
             "adapt_method": ADAPT_METHOD if set(ctx.adapt) - {"untrained"} else None,
             "adapt_max_steps": ctx.adapt_max_steps, "adapt_lr": ctx.adapt_lr, "cellweave": __version__,
             "softmax_when_far": LabelTransfer().softmax_when_far, "sharpen_when_far": LabelTransfer().sharpen_when_far,
-            "weight_parts": LabelTransfer().weight_parts}
+            "weight_parts": LabelTransfer().weight_parts, "sharpen_when_shifted": LabelTransfer().sharpen_when_shifted}
 
 
 def _finished(ctx) -> list[Record]:
