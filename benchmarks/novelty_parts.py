@@ -90,7 +90,8 @@ def main() -> None:
             table = part_table(transfer, embedded.obsm["X_cellweave"], y[te])
             out[f"{d.name} / {group}"] = table
             print(f"\n{d.name}, query {group}: temperature {table['temperature']:.3f}, threshold "
-                  f"{table['threshold']:.3f}, weights " + ", ".join(f"{k} {v:.2f}" for k, v in table["part_weights"].items()))
+                  f"{table['threshold']:.3f}, weights "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in table["part_weights"].items()))
             for name, row in {"all": table["all"], **table["by_type"]}.items():
                 print(f"  {name:24s} " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                                                   for k, v in row.items()), flush=True)

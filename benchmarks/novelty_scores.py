@@ -67,7 +67,7 @@ import numpy as np
 
 SCORES = ("distance", "softmax", "combined", "mahalanobis", "distance+mahalanobis+softmax", "composition",
           "combined+composition")
-#: The suffix of the rows with every default of ``LabelTransfer``: the rule now, the parts weighted.
+#: The suffix of the rows with every default of ``LabelTransfer`` but ``sharpen_when_shifted``: the rule before it.
 WEIGHTED = ", softmax when far, sharpened, weighted"
 #: The suffix of the rows with every default of ``LabelTransfer`` since ``sharpen_when_shifted``: the rule now.
 SHIFTED = WEIGHTED + ", sharpened when shifted"

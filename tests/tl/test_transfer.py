@@ -246,17 +246,37 @@ def test_sharpen_when_shifted_takes_out_the_classifiers_doubt_about_a_query_that
     assert after.unknown[~is_novel].mean() <= before.unknown[~is_novel].mean() / 2
     assert before.unknown[~is_novel].mean() > 0.01
     assert after.unknown[is_novel].mean() > 0.9 and roc_auc_score(is_novel, after.novelty) > 0.99
-    # A query like the reference is not sharpened.
-    near, _ = _clusters(rng, 8.0 * np.eye(3, 10), 100)
-    np.testing.assert_array_equal(lt.predict(near).novelty, LabelTransfer(sharpen_when_shifted=False, seed=0)
-                                  .fit(ref, y).predict(near).novelty)
+    # A query the classifier is surer of than of held-out cells (tighter clusters) is not sharpened, nor
+    # is a query too small to estimate a shift, nor a score of one part.
+    before_rule = LabelTransfer(sharpen_when_shifted=False, seed=0).fit(ref, y)
+    tight, _ = _clusters(rng, 8.0 * np.eye(3, 10), 100, scale=0.7)
+    np.testing.assert_array_equal(lt.predict(tight).novelty, before_rule.predict(tight).novelty)
     assert lt.temperature_ == 1.0
+    np.testing.assert_array_equal(lt.predict(known[:40]).novelty, before_rule.predict(known[:40]).novelty)
+    assert lt.temperature_ == 1.0
+    softmax_only = LabelTransfer(novelty_score="softmax", seed=0).fit(ref, y)
+    softmax_only.predict(query)
+    assert softmax_only.temperature_ == 1.0
     # Half the query beyond the softmax part's threshold: a shift cannot be told from new types, so
     # nothing is sharpened and the warning says what to do.
     unsure, _ = _clusters(rng, 0.6 * 8.0 * np.eye(3, 10), 100)
     with caplog.at_level("WARNING", logger="cellweave.tl._transfer"):
         lt.predict(unsure)
     assert lt.temperature_ == 1.0 and "not sharpened (sharpen_when_shifted)" in caplog.text
+
+
+def test_a_far_query_is_never_sharpened_when_shifted(cells) -> None:
+    """Without ``softmax_when_far`` a far query is scored unadjusted, the rule before: ``sharpen_when_shifted``
+    does not sharpen it either."""
+    ref, y, _, _, _ = cells
+    rng = np.random.default_rng(12)
+    far, _ = _clusters(rng, 0.8 * 8.0 * np.eye(3, 10) + 3.0, 100)  # far, and less sure to the classifier
+    plain = LabelTransfer(novelty_score="combined", softmax_when_far=False, sharpen_when_far=False,
+                          sharpen_when_shifted=False, seed=0).fit(ref, y)
+    shifted = LabelTransfer(novelty_score="combined", softmax_when_far=False, sharpen_when_far=False,
+                            seed=0).fit(ref, y)
+    np.testing.assert_array_equal(shifted.predict(far).novelty, plain.predict(far).novelty)
+    assert shifted.far_ and not shifted.distance_ignored_ and shifted.temperature_ == 1.0
 
 
 def test_every_cli_novelty_score_has_its_parts() -> None:

@@ -121,7 +121,8 @@ def add_transfer_options(sp: argparse.ArgumentParser) -> None:
                     help="sharpen the classifier's probabilities on any query it is less sure of than of held-out "
                          "reference cells, not only a far one, so a query shifted a little in every part of the "
                          "novelty score is not called unknown for the classifier's doubt alone (default: on; "
-                         "labels unchanged; --no-sharpen-when-shifted: the rule before)")
+                         "with --shift-adjust, a score of several parts and 50 query cells; labels unchanged; "
+                         "--no-sharpen-when-shifted: the rule before)")
     sp.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
                     help="correct reference and query embeddings together by Harmony first, so known types in a "
                          "new state (another protocol, study or condition) are not called unknown")

@@ -136,8 +136,10 @@ def annotate(
         Sharpen the classifier's probabilities on any query it is less sure of than of held-out reference
         cells, as ``sharpen_when_far`` does for a far one, so a query shifted a little in every part of the
         score (another species, not far by distance) is not called unknown for the classifier's doubt alone
-        (default; the temperature is recorded as ``temperature``). Labels do not change. ``False``: the rule
-        before. See :class:`~cellweave.tl.LabelTransfer`.
+        (default; the temperature is recorded as ``temperature``). Labels do not change. It acts only with
+        ``shift_adjust``, on a score of several parts, a query of 50 cells or more that is not far (a far one
+        has ``sharpen_when_far``), and not when half the query is less sure to the classifier than 99% of
+        held-out reference cells. ``False``: the rule before. See :class:`~cellweave.tl.LabelTransfer`.
     reference_token_space
         Embed the query in the reference's token space: its tokens are drawn from the reference's
         most variable genes and ranked by deviation from the reference's gene means

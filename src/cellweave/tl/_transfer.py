@@ -36,6 +36,8 @@ N_WEIGHT_TYPES = 4
 MIN_WEIGHT_TYPE_CELLS = 20
 #: Fewest cells of a type kept in the other types' cells when the parts are weighed (rarer ones are left out).
 MIN_SPLIT_TYPE_CELLS = 5
+#: A sharpening temperature below this is logged as a warning (above it, at info: it changes little).
+SHARPEN_WARN_TEMPERATURE = 0.9
 #: Share of the other types' cells scored beside the left-out type when the parts are weighed.
 WEIGHT_QUERY_FRACTION = 0.3
 #: The parts of each ``novelty_score``; ``"combined"`` averages its parts' conformal ranks.
@@ -257,7 +259,9 @@ class LabelTransfer:
     AUROC 0.912 -> 0.912, shifted known cells called unknown 0.0% -> 0.0% (batch-calibrated, as the
     panel does), novel cells called unknown 52.2% -> 50.8%; zero-shot: 0.871 -> 0.871, 1.1% -> 1.1% and
     34.6% -> 33.2% (``benchmarks/published/novelty_scores/sharpen_when_shifted_*``). The rule was designed
-    after seeing the mouse split of ``annotate_files.py``, which its figure therefore does not test blind. ``False``: the softmax part is sharpened only for a far query, the rule before.
+    after seeing the mouse split of ``annotate_files.py``, which its figure therefore does not test blind.
+    Only a score of several parts is sharpened so (``"softmax"`` alone was not measured with it), and only
+    with ``shift_adjust``. ``False``: the softmax part is sharpened only for a far query, the rule before.
 
     What differs from a conformal test: the threshold is a quantile of calibration scores, not a
     p-value level, and the combined scores of the calibration cells use their own ranks.
@@ -335,7 +339,7 @@ class LabelTransfer:
         if self.weight_parts and len(self.components_) > 1:
             self._weigh_parts(z, labels)
         self.threshold_ = float(np.quantile(self._score(calibration), self.novelty_quantile))
-        self.distance_ignored_ = False
+        self.distance_ignored_ = self.far_ = False
         if "softmax" in self.calibration_ and len(self.components_) > 1:
             # The threshold of the parts kept for a far query (softmax_when_far): all but the distances.
             far = {name: calibration[name] for name in self.components_ if name not in DISTANCE_COMPONENTS}
@@ -347,7 +351,8 @@ class LabelTransfer:
         leaves out. Each of the ``N_WEIGHT_TYPES`` largest reference types (of at least
         ``MIN_WEIGHT_TYPE_CELLS`` cells, with at least two other types; types of fewer than ``MIN_SPLIT_TYPE_CELLS``
         cells stay out of it all) is left out in turn: a label transfer
-        with the same settings (equal weights, the adjustments' defaults) is fit on a stratified ``1 -
+        with the same settings (equal weights, the adjustments' defaults but ``sharpen_when_shifted``, off) is
+        fit on a stratified ``1 -
         WEIGHT_QUERY_FRACTION`` of the other types' cells and scores a pseudo-query of the rest of them and the
         left-out type (subsampled to a third of the pseudo-query at most, since ``shift_adjust`` takes most of a
         query to be of known types, but not below the ``MIN_COMPOSITION_CELLS`` the composition part needs),
@@ -509,11 +514,13 @@ class LabelTransfer:
 
     def _adjust_for_shift(self, components: dict[str, np.ndarray], z: np.ndarray) -> dict[str, np.ndarray]:
         """``shift_adjust``: the distance and enrichment parts adjusted (:meth:`_adjust_distances`), and, with
-        ``sharpen_when_shifted``, the softmax part of a query that is not far sharpened as a far one's is
-        (:meth:`_sharpened_softmax`), unless the query's median uncertainty is beyond the softmax part's own
-        threshold (half of it would be unknown by the classifier alone: a shift cannot be told from new types)."""
+        ``sharpen_when_shifted``, the softmax part of a query that is not far, in a score of several parts,
+        sharpened as a far one's is (:meth:`_sharpened_softmax`), unless the query's median uncertainty is beyond
+        the ``novelty_quantile`` quantile of the held-out cells' softmax part (half of it would be unknown by the
+        classifier alone: a shift cannot be told from new types). A far query is never sharpened here: with
+        ``softmax_when_far`` its own rule applies, and without it the rule before."""
         adjusted = self._adjust_distances(components, z)
-        if (self.distance_ignored_ or not self.sharpen_when_shifted or "softmax" not in adjusted
+        if (self.far_ or not self.sharpen_when_shifted or len(self.components_) < 2 or "softmax" not in adjusted
                 or len(adjusted["softmax"]) < MIN_SHIFT_CELLS):
             return adjusted
         softmax = adjusted["softmax"]
@@ -535,7 +542,7 @@ class LabelTransfer:
         softmax part, the distance parts are left out instead (``distance_ignored_``) and the softmax
         part alone is ranked and thresholded."""
         self.shift_factor_ = 1.0
-        self.distance_ignored_ = False
+        self.distance_ignored_ = self.far_ = False
         components = self._adjust_enrichment(components)
         if "distance" not in components:
             return components
@@ -546,6 +553,7 @@ class LabelTransfer:
             return components
         ceiling = float(np.quantile(calibration, self.novelty_quantile))
         if query > ceiling:
+            self.far_ = True
             if self.softmax_when_far and "softmax" in components:
                 logger.warning(
                     "Half of the query is farther from the reference than %.0f%% of held-out reference cells: "
@@ -638,7 +646,9 @@ class LabelTransfer:
             mid = 0.5 * (low + high)
             low, high = (mid, high) if float(np.median(part(mid))) < reference else (low, mid)
         self.temperature_ = low
-        logger.warning("The classifier is less sure of the query than of held-out reference cells (median "
+        # A temperature near 1 changes little (about half of unshifted queries sit just above the median).
+        log = logger.warning if low < SHARPEN_WARN_TEMPERATURE else logger.info
+        log("The classifier is less sure of the query than of held-out reference cells (median "
                        "max-softmax uncertainty %.3g against %.3g): its probabilities are sharpened at temperature "
                        "%.3g before the threshold, taking the query to be mostly of reference types in a new state. "
                        "If most of it is of types the reference lacks, pass %s=False (--no-%s).",
@@ -650,7 +660,8 @@ class LabelTransfer:
         proba = self.classifier_.predict_proba(z)
         raw = self.classifier_.classes_[proba.argmax(axis=1)].astype(object)
         components = self._components(z, query=True)
-        self.distance_ignored_ = False  # set again by the shift adjustment; never left from an earlier query
+        # Set again by the shift adjustment; never left from an earlier query.
+        self.distance_ignored_ = self.far_ = False
         self.temperature_ = self.composition_spread_ = 1.0
         if self.shift_adjust:
             components = self._adjust_for_shift(components, z)

@@ -571,8 +571,8 @@ def panel_summary(records: list[Record]) -> pd.DataFrame:
 
 def _run_config(ctx) -> dict:
     """What makes two panel runs' records comparable: a run resumes only records written under the same
-    (the label transfer's ``softmax_when_far``, ``sharpen_when_far``, ``weight_parts`` and ``sharpen_when_shifted`` too: their
-    defaults changed within version 0.1.0)."""
+    (the label transfer's ``softmax_when_far``, ``sharpen_when_far``, ``weight_parts`` and
+    ``sharpen_when_shifted`` too: their defaults changed within version 0.1.0)."""
     from cellweave._version import __version__
     from cellweave.tl import LabelTransfer
 
