@@ -9,7 +9,8 @@ after the shift adjustments (median, and the share above the ``novelty_quantile`
 part also as the rule before ranked it), the share called unknown, and the same with
 ``sharpen_when_shifted=False`` (the rule before the thirty-fifth
 session), beside the temperature applied and the part weights. A diagnostic, not a protocol: it reads
-the query's labels only to group the cells. About a minute for the pancreas dataset::
+the query's labels only to group the cells. ``--adapt`` first adapts the model to each split's reference
+and query cells together, as ``annotate --adapt`` does. About a minute for the pancreas dataset::
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/novelty_parts.py \\
         --datasets scrna_pancreas_baron2016_human_mouse_cider --out novelty_parts.json
@@ -60,6 +61,9 @@ def main() -> None:
     from _diagnostics import panel_arguments
 
     p = panel_arguments(__doc__, out="novelty_parts.json")
+    p.add_argument("--adapt", action="store_true",
+                   help="adapt the model to each split's reference and query cells together first, as "
+                        "`annotate --adapt` does (and `annotate_files.py --adapt`)")
     args = p.parse_args()
     from cellweave._system import keep_torch_threads
 
@@ -83,20 +87,28 @@ def main() -> None:
         for group, tr, te in across_splits(d.adata.obs, d.shift_key, y):
             ref, query = d.model_input[tr].copy(), d.model_input[te].copy()
             ref.obs["panel_label"] = y[tr]
-            cellweave.tl.embed(ref, model=model, seed=0, progress=False, spatial=False)
-            embedded = cellweave.tl.annotate(query, reference=ref, label_key="panel_label", model=model,
+            split_model = model
+            if args.adapt:  # as annotate_files.py --adapt: reference and query together, the side as covariate
+                from cellweave.train import adapt
+
+                both = d.model_input[np.r_[tr, te]].copy()
+                both.obs["_cellweave_side"] = np.r_[np.full(len(tr), "reference"), np.full(len(te), "query")]
+                split_model = adapt(both, model=model, batch_key="_cellweave_side", seed=0, progress=False)
+            cellweave.tl.embed(ref, model=split_model, seed=0, progress=False, spatial=False)
+            embedded = cellweave.tl.annotate(query, reference=ref, label_key="panel_label", model=split_model,
                                              progress=False, copy=True, seed=0)
             transfer = LabelTransfer(seed=0).fit(ref.obsm["X_cellweave"], y[tr])
             table = part_table(transfer, embedded.obsm["X_cellweave"], y[te])
-            out[f"{d.name} / {group}"] = table
-            print(f"\n{d.name}, query {group}: temperature {table['temperature']:.3f}, threshold "
-                  f"{table['threshold']:.3f}, weights "
+            out[f"{d.name} / {group}"] = {"reference_cells": len(tr), **table}
+            print(f"\n{d.name}, query {group} ({len(tr)} reference cells): temperature "
+                  f"{table['temperature']:.3f}, threshold {table['threshold']:.3f}, weights "
                   + ", ".join(f"{k} {v:.2f}" for k, v in table["part_weights"].items()))
             for name, row in {"all": table["all"], **table["by_type"]}.items():
                 print(f"  {name:24s} " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                                                   for k, v in row.items()), flush=True)
     atomic_write_json(args.out, {"command": "benchmarks/novelty_parts.py"
                                  + (f" --model {args.model}" if args.model else "")
+                                 + (" --adapt" if args.adapt else "")
                                  + (f" --datasets {' '.join(args.datasets)}" if args.datasets else ""),
                                  "model": model.name, "seed": 0, "seconds": round(time.perf_counter() - t0, 1),
                                  "splits": out})
