@@ -69,11 +69,10 @@ def main() -> None:
 
     keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
-    from _diagnostics import panel_selection
+    from _diagnostics import panel_selection, two_object_splits
 
     import cellweave
     from cellweave._io_utils import atomic_write_json
-    from cellweave.bench.tasks._cells import across_splits
     from cellweave.models import CellWeave
     from cellweave.tl import LabelTransfer
 
@@ -84,16 +83,7 @@ def main() -> None:
         if not d.shift_key:
             continue
         y = np.asarray(d.labels).astype(str)
-        for group, tr, te in across_splits(d.adata.obs, d.shift_key, y):
-            ref, query = d.model_input[tr].copy(), d.model_input[te].copy()
-            ref.obs["panel_label"] = y[tr]
-            split_model = model
-            if args.adapt:  # as annotate_files.py --adapt: reference and query together, the side as covariate
-                from cellweave.train import adapt
-
-                both = d.model_input[np.r_[tr, te]].copy()
-                both.obs["_cellweave_side"] = np.r_[np.full(len(tr), "reference"), np.full(len(te), "query")]
-                split_model = adapt(both, model=model, batch_key="_cellweave_side", seed=0, progress=False)
+        for group, tr, te, ref, query, split_model in two_object_splits(d, model, adapt=args.adapt):
             cellweave.tl.embed(ref, model=split_model, seed=0, progress=False, spatial=False)
             embedded = cellweave.tl.annotate(query, reference=ref, label_key="panel_label", model=split_model,
                                              progress=False, copy=True, seed=0)
