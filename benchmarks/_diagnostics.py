@@ -27,28 +27,32 @@ def panel_selection(names: Iterable[str] | None = None) -> Iterator[Any]:
     return (d for d in panel_datasets() if wanted is None or d.name in wanted)
 
 
-def two_object_splits(d, model, *, adapt: bool = False):
-    """The across-shift splits of panel dataset ``d`` as two objects, the way a user runs ``annotate``: yields
-    ``(group, tr, te, reference, query, split_model)``, the reference (``obs["panel_label"]`` set) and the
-    query as separate copies of the model input. With ``adapt`` the model is first adapted to the split's
+def two_object_splits(names: Iterable[str] | None, model, *, adapt: bool = False):
+    """The across-shift splits of the panel datasets ``names`` (:func:`panel_selection`; those without a shift
+    key are skipped) as two objects, the way a user runs ``annotate``: yields ``(d, y, group, tr, te, reference,
+    query, split_model)``, the dataset, its labels as strings, the split, the reference (``obs["panel_label"]``
+    set) and the query as separate copies of the model input. With ``adapt`` the model is first adapted to the split's
     reference and query cells together, the side as the count decoder's covariate, as ``annotate --adapt``
     does (seed 0); otherwise ``split_model`` is ``model``."""
     import numpy as np
 
     from cellweave.bench.tasks._cells import across_splits
 
-    y = np.asarray(d.labels).astype(str)
-    for group, tr, te in across_splits(d.adata.obs, d.shift_key, y):
-        reference, query = d.model_input[tr].copy(), d.model_input[te].copy()
-        reference.obs["panel_label"] = y[tr]
-        split_model = model
-        if adapt:
-            from cellweave.train import adapt as adapt_model
+    for d in panel_selection(names):
+        if not d.shift_key:
+            continue
+        y = np.asarray(d.labels).astype(str)
+        for group, tr, te in across_splits(d.adata.obs, d.shift_key, y):
+            reference, query = d.model_input[tr].copy(), d.model_input[te].copy()
+            reference.obs["panel_label"] = y[tr]
+            split_model = model
+            if adapt:
+                from cellweave.train import adapt as adapt_model
 
-            both = d.model_input[np.r_[tr, te]].copy()
-            both.obs["_cellweave_side"] = np.r_[np.full(len(tr), "reference"), np.full(len(te), "query")]
-            split_model = adapt_model(both, model=model, batch_key="_cellweave_side", seed=0, progress=False)
-        yield group, tr, te, reference, query, split_model
+                both = d.model_input[np.r_[tr, te]].copy()
+                both.obs["_cellweave_side"] = np.r_[np.full(len(tr), "reference"), np.full(len(te), "query")]
+                split_model = adapt_model(both, model=model, batch_key="_cellweave_side", seed=0, progress=False)
+            yield d, y, group, tr, te, reference, query, split_model
 
 
 def knn_f1(embedding, labels) -> float:

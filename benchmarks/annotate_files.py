@@ -51,7 +51,7 @@ def main() -> None:
 
     keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
-    from _diagnostics import panel_selection, two_object_splits
+    from _diagnostics import two_object_splits
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
@@ -62,33 +62,29 @@ def main() -> None:
     model = CellWeave.load(args.model)
     t0 = time.perf_counter()
     per_dataset = defaultdict(list)
-    for d in panel_selection(args.datasets):
-        if not d.shift_key:
-            continue
-        y = np.asarray(d.labels).astype(str)
-        for group, tr, te, ref, query, split_model in two_object_splits(d, model, adapt=args.adapt):
-            # The reference is embedded in its own space whatever the variant: once, reused by annotate.
-            cellweave.tl.embed(ref, model=split_model, seed=0, progress=False, spatial=False)
-            row, embedded = {}, {}
-            for name, options in (ADAPTED_VARIANTS if args.adapt else VARIANTS).items():
-                # The shift adjustment acts after embedding: its variant reuses the query embedded
-                # (in the same token space) by the variant without it.
-                space = options.get("reference_token_space", True)
-                out = cellweave.tl.annotate(embedded.get(space, query), reference=ref, label_key="panel_label",
-                                            model=split_model, progress=False, copy=True, seed=0, **options)
-                embedded.setdefault(space, out)
-                raw = out.obs["cellweave_prediction"].astype(str).to_numpy()
-                transfer = out.uns["cellweave"]["annotate"]
-                row[f"{name}: unknown"] = float((raw == "unknown").mean())
-                # Macro-F1 of the classifier's label, "unknown" included as a wrong answer.
-                row[f"{name}: macro-F1 (unknown wrong)"] = float(f1_score(y[te], raw, average="macro",
-                                                                          labels=sorted(set(y[te]))))
-                row[f"{name}: shift factor"] = float(transfer["shift_factor"])
-            ztr, zte = standardized_hvgs(d, tr, te)
-            lr = LogisticRegression(C=1.0, max_iter=1000, random_state=0).fit(ztr, y[tr])
-            row["logreg-L2 (HVG): macro-F1"] = float(f1_score(y[te], lr.predict(zte), average="macro"))
-            per_dataset[d.name].append(row)
-            print(d.name, group, " ".join(f"{k}={v:.3f}" for k, v in row.items() if "factor" not in k), flush=True)
+    for d, y, group, tr, te, ref, query, split_model in two_object_splits(args.datasets, model, adapt=args.adapt):
+        # The reference is embedded in its own space whatever the variant: once, reused by annotate.
+        cellweave.tl.embed(ref, model=split_model, seed=0, progress=False, spatial=False)
+        row, embedded = {}, {}
+        for name, options in (ADAPTED_VARIANTS if args.adapt else VARIANTS).items():
+            # The shift adjustment acts after embedding: its variant reuses the query embedded
+            # (in the same token space) by the variant without it.
+            space = options.get("reference_token_space", True)
+            out = cellweave.tl.annotate(embedded.get(space, query), reference=ref, label_key="panel_label",
+                                        model=split_model, progress=False, copy=True, seed=0, **options)
+            embedded.setdefault(space, out)
+            raw = out.obs["cellweave_prediction"].astype(str).to_numpy()
+            transfer = out.uns["cellweave"]["annotate"]
+            row[f"{name}: unknown"] = float((raw == "unknown").mean())
+            # Macro-F1 of the classifier's label, "unknown" included as a wrong answer.
+            row[f"{name}: macro-F1 (unknown wrong)"] = float(f1_score(y[te], raw, average="macro",
+                                                                      labels=sorted(set(y[te]))))
+            row[f"{name}: shift factor"] = float(transfer["shift_factor"])
+        ztr, zte = standardized_hvgs(d, tr, te)
+        lr = LogisticRegression(C=1.0, max_iter=1000, random_state=0).fit(ztr, y[tr])
+        row["logreg-L2 (HVG): macro-F1"] = float(f1_score(y[te], lr.predict(zte), average="macro"))
+        per_dataset[d.name].append(row)
+        print(d.name, group, " ".join(f"{k}={v:.3f}" for k, v in row.items() if "factor" not in k), flush=True)
     means = {name: {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
              for name, rows in per_dataset.items()}
     overall = {k: round(float(np.mean([m[k] for m in means.values()])), 4) for k in next(iter(means.values()))}

@@ -69,7 +69,7 @@ def main() -> None:
 
     keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
 
-    from _diagnostics import panel_selection, two_object_splits
+    from _diagnostics import two_object_splits
 
     import cellweave
     from cellweave._io_utils import atomic_write_json
@@ -79,23 +79,19 @@ def main() -> None:
     model = CellWeave.load(args.model)
     t0 = time.perf_counter()
     out = {}
-    for d in panel_selection(args.datasets):
-        if not d.shift_key:
-            continue
-        y = np.asarray(d.labels).astype(str)
-        for group, tr, te, ref, query, split_model in two_object_splits(d, model, adapt=args.adapt):
-            cellweave.tl.embed(ref, model=split_model, seed=0, progress=False, spatial=False)
-            embedded = cellweave.tl.annotate(query, reference=ref, label_key="panel_label", model=split_model,
-                                             progress=False, copy=True, seed=0)
-            transfer = LabelTransfer(seed=0).fit(ref.obsm["X_cellweave"], y[tr])
-            table = part_table(transfer, embedded.obsm["X_cellweave"], y[te])
-            out[f"{d.name} / {group}"] = {"reference_cells": len(tr), **table}
-            print(f"\n{d.name}, query {group} ({len(tr)} reference cells): temperature "
-                  f"{table['temperature']:.3f}, threshold {table['threshold']:.3f}, weights "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in table["part_weights"].items()))
-            for name, row in {"all": table["all"], **table["by_type"]}.items():
-                print(f"  {name:24s} " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
-                                                  for k, v in row.items()), flush=True)
+    for d, y, group, tr, te, ref, query, split_model in two_object_splits(args.datasets, model, adapt=args.adapt):
+        cellweave.tl.embed(ref, model=split_model, seed=0, progress=False, spatial=False)
+        embedded = cellweave.tl.annotate(query, reference=ref, label_key="panel_label", model=split_model,
+                                         progress=False, copy=True, seed=0)
+        transfer = LabelTransfer(seed=0).fit(ref.obsm["X_cellweave"], y[tr])
+        table = part_table(transfer, embedded.obsm["X_cellweave"], y[te])
+        out[f"{d.name} / {group}"] = {"reference_cells": len(tr), **table}
+        print(f"\n{d.name}, query {group} ({len(tr)} reference cells): temperature "
+              f"{table['temperature']:.3f}, threshold {table['threshold']:.3f}, weights "
+              + ", ".join(f"{k} {v:.2f}" for k, v in table["part_weights"].items()))
+        for name, row in {"all": table["all"], **table["by_type"]}.items():
+            print(f"  {name:24s} " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                                              for k, v in row.items()), flush=True)
     atomic_write_json(args.out, {"command": "benchmarks/novelty_parts.py"
                                  + (f" --model {args.model}" if args.model else "")
                                  + (" --adapt" if args.adapt else "")

@@ -154,9 +154,9 @@ def main() -> None:
             if not aligned and not args.default_rows:
                 out["map-query, rule before"] = map_query_rule_before(etr, labels[tr], ete)
             for score in args.scores:
+                if len(NOVELTY_COMPONENTS[score]) > 1:  # LabelTransfer's defaults: the parts weighted
+                    out.update(default_rows(score, h, etr, labels[tr], ete))
                 if args.default_rows:
-                    if len(NOVELTY_COMPONENTS[score]) > 1:
-                        out.update(default_rows(score, h, etr, labels[tr], ete))
                     continue
                 fitted = LabelTransfer(novelty_score=score, softmax_when_far=False, sharpen_when_far=False,
                                        weight_parts=False, sharpen_when_shifted=False, seed=seed).fit(etr, labels[tr])
@@ -168,17 +168,15 @@ def main() -> None:
                     out[score + ", softmax when far" + h] = fitted.predict(ete)
                     fitted.sharpen_when_far = True
                     out[score + ", softmax when far, sharpened" + h] = fitted.predict(ete)
-                if len(NOVELTY_COMPONENTS[score]) > 1:  # LabelTransfer's defaults: the parts weighted
-                    out.update(default_rows(score, h, etr, labels[tr], ete))
             if groups is None:
                 continue
             # With fewer than 2 batches in the reference annotate uses a random 20%: the rows above.
             for score in [s for s in args.scores if {"softmax", "composition"} & set(NOVELTY_COMPONENTS[s])]:
+                if len(NOVELTY_COMPONENTS[score]) > 1:
+                    out.update(default_rows(score, h, etr, labels[tr], ete, groups[tr]) if several else
+                               {f"{score}, batches" + suffix + h: out[score + suffix + h]
+                                for suffix in (WEIGHTED, SHIFTED)})
                 if args.default_rows:
-                    if len(NOVELTY_COMPONENTS[score]) > 1:
-                        out.update(default_rows(score, h, etr, labels[tr], ete, groups[tr]) if several else
-                                   {f"{score}, batches" + suffix + h: out[score + suffix + h]
-                                    for suffix in (WEIGHTED, SHIFTED)})
                     continue
                 fitted = (LabelTransfer(novelty_score=score, softmax_when_far=False, sharpen_when_far=False,
                                         weight_parts=False, sharpen_when_shifted=False, seed=seed)
@@ -194,10 +192,6 @@ def main() -> None:
                         out[f"{score}, batches" + suffix + h] = fitted.predict(ete)
                     elif score + suffix + h in out:
                         out[f"{score}, batches" + suffix + h] = out[score + suffix + h]
-                if len(NOVELTY_COMPONENTS[score]) > 1:
-                    out.update(default_rows(score, h, etr, labels[tr], ete, groups[tr]) if several else
-                               {f"{score}, batches" + suffix + h: out[score + suffix + h]
-                                for suffix in (WEIGHTED, SHIFTED)})
         return out
 
     command = ("benchmarks/novelty_scores.py" + (f" --model {args.model}" if args.model else "")

@@ -531,7 +531,7 @@ class LabelTransfer:
                            "(sharpen_when_shifted). If the query is of reference types, try align=True (--align).",
                            100 * self.novelty_quantile)
             return adjusted
-        adjusted["softmax"] = self._sharpened_softmax(softmax, z, flag="sharpen_when_shifted")
+        adjusted["softmax"] = self._sharpened_softmax(softmax, z)
         return adjusted
 
     def _adjust_distances(self, components: dict[str, np.ndarray], z: np.ndarray) -> dict[str, np.ndarray]:
@@ -566,7 +566,7 @@ class LabelTransfer:
                 # The distance parts are left out; an enrichment part (already adjusted above) is kept.
                 kept = {name: s for name, s in components.items() if name not in DISTANCE_COMPONENTS}
                 if self.sharpen_when_far:
-                    kept["softmax"] = self._sharpened_softmax(components["softmax"], z, flag="sharpen_when_far")
+                    kept["softmax"] = self._sharpened_softmax(components["softmax"], z)
                 return kept
             logger.warning(
                 "Half of the query is farther from the reference than %.0f%% of held-out reference cells: "
@@ -619,9 +619,9 @@ class LabelTransfer:
                         "novelty threshold (shift_adjust)", excess, spread)
         return adjusted
 
-    def _sharpened_softmax(self, softmax: np.ndarray, z: np.ndarray, flag: str) -> np.ndarray:
-        """``sharpen_when_far`` (and ``sharpen_when_shifted``, the ``flag`` named in the warning): the softmax
-        part of a far (shifted) query recomputed at the temperature ``T <= 1``
+    def _sharpened_softmax(self, softmax: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """``sharpen_when_far`` (and ``sharpen_when_shifted`` for a query that is not far, the flag the log
+        names): the softmax part of a far (shifted) query recomputed at the temperature ``T <= 1``
         (``temperature_``) that brings its median back to the held-out reference cells' median, found
         by bisection on the calibration classifier's logits; unchanged when the query's median is not
         above the reference's. Temperature scaling (Guo et al. 2017, "On calibration of modern neural
@@ -648,11 +648,12 @@ class LabelTransfer:
         self.temperature_ = low
         # A temperature near 1 changes little (about half of unshifted queries sit just above the median).
         log = logger.warning if low < SHARPEN_WARN_TEMPERATURE else logger.info
-        log("The classifier is less sure of the query than of held-out reference cells (median "
-                       "max-softmax uncertainty %.3g against %.3g): its probabilities are sharpened at temperature "
-                       "%.3g before the threshold, taking the query to be mostly of reference types in a new state. "
-                       "If most of it is of types the reference lacks, pass %s=False (--no-%s).",
-                       float(np.median(softmax)), reference, low, flag, flag.replace("_", "-"))
+        flag = "sharpen_when_far" if self.far_ else "sharpen_when_shifted"
+        log("The classifier is less sure of the query than of held-out reference cells (median max-softmax "
+            "uncertainty %.3g against %.3g): its probabilities are sharpened at temperature %.3g before the "
+            "threshold, taking the query to be mostly of reference types in a new state. If most of it is of "
+            "types the reference lacks, pass %s=False (--no-%s).",
+            float(np.median(softmax)), reference, low, flag, flag.replace("_", "-"))
         return part(low)
 
     def predict(self, embedding: np.ndarray) -> TransferResult:

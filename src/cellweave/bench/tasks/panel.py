@@ -576,11 +576,12 @@ def _run_config(ctx) -> dict:
     from cellweave._version import __version__
     from cellweave.tl import LabelTransfer
 
+    defaults = LabelTransfer()
     return {"model_sha256": ctx.model.model_hash, "quick": bool(ctx.quick), "adapt": list(ctx.adapt),
             "adapt_method": ADAPT_METHOD if set(ctx.adapt) - {"untrained"} else None,
             "adapt_max_steps": ctx.adapt_max_steps, "adapt_lr": ctx.adapt_lr, "cellweave": __version__,
-            "softmax_when_far": LabelTransfer().softmax_when_far, "sharpen_when_far": LabelTransfer().sharpen_when_far,
-            "weight_parts": LabelTransfer().weight_parts, "sharpen_when_shifted": LabelTransfer().sharpen_when_shifted}
+            **{flag: getattr(defaults, flag) for flag in
+               ("softmax_when_far", "sharpen_when_far", "weight_parts", "sharpen_when_shifted")}}
 
 
 def _finished(ctx) -> list[Record]:
