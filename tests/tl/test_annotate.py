@@ -106,12 +106,13 @@ def test_cli_round_trip_and_bad_label_key(cellbench, tmp_path, capsys) -> None:
     assert rec["shift_adjust"] and 0 < rec["shift_factor"] <= 1  # on by default; 60 query cells
     assert rec["softmax_when_far"] and not rec["distance_ignored"]  # on by default; a query near its reference
     assert rec["sharpen_when_far"] and rec["sharpen_when_shifted"]  # on by default (the temperature: below)
+    assert rec["cross_fit"] == "auto" and rec["cross_fitted"]  # 200 reference cells: 40 would be held out
     weights = rec["part_weights"]  # on by default: three parts, weighed on the reference's own types
     assert rec["weight_parts"] and set(weights) == {"distance", "softmax", "composition"}
     assert sum(weights.values()) == pytest.approx(1.0) and min(weights.values()) >= 0
     assert main([*args, "--label-key", LABEL, "--align", "--novelty-score", "distance", "--batch-key", "batch",
                  "--no-shift-adjust", "--no-softmax-when-far", "--no-sharpen-when-far", "--no-weight-parts",
-                 "--no-sharpen-when-shifted",
+                 "--no-sharpen-when-shifted", "--cross-fit", "on",
                  "--out", str(tmp_path / "aligned.h5ad")]) == 0
     aligned = ad.read_h5ad(tmp_path / "aligned.h5ad")
     assert not aligned.uns["cellweave"]["annotate"]["softmax_when_far"]
@@ -123,6 +124,9 @@ def test_cli_round_trip_and_bad_label_key(cellbench, tmp_path, capsys) -> None:
     assert dict(aligned.uns["cellweave"]["annotate"]["part_weights"]) == {"distance": 1.0}  # one part
     assert aligned.uns["cellweave"]["annotate"]["shift_factor"] == 1.0
     assert aligned.uns["cellweave"]["annotate"]["align"]
+    # Asked for, but the batches are calibrated on instead.
+    assert aligned.uns["cellweave"]["annotate"]["cross_fit"] == "on"
+    assert not aligned.uns["cellweave"]["annotate"]["cross_fitted"]
     assert aligned.uns["cellweave"]["annotate"]["novelty_score"] == "distance"
     n_batches = raw[perm[:200]].obs["batch"].nunique()
     assert n_batches >= 2 and aligned.uns["cellweave"]["annotate"]["calibration_batches"] == n_batches

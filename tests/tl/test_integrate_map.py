@@ -181,7 +181,7 @@ def test_map_query_cli_leaves_reference_untouched(protocols, tmp_path, capsys) -
     before = sha256_file(ref_path)
     args = ["map-query", str(query_path), "--reference", str(ref_path), "--out", str(out)]
     assert main([*args, "--label-key", "cell_type", "--batch-key", "batch", "--no-softmax-when-far",
-                 "--no-sharpen-when-far", "--no-weight-parts", "--no-sharpen-when-shifted"]) == 0
+                 "--no-sharpen-when-far", "--no-weight-parts", "--no-sharpen-when-shifted", "--cross-fit", "off"]) == 0
     assert sha256_file(ref_path) == before
     mapped = cellweave.io.read(out)
     assert mapped.obs["cellweave_prediction"].notna().all() and "X_cellweave" in mapped.obsm
@@ -189,6 +189,7 @@ def test_map_query_cli_leaves_reference_untouched(protocols, tmp_path, capsys) -
     assert rec["batch_key"] == "batch" and rec["calibration_batches"] == 4 and not rec["softmax_when_far"]
     assert not rec["sharpen_when_far"] and not rec["sharpen_when_shifted"] and rec["temperature"] == 1.0
     assert not rec["weight_parts"] and set(rec["part_weights"].values()) == {1 / 3}  # equal, as asked
+    assert rec["cross_fit"] == "off" and not rec["cross_fitted"]
     assert main([*args[:-1], str(tmp_path / "bad.h5ad"), "--label-key", "celltype"]) == 2
     assert "label_key 'celltype' is not a column" in capsys.readouterr().err
     assert not (tmp_path / "bad.h5ad").exists()

@@ -11,6 +11,9 @@ import argparse
 import logging
 from pathlib import Path
 
+#: ``--cross-fit``'s choices and the ``cross_fit`` value of :class:`cellweave.tl.LabelTransfer` each gives.
+CROSS_FIT = {"auto": "auto", "on": True, "off": False}
+
 logger = logging.getLogger("cellweave")
 
 
@@ -123,6 +126,10 @@ def add_transfer_options(sp: argparse.ArgumentParser) -> None:
                          "novelty score is not called unknown for the classifier's doubt alone (default: on; "
                          "with --shift-adjust, a score of several parts and 50 query cells; labels unchanged; "
                          "--no-sharpen-when-shifted: the rule before)")
+    sp.add_argument("--cross-fit", choices=tuple(CROSS_FIT), default="auto",
+                    help="calibrate the 'unknown' threshold on every reference cell, each held out once in 5 "
+                         "folds (auto, the default: when the held-out 20%% would be under 500 cells; on: always; "
+                         "off: one held-out 20%%, the rule before); --batch-key calibrates on batches instead")
     sp.add_argument("--align", action=argparse.BooleanOptionalAction, default=False,
                     help="correct reference and query embeddings together by Harmony first, so known types in a "
                          "new state (another protocol, study or condition) are not called unknown")

@@ -8,7 +8,13 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cellweave._cli._common import adapt_on_both, add_adapt_options, add_query_and_reference, add_transfer_options
+from cellweave._cli._common import (
+    CROSS_FIT,
+    adapt_on_both,
+    add_adapt_options,
+    add_query_and_reference,
+    add_transfer_options,
+)
 
 logger = logging.getLogger("cellweave")
 
@@ -26,7 +32,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
                 novelty_quantile=args.novelty_quantile, novelty_score=args.novelty_score, batch_key=args.batch_key,
                 align=args.align, shift_adjust=args.shift_adjust, softmax_when_far=args.softmax_when_far,
                 sharpen_when_far=args.sharpen_when_far, weight_parts=args.weight_parts,
-                sharpen_when_shifted=args.sharpen_when_shifted,
+                sharpen_when_shifted=args.sharpen_when_shifted, cross_fit=CROSS_FIT[args.cross_fit],
                 reference_token_space=args.reference_token_space,
                 finetune=args.finetune, finetune_epochs=args.max_epochs,
                 spatial=args.spatial, spatial_key=args.spatial_key, section_key=args.section_key,

@@ -8,7 +8,13 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cellweave._cli._common import adapt_on_both, add_adapt_options, add_query_and_reference, add_transfer_options
+from cellweave._cli._common import (
+    CROSS_FIT,
+    adapt_on_both,
+    add_adapt_options,
+    add_query_and_reference,
+    add_transfer_options,
+)
 
 logger = logging.getLogger("cellweave")
 
@@ -26,7 +32,8 @@ def cmd_map_query(args: argparse.Namespace) -> int:
                  index=args.index, novelty_quantile=args.novelty_quantile, novelty_score=args.novelty_score,
                  batch_key=args.batch_key, shift_adjust=args.shift_adjust, softmax_when_far=args.softmax_when_far,
                  sharpen_when_far=args.sharpen_when_far, weight_parts=args.weight_parts,
-                 sharpen_when_shifted=args.sharpen_when_shifted, align=args.align,
+                 sharpen_when_shifted=args.sharpen_when_shifted, cross_fit=CROSS_FIT[args.cross_fit],
+                 align=args.align,
                  reference_token_space=args.reference_token_space, seed=args.seed)
     for label, n in query.obs["cellweave_prediction"].value_counts().items():
         logger.info("mapped %s: %d cells", label, n)

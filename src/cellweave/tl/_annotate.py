@@ -14,7 +14,7 @@ from cellweave.data import neighbourhood_mean, section_neighbors, spatial_coordi
 from cellweave.models import CellWeave, environment_versions
 
 from ._embed import _h5_safe, _resolve, embed
-from ._transfer import UNKNOWN_LABEL, LabelTransfer
+from ._transfer import UNKNOWN_LABEL, LabelTransfer, cross_fit_name
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -38,6 +38,7 @@ def annotate(
     sharpen_when_far: bool = True,
     weight_parts: bool = True,
     sharpen_when_shifted: bool = True,
+    cross_fit: bool | str = "auto",
     reference_token_space: bool = True,
     finetune: bool = False,
     finetune_epochs: int = 3,
@@ -140,6 +141,12 @@ def annotate(
         ``shift_adjust``, on a score of several parts, a query of 50 cells or more that is not far (a far one
         has ``sharpen_when_far``), and not when half the query is less sure to the classifier than 99% of
         held-out reference cells. ``False``: the rule before. See :class:`~cellweave.tl.LabelTransfer`.
+    cross_fit
+        Calibrate the threshold on every reference cell, each held out once in 5 stratified folds, and
+        score the query with the whole reference (``"auto"``, the default: only when the single held-out
+        20% would be under 500 cells, where the 0.99 quantile rests on its few largest scores; ``True``:
+        always; ``False``: one held-out 20%, the rule before). A ``batch_key`` of two or more batches
+        calibrates on whole batches instead. See :class:`~cellweave.tl.LabelTransfer`.
     reference_token_space
         Embed the query in the reference's token space: its tokens are drawn from the reference's
         most variable genes and ranked by deviation from the reference's gene means
@@ -203,7 +210,8 @@ def annotate(
         of the score (``part_weights``), the query's token space
         (``query_token_space``: ``"reference"``, ``"own"`` or ``"stored"``, a reused embedding),
         ``batch_key`` and the number of batches calibrated on
-        (``calibration_batches``, 0: a random 20%), threshold, number of unknown cells, number of
+        (``calibration_batches``, 0: none), ``cross_fit`` (``"auto"``, ``"on"`` or ``"off"``) and whether
+        it applied (``cross_fitted``; neither: a random 20%), threshold, number of unknown cells, number of
         reference cells, seed, versions and
         ``spatial`` (whether tissue context was used; with it ``spatial_context``: key,
         neighbours, and per side the section column used (``""``: one section) and the number
@@ -232,7 +240,7 @@ def annotate(
     transfer = LabelTransfer(novelty_quantile=novelty_quantile, novelty_score=novelty_score,
                              shift_adjust=shift_adjust, softmax_when_far=softmax_when_far,
                              sharpen_when_far=sharpen_when_far, weight_parts=weight_parts,
-                             sharpen_when_shifted=sharpen_when_shifted, seed=seed)
+                             sharpen_when_shifted=sharpen_when_shifted, cross_fit=cross_fit, seed=seed)
 
     keep = labels.notna().to_numpy()
     # Neighbourhoods first (cheap, and bad sections or coordinates fail before any embedding).
@@ -307,6 +315,8 @@ def annotate(
         "novelty_score": novelty_score,
         "batch_key": batch_key or "",
         "calibration_batches": transfer.calibration_groups_,
+        "cross_fit": cross_fit_name(cross_fit),
+        "cross_fitted": bool(transfer.cross_fitted_),
         "align": bool(align),
         "shift_adjust": bool(shift_adjust),
         "shift_factor": float(transfer.shift_factor_),

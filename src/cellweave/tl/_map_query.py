@@ -14,7 +14,7 @@ from cellweave.models import CellWeave, environment_versions
 
 from ._annotate import _reference_batches, _reference_labels, reference_and_query_embeddings
 from ._embed import _h5_safe, _resolve
-from ._transfer import UNKNOWN_LABEL, LabelTransfer
+from ._transfer import UNKNOWN_LABEL, LabelTransfer, cross_fit_name
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -89,6 +89,7 @@ def map_query(
     sharpen_when_far: bool = True,
     weight_parts: bool = True,
     sharpen_when_shifted: bool = True,
+    cross_fit: bool | str = "auto",
     align: bool = False,
     reference_token_space: bool = True,
     key_added: str = "cellweave",
@@ -138,7 +139,8 @@ def map_query(
     novelty_quantile
         Quantile (in ``(0, 1]``) of held-out reference cells' novelty scores used as the "unknown"
         threshold; higher flags fewer cells.
-    novelty_score, batch_key, shift_adjust, softmax_when_far, sharpen_when_far, weight_parts, sharpen_when_shifted
+    novelty_score, batch_key, shift_adjust, softmax_when_far, sharpen_when_far, weight_parts, sharpen_when_shifted, \
+    cross_fit
         The novelty rule, as in :func:`cellweave.tl.annotate`: the score thresholded
         (``"combined+composition"``, the default, ``"combined"``, ``"distance"``, ``"softmax"``,
         ``"composition"``, ``"mahalanobis"`` or ``"distance+mahalanobis+softmax"``); the
@@ -182,7 +184,8 @@ def map_query(
         model SHA-256, index backend, ``n_neighbors``, label classes, the novelty rule
         (``novelty_score``, ``batch_key`` and ``calibration_batches``, ``shift_adjust`` and
         ``shift_factor``, ``softmax_when_far`` and ``distance_ignored``, ``sharpen_when_far`` and
-        ``temperature``, ``sharpen_when_shifted``, ``weight_parts`` and ``part_weights``) with the threshold it
+        ``temperature``, ``sharpen_when_shifted``, ``weight_parts`` and ``part_weights``, ``cross_fit`` and
+        ``cross_fitted``) with the threshold it
         applied, ``align``, number of unknown and of reference cells, the reference UMAP
         coordinates and labels (for plotting the query over it), the query's token space
         (``query_token_space``, as in :func:`annotate`), seed and versions.
@@ -195,7 +198,7 @@ def map_query(
     transfer = LabelTransfer(novelty_quantile=novelty_quantile, novelty_score=novelty_score,
                              shift_adjust=shift_adjust, softmax_when_far=softmax_when_far,
                              sharpen_when_far=sharpen_when_far, weight_parts=weight_parts,
-                             sharpen_when_shifted=sharpen_when_shifted, seed=seed)
+                             sharpen_when_shifted=sharpen_when_shifted, cross_fit=cross_fit, seed=seed)
     labels = _reference_labels(reference, label_key)
     batches = _reference_batches(reference, batch_key)
     adata = adata.copy() if copy else adata
@@ -242,6 +245,7 @@ def map_query(
         "temperature": float(transfer.temperature_), "sharpen_when_shifted": bool(sharpen_when_shifted),
         "weight_parts": bool(weight_parts),
         "part_weights": {name: float(w) for name, w in transfer.part_weights_.items()}, "align": bool(align),
+        "cross_fit": cross_fit_name(cross_fit), "cross_fitted": bool(transfer.cross_fitted_),
         "threshold": float(transfer.applied_threshold_),
         "n_unknown": int(unknown.sum()), "n_reference": len(ref_z),
         "reference_umap": ref_umap.astype(np.float32), "reference_labels": [str(x) for x in ref_labels],

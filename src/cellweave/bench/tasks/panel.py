@@ -572,7 +572,7 @@ def panel_summary(records: list[Record]) -> pd.DataFrame:
 def _run_config(ctx) -> dict:
     """What makes two panel runs' records comparable: a run resumes only records written under the same
     (the label transfer's ``softmax_when_far``, ``sharpen_when_far``, ``weight_parts`` and
-    ``sharpen_when_shifted`` too: their defaults changed within version 0.1.0)."""
+    ``sharpen_when_shifted`` and ``cross_fit`` too: their defaults changed within version 0.1.0)."""
     from cellweave._version import __version__
     from cellweave.tl import LabelTransfer
 
@@ -581,7 +581,7 @@ def _run_config(ctx) -> dict:
             "adapt_method": ADAPT_METHOD if set(ctx.adapt) - {"untrained"} else None,
             "adapt_max_steps": ctx.adapt_max_steps, "adapt_lr": ctx.adapt_lr, "cellweave": __version__,
             **{flag: getattr(defaults, flag) for flag in
-               ("softmax_when_far", "sharpen_when_far", "weight_parts", "sharpen_when_shifted")}}
+               ("softmax_when_far", "sharpen_when_far", "weight_parts", "sharpen_when_shifted", "cross_fit")}}
 
 
 def _finished(ctx) -> list[Record]:
