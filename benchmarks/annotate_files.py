@@ -7,10 +7,11 @@ chose its own genes. This script runs the panel's across-shift splits (every gro
 held out in turn: cell lines across protocols, ADT across studies, pancreas across species) as two
 separate AnnData objects through ``cellweave.tl.annotate`` (the query without labels), seed 0, with
 the query tokenized in its own space or in the reference's (``reference_token_space``), each with
-and without ``shift_adjust``, and the default without ``sharpen_when_shifted`` (the rule before the
-thirty-fifth session). ``--adapt`` first adapts the model to each split's reference and query cells
-together, as ``annotate --adapt`` does, and runs only the default and the rule before it. Every row
-but ``not sharpened when shifted`` runs today's defaults apart from what its name changes. Scores:
+and without ``shift_adjust``, the default without ``sharpen_when_shifted`` (the rule before the
+thirty-fifth session) and the default with one held-out split instead of ``cross_fit`` (the rule before
+the thirty-sixth). ``--adapt`` first adapts the model to each split's reference and query cells
+together, as ``annotate --adapt`` does, and runs only the default and the two rules before it. Every row
+runs today's defaults apart from what its name changes. Scores:
 macro-F1 of the raw prediction (before "unknown"), the share
 of query cells (all of reference types) called "unknown", and the same logistic regression on the
 reference's standardized HVGs as the panel's baseline.
@@ -32,10 +33,11 @@ VARIANTS = {
     "own tokens + shift adjustment": dict(reference_token_space=False),
     "reference tokens": dict(shift_adjust=False),
     "reference tokens + shift adjustment, not sharpened when shifted": dict(sharpen_when_shifted=False),
+    "reference tokens + shift adjustment, one held-out split": dict(cross_fit=False),
     "reference tokens + shift adjustment (default)": dict(),
 }
-#: With ``--adapt``: the default and the rule before ``sharpen_when_shifted``.
-ADAPTED_VARIANTS = {name: VARIANTS[name] for name in list(VARIANTS)[-2:]}
+#: With ``--adapt``: the default and the rules before ``sharpen_when_shifted`` and before ``cross_fit``.
+ADAPTED_VARIANTS = {name: VARIANTS[name] for name in list(VARIANTS)[-3:]}
 
 
 def main() -> None:
@@ -45,7 +47,7 @@ def main() -> None:
     p.add_argument("--adapt", action="store_true",
                    help="adapt the model to each split's reference and query cells together first, reference / "
                         "query as the batch covariate, as `annotate --adapt` does, and score only the default "
-                        "rows (before and with sharpen_when_shifted)")
+                        "rows (the default, and the rules before sharpen_when_shifted and before cross_fit)")
     args = p.parse_args()
     from cellweave._system import keep_torch_threads
 

@@ -20,9 +20,11 @@ reference's own types left out in turn, the default since the thirtieth session;
 the parts equally, the rule before) and with ``sharpen_when_shifted`` as well (``, weighted, sharpened when
 shifted``: the softmax part sharpened for any query less sure to the classifier than the held-out reference
 cells, not only a far one; the default since the thirty-fifth session; every other row leaves it out, the
-rule before); each with ``shift_adjust`` (the default: the query's distances scaled down by the ratio of
-their median to the held-out reference cells', when above 1) and without it (``, unadjusted``), each
-also after Harmony on reference + query (``align=True``), and each score with a softmax or a
+rule before); these two rows calibrate a small reference on every cell (``cross_fit``, the default since
+the thirty-sixth session), and a third (``, sharpened when shifted, one split``) is the second with one
+held-out split, the rule before; every other row keeps one split; each with ``shift_adjust`` (the
+default: the query's distances scaled down by the ratio of their median to the held-out reference
+cells', when above 1) and without it (``, unadjusted``), each also after Harmony on reference + query (``align=True``), and each score with a softmax or a
 composition part with the threshold calibrated on the reference's batches (``batch_key``: across a
 shift, the groups of the shift key
 left in the reference; for a novel type, the dataset's batch key where it has one), on the panel's
@@ -71,6 +73,8 @@ SCORES = ("distance", "softmax", "combined", "mahalanobis", "distance+mahalanobi
 WEIGHTED = ", softmax when far, sharpened, weighted"
 #: The suffix of the rows with every default of ``LabelTransfer`` since ``sharpen_when_shifted``: the rule now.
 SHIFTED = WEIGHTED + ", sharpened when shifted"
+#: The suffix of the rows with every default but ``cross_fit`` (one held-out split): the rule before it.
+ONE_SPLIT = SHIFTED + ", one split"
 
 
 def map_query_rule_before(ref, labels, query, *, k: int = 15, quantile: float = 0.99):
@@ -137,12 +141,15 @@ def main() -> None:
     shift, novel = defaultdict(list), defaultdict(list)  # dataset -> one row per split
 
     def default_rows(score, h, etr, ytr, ete, groups=None):
-        """The rows of ``LabelTransfer``'s defaults: before ``sharpen_when_shifted`` (``WEIGHTED``) and with it."""
+        """The rows of ``LabelTransfer``'s defaults: before ``sharpen_when_shifted`` (``WEIGHTED``), with it
+        (``SHIFTED``, the defaults) and with one held-out split instead of ``cross_fit`` (``ONE_SPLIT``)."""
         fitted = LabelTransfer(novelty_score=score, sharpen_when_shifted=False, seed=seed).fit(etr, ytr, groups=groups)
         name = score + (", batches" if groups is not None else "")
         rows = {name + WEIGHTED + h: fitted.predict(ete)}
         fitted.sharpen_when_shifted = True  # acts at predict time only
         rows[name + SHIFTED + h] = fitted.predict(ete)
+        one_split = LabelTransfer(novelty_score=score, cross_fit=False, seed=seed).fit(etr, ytr, groups=groups)
+        rows[name + ONE_SPLIT + h] = one_split.predict(ete)
         return rows
 
     def transfers(emb, tr, te, labels, groups=None):
@@ -159,7 +166,8 @@ def main() -> None:
                 if args.default_rows:
                     continue
                 fitted = LabelTransfer(novelty_score=score, softmax_when_far=False, sharpen_when_far=False,
-                                       weight_parts=False, sharpen_when_shifted=False, seed=seed).fit(etr, labels[tr])
+                                       weight_parts=False, sharpen_when_shifted=False, cross_fit=False,
+                                       seed=seed).fit(etr, labels[tr])
                 for adjust in (True,) if args.no_unadjusted else (True, False):  # acts at predict time only
                     fitted.shift_adjust = adjust
                     out[score + ("" if adjust else ", unadjusted") + h] = fitted.predict(ete)
@@ -170,16 +178,16 @@ def main() -> None:
                     out[score + ", softmax when far, sharpened" + h] = fitted.predict(ete)
             if groups is None:
                 continue
-            # With fewer than 2 batches in the reference annotate uses a random 20%: the rows above.
+            # With fewer than 2 batches in the reference annotate calibrates on held-out cells: the rows above.
             for score in [s for s in args.scores if {"softmax", "composition"} & set(NOVELTY_COMPONENTS[s])]:
                 if len(NOVELTY_COMPONENTS[score]) > 1:
                     out.update(default_rows(score, h, etr, labels[tr], ete, groups[tr]) if several else
                                {f"{score}, batches" + suffix + h: out[score + suffix + h]
-                                for suffix in (WEIGHTED, SHIFTED)})
+                                for suffix in (WEIGHTED, SHIFTED, ONE_SPLIT)})
                 if args.default_rows:
                     continue
                 fitted = (LabelTransfer(novelty_score=score, softmax_when_far=False, sharpen_when_far=False,
-                                        weight_parts=False, sharpen_when_shifted=False, seed=seed)
+                                        weight_parts=False, sharpen_when_shifted=False, cross_fit=False, seed=seed)
                           .fit(etr, labels[tr], groups=groups[tr]) if several else None)
                 variants = [(True, False, False), *([] if args.no_unadjusted else [(False, False, False)])]
                 if "softmax" in NOVELTY_COMPONENTS[score]:

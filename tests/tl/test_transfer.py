@@ -49,6 +49,17 @@ def test_cross_fit_calibrates_on_every_reference_cell_of_a_small_reference(cells
     assert not LabelTransfer(novelty_score="distance", seed=0).fit(ref, y, groups=groups).cross_fitted_
     with pytest.raises(CellWeaveInputError, match="cross_fit"):
         LabelTransfer(cross_fit="always")
+    with pytest.raises(CellWeaveInputError, match="cross_fit"):
+        LabelTransfer(cross_fit=1)  # equal to True, but not a flag: refused rather than read as off
+    assert LabelTransfer(novelty_score="distance", cross_fit=np.True_, seed=0).fit(big, y_big).cross_fitted_
+    # Every type under 5 cells: as many folds as the largest type has cells (4), the default score.
+    tiny, y_tiny = _clusters(np.random.default_rng(2), 8.0 * np.eye(3, 10), 4)
+    lt = LabelTransfer(seed=0).fit(tiny, y_tiny)
+    assert lt.cross_fitted_ and len(lt.calibration_["softmax"]) == 12
+    # A fold whose other cells hold one type: the error names the cause and the way out.
+    lopsided, _ = _clusters(np.random.default_rng(3), 8.0 * np.eye(2, 10), 12)
+    with pytest.raises(CellWeaveInputError, match="cross_fit=False"):
+        LabelTransfer(seed=0).fit(lopsided[:13], np.array(["a"] * 12 + ["b"]))
 
 
 def test_cross_fit_steadies_the_share_of_known_cells_called_unknown_with_a_small_reference() -> None:

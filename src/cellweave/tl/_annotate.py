@@ -57,7 +57,9 @@ def annotate(
     novelty score flags cells unlike anything in the reference, with a threshold set on the
     reference alone: 80% of the reference cells (stratified by label, seeded) fit the scorer, and
     the threshold is the ``novelty_quantile`` quantile of the scores of the held-out 20%, cells of
-    known types the scorer has not seen; query cells above it are predicted ``"unknown"``. The
+    known types the scorer has not seen; query cells above it are predicted ``"unknown"`` (a
+    reference under 2,500 cells is cross-fitted instead, every cell held out once in 5 folds and the
+    query scored by the whole reference: ``cross_fit``; "the 80%" below is then the whole). The
     default score (``novelty_score="combined+composition"``) averages the conformal ranks of three
     scores among those held-out cells: the mean Euclidean distance, in the standardized space, to
     the ``k=15`` nearest cells of the 80%; one minus the maximum class probability of a classifier
@@ -102,7 +104,7 @@ def annotate(
         :class:`~cellweave.tl.LabelTransfer`).
     batch_key
         Column of ``reference.obs`` naming its batches (protocol, study, donor). With at least two,
-        the threshold is calibrated on whole batches instead of a random 20%: each batch in turn
+        the threshold is calibrated on whole batches instead of held-out cells: each batch in turn
         (at most 5 folds) is scored against a scorer fit on the others, so query cells that differ
         from the reference as much as its batches differ from each other are not called unknown.
     align
@@ -396,7 +398,7 @@ def _reference_batches(reference: AnnData, batch_key: str | None) -> np.ndarray 
     if batch_key not in reference.obs:
         raise CellWeaveInputError(f"batch_key={batch_key!r} is not a column of reference.obs (columns: "
                                   f"{', '.join(map(str, reference.obs.columns)) or 'none'}); name the column of the "
-                                  "reference's batches, or leave it out to calibrate on a random 20%.")
+                                  "reference's batches, or leave it out to calibrate on held-out reference cells.")
     return reference.obs[batch_key].astype(str).to_numpy()
 
 

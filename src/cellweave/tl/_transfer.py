@@ -61,14 +61,18 @@ DISTANCE_COMPONENTS = ("distance", "mahalanobis")
 ENRICHMENT_COMPONENTS = ("composition",)
 
 
-def _stratified_folds(labels: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``CROSS_FIT_FOLDS`` folds of the reference, stratified by type and shuffled with ``seed`` (a type of
-    fewer cells than folds is spread over the folds it can fill)."""
+def _stratified_folds(labels: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """``CROSS_FIT_FOLDS`` folds of the reference (fewer when its largest type has fewer cells; ``None`` under
+    2), stratified by type and shuffled with ``seed`` (a type of fewer cells than folds is spread over the
+    folds it can fill)."""
     import warnings
 
     from sklearn.model_selection import StratifiedKFold
 
-    splitter = StratifiedKFold(n_splits=CROSS_FIT_FOLDS, shuffle=True, random_state=seed)
+    n_splits = min(CROSS_FIT_FOLDS, int(np.unique(labels, return_counts=True)[1].max()))
+    if n_splits < 2:
+        return None
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         return list(splitter.split(np.zeros(len(labels)), labels))
@@ -109,8 +113,12 @@ class LabelTransfer:
     fit on every reference cell predicts labels. The novelty threshold is calibrated on cells of
     known types that the scorer has not seen: 80% of the reference (stratified, seeded) fits the
     scorer, and the threshold is the ``novelty_quantile`` quantile of the scores of the held-out
-    20% (a small reference is cross-fitted instead: ``cross_fit`` below). Nothing here looks at the query but ``shift_adjust`` (below), which reads its distances,
-    and the ``composition`` part, which reads the query's own neighbourhoods.
+    20%; a small reference is cross-fitted instead (``cross_fit`` below: every cell held out once,
+    the query scored by the whole reference), and ``groups`` calibrate on whole batches. Nothing here
+    looks at the query but ``shift_adjust`` (below), which reads its distances, and the
+    ``composition`` part, which reads the query's own neighbourhoods. "The 80%" below is the index
+    and classifier that score the query: the whole reference when cross-fitted or calibrated on
+    batches.
     ``novelty_score`` chooses the score:
 
     - ``"distance"``: mean Euclidean distance to the ``k`` nearest cells of the 80% index (the
@@ -339,9 +347,9 @@ class LabelTransfer:
         self.sharpen_when_far = bool(sharpen_when_far)
         self.weight_parts = bool(weight_parts)
         self.sharpen_when_shifted = bool(sharpen_when_shifted)
-        if cross_fit not in (True, False, "auto"):
+        if not (isinstance(cross_fit, (bool, np.bool_)) or cross_fit == "auto"):
             raise CellWeaveInputError(f"cross_fit must be True, False or 'auto', got {cross_fit!r}.")
-        self.cross_fit = cross_fit
+        self.cross_fit = cross_fit if isinstance(cross_fit, str) else bool(cross_fit)
         self.seed = seed
 
     def _classifier(self, z: np.ndarray, labels: np.ndarray):
@@ -377,9 +385,18 @@ class LabelTransfer:
         folds = None
         if n_groups >= 2:
             # Whole batches held out in turn.
-            folds = list(GroupKFold(n_splits=min(5, n_groups)).split(z, labels, np.asarray(groups).astype(str)))
-        elif cross_fit and len(labels) >= 2 * CROSS_FIT_FOLDS:
+            folds = list(GroupKFold(n_splits=min(CROSS_FIT_FOLDS, n_groups)).split(
+                z, labels, np.asarray(groups).astype(str)))
+        elif cross_fit:
             folds = _stratified_folds(labels, self.seed)
+            if folds is None:
+                logger.info("cross_fit: the reference's largest type has fewer than 2 cells per fold; it is "
+                            "calibrated on one held-out %.0f%% instead", 100 * CALIBRATION_FRACTION)
+            elif "softmax" in self.components_ and any(len(np.unique(labels[fit])) < 2 for fit, _ in folds):
+                raise CellWeaveInputError("Cross-fitting the novelty threshold: in one fold the other reference "
+                                          "cells hold a single type, too few for a classifier. Give a reference "
+                                          "with more cells of each type, or pass cross_fit=False "
+                                          "(--cross-fit off) to calibrate on one held-out 20%.")
         self.cross_fitted_ = folds is not None and n_groups < 2
         if folds is not None:
             # Each fold held out in turn; the query is scored by the whole reference's scorer.

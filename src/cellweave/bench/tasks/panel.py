@@ -357,7 +357,7 @@ def _across_shift(d: PanelData, embs: dict[str, np.ndarray], seed: int) -> list[
 
     records = []
     # The groups left in the reference are its batches: the threshold is calibrated on them
-    # (tl.annotate(batch_key=...)), a random 20% where only one is left.
+    # (tl.annotate(batch_key=...)), held-out cells where only one is left (cross-fitted if few).
     groups = d.adata.obs[d.shift_key].astype(str).to_numpy()
     for group, tr, te in across_splits(d.adata.obs, d.shift_key, d.labels):
         split = f"across shift ({d.shift_key}={group})"
