@@ -26,8 +26,9 @@ held-out split, the rule before; every other row keeps one split; each with ``sh
 default: the query's distances scaled down by the ratio of their median to the held-out reference
 cells', when above 1) and without it (``, unadjusted``), each also after Harmony on reference + query
 (``align=True``), and each score with a softmax or a composition part with the threshold calibrated on
-the reference's batches (``batch_key``: across a shift, the groups of the shift key left in the reference; for a novel type, the dataset's batch key where it has one), on the panel's
-own splits and ``--seed`` (default 0):
+the reference's batches (``batch_key``: across a shift, the groups of the shift key left in the
+reference; for a novel type, the dataset's batch key where it has one), on the panel's own splits and
+``--seed`` (default 0):
 
 - **across a shift** (every group of the shift key held out in turn): the share of test cells,
   all of known types, called "unknown" (goal <= 5%), and macro-F1 of the raw prediction over the
