@@ -31,14 +31,22 @@ def peak_rss_mb() -> float:
 def hardware() -> str:
     """The machine and torch's thread count, as model cards and benchmark summaries record them.
 
-    A seeded run is bit-reproducible for one torch build and thread count; another thread count
-    sums floating-point numbers in another order (differences of about 1e-7 in an adapted
-    embedding), which can move a nearest neighbour or a novelty threshold. To reproduce a recorded
-    run exactly, set ``OMP_NUM_THREADS`` (or ``torch.set_num_threads``) to the count recorded here.
+    A seeded run is bit-reproducible for one torch build, thread count and CPU kernel set; another
+    thread count sums floating-point numbers in another order (differences of about 1e-7 in an adapted
+    embedding), which can move a nearest neighbour or a novelty threshold, and so can another
+    instruction set (torch and the BLAS pick AVX2 or AVX-512 kernels by CPU: the thirty-seventh
+    session's re-run of a published panel with the same recorded versions and thread count differed by
+    up to 1e-3 in the adaptations and the scVI baseline). To reproduce a recorded run exactly, set
+    ``OMP_NUM_THREADS`` (or ``torch.set_num_threads``) to the count recorded here, on a CPU with the
+    recorded kernels.
     """
     import torch
 
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
+    try:
+        kernels = f" ({torch.backends.cpu.get_cpu_capability()} kernels)"
+    except (AttributeError, RuntimeError):  # older torch builds
+        kernels = ""
+    return f"{platform.machine()}{kernels}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
 
 
 def available_memory_mb() -> float | None:

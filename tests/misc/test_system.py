@@ -67,3 +67,21 @@ def test_pretrain_from_the_command_line_keeps_the_thread_limit(tmp_path) -> None
                    capture_output=True, text=True, check=True, env={**os.environ, **_LIMITED})
     card = json.loads((tmp_path / "m" / "model_card.json").read_text())
     assert card["hardware"].endswith("torch threads 1"), card["hardware"]
+
+
+def test_records_name_the_cpu_kernels_and_the_baselines_packages() -> None:
+    """A re-run that differs from a published one must be traceable to the machine or a package: the
+    recorded hardware names torch's CPU kernel set and the versions cover the baselines' libraries."""
+    from importlib.metadata import version
+
+    import torch
+
+    from cellweave._system import hardware
+    from cellweave.models._cellweave import BASELINE_PACKAGES, environment_versions
+
+    assert f"({torch.backends.cpu.get_cpu_capability()} kernels)" in hardware()
+    assert f"torch threads {torch.get_num_threads()}" in hardware()
+    versions = environment_versions()
+    assert {"scikit-learn", "scipy", "scvi-tools"} <= set(BASELINE_PACKAGES)
+    for name in BASELINE_PACKAGES:
+        assert versions[name] == version(name)

@@ -653,8 +653,15 @@ def render_model_card(model: CellWeave) -> str:
     return "\n".join(lines)
 
 
+#: Packages besides torch, anndata, scanpy and numpy whose versions every record carries.
+BASELINE_PACKAGES = ("scipy", "scikit-learn", "scvi-tools", "harmonypy", "faiss-cpu")
+
+
 def environment_versions() -> dict[str, str]:
-    """Versions recorded in model cards and ``uns['cellweave']``."""
+    """Versions recorded in model cards, ``uns['cellweave']`` and benchmark summaries: cellweave's
+    stack and the libraries whose numerics the baselines and the transfer read (scikit-learn's
+    classifiers, scipy, scvi-tools, harmonypy, faiss), so a re-run that differs can be traced to a
+    package (``constraints.txt`` pins only torch)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from cellweave._version import __version__
@@ -671,5 +678,6 @@ def environment_versions() -> dict[str, str]:
         "anndata": _version("anndata"),
         "scanpy": _version("scanpy"),
         "numpy": np.__version__,
+        **{name: _version(name) for name in BASELINE_PACKAGES},
         "python": platform.python_version(),
     }
