@@ -11,6 +11,11 @@ def novelty_seeds(benchmark_script):
     return benchmark_script("novelty_seeds")
 
 
+def test_the_default_row_is_novelty_scores_default_row(novelty_seeds, benchmark_script) -> None:
+    novelty_scores = benchmark_script("novelty_scores")
+    assert novelty_seeds.DEFAULT_ROW == "combined+composition" + novelty_scores.SHIFTED + ": AUROC"
+
+
 def _panel_records(values: dict[tuple[str, str, int], list[float]]) -> list[dict]:
     return [{"task": "panel", "dataset": d, "split": "novel type", "seed": s, "method": m, "metric": "novel_auroc",
              "value": v, "higher_is_better": True}

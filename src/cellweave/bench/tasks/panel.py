@@ -88,6 +88,8 @@ SHIFT_KEYS = {
     "scrna_pancreas_baron2016_human_mouse_cider": "species",
     "prot_citeseq_adt_13studies_adtnorm": "study_name",
 }
+#: Point 2's per-dataset margin: no dataset more than this below its best baseline (strictly).
+GOAL_MARGIN = 0.03
 #: Labels that mean "not annotated"; their cells are left out of every protocol.
 UNLABELLED = {"unknown", "undefined", "unassigned", "nan", "none", ""}
 #: Types with fewer cells are left out (a 5-fold split needs several cells per type).
@@ -564,7 +566,7 @@ def panel_summary(records: list[Record]) -> pd.DataFrame:
                    f" ({n_common} datasets)" if n_common < len(per_dataset) else ""),
                "gap (mean)": gap,
                "worst dataset gap": f"{per_gap[worst]:+.3f} ({worst})",
-               "goal met": bool(gap >= 0 and per_gap.min() > -0.03)}
+               "goal met": bool(gap >= 0 and per_gap.min() > -GOAL_MARGIN)}
         rows.append(row)
     return pd.DataFrame(rows)
 
