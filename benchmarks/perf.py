@@ -2,11 +2,14 @@
 
 One run measures, on the machine it runs on:
 
-1. the ceiling: fp32 matmul FLOP/s through torch (n x n matmuls, best of a few);
+1. the ceiling: fp32 matmul FLOP/s through torch (n x n matmuls, best of a few), and the bf16
+   one with ``--precisions bf16-mixed``;
 2. cellweave presets ``tiny`` and ``small`` (random weights; a vocabulary of 20,000 human genes):
    embedding and pretraining cells/s at their default context, achieved FLOP/s as a share of the
    ceiling, and the share of the time spent tokenizing and collating (the DataLoader iterated
-   alone); from both, which term bounds each;
+   alone); from both, which term bounds each; with ``--precisions 32-true bf16-mixed`` each
+   preset again under CPU bf16 autocast (``pretrain --precision bf16-mixed``), against the bf16
+   ceiling;
 3. the Geneformer-sized BERT of ``embed_throughput.py`` (6 x 256, 2,048 tokens): embedding cells/s;
 4. token-store reads: cells/s of ``TokenDataset`` over a store (one process) beside anndata's
    backed random row access on the same cells, and the loader wait as a share of step time in a
@@ -34,6 +37,7 @@ about 16 + 15 GiB. On 2 idle CPU cores the full run takes hours, most of it the 
 passes over every cell; ``--embed-max-cells`` bounds those.
 
     python benchmarks/perf.py --quick --out perf_quick.json      # 2k and 5k cells, ~3 minutes
+    python benchmarks/perf.py --skip-memory --precisions 32-true bf16-mixed --out perf_bf16.json
     python benchmarks/perf.py --out benchmarks/results/perf.json  # 100k, 300k and 1M cells
 """
 
@@ -259,17 +263,29 @@ class PeakMemory:
 # 1. The ceiling
 
 
-def matmul_ceiling(n: int, repeats: int) -> dict[str, Any]:
+def matmul_ceiling(n: int, repeats: int, dtype: str = "float32") -> dict[str, Any]:
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
     a @ b  # warm-up (thread pool, allocation)
     runs = []
     for _ in range(repeats):
         t = time.perf_counter()
         a @ b
         runs.append(matmul_flops(n) / (time.perf_counter() - t))
-    return {"n": n, "flops_per_s": runs, "best_flops_per_s": max(runs)}
+    return {"n": n, "dtype": dtype, "flops_per_s": runs, "best_flops_per_s": max(runs)}
+
+
+#: ``--precisions`` of the throughput rows: Lightning's names, as ``pretrain --precision`` takes them.
+PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def autocast(precision: str):
+    """The CPU autocast context ``pretrain --precision`` gives (Lightning's bf16-mixed on a CPU):
+    bf16 matrix products, float32 weights; a no-op for ``32-true``."""
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,9 +315,10 @@ def _non_embedding_params(module) -> int:
     return module.num_parameters(exclude_embeddings=True) - module.modality_embedding.weight.numel()
 
 
-def train_loop(module, loader, *, steps: int, warmup: int = 1) -> dict[str, Any]:
+def train_loop(module, loader, *, steps: int, warmup: int = 1, precision: str = "32-true") -> dict[str, Any]:
     """``warmup`` + ``steps`` optimizer steps of cellweave's pretraining loss (AdamW, clipping as
-    ``pretrain``), timing the wait for each batch apart from the step itself."""
+    ``pretrain``; the forward pass under ``precision``'s autocast, as Lightning runs it), timing the
+    wait for each batch apart from the step itself."""
     import torch
 
     from cellweave.train import PretrainPlan
@@ -320,7 +337,8 @@ def train_loop(module, loader, *, steps: int, warmup: int = 1) -> dict[str, Any]
             it = iter(loader)
             batch = next(it)
         t1 = time.perf_counter()
-        loss = plan.losses(batch)["loss"]
+        with autocast(precision):
+            loss = plan.losses(batch)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -337,8 +355,9 @@ def train_loop(module, loader, *, steps: int, warmup: int = 1) -> dict[str, Any]
 
 
 def time_preset(preset: str, vocab, adata, *, embed_cells: int, embed_batch: int, train_batch: int,
-                train_steps: int, ceiling: float) -> list[dict[str, Any]]:
-    """Embedding and pretraining throughput of a preset with random weights on ``adata``."""
+                train_steps: int, ceiling: float, precision: str = "32-true") -> list[dict[str, Any]]:
+    """Embedding and pretraining throughput of a preset with random weights on ``adata``, under
+    ``precision`` (``ceiling``: the matmul ceiling of that precision's products)."""
     import torch
 
     from cellweave.data import TokenDataset
@@ -353,18 +372,19 @@ def time_preset(preset: str, vocab, adata, *, embed_cells: int, embed_batch: int
     rows = []
 
     # Embedding: the whole path (tokenize, collate, forward) and the loader alone.
-    model.embed_corpus(corpus.subset(np.arange(min(len(corpus), embed_batch))), batch_size=embed_batch,
-                       progress=False)  # warm-up
-    t = time.perf_counter()
-    model.embed_corpus(corpus, batch_size=embed_batch, progress=False)
-    embed_s = time.perf_counter() - t
+    with autocast(precision):
+        model.embed_corpus(corpus.subset(np.arange(min(len(corpus), embed_batch))), batch_size=embed_batch,
+                           progress=False)  # warm-up
+        t = time.perf_counter()
+        model.embed_corpus(corpus, batch_size=embed_batch, progress=False)
+        embed_s = time.perf_counter() - t
     ds = TokenDataset([corpus], model.tokenizer, mode="embed")
     data_s, _ = _data_seconds(_loader(ds, embed_batch))
     tokens = float(np.mean([ds[i]["token_ids"].size for i in range(min(len(ds), 64))])) + 1  # + CLS
     cps = len(corpus) / embed_s
     flops = transformer_flops_per_cell(n_params, int(round(tokens)), cfg.n_layers, cfg.d_model) * cps
     share = data_s / embed_s
-    rows.append({"model": f"cellweave {preset}", "task": "embed", "cells": len(corpus), "tokens_per_cell": tokens,
+    rows.append({"model": f"cellweave {preset}", "task": "embed", "precision": precision, "cells": len(corpus), "tokens_per_cell": tokens,
                  "cells_per_s": cps, "flops_per_s": flops, "ceiling_fraction": flops / ceiling,
                  "data_share": share, "bound": bound_verdict(flops / ceiling, share),
                  "non_embedding_params": n_params, "d_model": cfg.d_model, "n_layers": cfg.n_layers,
@@ -372,13 +392,14 @@ def time_preset(preset: str, vocab, adata, *, embed_cells: int, embed_batch: int
 
     # Pretraining steps (masked values + cell-head targets, as `pretrain`).
     train_ds = TokenDataset([corpus], model.tokenizer, mode="train", seed=0, n_targets=cfg.n_cell_targets)
-    res = train_loop(model.module, _loader(train_ds, train_batch, shuffle_seed=0), steps=train_steps)
+    res = train_loop(model.module, _loader(train_ds, train_batch, shuffle_seed=0), steps=train_steps,
+                     precision=precision)
     step_s = res["wait_s"] + res["compute_s"]
     cps = res["cells"] / step_s
     flops = transformer_flops_per_cell(n_params, int(round(res["seq_len"])), cfg.n_layers, cfg.d_model,
                                        training=True) * cps
     share = res["wait_s"] / step_s
-    rows.append({"model": f"cellweave {preset}", "task": "pretrain", "cells": res["cells"],
+    rows.append({"model": f"cellweave {preset}", "task": "pretrain", "precision": precision, "cells": res["cells"],
                  "tokens_per_cell": res["seq_len"], "cells_per_s": cps, "flops_per_s": flops,
                  "ceiling_fraction": flops / ceiling, "data_share": share,
                  "bound": bound_verdict(flops / ceiling, share), "batch_size": train_batch, "steps": train_steps,
@@ -625,7 +646,7 @@ def throughput_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     import pandas as pd
 
     table = pd.DataFrame([{
-        "model": r["model"], "task": r["task"], "tokens/cell": round(r["tokens_per_cell"]),
+        "model": r["model"], "task": r["task"], "precision": r.get("precision", "32-true"), "tokens/cell": round(r["tokens_per_cell"]),
         "cells/s": round(r["cells_per_s"], 1), "GFLOP/s": round(r["flops_per_s"] / 1e9, 1),
         "of ceiling": f"{r['ceiling_fraction']:.0%}", "data share": f"{r['data_share']:.0%}",
         "bound by": r["bound"]} for r in rows])
@@ -673,6 +694,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--val-cells", type=int, default=None, help="validation cells of the memory-run pretraining")
     p.add_argument("--embed-max-cells", type=int, default=None,
                    help="embed at most this many cells of each store in the memory runs (default: all of them)")
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=["32-true"],
+                   help="autocast of the cellweave throughput rows, as `pretrain --precision` (default 32-true; "
+                        "bf16-mixed pays on CPUs with bf16 matrix units, e.g. AMX)")
     p.add_argument("--skip-throughput", action="store_true", help="only the memory runs")
     p.add_argument("--skip-memory", action="store_true", help="only the throughput measurements")
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -730,13 +754,22 @@ def main(argv: list[str] | None = None) -> int:
     result["ceiling"] = ceiling
     peak = ceiling["best_flops_per_s"]
     log(f"ceiling: fp32 matmul {args.matmul_n}^2 {peak / 1e9:.1f} GFLOP/s")
+    peaks = {"32-true": peak}
+    if "bf16-mixed" in args.precisions:
+        result["ceiling_bf16"] = matmul_ceiling(args.matmul_n, args.matmul_repeats, dtype="bfloat16")
+        peaks["bf16-mixed"] = result["ceiling_bf16"]["best_flops_per_s"]
+        log(f"ceiling: bf16 matmul {args.matmul_n}^2 {peaks['bf16-mixed'] / 1e9:.1f} GFLOP/s "
+            f"(CPU kernels: {torch.backends.cpu.get_cpu_capability()})")
 
     rows: list[dict[str, Any]] = []
     if not args.skip_throughput:
         adata = synthetic_adata_in_memory(max(args.tiny["embed_cells"], args.small["embed_cells"]), var, seed=99)
         for preset in ("tiny", "small"):
-            rows += time_preset(preset, vocab, adata, ceiling=peak, **getattr(args, preset))
-            log(f"{preset}: embed {rows[-2]['cells_per_s']:.1f} cells/s, pretrain {rows[-1]['cells_per_s']:.1f} cells/s")
+            for precision in args.precisions:
+                rows += time_preset(preset, vocab, adata, ceiling=peaks[precision], precision=precision,
+                                    **getattr(args, preset))
+                log(f"{preset} {precision}: embed {rows[-2]['cells_per_s']:.1f} cells/s, "
+                    f"pretrain {rows[-1]['cells_per_s']:.1f} cells/s")
         rows.append(time_bert(args.bert_cells, batch_size=4, ceiling=peak))
         log(f"BERT: embed {rows[-1]['cells_per_s']:.2f} cells/s")
     result["throughput"] = rows
@@ -763,6 +796,8 @@ def main(argv: list[str] | None = None) -> int:
     # The tables.
     out_lines = [f"ceiling: fp32 matmul {args.matmul_n}x{args.matmul_n}, best of {args.matmul_repeats}: "
                  f"{peak / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs)"]
+    if "bf16-mixed" in peaks:
+        out_lines[0] += f"; bf16 matmul {peaks['bf16-mixed'] / 1e9:.1f} GFLOP/s (the bf16-mixed rows' ceiling)"
     if rows:
         with pd.option_context("display.max_colwidth", 90, "display.width", 250):
             out_lines.append(throughput_table(rows).to_string(index=False))

@@ -201,3 +201,39 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients(dropout: fl
     for n in grad_a:
         torch.testing.assert_close(grad_a[n], grad_b[n], rtol=1e-5, atol=1e-6)
     assert "gradient_checkpointing" not in checkpointed.config.to_dict()
+
+
+def test_cpu_bf16_autocast_keeps_attention_in_float32_while_training(monkeypatch) -> None:
+    """Under CPU bf16 autocast (``pretrain --precision bf16-mixed`` on a CPU) the linear layers run
+    in bf16 and attention in float32 while gradients are recorded (torch's CPU bf16 attention
+    backward is the slow one); inference and a float32 run keep their own dtypes, and the bf16
+    forward stays close to the float32 one."""
+    import cellweave.nn._model as model_module
+
+    seen: list[torch.dtype] = []
+    sdpa = model_module.F.scaled_dot_product_attention
+
+    def recording_sdpa(q, *args, **kwargs):
+        seen.append(q.dtype)
+        return sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", recording_sdpa)
+    torch.manual_seed(0)
+    m = CellWeaveModule(tiny_config())
+    batch = random_batch()
+    reference = m(*batch)["cell_embedding"]
+    assert seen == [torch.float32] * 2  # float32 run: one call per layer
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(*batch)
+        loss = masked_value_loss(out, batch[1], batch[4])["loss"]
+    assert seen == [torch.float32] * 2
+    assert out["token_pred"].dtype == torch.bfloat16  # the linear layers around attention ran in bf16
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+    torch.testing.assert_close(out["cell_embedding"].float(), reference, rtol=0.05, atol=0.05)
+    seen.clear()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        m(*batch)
+    assert seen == [torch.bfloat16] * 2  # forward only: bf16 attention is the fast one
+    assert not model_module.attention_in_float32(torch.zeros(1))  # no autocast: nothing to change

@@ -38,7 +38,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
         if not str(args.out).lower().endswith(".h5ad"):
             raise CellWeaveInputError(f"--out {args.out}: embeddings of a token store are written as .h5ad.")
         out = tl.embed_store(args.input, model=args.model, batch_size=args.batch_size, seed=args.seed,
-                             devices=args.devices, accelerator=args.accelerator, num_nodes=args.num_nodes)
+                             devices=args.devices, accelerator=args.accelerator, num_nodes=args.num_nodes,
+                             precision=args.precision)
         if not _global_rank_zero():
             return 0
         io.write(out, args.out)
@@ -55,7 +56,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
         model = adapt_for_command(data, model, args)
     tl.embed(data, model=model, layer=args.layer, batch_size=args.batch_size, seed=args.seed,
              organism=args.organism, spatial=args.spatial, section_key=args.section_key,
-             devices=args.devices, accelerator=args.accelerator, num_nodes=args.num_nodes)
+             devices=args.devices, accelerator=args.accelerator, num_nodes=args.num_nodes,
+             precision=args.precision)
     if not _global_rank_zero():  # every rank holds the embeddings of a multi-device run; one writes them
         return 0
     io.write(data, args.out)
@@ -113,4 +115,7 @@ def add_embed(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--section-key", default=None,
                     help="obs column of tissue sections (default: section/library_id/sample/batch)")
     add_device_options(sp)
+    sp.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"],  # tl._embed.EMBED_PRECISIONS (kept out: fast --help)
+                    help="bf16-mixed: the forward pass under bf16 autocast (weights stay float32); faster on GPUs "
+                         "and on CPUs with bf16 matrix units (e.g. AMX), default 32-true")
     add_adapt_options(sp, with_batch_key=True)

@@ -55,11 +55,26 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        # SDPA picks flash / memory-efficient kernels on a GPU and a fused CPU kernel here.
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        dropout_p = self.dropout if self.training else 0.0
+        if attention_in_float32(x):
+            with torch.autocast("cpu", enabled=False):
+                y = F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), attn_mask=attn_mask, dropout_p=dropout_p
+                ).to(q.dtype)
+        else:
+            # SDPA picks flash / memory-efficient kernels on a GPU and a fused CPU kernel here.
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         return self.out(y.transpose(1, 2).reshape(b, n, d))
+
+
+def attention_in_float32(x: torch.Tensor) -> bool:
+    """Whether attention on ``x`` runs in float32 although bf16 autocast is on: on a CPU, while
+    gradients are recorded. torch's fused CPU attention is fast in bf16 forward but its bf16
+    backward is not (torch 2.13, one Sapphire Rapids core pair with AMX: 0.86 s against 0.32 s in
+    float32 for the tiny preset's 4 layers at 128 x 257 tokens), so mixed-precision training on a
+    CPU keeps the matrix products of the linear layers in bf16 (AMX) and attention in float32;
+    ``benchmarks/perf.py`` measures both. GPUs keep bf16 attention (flash kernels)."""
+    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and torch.is_grad_enabled()
 
 
 class Block(nn.Module):

@@ -97,6 +97,7 @@ def embed_corpora(
     num_nodes: int = 1,
     strategy: str = "ddp",
     progress: bool = True,
+    precision: str = "32-true",
 ) -> list[np.ndarray]:
     """Embeddings of each corpus, computed by Lightning's predict on ``devices`` x ``num_nodes``
     processes; the same numbers as :meth:`CellWeave.embed_corpus` per corpus, in the same order.
@@ -104,7 +105,8 @@ def embed_corpora(
     Every rank returns all embeddings. With the default ``strategy="ddp"`` Lightning starts the
     other processes by running the calling script (or command) again, as in pretraining; under
     ``torchrun`` or SLURM the launcher has started them. Interactive sessions cannot do this:
-    use one device there. Write outputs from global rank 0 only.
+    use one device there. Write outputs from global rank 0 only. ``precision``: Lightning's
+    (``"bf16-mixed"``: the forward pass under bf16 autocast).
     """
     dataset = CorporaCells(corpora, model.tokenizer, seed=seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_tokens)
@@ -114,7 +116,7 @@ def embed_corpora(
     plan = EmbedPlan(model.module, len(dataset))
     trainer = L.Trainer(accelerator=accelerator, devices=devices, num_nodes=int(num_nodes), strategy=strategy,
                         logger=False, enable_checkpointing=False, enable_model_summary=False,
-                        enable_progress_bar=progress)
+                        enable_progress_bar=progress, precision=precision)
     trainer.predict(plan, loader, return_predictions=False)
     model.module.to(device).train(was_training)
     logger.info("Embedded %d cells on %d processes", len(dataset), trainer.world_size)
