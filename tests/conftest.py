@@ -86,6 +86,23 @@ def tiny_rna_model(tiny_vocab_and_data):
     return model
 
 
+@pytest.fixture
+def attention_dtypes(monkeypatch):
+    """A list that gathers the dtype of the queries every attention call receives during the test
+    (``torch.nn.functional.scaled_dot_product_attention``, which CellWeave's blocks call)."""
+    import torch.nn.functional as F
+
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording_sdpa(q, *args, **kwargs):
+        seen.append(q.dtype)
+        return sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording_sdpa)
+    return seen
+
+
 @pytest.fixture(scope="session")
 def benchmark_script():
     """A loader of ``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package):

@@ -203,21 +203,14 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients(dropout: fl
     assert "gradient_checkpointing" not in checkpointed.config.to_dict()
 
 
-def test_cpu_bf16_autocast_keeps_attention_in_float32_while_training(monkeypatch) -> None:
+def test_cpu_bf16_autocast_keeps_attention_in_float32_while_training(attention_dtypes) -> None:
     """Under CPU bf16 autocast (``pretrain --precision bf16-mixed`` on a CPU) the linear layers run
     in bf16 and attention in float32 while gradients are recorded (torch's CPU bf16 attention
     backward is the slow one); inference and a float32 run keep their own dtypes, and the bf16
     forward stays close to the float32 one."""
     import cellweave.nn._model as model_module
 
-    seen: list[torch.dtype] = []
-    sdpa = model_module.F.scaled_dot_product_attention
-
-    def recording_sdpa(q, *args, **kwargs):
-        seen.append(q.dtype)
-        return sdpa(q, *args, **kwargs)
-
-    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", recording_sdpa)
+    seen = attention_dtypes
     torch.manual_seed(0)
     m = CellWeaveModule(tiny_config())
     batch = random_batch()

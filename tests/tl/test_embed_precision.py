@@ -14,21 +14,14 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-def test_bf16_embedding_runs_in_bf16_and_stays_close(tiny_rna_model, tiny_vocab_and_data, monkeypatch) -> None:
+def test_bf16_embedding_runs_in_bf16_and_stays_close(tiny_rna_model, tiny_vocab_and_data, attention_dtypes) -> None:
     import torch
-
-    import cellweave.nn._model as model_module
 
     adata = tiny_vocab_and_data[1]
     fp32 = cellweave.tl.embed(adata, model=tiny_rna_model, progress=False, copy=True)
-    seen: list[torch.dtype] = []
-    sdpa = model_module.F.scaled_dot_product_attention
-
-    def recording_sdpa(q, *args, **kwargs):
-        seen.append(q.dtype)
-        return sdpa(q, *args, **kwargs)
-
-    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", recording_sdpa)
+    seen = attention_dtypes
+    assert seen and set(seen) == {torch.float32}
+    seen.clear()
     bf16 = cellweave.tl.embed(adata, model=tiny_rna_model, progress=False, copy=True, precision="bf16-mixed")
     assert seen and set(seen) == {torch.bfloat16}  # the autocast reached the model
     a, b = fp32.obsm["X_cellweave"], bf16.obsm["X_cellweave"]
