@@ -98,3 +98,27 @@ def test_a_store_that_left_genes_out_is_named_when_the_model_would_have_kept_the
     with caplog.at_level(logging.WARNING, logger="cellweave.tl._embed"):
         cellweave.tl.embed_store(tmp_path / "store", model=model, progress=False)
     assert "left out" not in caplog.text
+
+
+def test_prepare_says_which_genes_a_store_leaves_out_for_a_model_with_generated_codes(
+        tiny_vocab_and_data, tmp_path, caplog) -> None:
+    import logging
+
+    import torch
+
+    from cellweave.cli import main
+    from cellweave.genes import Vocabulary
+    from cellweave.models import CellWeave
+
+    vocab, adata = tiny_vocab_and_data
+    torch.manual_seed(0)
+    model = CellWeave.from_preset("tiny", Vocabulary(vocab.keys[:150]), d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                                  fixed_feature_tables=True,
+                                  context_length={"rna": 48, "prot": 0, "atac": 0, "gene_activity": 0})
+    model.save(tmp_path / "model")
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    with caplog.at_level(logging.WARNING):
+        assert main(["prepare", str(tmp_path / "cells.h5ad"), "--model", str(tmp_path / "model"),
+                     "--out", str(tmp_path / "store")]) == 0
+    left = [r.getMessage() for r in caplog.records if "not in the store" in r.getMessage()]
+    assert len(left) == 1 and left[0].startswith(f"{len(vocab) - 150:,} features outside")

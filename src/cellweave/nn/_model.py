@@ -70,7 +70,7 @@ class SelfAttention(nn.Module):
 def attention_in_float32(x: torch.Tensor) -> bool:
     """Whether attention on ``x`` runs in float32 although bf16 autocast is on: on a CPU, while
     gradients are recorded. torch's fused CPU attention is fast in bf16 forward but its bf16
-    backward is not (torch 2.13, one Sapphire Rapids core pair with AMX: 0.86 s against 0.32 s in
+    backward is not (torch 2.13, two Xeon cores with AMX bf16 units: 0.86 s against 0.32 s in
     float32 for the tiny preset's 4 layers at 128 x 257 tokens), so mixed-precision training on a
     CPU keeps the matrix products of the linear layers in bf16 (AMX) and attention in float32;
     ``benchmarks/perf.py`` measures both. GPUs keep bf16 attention (flash kernels)."""
