@@ -23,23 +23,25 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     # a SOMA experiment's URI stays a string (it may be remote).
     inputs = [p if is_soma(p) else registry.path(p) if not Path(p).exists() and p in registry.REGISTRY else Path(p)
               for p in args.input]
-    model = CellWeave.load(args.model)  # only its vocabulary and value encoding are used
+    model = CellWeave.load(args.model)  # only its vocabulary, value encoding and generated codes are used
     encoding = model.config.value_encoding
     logger.info("Tokens for %s: vocabulary of %d features, value encoding %r", model.name, len(model.vocab), encoding)
     manifest = prepare_store(inputs, args.out, vocab=model.stored_vocab, value_encoding=encoding,
                              chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, append=args.append,
-                             soma=soma_selection(args))
+                             soma=soma_selection(args), generate_codes=model.generates_codes)
     for source in manifest["sources"]:
         cov = ", ".join(f"{c['modality']} {c['n_in_vocab']:,}/{c['n_features']:,}" for c in source["coverage"])
         logger.info("  %-40s %9d cells  %3d shards  features in vocabulary: %s", source["name"], source["n_cells"],
                     len(source["shards"]), cov)
     logger.info("Token store %s: %d sources, %d cells; train on it with the model %s", args.out,
                 len(manifest["sources"]), manifest["n_cells"], model.name)
-    left_out = sum(int(c.get("not_in_vocab", 0)) for src in manifest["sources"] for c in src["coverage"])
+    left_out = sum(int(c.get("not_in_vocab", 0)) - int(c.get("n_generated", 0))
+                   for src in manifest["sources"] for c in src["coverage"])
     if left_out and model.generates_codes:
-        logger.warning("%s features outside %s's vocabulary are not in the store (coverage above). Embedding the "
-                       "files themselves gives them generated codes, so `cellweave embed %s` will differ from "
-                       "`cellweave embed FILE`; embed the files where they fit in memory to keep them.",
+        logger.warning("%s features outside %s's vocabulary (not genes: other modalities') are not in the store "
+                       "(coverage above). Embedding the files themselves gives them generated codes, so `cellweave "
+                       "embed %s` will differ from `cellweave embed FILE`; embed the files where they fit in memory "
+                       "to keep them.",
                        f"{left_out:,}", model.name, args.out)
     return 0
 
@@ -54,7 +56,9 @@ def add_prepare(sp: argparse.ArgumentParser, model_help: str) -> None:
         "folder (shards of .npy arrays and a manifest) that pretraining reads without holding the corpus in "
         "memory. .h5ad files are read in chunks of --chunk-size cells; .h5mu and 10x files are read whole; "
         "TileDB-SOMA experiments (a local folder, or a URI such as s3://... or tiledb://...) are read in chunks "
-        "too (see --soma-*). Rerun with --append to add files or to finish a killed run.")
+        "too (see --soma-*). Rerun with --append to add files or to finish a killed run. For a model that gives "
+        "genes outside its vocabulary generated codes (the default model), the store keeps those genes too, so "
+        "`cellweave embed STORE` embeds as `cellweave embed FILE` does.")
     add_input(sp, ".h5ad / .h5mu / 10x .h5 or mtx folder, a TileDB-SOMA experiment, or a registered dataset's "
                   "name", nargs="+")
     sp.add_argument("--out", required=True, help="token store folder (new, empty, or an existing store with --append)")

@@ -82,6 +82,7 @@ def prepare_store(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     append: bool = False,
     soma: SomaSelection | None = None,
+    generate_codes: bool = False,
 ) -> dict[str, Any]:
     """Write the cells of ``inputs`` into a token store at ``out``, in bounded memory.
 
@@ -113,6 +114,13 @@ def prepare_store(
         to read from SOMA inputs (:class:`~cellweave.data.SomaSelection`; default: measurement
         "RNA", the raw layer, every cell). A SOMA source's identity is described in
         :mod:`cellweave.data._soma`; its manifest record holds these settings under ``"soma"``.
+    generate_codes
+        Keep the genes ``vocab`` lacks too, for a model that gives them generated codes
+        (:attr:`cellweave.CellWeave.generates_codes`, as ``cellweave prepare`` passes it): the
+        store's saved vocabulary (:func:`store_vocabulary`) is ``vocab`` followed by them, in order
+        of first appearance, and :func:`cellweave.tl.embed_store` maps them onto the model's codes,
+        so a store embeds as its files do. Gene keys only (other modalities' unknown features are
+        left out). Default: only ``vocab``'s features are kept. A store keeps its setting on append.
 
     Returns
     -------
@@ -159,7 +167,7 @@ def prepare_store(
     out.mkdir(parents=True, exist_ok=True)
     try:
         return _prepare_into(paths, out, vocab=vocab, value_encoding=value_encoding, chunk_size=chunk_size,
-                             append=append)
+                             append=append, generate_codes=bool(generate_codes))
     except BaseException:
         # A store folder this call created and never completed a source in is removed whole, so a
         # refused input leaves nothing behind (a store that already existed keeps its last manifest).
@@ -168,8 +176,25 @@ def prepare_store(
         raise
 
 
+class _GeneCodes:
+    """The ``generate_codes`` of :func:`prepare_cells` for a store: appends the gene keys the
+    vocabulary lacks (other modalities' keys are left out), once; ``vocab`` is the grown one."""
+
+    def __init__(self, vocab: Vocabulary) -> None:
+        self.vocab = vocab
+
+    def __call__(self, keys: list[str]) -> Vocabulary:
+        from cellweave import modalities
+        from cellweave.genes import Vocabulary
+
+        new = [k for k in dict.fromkeys(keys) if k not in self.vocab and modalities.modality_of_key(k) is None]
+        if new:
+            self.vocab = Vocabulary(self.vocab.keys + new, gene_aliases=self.vocab.gene_aliases)
+        return self.vocab
+
+
 def _prepare_into(paths: list[Path | SomaReader], out: Path, *, vocab: Vocabulary, value_encoding: str,
-                  chunk_size: int, append: bool) -> dict[str, Any]:
+                  chunk_size: int, append: bool, generate_codes: bool = False) -> dict[str, Any]:
     """The body of :func:`prepare_store` once the inputs are checked and ``out`` exists."""
     with _writer_lock(out):
         manifest = _read_manifest_or_none(out)
@@ -182,11 +207,23 @@ def _prepare_into(paths: list[Path | SomaReader], out: Path, *, vocab: Vocabular
         if manifest is not None:
             _check_settings(manifest, vocab, value_encoding, out, fix="use a new out folder (--out), or the model the "
                             "store was built for (--model)")
+            if bool(manifest["vocabulary"].get("generate_codes", False)) != generate_codes:
+                raise CellWeaveInputError(
+                    f"The token store {out} was prepared {'with' if not generate_codes else 'without'} the genes "
+                    f"outside the vocabulary (generate_codes={not generate_codes}); append with the same setting "
+                    "(the model it was prepared for), or prepare into a new folder.")
         else:
             manifest = _new_manifest(vocab, value_encoding)
+            manifest["vocabulary"]["generate_codes"] = generate_codes
         _remove_leftovers(out, manifest)
         if not (out / VOCAB).is_file():  # pretraining from the store needs the vocabulary its tokens index
             vocab.save(out / VOCAB)
+        codes = None
+        if generate_codes:
+            from cellweave.genes import Vocabulary
+
+            codes = _GeneCodes(Vocabulary.load(out / VOCAB))  # the grown vocabulary of earlier sources
+        saved_keys = len(codes.vocab) if codes is not None else len(vocab)
         known = {s["sha256"]: s for s in manifest["sources"]}
         shards_dir = out / SHARDS
         shards_dir.mkdir(exist_ok=True)
@@ -199,7 +236,12 @@ def _prepare_into(paths: list[Path | SomaReader], out: Path, *, vocab: Vocabular
                 continue
             name = _source_name(path, manifest)
             record = _write_source(path, name, digest, shards_dir, vocab=vocab, value_encoding=value_encoding,
-                                   chunk_size=chunk_size)
+                                   chunk_size=chunk_size, generate_codes=codes)
+            if codes is not None:
+                if len(codes.vocab) > saved_keys:  # written (atomically) before the manifest lists the source
+                    codes.vocab.save(out / VOCAB)
+                    saved_keys = len(codes.vocab)
+                manifest["vocabulary"]["generated_keys"] = len(codes.vocab) - len(vocab)
             manifest["sources"].append(record)
             manifest["n_cells"] = int(sum(s["n_cells"] for s in manifest["sources"]))
             manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -243,7 +285,7 @@ def _check_settings(manifest: dict, vocab: Vocabulary | None, value_encoding: st
     """Refuse a store whose tokens were made with another vocabulary or value encoding."""
     have_vocab = manifest["vocabulary"]
     problems = []
-    if vocab is not None and have_vocab["sha256"] != vocab.sha256:
+    if vocab is not None and have_vocab["sha256"] != vocab.sha256 and not _extends(vocab, have_vocab):
         problems.append(f"a vocabulary of {have_vocab['n_keys']:,} features (sha256 {have_vocab['sha256'][:12]}), "
                         f"not the given one of {len(vocab):,} (sha256 {vocab.sha256[:12]})")
     if value_encoding is not None and manifest["value_encoding"] != value_encoding:
@@ -251,6 +293,17 @@ def _check_settings(manifest: dict, vocab: Vocabulary | None, value_encoding: st
     if problems:
         raise CellWeaveInputError(f"The token store {where} was built with {' and '.join(problems)}; its tokens "
                                   f"would mean something else. Fix: {fix}.")
+
+
+def _extends(vocab: Vocabulary, have_vocab: dict[str, Any]) -> bool:
+    """Whether ``vocab`` is a store's vocabulary grown past the one its manifest names (its first
+    keys are those, and it holds at most the generated keys the manifest counts)."""
+    from cellweave.genes import Vocabulary
+
+    n = int(have_vocab["n_keys"])
+    extra = int(have_vocab.get("generated_keys", 0))
+    return (extra > 0 and n < len(vocab) <= n + extra
+            and Vocabulary(vocab.keys[:n], gene_aliases=vocab.gene_aliases).sha256 == have_vocab["sha256"])
 
 
 def _refuse_foreign_folder(out: Path) -> None:
@@ -327,14 +380,14 @@ def _source_name(path: Path | SomaReader, manifest: dict) -> str:
 
 
 def _write_source(path: Path | SomaReader, name: str, digest: str, shards_dir: Path, *, vocab: Vocabulary,
-                  value_encoding: str, chunk_size: int) -> dict[str, Any]:
+                  value_encoding: str, chunk_size: int, generate_codes: _GeneCodes | None = None) -> dict[str, Any]:
     """Write every shard of one input; return its manifest record (shards not yet listed anywhere)."""
     prefix = digest[:16]
     shards: list[dict[str, Any]] = []
     first: CellCorpus | None = None
     n_cells = 0
     read_mode = "soma" if isinstance(path, SomaReader) else "backed" if _is_h5ad(path) else "whole"
-    for k, chunk in enumerate(_chunks(path, name, vocab, value_encoding, chunk_size, read_mode)):
+    for k, chunk in enumerate(_chunks(path, name, vocab, value_encoding, chunk_size, read_mode, generate_codes)):
         if first is None:
             first = chunk
         else:
@@ -362,13 +415,14 @@ def _is_h5ad(path: Path) -> bool:
 
 
 def _chunks(path: Path | SomaReader, name: str, vocab: Vocabulary, value_encoding: str, chunk_size: int,
-            read_mode: str) -> Iterator[CellCorpus]:
+            read_mode: str, generate_codes: _GeneCodes | None = None) -> Iterator[CellCorpus]:
     """Corpora of consecutive rows of ``path``, at most ``chunk_size`` cells each (more only when
     leading rows hold no value at all, which cost nothing to keep)."""
     if read_mode == "whole":
         from cellweave.io import read
 
-        corpus = prepare_cells(read(path), vocab, dataset=name, value_encoding=value_encoding)
+        corpus = prepare_cells(read(path), vocab, dataset=name, value_encoding=value_encoding,
+                               generate_codes=generate_codes)
         for start in range(0, len(corpus), chunk_size):
             yield corpus.subset(np.arange(start, min(start + chunk_size, len(corpus))))
         return
@@ -376,7 +430,7 @@ def _chunks(path: Path | SomaReader, name: str, vocab: Vocabulary, value_encodin
         assert isinstance(path, SomaReader)
         try:
             yield from _row_chunks(name, path.n_cells, path.var, path.obs_names, path.read_rows, {}, vocab,
-                                   value_encoding, chunk_size)
+                                   value_encoding, chunk_size, generate_codes)
         finally:
             path.close()
         return
@@ -402,13 +456,15 @@ def _chunks(path: Path | SomaReader, name: str, vocab: Vocabulary, value_encodin
                            "it as CSR (adata.X = adata.X.tocsr()) for bounded memory.", path)
             X = sp.csr_matrix(X.to_memory() if hasattr(X, "to_memory") else X)
         yield from _row_chunks(name, n, backed.var.copy(), lambda a, b: obs_names[a:b].copy(),
-                               lambda a, b: _read_rows(X, a, b), uns, vocab, value_encoding, chunk_size)
+                               lambda a, b: _read_rows(X, a, b), uns, vocab, value_encoding, chunk_size,
+                               generate_codes)
     finally:
         backed.file.close()
 
 
 def _row_chunks(name: str, n: int, var: pd.DataFrame, read_names: Any, read_values: Any, uns: dict,
-                vocab: Vocabulary, value_encoding: str, chunk_size: int) -> Iterator[CellCorpus]:
+                vocab: Vocabulary, value_encoding: str, chunk_size: int,
+                generate_codes: _GeneCodes | None = None) -> Iterator[CellCorpus]:
     """Corpora of rows ``start:stop`` of a source read by rows (an ``.h5ad`` in backed mode, a
     SOMA experiment): ``read_names(start, stop)`` gives their cell names, ``read_values(start,
     stop)`` their values (CSR, columns as ``var``). Every chunk goes through :func:`prepare_cells`
@@ -434,7 +490,7 @@ def _row_chunks(name: str, n: int, var: pd.DataFrame, read_names: Any, read_valu
                 corpus = _empty_like(chunk.obs_names, first_corpus, name)
             else:
                 corpus = prepare_cells(chunk, vocab, organism=organism, dataset=name,
-                                       value_encoding=value_encoding)
+                                       value_encoding=value_encoding, generate_codes=generate_codes)
             kind = corpus.blocks[0].x_kind
             if x_kind is None:
                 x_kind, first_corpus = kind, corpus

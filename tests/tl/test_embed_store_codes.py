@@ -1,0 +1,102 @@
+"""Token stores and generated codes: a store prepared for a model that gives genes outside its
+vocabulary generated codes keeps them and embeds as its file; a store that left them out is named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cellweave
+from cellweave._exceptions import CellWeaveInputError
+
+
+def test_a_store_that_left_genes_out_is_named_when_the_model_would_have_kept_them(
+        tiny_vocab_and_data, tmp_path, caplog) -> None:
+    """A model with generated codes embeds a file's out-of-vocabulary genes; a store prepared with
+    its vocabulary holds none of them, so embed_store warns, with the count and the fix."""
+    import logging
+
+    import torch
+
+    from cellweave.data import prepare_store
+    from cellweave.genes import Vocabulary
+    from cellweave.models import CellWeave
+
+    vocab, adata = tiny_vocab_and_data
+    half = Vocabulary(vocab.keys[: len(vocab) // 2])
+    torch.manual_seed(0)
+    model = CellWeave.from_preset("tiny", half, d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                                  fixed_feature_tables=True,
+                                  context_length={"rna": 48, "prot": 0, "atac": 0, "gene_activity": 0})
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    prepare_store([tmp_path / "cells.h5ad"], tmp_path / "store", vocab=model.stored_vocab,
+                  value_encoding=model.config.value_encoding)
+    with caplog.at_level(logging.WARNING, logger="cellweave.tl._embed"):
+        cellweave.tl.embed_store(tmp_path / "store", model=model, progress=False)
+    assert "left out" in caplog.text and "embed the files" in caplog.text
+    caplog.clear()
+    model.generate_codes = False  # a model that would drop them from a file too: nothing to say
+    with caplog.at_level(logging.WARNING, logger="cellweave.tl._embed"):
+        cellweave.tl.embed_store(tmp_path / "store", model=model, progress=False)
+    assert "left out" not in caplog.text
+
+
+def _half_vocabulary_model(vocab):
+    """A tiny model with fixed random tables over the first 150 of ``vocab``'s 200 genes: it gives
+    the other 50 generated codes."""
+    import torch
+
+    from cellweave.genes import Vocabulary
+    from cellweave.models import CellWeave
+
+    torch.manual_seed(0)
+    return CellWeave.from_preset("tiny", Vocabulary(vocab.keys[:150]), d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                                 fixed_feature_tables=True,
+                                 context_length={"rna": 48, "prot": 0, "atac": 0, "gene_activity": 0})
+
+
+def test_a_store_prepared_for_a_model_with_generated_codes_embeds_as_its_file(
+        tiny_vocab_and_data, tmp_path, caplog) -> None:
+    """`cellweave prepare` keeps the genes the model gives generated codes (the store's vocabulary
+    grows past the model's), and the store then embeds as the file, whatever the model added
+    before; appending keeps the setting; a model without generated codes is refused."""
+    import logging
+
+    from cellweave.cli import main
+    from cellweave.data import open_store, prepare_store, read_store_manifest, store_vocabulary
+    from cellweave.models import CellWeave
+
+    vocab, adata = tiny_vocab_and_data
+    _half_vocabulary_model(vocab).save(tmp_path / "model")
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    with caplog.at_level(logging.WARNING):
+        assert main(["prepare", str(tmp_path / "cells.h5ad"), "--model", str(tmp_path / "model"),
+                     "--out", str(tmp_path / "store"), "--chunk-size", "50"]) == 0
+    assert "not in the store" not in caplog.text
+    manifest = read_store_manifest(tmp_path / "store")
+    [source] = manifest["sources"]
+    assert source["coverage"][0]["n_generated"] == 50 and manifest["vocabulary"]["generated_keys"] == 50
+    grown = store_vocabulary(tmp_path / "store")
+    assert len(grown) == 200 and grown.keys[:150] == vocab.keys[:150]
+    model = CellWeave.load(tmp_path / "model")
+    [corpus] = open_store(tmp_path / "store", vocab=model.stored_vocab)  # the model's vocabulary is accepted
+    assert corpus.blocks[0].token_ids.max() >= 150
+
+    fresh = cellweave.tl.embed_store(tmp_path / "store", model=model, progress=False).obsm["X_cellweave"]
+    from_file = cellweave.tl.embed(adata, model=model, progress=False, copy=True).obsm["X_cellweave"]
+    np.testing.assert_allclose(fresh, from_file, rtol=1e-5, atol=1e-6)
+    # Cells of a few genes first give some generated genes other ids in the model than in the store;
+    # the store is mapped by key.
+    other = CellWeave.load(tmp_path / "model")
+    cellweave.tl.embed(adata[:, 180:].copy(), model=other, progress=False, copy=True)
+    n = len(other.vocab)
+    assert 150 < n < 200 and other.vocab.keys[150:n] != grown.keys[150:n]
+    again = cellweave.tl.embed_store(tmp_path / "store", model=other, progress=False).obsm["X_cellweave"]
+    np.testing.assert_allclose(again, from_file, rtol=1e-5, atol=1e-6)
+
+    with pytest.raises(CellWeaveInputError, match="append with the same setting"):
+        prepare_store([tmp_path / "cells.h5ad"], tmp_path / "store", vocab=model.stored_vocab, append=True,
+                      value_encoding=model.config.value_encoding)
+    model.generate_codes = False
+    with pytest.raises(CellWeaveInputError, match="gives none"):
+        cellweave.tl.embed_store(tmp_path / "store", model=model, progress=False)
