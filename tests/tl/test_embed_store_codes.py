@@ -94,9 +94,17 @@ def test_a_store_prepared_for_a_model_with_generated_codes_embeds_as_its_file(
     again = cellweave.tl.embed_store(tmp_path / "store", model=other, progress=False).obsm["X_cellweave"]
     np.testing.assert_allclose(again, from_file, rtol=1e-5, atol=1e-6)
 
-    with pytest.raises(CellWeaveInputError, match="append with the same setting"):
-        prepare_store([tmp_path / "cells.h5ad"], tmp_path / "store", vocab=model.stored_vocab, append=True,
+    # Appending keeps the store's setting (a store from before keeps leaving the genes out).
+    caplog.clear()
+    half = adata[:60].copy()
+    half.obs_names = [f"again{i}" for i in range(60)]
+    half.write_h5ad(tmp_path / "more.h5ad")
+    with caplog.at_level(logging.WARNING):
+        prepare_store([tmp_path / "more.h5ad"], tmp_path / "store", vocab=model.stored_vocab, append=True,
                       value_encoding=model.config.value_encoding)
+    assert "the appended files are stored the same way" in caplog.text
+    manifest = read_store_manifest(tmp_path / "store")
+    assert manifest["vocabulary"]["generate_codes"] and manifest["sources"][1]["coverage"][0]["n_generated"] == 50
     model.generate_codes = False
     with pytest.raises(CellWeaveInputError, match="gives none"):
         cellweave.tl.embed_store(tmp_path / "store", model=model, progress=False)

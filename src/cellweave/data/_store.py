@@ -207,11 +207,11 @@ def _prepare_into(paths: list[Path | SomaReader], out: Path, *, vocab: Vocabular
         if manifest is not None:
             _check_settings(manifest, vocab, value_encoding, out, fix="use a new out folder (--out), or the model the "
                             "store was built for (--model)")
-            if bool(manifest["vocabulary"].get("generate_codes", False)) != generate_codes:
-                raise CellWeaveInputError(
-                    f"The token store {out} was prepared {'with' if not generate_codes else 'without'} the genes "
-                    f"outside the vocabulary (generate_codes={not generate_codes}); append with the same setting "
-                    "(the model it was prepared for), or prepare into a new folder.")
+            kept = bool(manifest["vocabulary"].get("generate_codes", False))  # stores before it: False
+            if kept != generate_codes:
+                logger.warning("%s was prepared %s the genes outside the vocabulary (generate_codes=%s); the appended "
+                               "files are stored the same way.", out, "with" if kept else "without", kept)
+                generate_codes = kept
         else:
             manifest = _new_manifest(vocab, value_encoding)
             manifest["vocabulary"]["generate_codes"] = generate_codes
