@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from cellweave._io_utils import atomic_write_json
     from cellweave._system import hardware, keep_torch_threads
     from cellweave.models import CellWeave, environment_versions
+    from cellweave.nn import precision_autocast
 
     keep_torch_threads()
     model = CellWeave.load(args.model)
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         row: dict[str, Any] = {"dataset": d.name, "cells": int(len(d.labels))}
         embs = {}
         for precision in PRECISIONS:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            with precision_autocast(precision):
                 t = time.perf_counter()
                 embs[precision] = model.embed_corpus(corpus, progress=False)
                 row[f"seconds {precision}"] = round(time.perf_counter() - t, 2)

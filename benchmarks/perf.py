@@ -283,9 +283,9 @@ PRECISIONS = ("32-true", "bf16-mixed")
 def autocast(precision: str):
     """The CPU autocast context ``pretrain --precision`` gives (Lightning's bf16-mixed on a CPU):
     bf16 matrix products, float32 weights; a no-op for ``32-true``."""
-    import torch
+    from cellweave.nn import precision_autocast
 
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+    return precision_autocast(precision)
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,14 +35,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                     len(source["shards"]), cov)
     logger.info("Token store %s: %d sources, %d cells; train on it with the model %s", args.out,
                 len(manifest["sources"]), manifest["n_cells"], model.name)
-    left_out = sum(int(c.get("not_in_vocab", 0)) - int(c.get("n_generated", 0))
-                   for src in manifest["sources"] for c in src["coverage"])
-    if left_out and model.generates_codes:
-        logger.warning("%s features outside %s's vocabulary (not genes: other modalities') are not in the store "
-                       "(coverage above). Embedding the files themselves gives them generated codes, so `cellweave "
-                       "embed %s` will differ from `cellweave embed FILE`; embed the files where they fit in memory "
-                       "to keep them.",
-                       f"{left_out:,}", model.name, args.out)
+    model.warn_store_left_out({src["name"]: src["coverage"] for src in manifest["sources"]}, args.out)
     return 0
 
 

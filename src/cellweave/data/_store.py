@@ -185,11 +185,8 @@ class _GeneCodes:
 
     def __call__(self, keys: list[str]) -> Vocabulary:
         from cellweave import modalities
-        from cellweave.genes import Vocabulary
 
-        new = [k for k in dict.fromkeys(keys) if k not in self.vocab and modalities.modality_of_key(k) is None]
-        if new:
-            self.vocab = Vocabulary(self.vocab.keys + new, gene_aliases=self.vocab.gene_aliases)
+        self.vocab = self.vocab.extended(k for k in keys if modalities.modality_of_key(k) is None)
         return self.vocab
 
 

@@ -99,6 +99,12 @@ class Vocabulary:
             return np.zeros(0, dtype=np.int64)
         return self._index.get_indexer(arr).astype(np.int64)
 
+    def extended(self, keys: Iterable[str]) -> Vocabulary:
+        """This vocabulary followed by those of ``keys`` it lacks, once each, in order; ``self``
+        when it lacks none (what generated codes grow a model's or a token store's vocabulary by)."""
+        new = [k for k in dict.fromkeys(keys) if k not in self]
+        return Vocabulary(self._keys + new, gene_aliases=self.gene_aliases) if new else self
+
     @property
     def sha256(self) -> str:
         """Hex SHA-256 of the ordered key list; equal vocabularies have equal hashes."""

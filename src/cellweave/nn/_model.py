@@ -67,6 +67,12 @@ class SelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(b, n, d))
 
 
+def precision_autocast(precision: str, device_type: str = "cpu") -> torch.autocast:
+    """The autocast of a Lightning precision name outside Lightning: bf16 on ``device_type`` for
+    ``"bf16-mixed"``, disabled for ``"32-true"`` (weights stay float32 either way)."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+
 def attention_in_float32(x: torch.Tensor) -> bool:
     """Whether attention on ``x`` runs in float32 although bf16 autocast is on: on a CPU, while
     gradients are recorded. torch's fused CPU attention is fast in bf16 forward but its bf16

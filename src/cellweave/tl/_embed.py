@@ -58,73 +58,6 @@ def _check_precision(precision: str) -> None:
                                   f"{', '.join(EMBED_PRECISIONS)}.")
 
 
-def _autocast(model: CellWeave, precision: str):
-    """bf16 autocast on the device ``model`` sits on for ``"bf16-mixed"``, else nothing: the
-    one-process path of :func:`embed` and :func:`embed_store` (several devices: Lightning's)."""
-    import torch
-
-    device = next(model.module.parameters()).device.type
-    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
-
-
-def _map_generated_genes(model: CellWeave, corpora, store) -> None:
-    """Point the columns of a store's genes outside the model's stored vocabulary (a store prepared
-    with ``generate_codes``) at the model's generated codes for them, by key: the model adds
-    those it lacks (:meth:`CellWeave.prepare` does the same for a file), so the store embeds as
-    its files do whatever the model added earlier in this process. A model that gives no codes
-    is refused, with the fix."""
-    import numpy as np
-
-    from cellweave._exceptions import CellWeaveInputError
-    from cellweave.data import store_vocabulary
-
-    n_stored = len(model.stored_vocab)
-    if not any((b.token_ids >= n_stored).any() for c in corpora for b in c.blocks):
-        return
-    keys = np.asarray(store_vocabulary(store).keys, dtype=object)
-    extra = [str(k) for k in keys[n_stored:]]
-    if not model.generates_codes:
-        raise CellWeaveInputError(
-            f"The token store {store} holds {len(extra):,} genes outside {model.name}'s vocabulary (it was prepared "
-            "for a model that gives them generated codes), and this model gives none. Embed with the model the store "
-            "was prepared for, or prepare the files again with this one into a new folder.")
-    model._add_generated(extra)
-    for corpus in corpora:
-        for block in corpus.blocks:
-            if (block.token_ids >= n_stored).any():
-                ids = model.vocab.lookup(keys[block.token_ids])
-                if (ids < 0).any():  # a key of a modality the model does not read: cannot happen for genes
-                    raise CellWeaveInputError(f"{corpus.name}/{block.modality}: the store holds features "
-                                              f"{model.name} cannot read; prepare the files for this model.")
-                block.token_ids = np.asarray(ids, dtype=block.token_ids.dtype)
-
-
-def _warn_left_out_features(model: CellWeave, corpora, store) -> None:
-    """Say so when a store's tokens left out features that embedding the files would have kept.
-
-    A model that gives features outside its vocabulary generated codes
-    (:attr:`CellWeave.generates_codes`, the shipped default) reads them when it embeds a file. A
-    store prepared for it keeps its genes (``prepare_store(generate_codes=True)``, what
-    ``cellweave prepare`` does since the thirty-eighth session); a store prepared without, or other
-    modalities' features, are left out, and the store's embedding then differs from the file's
-    (shipped model, panel zero-shot kNN macro-F1 0.681 without those genes against 0.690 with them)."""
-    if not model.generates_codes:
-        return
-    left_out = {c.name: sum(int(r.get("not_in_vocab", 0)) - int(r.get("n_generated", 0)) for r in c.coverage)
-                for c in corpora}
-    left_out = {name: n for name, n in left_out.items() if n}
-    if left_out:
-        total = sum(left_out.values())
-        worst = ", ".join(f"{name} {n:,}" for name, n in sorted(left_out.items(), key=lambda kv: -kv[1])[:3])
-        logger.warning(
-            "%s gives features outside its vocabulary generated codes when it embeds a file, but the token store "
-            "%s holds only in-vocabulary features: %s features of %d source(s) are left out (%s), so these "
-            "embeddings differ from embedding the files themselves. To keep them, prepare the files again with "
-            "`cellweave prepare --model` this model (it keeps the genes), or embed the files (`cellweave embed FILE`, "
-            "`tl.embed`) where they fit in memory.", model.name, store, f"{total:,}",
-            len(left_out), worst)
-
-
 def _multi_device_embedder(model: CellWeave, *, devices: int | str, accelerator: str, num_nodes: int,
                            precision: str = "32-true"):
     """``embed_corpus`` of ``model`` run by Lightning's predict on several processes."""
@@ -236,7 +169,7 @@ def embed(
     model = _resolve(model)
     embedder = None if _one_process(devices, num_nodes) else _multi_device_embedder(
         model, devices=devices, accelerator=accelerator, num_nodes=num_nodes, precision=precision)
-    with _autocast(model, precision if embedder is None else "32-true"):
+    with model.autocast(precision if embedder is None else "32-true"):
         emb, cov = model.embed(
             adata, batch_size=batch_size, seed=seed, progress=progress, embed_corpus=embedder,
             spatial=spatial, spatial_key=spatial_key, section_key=section_key,
@@ -306,10 +239,10 @@ def embed_store(
     _check_precision(precision)
     model = _resolve(model)
     corpora = open_store(store, vocab=model.stored_vocab, value_encoding=model.config.value_encoding)
-    _map_generated_genes(model, corpora, store)
-    _warn_left_out_features(model, corpora, store)
+    model.adopt_store_genes(corpora, store)
+    model.warn_store_left_out({c.name: c.coverage for c in corpora}, store)
     if _one_process(devices, num_nodes):
-        with _autocast(model, precision):
+        with model.autocast(precision):
             parts = [model.embed_corpus(corpus, batch_size=batch_size, seed=seed, progress=progress)
                      for corpus in corpora]
     else:
