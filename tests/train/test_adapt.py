@@ -340,3 +340,54 @@ def test_adapt_is_bit_reproducible_at_one_thread_count_and_records_it(data_and_m
     assert runs[0].card["adaptation"]["hardware"].endswith("torch threads 1")
     other = adapt(adata, model=model, max_epochs=3, seed=5, progress=False).module.state_dict()
     assert not torch.equal(other["readout.net.0.weight"], a["readout.net.0.weight"])  # the seed matters
+
+
+def test_adapt_head_in_bf16_embeds_under_autocast_and_reads_out_in_float32(data_and_model, attention_dtypes) -> None:
+    """``precision="bf16-mixed"`` with the head: the frozen model's embedding pass runs in bf16, the
+    readout is trained and applied in float32, and the adapted embedding stays close to float32's."""
+    adata, model, _ = data_and_model
+    fp32 = adapt(adata, model=model, max_epochs=20, n_latent=6, progress=False)
+    assert set(attention_dtypes) == {torch.float32}
+    attention_dtypes.clear()
+    bf16 = adapt(adata, model=model, max_epochs=20, n_latent=6, precision="bf16-mixed", progress=False)
+    assert attention_dtypes and set(attention_dtypes) == {torch.bfloat16}
+    assert (fp32.card["adaptation"]["precision"], bf16.card["adaptation"]["precision"]) == ("32-true", "bf16-mixed")
+    assert all(p.dtype == torch.float32 for p in bf16.module.parameters())
+    a, b = fp32.embed(adata, progress=False)[0], bf16.embed(adata, progress=False)[0]
+    assert not np.array_equal(a, b)  # the readout was trained on the bf16 embedding
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
+    # The readout itself ignores autocast: the same input gives the same float32 latent.
+    x = torch.randn(5, bf16.module.pooled_dim)
+    with torch.no_grad(), bf16.autocast("bf16-mixed"):
+        inside = bf16.module.readout(x)
+    with torch.no_grad():
+        outside = bf16.module.readout(x)
+    assert inside.dtype == torch.float32 and torch.equal(inside, outside)
+
+
+def test_adapt_encoder_in_bf16_runs_linear_layers_in_bf16_and_attention_in_float32(data_and_model,
+                                                                                   attention_dtypes) -> None:
+    """``method="encoder"`` with ``precision="bf16-mixed"``: Lightning's bf16 mixed precision, whose
+    linear layers compute in bf16 while attention stays float32 on a CPU during training; the
+    weights stay float32 and the run is recorded."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    adata, model, _ = data_and_model
+    linear_dtypes = set()
+
+    def record(module, inputs, output):
+        if isinstance(module, torch.nn.Linear) and torch.is_grad_enabled():
+            linear_dtypes.add(output.dtype)
+
+    handle = register_module_forward_hook(record)
+    try:
+        tuned = adapt(adata, model=model, method="encoder", max_epochs=1, max_steps=2, batch_size=32,
+                      precision="bf16-mixed", progress=False)
+    finally:
+        handle.remove()
+    assert linear_dtypes == {torch.bfloat16}
+    assert set(attention_dtypes) == {torch.float32}
+    assert tuned.card["adaptation"]["precision"] == "bf16-mixed" and tuned.card["adaptation"]["steps"] == 2
+    assert all(p.dtype == torch.float32 for p in tuned.module.parameters())
+    with pytest.raises(CellWeaveInputError, match="32-true, bf16-mixed"):
+        adapt(adata, model=model, precision="bf16-true", progress=False)

@@ -59,6 +59,15 @@ def add_device_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--num-nodes", type=int, default=1, help="machines (e.g. SLURM nodes), each with --devices devices")
 
 
+def add_precision_option(sp: argparse.ArgumentParser, *, what: str = "the forward passes") -> None:
+    """``--precision`` of the verbs that embed cells (``embed``, ``annotate``, ``map-query``,
+    ``integrate``, ``adapt`` and their ``--adapt``)."""
+    # The choices are cellweave.nn.PRECISIONS, spelled out so that --help needs no torch import (tested).
+    sp.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"],
+                    help=f"bf16-mixed: {what} under bf16 autocast (weights stay float32); faster on GPUs and on "
+                         "CPUs with bf16 matrix units (e.g. AMX); default 32-true")
+
+
 # --- adaptation: `cellweave adapt` and the --adapt of embed, annotate, map-query, integrate -----------
 
 def max_steps_argument(value: int | None) -> int | None:
@@ -157,7 +166,7 @@ def adapt_for_command(data, model, args: argparse.Namespace, *, batch_key: str |
     return adapt(data, model=model, method=args.adapt_method, batch_key=key, max_epochs=args.adapt_epochs,
                  max_steps=max_steps_argument(args.adapt_max_steps),
                  seed=getattr(args, "seed", 0), layer=getattr(args, "layer", None),
-                 command=command_line(args))
+                 precision=getattr(args, "precision", "32-true"), command=command_line(args))
 
 
 def adapt_on_both(reference, query, model, args: argparse.Namespace):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cellweave._cli._common import command_line, max_steps_argument
+from cellweave._cli._common import add_precision_option, command_line, max_steps_argument
 
 logger = logging.getLogger("cellweave")
 
@@ -27,7 +27,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs, max_steps=max_steps_argument(args.max_steps), batch_size=args.batch_size,
         lr=args.lr, count_likelihood=args.count_likelihood, n_latent=args.n_latent, start=args.start,
         from_scratch=args.from_scratch, train_feature_tables=args.train_feature_tables, seed=args.seed,
-        out=args.out, command=command_line(args),
+        precision=args.precision, out=args.out, command=command_line(args),
     )
     rec = adapted.card["adaptation"]
     logger.info("Adapted model written to %s (%d steps, %.0f s); use it with --model %s",
@@ -78,3 +78,4 @@ def add_adapt(sp: argparse.ArgumentParser, model_help: str) -> None:
                     help="train the per-feature tables (gene embeddings) with the rest of the network, also in a "
                          "model pretrained with fixed tables; --no-train-feature-tables keeps them as they are")
     sp.add_argument("--seed", type=int, default=0)
+    add_precision_option(sp, what="the embedding pass (--method head) or the fine-tuning (--method encoder)")

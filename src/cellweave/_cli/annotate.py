@@ -12,6 +12,7 @@ from cellweave._cli._common import (
     CROSS_FIT,
     adapt_on_both,
     add_adapt_options,
+    add_precision_option,
     add_query_and_reference,
     add_transfer_options,
 )
@@ -36,7 +37,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
                 reference_token_space=args.reference_token_space,
                 finetune=args.finetune, finetune_epochs=args.max_epochs,
                 spatial=args.spatial, spatial_key=args.spatial_key, section_key=args.section_key,
-                n_spatial_neighbors=args.n_spatial_neighbors, seed=args.seed)
+                n_spatial_neighbors=args.n_spatial_neighbors, seed=args.seed, precision=args.precision)
     counts = query.obs["cellweave_prediction"].value_counts()
     for label, n in counts.items():
         logger.info("predicted %s: %d cells", label, n)
@@ -68,4 +69,5 @@ def add_annotate(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--n-spatial-neighbors", type=int, default=None,
                     help="neighbours averaged (default: the model's setting, else 10)")
     sp.add_argument("--seed", type=int, default=0)
+    add_precision_option(sp, what="the embedding passes (and --adapt's)")
     add_adapt_options(sp, with_batch_key=True)

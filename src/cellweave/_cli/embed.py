@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from cellweave._cli._common import add_adapt_options, add_device_options, adapt_for_command
+from cellweave._cli._common import add_adapt_options, add_device_options, add_precision_option, adapt_for_command
 
 logger = logging.getLogger("cellweave")
 
@@ -115,8 +115,5 @@ def add_embed(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--section-key", default=None,
                     help="obs column of tissue sections (default: section/library_id/sample/batch)")
     add_device_options(sp)
-    # The choices are tl._embed.EMBED_PRECISIONS, spelled out so that --help needs no torch import (tested).
-    sp.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"],
-                    help="bf16-mixed: the forward pass under bf16 autocast (weights stay float32); faster on GPUs "
-                         "and on CPUs with bf16 matrix units (e.g. AMX), default 32-true")
+    add_precision_option(sp, what="the forward pass (and --adapt's embedding pass)")
     add_adapt_options(sp, with_batch_key=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cellweave._cli._common import adapt_for_command, add_adapt_options
+from cellweave._cli._common import adapt_for_command, add_adapt_options, add_precision_option
 
 logger = logging.getLogger("cellweave")
 
@@ -21,7 +21,8 @@ def cmd_integrate(args: argparse.Namespace) -> int:
     model = CellWeave.load(args.model)
     if args.adapt:
         model = adapt_for_command(data, model, args, batch_key=args.batch_key)
-    tl.integrate(data, batch_key=args.batch_key, model=model, method=args.method, seed=args.seed)
+    tl.integrate(data, batch_key=args.batch_key, model=model, method=args.method, seed=args.seed,
+                 precision=args.precision)
     io.write(data, args.out)
     logger.info("Wrote %s (obsm['X_cellweave_integrated'])", args.out)
     return 0
@@ -38,4 +39,5 @@ def add_integrate(sp: argparse.ArgumentParser, model_help: str) -> None:
                     help="correction on top of the embedding (default: harmony; see the benchmark)")
     sp.add_argument("--out", required=True, help="output .h5ad")
     sp.add_argument("--seed", type=int, default=0)
+    add_precision_option(sp, what="the embedding pass (and --adapt's)")
     add_adapt_options(sp, with_batch_key=False)

@@ -12,6 +12,7 @@ from cellweave._cli._common import (
     CROSS_FIT,
     adapt_on_both,
     add_adapt_options,
+    add_precision_option,
     add_query_and_reference,
     add_transfer_options,
 )
@@ -34,7 +35,7 @@ def cmd_map_query(args: argparse.Namespace) -> int:
                  sharpen_when_far=args.sharpen_when_far, weight_parts=args.weight_parts,
                  sharpen_when_shifted=args.sharpen_when_shifted, cross_fit=CROSS_FIT[args.cross_fit],
                  align=args.align,
-                 reference_token_space=args.reference_token_space, seed=args.seed)
+                 reference_token_space=args.reference_token_space, seed=args.seed, precision=args.precision)
     for label, n in query.obs["cellweave_prediction"].value_counts().items():
         logger.info("mapped %s: %d cells", label, n)
     io.write(query, args.out)
@@ -51,4 +52,5 @@ def add_map_query(sp: argparse.ArgumentParser, model_help: str) -> None:
     add_transfer_options(sp)
     sp.add_argument("--out", required=True, help="output .h5ad (the mapped query)")
     sp.add_argument("--seed", type=int, default=0)
+    add_precision_option(sp, what="the embedding passes (and --adapt's)")
     add_adapt_options(sp, with_batch_key=True)

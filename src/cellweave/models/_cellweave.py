@@ -21,7 +21,7 @@ from cellweave._exceptions import CellWeaveInputError, CellWeaveModelError
 from cellweave._io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 from cellweave.data import CellCorpus, Tokenizer, TokenDataset, collate_tokens, prepare_cells
 from cellweave.genes import Vocabulary
-from cellweave.nn import CellWeaveConfig, CellWeaveModule, precision_autocast
+from cellweave.nn import PRECISIONS, CellWeaveConfig, CellWeaveModule, check_precision, precision_autocast
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -276,6 +276,11 @@ class CellWeave:
                         raise CellWeaveInputError(f"{corpus.name}/{block.modality}: the store holds features "
                                                   f"{self.name} cannot read; prepare the files for this model.")
                     block.token_ids = np.asarray(ids, dtype=block.token_ids.dtype)
+
+    #: Precisions of the forward passes outside pretraining (Lightning's names): ``"32-true"``, ``"bf16-mixed"``.
+    PRECISIONS = PRECISIONS
+    #: Refuse a precision not in :attr:`PRECISIONS`, naming the choices (before any work).
+    check_precision = staticmethod(check_precision)
 
     def autocast(self, precision: str = "32-true") -> torch.autocast:
         """The autocast of a Lightning precision name (``"32-true"``: none; ``"bf16-mixed"``: bf16)

@@ -136,8 +136,12 @@ class LatentReadout(nn.Module):
                                  nn.Linear(d_hidden, 2 * n_latent))
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log variance ``(B, n_latent)`` each of the latent given embeddings ``x``."""
-        mu, logvar = self.net((x - self.mean) / self.scale).chunk(2, dim=-1)
+        """Mean and log variance ``(B, n_latent)`` each of the latent given embeddings ``x``. Always
+        in float32, also under bf16 autocast: the latent is the adapted model's whole representation
+        (10 numbers a cell by default), which bf16's 8-bit mantissa would round, and this network
+        costs nothing beside the encoder."""
+        with torch.autocast(x.device.type, enabled=False):
+            mu, logvar = self.net((x.float() - self.mean) / self.scale).chunk(2, dim=-1)
         return mu, logvar.clamp(-10.0, 10.0)
 
     @staticmethod

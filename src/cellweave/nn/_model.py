@@ -13,6 +13,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
+from cellweave._exceptions import CellWeaveInputError
+
 from ._config import CellWeaveConfig
 from ._decoder import LatentReadout
 
@@ -67,9 +69,22 @@ class SelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(b, n, d))
 
 
+#: Precisions of the forward passes outside pretraining (embedding, annotation, integration, mapping,
+#: adaptation): Lightning's names, as ``pretrain --precision`` takes them.
+PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def check_precision(precision: str) -> None:
+    """Refuse a precision other than :data:`PRECISIONS`, naming the choices."""
+    if precision not in PRECISIONS:
+        raise CellWeaveInputError(f"precision {precision!r} is not supported here; choose one of "
+                                  f"{', '.join(PRECISIONS)}.")
+
+
 def precision_autocast(precision: str, device_type: str = "cpu") -> torch.autocast:
     """The autocast of a Lightning precision name outside Lightning: bf16 on ``device_type`` for
     ``"bf16-mixed"``, disabled for ``"32-true"`` (weights stay float32 either way)."""
+    check_precision(precision)
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
 

@@ -47,6 +47,7 @@ def annotate(
     section_key: str | None = None,
     n_spatial_neighbors: int | None = None,
     seed: int = 0,
+    precision: str = "32-true",
     progress: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -181,6 +182,10 @@ def annotate(
         Unlabelled reference cells count as neighbours; only their labels are left out.
     seed
         Seed of the embedding's token sampling, the fine-tuning and the reference split.
+    precision
+        ``"32-true"`` (default) or ``"bf16-mixed"``: the embedding passes under bf16 autocast, as
+        :func:`cellweave.tl.embed` takes it (the fine-tuning with ``finetune=True`` and the
+        classifier stay float32). Recorded in ``uns``.
     progress
         Show a progress bar while embedding.
     copy
@@ -214,7 +219,7 @@ def annotate(
         ``batch_key`` and the number of batches calibrated on
         (``calibration_batches``, 0: none), ``cross_fit`` (``"auto"``, ``"on"`` or ``"off"``) and whether
         it applied (``cross_fitted``; neither: a random 20%), threshold, number of unknown cells, number of
-        reference cells, seed, versions and
+        reference cells, seed, ``precision``, versions and
         ``spatial`` (whether tissue context was used; with it ``spatial_context``: key,
         neighbours, and per side the section column used (``""``: one section) and the number
         of sections).
@@ -236,6 +241,7 @@ def annotate(
     """
     labels = _reference_labels(reference, label_key)
     batches = _reference_batches(reference, batch_key)
+    CellWeave.check_precision(precision)
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     # Checks the quantile and the score before any embedding.
@@ -268,14 +274,16 @@ def annotate(
         )
         # With tissue context, unlabelled reference cells are still neighbours: embed them all.
         ref_corpus = model.prepare(reference if neighbourhoods is not None else ref)
-        ref_emb = model.embed_corpus(ref_corpus, seed=seed, progress=progress)
-        query_emb = model.embed(adata, spatial=False, seed=seed, progress=progress,
-                                token_space=ref_corpus if reference_token_space else None)[0]
+        with model.autocast(precision):
+            ref_emb = model.embed_corpus(ref_corpus, seed=seed, progress=progress)
+            query_emb = model.embed(adata, spatial=False, seed=seed, progress=progress,
+                                    token_space=ref_corpus if reference_token_space else None)[0]
         adata.obsm[f"X_{key_added}_finetuned"] = query_emb
         token_space = "reference" if reference_token_space else "own"
     else:
         ref_emb, query_emb, token_space = reference_and_query_embeddings(
-            reference, adata, model, seed=seed, progress=progress, reference_token_space=reference_token_space)
+            reference, adata, model, seed=seed, progress=progress, reference_token_space=reference_token_space,
+            precision=precision)
         ref_labels = labels[keep].astype(str).to_numpy()
 
     spatial_context = None
@@ -338,6 +346,7 @@ def annotate(
         "spatial": spatial_context is not None,
         "spatial_context": spatial_context,
         "seed": seed,
+        "precision": precision,
         "versions": environment_versions(),
     }
     uns = dict(adata.uns.get(UNS_KEY, {}))
@@ -425,36 +434,43 @@ def _use_spatial(spatial: bool | None, query: AnnData, reference: AnnData, spati
 
 def reference_and_query_embeddings(
     reference: AnnData, query: AnnData, model: CellWeave, *, seed: int, progress: bool, reference_token_space: bool,
+    precision: str = "32-true",
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """The reference's and the query's own embeddings by ``model`` (no tissue context), and how the
     query was tokenized (``"stored"``: its embedding of the same weights reused; ``"reference"``:
     embedded here in the reference's token space; ``"own"``). A query embedded here is written to
     ``query.obsm["X_cellweave"]`` as :func:`cellweave.tl.embed` writes it; the reference is never
-    written to."""
+    written to. ``precision``: of the forward passes, as :func:`cellweave.tl.embed` takes it."""
     query_emb = _stored_embedding(query, model)
     if query_emb is not None or not reference_token_space:
-        ref_emb = _embedding(reference, model, seed=seed, progress=progress, write=False)
+        ref_emb = _embedding(reference, model, seed=seed, progress=progress, write=False, precision=precision)
         if query_emb is not None:
             return ref_emb, query_emb, "stored"
-        return ref_emb, _embedding(query, model, seed=seed, progress=progress, write=True), "own"
+        query_emb = _embedding(query, model, seed=seed, progress=progress, write=True, precision=precision)
+        return ref_emb, query_emb, "own"
     ref_corpus = model.prepare(reference)  # the token space the query adopts
     ref_emb = _stored_embedding(reference, model)
     if ref_emb is None:
-        ref_emb = model.embed_corpus(ref_corpus, seed=seed, progress=progress)
-    embed(query, model=model, seed=seed, progress=progress, spatial=False, token_space=ref_corpus)
+        with model.autocast(precision):
+            ref_emb = model.embed_corpus(ref_corpus, seed=seed, progress=progress)
+    embed(query, model=model, seed=seed, progress=progress, spatial=False, token_space=ref_corpus,
+          precision=precision)
     return ref_emb, np.asarray(query.obsm[EMBEDDING_KEY], dtype=np.float32), "reference"
 
 
-def _embedding(data: AnnData, model: CellWeave, *, seed: int, progress: bool, write: bool) -> np.ndarray:
+def _embedding(data: AnnData, model: CellWeave, *, seed: int, progress: bool, write: bool,
+               precision: str = "32-true") -> np.ndarray:
     """``data``'s own embedding by ``model`` (no tissue context): reused when recorded with the same
-    weights, else computed (and written as :func:`cellweave.tl.embed` writes it when ``write``)."""
+    weights, else computed at ``precision`` (and written as :func:`cellweave.tl.embed` writes it
+    when ``write``)."""
     stored = _stored_embedding(data, model)
     if stored is not None:
         return stored
     if write:
-        embed(data, model=model, seed=seed, progress=progress, spatial=False)
+        embed(data, model=model, seed=seed, progress=progress, spatial=False, precision=precision)
         return np.asarray(data.obsm[EMBEDDING_KEY], dtype=np.float32)
-    return model.embed(data, spatial=False, seed=seed, progress=progress)[0]
+    with model.autocast(precision):
+        return model.embed(data, spatial=False, seed=seed, progress=progress)[0]
 
 
 def _stored_embedding(data: AnnData, model: CellWeave) -> np.ndarray | None:

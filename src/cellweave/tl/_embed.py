@@ -42,8 +42,9 @@ def _resolve_gene_model(model: CellWeave | str | None, *, uses_tables: bool = Tr
     return resolved
 
 
-#: ``precision`` of the embedding verbs: Lightning's names, as ``pretrain --precision`` takes them.
-EMBED_PRECISIONS = ("32-true", "bf16-mixed")
+#: ``precision`` of the embedding verbs (``embed``, ``annotate``, ``map_query``, ``integrate`` and
+#: ``train.adapt``): Lightning's names, as ``pretrain --precision`` takes them.
+EMBED_PRECISIONS = CellWeave.PRECISIONS
 
 
 def _one_process(devices: int | str, num_nodes: int) -> bool:
@@ -51,11 +52,7 @@ def _one_process(devices: int | str, num_nodes: int) -> bool:
 
 
 def _check_precision(precision: str) -> None:
-    from cellweave._exceptions import CellWeaveInputError
-
-    if precision not in EMBED_PRECISIONS:
-        raise CellWeaveInputError(f"precision {precision!r} is not supported for embedding; choose one of "
-                                  f"{', '.join(EMBED_PRECISIONS)}.")
+    CellWeave.check_precision(precision)
 
 
 def _multi_device_embedder(model: CellWeave, *, devices: int | str, accelerator: str, num_nodes: int,

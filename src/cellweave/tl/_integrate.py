@@ -122,6 +122,7 @@ def integrate(
     n_comps: int = 50,
     max_epochs: int = 300,
     seed: int = 0,
+    precision: str = "32-true",
     progress: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -152,6 +153,9 @@ def integrate(
         Training epochs of the adversarial adapter.
     seed, progress, copy
         Seed (embedding tokens, PCA, Harmony, adapter), progress bars, return a copy.
+    precision
+        ``"32-true"`` (default) or ``"bf16-mixed"``: the embedding pass under bf16 autocast, as
+        :func:`cellweave.tl.embed` takes it (the correction runs in float32). Recorded in ``uns``.
 
     Returns
     -------
@@ -163,14 +167,15 @@ def integrate(
         the uncorrected embedding, when it had to be computed.
     ``.uns["cellweave"]["integrate"]``
         model name and SHA-256, method, ``batch_key``, batches and their sizes, ``key_added``,
-        seed, parameters and versions.
+        seed, ``precision``, parameters and versions.
     """
     if method not in METHODS:
         raise CellWeaveInputError(f"Unknown integration method {method!r}; choose from {', '.join(METHODS)}.")
     batches = _batches(adata.obs, batch_key)
+    CellWeave.check_precision(precision)
     adata = adata.copy() if copy else adata
     model = _resolve(model)
-    emb = _embedding(adata, model, seed=seed, progress=progress, write=True)
+    emb = _embedding(adata, model, seed=seed, progress=progress, write=True, precision=precision)
     adata.obsm[key_added] = integrate_embedding(
         emb, batches.to_numpy(), method=method, n_comps=n_comps, max_epochs=max_epochs, seed=seed, progress=progress
     )
@@ -178,7 +183,7 @@ def integrate(
     record: dict[str, Any] = {
         "model": model.name, "model_sha256": model.model_hash, "method": method, "batch_key": batch_key,
         "batches": [str(b) for b in counts.index], "batch_sizes": [int(n) for n in counts.to_numpy()],
-        "key_added": key_added, "n_comps": n_comps, "max_epochs": max_epochs, "seed": seed,
+        "key_added": key_added, "n_comps": n_comps, "max_epochs": max_epochs, "seed": seed, "precision": precision,
         "versions": environment_versions(),
     }
     uns = dict(adata.uns.get(UNS_KEY, {}))

@@ -94,6 +94,7 @@ def map_query(
     reference_token_space: bool = True,
     key_added: str = "cellweave",
     seed: int = 0,
+    precision: str = "32-true",
     progress: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -162,6 +163,9 @@ def map_query(
         Prefix of the ``obs`` columns and ``obsm`` keys written.
     seed, progress, copy
         Seed, progress bars, return a copy.
+    precision
+        ``"32-true"`` (default) or ``"bf16-mixed"``: the embedding passes under bf16 autocast, as
+        :func:`cellweave.tl.embed` takes it. Recorded in ``uns``.
 
     Returns
     -------
@@ -188,7 +192,7 @@ def map_query(
         ``cross_fitted``) with the threshold it
         applied, ``align``, number of unknown and of reference cells, the reference UMAP
         coordinates and labels (for plotting the query over it), the query's token space
-        (``query_token_space``, as in :func:`annotate`), seed and versions.
+        (``query_token_space``, as in :func:`annotate`), seed, ``precision`` and versions.
     """
     from ._umap import umap_coordinates
 
@@ -201,10 +205,12 @@ def map_query(
                              sharpen_when_shifted=sharpen_when_shifted, cross_fit=cross_fit, seed=seed)
     labels = _reference_labels(reference, label_key)
     batches = _reference_batches(reference, batch_key)
+    CellWeave.check_precision(precision)
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     ref_emb, query_emb, token_space = reference_and_query_embeddings(
-        reference, adata, model, seed=seed, progress=progress, reference_token_space=reference_token_space)
+        reference, adata, model, seed=seed, progress=progress, reference_token_space=reference_token_space,
+        precision=precision)
     keep = labels.notna().to_numpy()
     ref_emb, ref_labels = ref_emb[keep], labels[keep].astype(str).to_numpy()
     if align:
@@ -249,7 +255,8 @@ def map_query(
         "threshold": float(transfer.applied_threshold_),
         "n_unknown": int(unknown.sum()), "n_reference": len(ref_z),
         "reference_umap": ref_umap.astype(np.float32), "reference_labels": [str(x) for x in ref_labels],
-        "query_token_space": token_space, "seed": seed, "versions": environment_versions(),
+        "query_token_space": token_space, "seed": seed, "precision": precision,
+        "versions": environment_versions(),
     }
     uns = dict(adata.uns.get(UNS_KEY, {}))
     uns["map_query"] = _h5_safe(record)

@@ -201,6 +201,7 @@ def adapt(
     from_scratch: bool = False,
     train_feature_tables: bool = True,
     seed: int = 0,
+    precision: str = "32-true",
     out: str | os.PathLike | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -255,6 +256,12 @@ def adapt(
         moved the embedding (endocrinogenesis 0.45 -> 0.47, Baron 0.90 -> 0.87); trained, 0.62
         and 0.99. The adapted model's config records the choice (``fixed_feature_tables`` is
         ``not train_feature_tables``).
+    precision
+        ``"32-true"`` (default) or ``"bf16-mixed"``: with ``"head"`` the embedding pass of the frozen
+        model runs under bf16 autocast (the readout is trained in float32); with ``"encoder"`` the
+        fine-tuning is Lightning's bf16 mixed precision (on a CPU attention stays float32 while
+        training, :func:`cellweave.nn.precision_autocast`'s note). Faster on GPUs and on CPUs with
+        bf16 matrix units; recorded in the card (``benchmarks/embed_precision.py --adapt`` measures both).
     out
         Save the adapted model to this folder (``config.json``, ``model.safetensors``, vocabulary,
         card with the adaptation record).
@@ -268,6 +275,7 @@ def adapt(
     from cellweave.models import CellWeave, environment_versions
 
     keep_torch_threads()
+    CellWeave.check_precision(precision)
     base = model if isinstance(model, CellWeave) else CellWeave.load(model)
     if method not in METHODS:
         raise CellWeaveInputError(f"method={method!r}: give one of {', '.join(METHODS)}.")
@@ -310,12 +318,12 @@ def adapt(
     if head:
         module, record = _adapt_head(base, module, corpus, counts, batches, n_latent=int(n_latent),
                                      epochs=int(max_epochs), max_steps=max_steps, batch_size=batch_size, lr=lr,
-                                     seed=seed, progress=progress)
+                                     seed=seed, precision=precision, progress=progress)
     else:
         module, record = _adapt_encoder(base, module, corpus, counts, batches, count_weight=count_weight,
                                         vicreg_weight=vicreg_weight, train_feature_tables=train_feature_tables,
                                         epochs=int(max_epochs), max_steps=max_steps, batch_size=batch_size, lr=lr,
-                                        seed=seed, progress=progress)
+                                        seed=seed, precision=precision, progress=progress)
     seconds = time.perf_counter() - t0
     adapted = CellWeave(module.config, base.vocab, module=module, card=copy.deepcopy(base.card))
     record = {
@@ -333,6 +341,7 @@ def adapt(
         "batch_size": batch_size,
         "lr": lr,
         "seed": seed,
+        "precision": precision,
         "seconds": round(seconds, 1),
         "hardware": hardware(),
         "command": command or "cellweave.train.adapt(...)",
@@ -353,7 +362,7 @@ def adapt(
 def _adapt_encoder(base: CellWeave, module: CellWeaveModule, corpus, counts: sp.csr_matrix | None,
                    batches: np.ndarray, *, count_weight: float, vicreg_weight: float, train_feature_tables: bool,
                    epochs: int, max_steps: int | None, batch_size: int, lr: float, seed: int,
-                   progress: bool) -> tuple[CellWeaveModule, dict]:
+                   precision: str = "32-true", progress: bool) -> tuple[CellWeaveModule, dict]:
     """``method="encoder"``: fine-tune ``module`` (masked values, VICReg, the count decoder). A latent
     readout from an earlier ``method="head"`` adaptation is dropped: it read the encoder as it was."""
     import dataclasses
@@ -380,7 +389,7 @@ def _adapt_encoder(base: CellWeave, module: CellWeaveModule, corpus, counts: sp.
     before = _mean_losses(plan, loader, seed)
     trainer = L.Trainer(
         max_epochs=epochs, max_steps=steps, accelerator="cpu" if not torch.cuda.is_available() else "auto",
-        devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=progress,
+        devices=1, precision=precision, logger=False, enable_checkpointing=False, enable_progress_bar=progress,
         enable_model_summary=False, num_sanity_val_steps=0, gradient_clip_val=1.0, deterministic=False,
         log_every_n_steps=max(1, min(50, len(loader))),
     )
@@ -394,7 +403,7 @@ def _adapt_encoder(base: CellWeave, module: CellWeaveModule, corpus, counts: sp.
 
 def _adapt_head(base: CellWeave, module: CellWeaveModule, corpus, counts: sp.csr_matrix, batches: np.ndarray, *,
                 n_latent: int, epochs: int, max_steps: int | None, batch_size: int, lr: float, seed: int,
-                progress: bool) -> tuple[CellWeaveModule, dict]:
+                precision: str = "32-true", progress: bool) -> tuple[CellWeaveModule, dict]:
     """``method="head"``: embed the cells with ``module`` frozen, then :func:`fit_count_readout` on the
     embedding. Returns ``module`` with the readout added (its config's ``readout_latent`` set) and the
     record's training entries."""
@@ -404,7 +413,8 @@ def _adapt_head(base: CellWeave, module: CellWeaveModule, corpus, counts: sp.csr
 
     module.eval()
     encoder = CellWeave(module.config, base.vocab, module=module)
-    emb = encoder.embed_corpus(corpus, seed=seed, progress=progress, pooling="pooled")
+    with encoder.autocast(precision):
+        emb = encoder.embed_corpus(corpus, seed=seed, progress=progress, pooling="pooled")
     readout, record = fit_count_readout(emb, counts, batches, n_latent=n_latent, epochs=epochs, max_steps=max_steps,
                                         batch_size=batch_size, lr=lr, seed=seed, progress=progress)
     module.config = dataclasses.replace(module.config, readout_latent=n_latent, readout_hidden=HEAD_HIDDEN)
