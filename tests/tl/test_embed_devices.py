@@ -53,7 +53,7 @@ def test_a_store_embeds_as_its_file(tmp_path) -> None:
     cells.write_h5ad(tmp_path / "cells.h5ad")
     model = cellweave.models.CellWeave.load(None)
     prepare_store([tmp_path / "cells.h5ad"], tmp_path / "store", vocab=model.stored_vocab,
-                  value_encoding=model.config.value_encoding, generate_codes=model.generates_codes, chunk_size=60)
+                  value_encoding=model.config.value_encoding, generate_codes=model.code_modalities, chunk_size=60)
     from_store = cellweave.tl.embed_store(tmp_path / "store", model=model, progress=False).obsm["X_cellweave"]
     one = cellweave.tl.embed(cells, model=model, progress=False, copy=True).obsm["X_cellweave"]
     np.testing.assert_allclose(from_store, one, rtol=1e-4, atol=1e-5)

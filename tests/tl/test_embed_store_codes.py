@@ -108,3 +108,75 @@ def test_a_store_prepared_for_a_model_with_generated_codes_embeds_as_its_file(
     model.generate_codes = False
     with pytest.raises(CellWeaveInputError, match="gives none"):
         cellweave.tl.embed_store(tmp_path / "store", model=model, progress=False)
+
+
+def test_a_cite_seq_store_keeps_the_proteins_and_peaks_the_model_gives_codes(tmp_path, caplog) -> None:
+    """Proteins and peaks outside the vocabulary are kept too (each modality the model reads), so a
+    MuData store embeds as its file; a store asked to keep genes only leaves them out and says so;
+    a store of the thirty-eighth session (``generate_codes: true``) keeps genes only on append."""
+    import json
+    import logging
+
+    import torch
+
+    from cellweave.cli import main
+    from cellweave.data import build_vocabulary, prepare_store, read_store_manifest, synthetic_mudata
+    from cellweave.genes import Vocabulary
+    from cellweave.models import CellWeave
+
+    md = synthetic_mudata(n_cells=80, n_genes=60, n_proteins=10, n_peaks=40, seed=3)
+    vocab, _ = build_vocabulary({"m": md}, min_cells=1)
+    prot = [k for k in vocab.keys if k.startswith("prot:")]
+    peaks = [k for k in vocab.keys if k.startswith("atac:")]
+    genes = [k for k in vocab.keys if ":" not in k]
+    dropped = set(genes[-15:]) | set(prot[-4:]) | set(peaks[-10:])
+    torch.manual_seed(0)
+    model = CellWeave.from_preset("tiny", Vocabulary([k for k in vocab.keys if k not in dropped]), d_model=16,
+                                  n_layers=1, n_heads=2, d_ff=32, fixed_feature_tables=True,
+                                  context_length={"rna": 32, "prot": 8, "atac": 24, "gene_activity": 0})
+    model.save(tmp_path / "model")
+    md.write(tmp_path / "cells.h5mu")
+    with caplog.at_level(logging.WARNING):
+        assert main(["prepare", str(tmp_path / "cells.h5mu"), "--model", str(tmp_path / "model"),
+                     "--out", str(tmp_path / "store"), "--chunk-size", "30"]) == 0
+    assert "left out" not in caplog.text
+    manifest = read_store_manifest(tmp_path / "store")
+    assert set(manifest["vocabulary"]["generate_codes"]) >= {"rna", "prot", "atac"}
+    generated = {c["modality"]: c["n_generated"] for c in manifest["sources"][0]["coverage"]}
+    assert generated == {"rna": 15, "prot": 4, "atac": 10}
+    assert manifest["vocabulary"]["generated_keys"] == len(dropped)
+
+    loaded = CellWeave.load(tmp_path / "model")
+    from_store = cellweave.tl.embed_store(tmp_path / "store", model=loaded, progress=False).obsm["X_cellweave"]
+    from_file = cellweave.tl.embed(md, model=CellWeave.load(tmp_path / "model"), progress=False,
+                                   copy=True).obsm["X_cellweave"]
+    np.testing.assert_allclose(from_store, from_file, rtol=1e-5, atol=1e-6)
+
+    # Genes only: the proteins and peaks are left out, and embedding the store says so.
+    prepare_store([tmp_path / "cells.h5mu"], tmp_path / "genes_only", vocab=model.stored_vocab,
+                  value_encoding=model.config.value_encoding, generate_codes=["rna"])
+    generated = {c["modality"]: c["n_generated"] for c in
+                 read_store_manifest(tmp_path / "genes_only")["sources"][0]["coverage"]}
+    assert generated == {"rna": 15, "prot": 0, "atac": 0}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        cellweave.tl.embed_store(tmp_path / "genes_only", model=CellWeave.load(tmp_path / "model"), progress=False)
+    assert "14 such features" in caplog.text and "cellweave prepare" in caplog.text
+
+    # A manifest of the thirty-eighth session recorded `true`: genes only, also for appended files.
+    path = tmp_path / "genes_only" / "manifest.json"
+    old = json.loads(path.read_text())
+    old["vocabulary"]["generate_codes"] = True
+    path.write_text(json.dumps(old))
+    more = md[:20].copy()
+    more.obs_names = [f"more{i}" for i in range(20)]
+    for mod in more.mod.values():
+        mod.obs_names = more.obs_names
+    more.write(tmp_path / "more.h5mu")
+    prepare_store([tmp_path / "more.h5mu"], tmp_path / "genes_only", vocab=model.stored_vocab, append=True,
+                  value_encoding=model.config.value_encoding, generate_codes=True)
+    appended = read_store_manifest(tmp_path / "genes_only")["sources"][1]["coverage"]
+    assert {c["modality"]: c["n_generated"] for c in appended}["prot"] == 0
+    with pytest.raises(CellWeaveInputError, match="unknown modalities"):
+        prepare_store([tmp_path / "cells.h5mu"], tmp_path / "bad", vocab=model.stored_vocab,
+                      value_encoding=model.config.value_encoding, generate_codes=["adt"])

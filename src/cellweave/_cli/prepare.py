@@ -28,7 +28,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     logger.info("Tokens for %s: vocabulary of %d features, value encoding %r", model.name, len(model.vocab), encoding)
     manifest = prepare_store(inputs, args.out, vocab=model.stored_vocab, value_encoding=encoding,
                              chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, append=args.append,
-                             soma=soma_selection(args), generate_codes=model.generates_codes)
+                             soma=soma_selection(args), generate_codes=model.code_modalities)
     for source in manifest["sources"]:
         cov = ", ".join(f"{c['modality']} {c['n_in_vocab']:,}/{c['n_features']:,}" for c in source["coverage"])
         logger.info("  %-40s %9d cells  %3d shards  features in vocabulary: %s", source["name"], source["n_cells"],
@@ -50,7 +50,8 @@ def add_prepare(sp: argparse.ArgumentParser, model_help: str) -> None:
         "memory. .h5ad files are read in chunks of --chunk-size cells; .h5mu and 10x files are read whole; "
         "TileDB-SOMA experiments (a local folder, or a URI such as s3://... or tiledb://...) are read in chunks "
         "too (see --soma-*). Rerun with --append to add files or to finish a killed run. For a model that gives "
-        "genes outside its vocabulary generated codes (the default model), the store keeps those genes too, so "
+        "features outside its vocabulary generated codes (the default model), the store keeps those features too "
+        "(genes, proteins, peaks), so "
         "`cellweave embed STORE` embeds as `cellweave embed FILE` does.")
     add_input(sp, ".h5ad / .h5mu / 10x .h5 or mtx folder, a TileDB-SOMA experiment, or a registered dataset's "
                   "name", nargs="+")

@@ -36,7 +36,7 @@ import os
 import shutil
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -82,7 +82,7 @@ def prepare_store(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     append: bool = False,
     soma: SomaSelection | None = None,
-    generate_codes: bool = False,
+    generate_codes: bool | Iterable[str] = False,
 ) -> dict[str, Any]:
     """Write the cells of ``inputs`` into a token store at ``out``, in bounded memory.
 
@@ -115,12 +115,15 @@ def prepare_store(
         "RNA", the raw layer, every cell). A SOMA source's identity is described in
         :mod:`cellweave.data._soma`; its manifest record holds these settings under ``"soma"``.
     generate_codes
-        Keep the genes ``vocab`` lacks too, for a model that gives them generated codes
-        (:attr:`cellweave.CellWeave.generates_codes`, as ``cellweave prepare`` passes it): the
-        store's saved vocabulary (:func:`store_vocabulary`) is ``vocab`` followed by them, in order
-        of first appearance, and :func:`cellweave.tl.embed_store` maps them onto the model's codes,
-        so a store embeds as its files do. Gene keys only (other modalities' unknown features are
-        left out). Default: only ``vocab``'s features are kept. A store keeps its setting on append.
+        Keep the features ``vocab`` lacks too, for a model that gives them generated codes
+        (:attr:`cellweave.CellWeave.generates_codes`): ``True`` keeps those of every modality, a
+        list of modality names those of the listed ones (``"rna"`` or ``"gene_activity"``: gene
+        keys; ``cellweave prepare`` passes the modalities the model reads). The store's saved
+        vocabulary (:func:`store_vocabulary`) is ``vocab`` followed by them, in order of first
+        appearance, and :func:`cellweave.tl.embed_store` maps them onto the model's codes, so a
+        store embeds as its files do. Default: only ``vocab``'s features are kept. A store keeps its
+        setting on append; the manifest records it as the list of modalities (a store of the
+        thirty-eighth session, which kept genes only, records ``true``).
 
     Returns
     -------
@@ -167,7 +170,7 @@ def prepare_store(
     out.mkdir(parents=True, exist_ok=True)
     try:
         return _prepare_into(paths, out, vocab=vocab, value_encoding=value_encoding, chunk_size=chunk_size,
-                             append=append, generate_codes=bool(generate_codes))
+                             append=append, generate_codes=_code_modalities(generate_codes))
     except BaseException:
         # A store folder this call created and never completed a source in is removed whole, so a
         # refused input leaves nothing behind (a store that already existed keeps its last manifest).
@@ -176,22 +179,60 @@ def prepare_store(
         raise
 
 
-class _GeneCodes:
-    """The ``generate_codes`` of :func:`prepare_cells` for a store: appends the gene keys the
-    vocabulary lacks (other modalities' keys are left out), once; ``vocab`` is the grown one."""
+def _code_modalities(generate_codes: bool | Iterable[str] | None) -> list[str]:
+    """``generate_codes`` of :func:`prepare_store` (or a manifest's) as the sorted modality names whose
+    features outside the vocabulary a store keeps: ``True`` every registered modality, ``False`` /
+    ``None`` none; a manifest's ``true`` is read by :func:`_manifest_code_modalities` instead."""
+    from cellweave import modalities
 
-    def __init__(self, vocab: Vocabulary) -> None:
+    if generate_codes is None or generate_codes is False:
+        return []
+    if generate_codes is True:
+        return sorted(modalities.names())
+    if isinstance(generate_codes, str):
+        generate_codes = [generate_codes]
+    names = sorted({str(m) for m in generate_codes})
+    unknown = [m for m in names if m not in modalities.names()]
+    if unknown:
+        raise CellWeaveInputError(f"generate_codes: unknown modalities {unknown}; give True, False or names among "
+                                  f"{', '.join(sorted(modalities.names()))}.")
+    return names
+
+
+def _manifest_code_modalities(manifest: dict[str, Any]) -> list[str]:
+    """The modalities whose unknown features a store keeps, as its manifest records them: a list; ``true``
+    (a store of the thirty-eighth session) kept gene keys only; missing or ``false``, none."""
+    kept = manifest["vocabulary"].get("generate_codes", False)
+    if kept is True:
+        return ["rna"]
+    return _code_modalities(kept or None)
+
+
+class _FeatureCodes:
+    """The ``generate_codes`` of :func:`prepare_cells` for a store: appends the keys the vocabulary
+    lacks of the modalities ``kept`` (gene keys when a gene-keyed modality is listed), once;
+    ``vocab`` is the grown one."""
+
+    def __init__(self, vocab: Vocabulary, kept: list[str]) -> None:
+        from cellweave import modalities
+
         self.vocab = vocab
+        self.kept = set(kept)
+        self.genes = any(not modalities.get(m, exact=True).key_prefix for m in kept)
 
     def __call__(self, keys: list[str]) -> Vocabulary:
         from cellweave import modalities
 
-        self.vocab = self.vocab.extended(k for k in keys if modalities.modality_of_key(k) is None)
+        def wanted(key: str) -> bool:
+            spec = modalities.modality_of_key(key)
+            return self.genes if spec is None else spec.name in self.kept
+
+        self.vocab = self.vocab.extended(k for k in keys if wanted(k))
         return self.vocab
 
 
 def _prepare_into(paths: list[Path | SomaReader], out: Path, *, vocab: Vocabulary, value_encoding: str,
-                  chunk_size: int, append: bool, generate_codes: bool = False) -> dict[str, Any]:
+                  chunk_size: int, append: bool, generate_codes: list[str] | None = None) -> dict[str, Any]:
     """The body of :func:`prepare_store` once the inputs are checked and ``out`` exists."""
     with _writer_lock(out):
         manifest = _read_manifest_or_none(out)
@@ -204,14 +245,15 @@ def _prepare_into(paths: list[Path | SomaReader], out: Path, *, vocab: Vocabular
         if manifest is not None:
             _check_settings(manifest, vocab, value_encoding, out, fix="use a new out folder (--out), or the model the "
                             "store was built for (--model)")
-            kept = bool(manifest["vocabulary"].get("generate_codes", False))  # stores before it: False
-            if kept != generate_codes:
-                logger.warning("%s was prepared %s the genes outside the vocabulary (generate_codes=%s); the appended "
-                               "files are stored the same way.", out, "with" if kept else "without", kept)
+            kept = _manifest_code_modalities(manifest)
+            if kept != (generate_codes or []):
+                logger.warning("%s was prepared keeping the features outside the vocabulary of %s; the appended files "
+                               "are stored the same way (asked: %s).", out, ", ".join(kept) or "no modality",
+                               ", ".join(generate_codes or []) or "none")
                 generate_codes = kept
         else:
             manifest = _new_manifest(vocab, value_encoding)
-            manifest["vocabulary"]["generate_codes"] = generate_codes
+            manifest["vocabulary"]["generate_codes"] = list(generate_codes or [])
         _remove_leftovers(out, manifest)
         if not (out / VOCAB).is_file():  # pretraining from the store needs the vocabulary its tokens index
             vocab.save(out / VOCAB)
@@ -219,7 +261,7 @@ def _prepare_into(paths: list[Path | SomaReader], out: Path, *, vocab: Vocabular
         if generate_codes:
             from cellweave.genes import Vocabulary
 
-            codes = _GeneCodes(Vocabulary.load(out / VOCAB))  # the grown vocabulary of earlier sources
+            codes = _FeatureCodes(Vocabulary.load(out / VOCAB), generate_codes)  # grown by earlier sources
         saved_keys = len(codes.vocab) if codes is not None else len(vocab)
         known = {s["sha256"]: s for s in manifest["sources"]}
         shards_dir = out / SHARDS
@@ -377,7 +419,7 @@ def _source_name(path: Path | SomaReader, manifest: dict) -> str:
 
 
 def _write_source(path: Path | SomaReader, name: str, digest: str, shards_dir: Path, *, vocab: Vocabulary,
-                  value_encoding: str, chunk_size: int, generate_codes: _GeneCodes | None = None) -> dict[str, Any]:
+                  value_encoding: str, chunk_size: int, generate_codes: _FeatureCodes | None = None) -> dict[str, Any]:
     """Write every shard of one input; return its manifest record (shards not yet listed anywhere)."""
     prefix = digest[:16]
     shards: list[dict[str, Any]] = []
@@ -412,7 +454,7 @@ def _is_h5ad(path: Path) -> bool:
 
 
 def _chunks(path: Path | SomaReader, name: str, vocab: Vocabulary, value_encoding: str, chunk_size: int,
-            read_mode: str, generate_codes: _GeneCodes | None = None) -> Iterator[CellCorpus]:
+            read_mode: str, generate_codes: _FeatureCodes | None = None) -> Iterator[CellCorpus]:
     """Corpora of consecutive rows of ``path``, at most ``chunk_size`` cells each (more only when
     leading rows hold no value at all, which cost nothing to keep)."""
     if read_mode == "whole":
@@ -461,7 +503,7 @@ def _chunks(path: Path | SomaReader, name: str, vocab: Vocabulary, value_encodin
 
 def _row_chunks(name: str, n: int, var: pd.DataFrame, read_names: Any, read_values: Any, uns: dict,
                 vocab: Vocabulary, value_encoding: str, chunk_size: int,
-                generate_codes: _GeneCodes | None = None) -> Iterator[CellCorpus]:
+                generate_codes: _FeatureCodes | None = None) -> Iterator[CellCorpus]:
     """Corpora of rows ``start:stop`` of a source read by rows (an ``.h5ad`` in backed mode, a
     SOMA experiment): ``read_names(start, stop)`` gives their cell names, ``read_values(start,
     stop)`` their values (CSR, columns as ``var``). Every chunk goes through :func:`prepare_cells`

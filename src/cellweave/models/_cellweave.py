@@ -230,11 +230,12 @@ class CellWeave:
 
         ``coverage``: each source's coverage records (a store's manifest or its corpora). A model
         with generated codes (:attr:`generates_codes`) reads features outside its vocabulary when
-        it embeds a file. A store prepared for it keeps its genes (``prepare_store(generate_codes=
-        True)``, what ``cellweave prepare`` does since the thirty-eighth session); a store prepared
-        without, or other modalities' features, are left out, and the store's embedding then
-        differs from the files' (shipped model, panel zero-shot kNN macro-F1 0.681 without those
-        genes against 0.690 with them). Called by ``tl.embed_store`` and ``cellweave prepare``."""
+        it embeds a file. A store prepared for it keeps them (``prepare_store(generate_codes=
+        model.code_modalities)``, what ``cellweave prepare`` does: genes since the thirty-eighth
+        session, every modality the model reads since the thirty-ninth); in a store prepared
+        without, they are left out, and the store's embedding then differs from the files'
+        (shipped model, panel zero-shot kNN macro-F1 0.681 without the genes against 0.690 with
+        them). Called by ``tl.embed_store`` and ``cellweave prepare``."""
         if not self.generates_codes:
             return
         left_out = {name: sum(int(r.get("not_in_vocab", 0)) - int(r.get("n_generated", 0)) for r in records)
@@ -245,16 +246,26 @@ class CellWeave:
             logger.warning(
                 "%s gives features outside its vocabulary generated codes when it embeds a file, but the token "
                 "store %s holds %s such features of %d source(s) left out (%s), so embedding the store differs "
-                "from embedding the files themselves. To keep them, embed the files (`cellweave embed FILE`, "
-                "`tl.embed`) where they fit in memory; `cellweave prepare` for this model keeps genes, not other "
-                "modalities' features.", self.name, store, f"{sum(left_out.values()):,}", len(left_out), worst)
+                "from embedding the files themselves. To keep them, prepare the files again into a new folder "
+                "with `cellweave prepare FILES --model M` (it keeps them for a model with generated codes), or "
+                "embed the files (`cellweave embed FILE`, `tl.embed`) where they fit in memory.",
+                self.name, store, f"{sum(left_out.values()):,}", len(left_out), worst)
 
-    def adopt_store_genes(self, corpora: list, store: str | os.PathLike) -> None:
-        """Point the columns of a token store's genes outside :attr:`stored_vocab` (a store prepared
-        with ``generate_codes``) at this model's generated codes for them, by key: the model adds
-        those it lacks, as :meth:`prepare` does for a file, so the store (``corpora``, from
-        ``open_store``) embeds as its files do whatever the model added earlier in this process.
-        A model that gives no codes is refused, with the fix."""
+    @property
+    def code_modalities(self) -> list[str]:
+        """The modalities whose features outside the vocabulary this model gives generated codes
+        (those it reads, when :attr:`generates_codes`; else none): what :func:`cellweave.data.prepare_store`
+        is given as ``generate_codes`` by ``cellweave prepare``, so a token store keeps what
+        embedding the files would read."""
+        return sorted(self.config.modalities) if self.generates_codes else []
+
+    def adopt_store_features(self, corpora: list, store: str | os.PathLike) -> None:
+        """Point the columns of a token store's features outside :attr:`stored_vocab` (genes, and
+        proteins or peaks; a store prepared with ``generate_codes``) at this model's generated codes
+        for them, by key: the model adds those it lacks, as :meth:`prepare` does for a file, so the
+        store (``corpora``, from ``open_store``) embeds as its files do whatever the model added
+        earlier in this process. A model that gives no codes, or does not read a kept feature's
+        modality, is refused, with the fix."""
         from cellweave.data import store_vocabulary
 
         n_stored = len(self.stored_vocab)
@@ -264,7 +275,7 @@ class CellWeave:
         extra = [str(k) for k in keys[n_stored:]]
         if not self.generates_codes:
             raise CellWeaveInputError(
-                f"The token store {store} holds {len(extra):,} genes outside {self.name}'s vocabulary (it was "
+                f"The token store {store} holds {len(extra):,} features outside {self.name}'s vocabulary (it was "
                 "prepared for a model that gives them generated codes), and this model gives none. Embed with the "
                 "model the store was prepared for, or prepare the files again with this one into a new folder.")
         self._add_generated(extra)
@@ -272,7 +283,7 @@ class CellWeave:
             for block in corpus.blocks:
                 if (block.token_ids >= n_stored).any():
                     ids = self.vocab.lookup(keys[block.token_ids])
-                    if (ids < 0).any():  # a key of a modality the model does not read: not for genes
+                    if (ids < 0).any():  # a key of a modality the model does not read (never a gene key)
                         raise CellWeaveInputError(f"{corpus.name}/{block.modality}: the store holds features "
                                                   f"{self.name} cannot read; prepare the files for this model.")
                     block.token_ids = np.asarray(ids, dtype=block.token_ids.dtype)

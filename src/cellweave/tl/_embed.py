@@ -215,8 +215,8 @@ def embed_store(
 
     Cells are read from the store's memory-mapped shards one batch at a time, so memory does not
     grow with the corpus beyond the returned embeddings (``n_cells x embedding_dim`` float32).
-    The store must have been prepared with ``model``'s vocabulary and value encoding; the genes
-    outside that vocabulary such a store keeps (``cellweave prepare`` for a model with generated
+    The store must have been prepared with ``model``'s vocabulary and value encoding; the features
+    (genes, proteins, peaks) outside that vocabulary such a store keeps (``cellweave prepare`` for a model with generated
     codes) are mapped onto the model's generated codes by key, so the store embeds as its files.
     ``devices``, ``accelerator``, ``num_nodes``: as in :func:`embed` (one Lightning predict over
     all sources; each rank reads its own cells from the shards); ``precision`` as there.
@@ -236,7 +236,7 @@ def embed_store(
     _check_precision(precision)
     model = _resolve(model)
     corpora = open_store(store, vocab=model.stored_vocab, value_encoding=model.config.value_encoding)
-    model.adopt_store_genes(corpora, store)
+    model.adopt_store_features(corpora, store)
     model.warn_store_left_out({c.name: c.coverage for c in corpora}, store)
     if _one_process(devices, num_nodes):
         with model.autocast(precision):
