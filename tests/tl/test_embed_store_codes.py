@@ -180,3 +180,22 @@ def test_a_cite_seq_store_keeps_the_proteins_and_peaks_the_model_gives_codes(tmp
     with pytest.raises(CellWeaveInputError, match="unknown modalities"):
         prepare_store([tmp_path / "cells.h5mu"], tmp_path / "bad", vocab=model.stored_vocab,
                       value_encoding=model.config.value_encoding, generate_codes=["adt"])
+
+
+def test_the_left_out_warning_counts_only_modalities_the_model_reads(tiny_vocab_and_data, caplog) -> None:
+    """A file's modality the model does not read is not read from the file either: its features are
+    not 'left out' of a store."""
+    import logging
+
+    from cellweave.models import CellWeave
+
+    model = CellWeave.from_preset("tiny", tiny_vocab_and_data[0], d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                                  fixed_feature_tables=True, modalities=["rna"], context_length={"rna": 48})
+    assert model.code_modalities == ["rna"]
+    peaks = {"modality": "atac", "not_in_vocab": 40, "n_generated": 0}
+    with caplog.at_level(logging.WARNING):
+        model.warn_store_left_out({"a": [{"modality": "rna", "not_in_vocab": 5, "n_generated": 5}, peaks]}, "s/")
+    assert "left out" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        model.warn_store_left_out({"a": [{"modality": "rna", "not_in_vocab": 7, "n_generated": 2}, peaks]}, "s/")
+    assert "holds 5 such features" in caplog.text

@@ -238,7 +238,8 @@ class CellWeave:
         them). Called by ``tl.embed_store`` and ``cellweave prepare``."""
         if not self.generates_codes:
             return
-        left_out = {name: sum(int(r.get("not_in_vocab", 0)) - int(r.get("n_generated", 0)) for r in records)
+        left_out = {name: sum(int(r.get("not_in_vocab", 0)) - int(r.get("n_generated", 0)) for r in records
+                              if r.get("modality") in self.config.modalities)  # a file's unread modality: not lost
                     for name, records in coverage.items()}
         left_out = {name: n for name, n in left_out.items() if n}
         if left_out:

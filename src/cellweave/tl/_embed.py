@@ -216,8 +216,9 @@ def embed_store(
     Cells are read from the store's memory-mapped shards one batch at a time, so memory does not
     grow with the corpus beyond the returned embeddings (``n_cells x embedding_dim`` float32).
     The store must have been prepared with ``model``'s vocabulary and value encoding; the features
-    (genes, proteins, peaks) outside that vocabulary such a store keeps (``cellweave prepare`` for a model with generated
-    codes) are mapped onto the model's generated codes by key, so the store embeds as its files.
+    (genes, proteins, peaks) outside that vocabulary such a store keeps (``cellweave prepare`` for
+    a model with generated codes) are mapped onto the model's generated codes by key, so the store
+    embeds as its files.
     ``devices``, ``accelerator``, ``num_nodes``: as in :func:`embed` (one Lightning predict over
     all sources; each rank reads its own cells from the shards); ``precision`` as there.
 
