@@ -232,7 +232,7 @@ class _FeatureCodes:
 
 
 def _prepare_into(paths: list[Path | SomaReader], out: Path, *, vocab: Vocabulary, value_encoding: str,
-                  chunk_size: int, append: bool, generate_codes: list[str] | None = None) -> dict[str, Any]:
+                  chunk_size: int, append: bool, generate_codes: list[str]) -> dict[str, Any]:
     """The body of :func:`prepare_store` once the inputs are checked and ``out`` exists."""
     with _writer_lock(out):
         manifest = _read_manifest_or_none(out)
@@ -246,14 +246,14 @@ def _prepare_into(paths: list[Path | SomaReader], out: Path, *, vocab: Vocabular
             _check_settings(manifest, vocab, value_encoding, out, fix="use a new out folder (--out), or the model the "
                             "store was built for (--model)")
             kept = _manifest_code_modalities(manifest)
-            if kept != (generate_codes or []):
+            if kept != generate_codes:
                 logger.warning("%s was prepared keeping the features outside the vocabulary of %s; the appended files "
                                "are stored the same way (asked: %s).", out, ", ".join(kept) or "no modality",
-                               ", ".join(generate_codes or []) or "none")
+                               ", ".join(generate_codes) or "none")
                 generate_codes = kept
         else:
             manifest = _new_manifest(vocab, value_encoding)
-            manifest["vocabulary"]["generate_codes"] = list(generate_codes or [])
+            manifest["vocabulary"]["generate_codes"] = list(generate_codes)
         _remove_leftovers(out, manifest)
         if not (out / VOCAB).is_file():  # pretraining from the store needs the vocabulary its tokens index
             vocab.save(out / VOCAB)

@@ -51,10 +51,6 @@ def _one_process(devices: int | str, num_nodes: int) -> bool:
     return str(devices) in ("1", "auto") and int(num_nodes) == 1
 
 
-def _check_precision(precision: str) -> None:
-    CellWeave.check_precision(precision)
-
-
 def _multi_device_embedder(model: CellWeave, *, devices: int | str, accelerator: str, num_nodes: int,
                            precision: str = "32-true"):
     """``embed_corpus`` of ``model`` run by Lightning's predict on several processes."""
@@ -161,7 +157,7 @@ def embed(
     >>> sc.pp.neighbors(adata, use_rep="X_cellweave")
     """
     keep_torch_threads()
-    _check_precision(precision)
+    CellWeave.check_precision(precision)
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     embedder = None if _one_process(devices, num_nodes) else _multi_device_embedder(
@@ -234,7 +230,7 @@ def embed_store(
 
     from cellweave.data import open_store
 
-    _check_precision(precision)
+    CellWeave.check_precision(precision)
     model = _resolve(model)
     corpora = open_store(store, vocab=model.stored_vocab, value_encoding=model.config.value_encoding)
     model.adopt_store_features(corpora, store)

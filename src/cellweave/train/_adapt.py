@@ -362,7 +362,7 @@ def adapt(
 def _adapt_encoder(base: CellWeave, module: CellWeaveModule, corpus, counts: sp.csr_matrix | None,
                    batches: np.ndarray, *, count_weight: float, vicreg_weight: float, train_feature_tables: bool,
                    epochs: int, max_steps: int | None, batch_size: int, lr: float, seed: int,
-                   precision: str = "32-true", progress: bool) -> tuple[CellWeaveModule, dict]:
+                   precision: str, progress: bool) -> tuple[CellWeaveModule, dict]:
     """``method="encoder"``: fine-tune ``module`` (masked values, VICReg, the count decoder). A latent
     readout from an earlier ``method="head"`` adaptation is dropped: it read the encoder as it was."""
     import dataclasses
@@ -403,7 +403,7 @@ def _adapt_encoder(base: CellWeave, module: CellWeaveModule, corpus, counts: sp.
 
 def _adapt_head(base: CellWeave, module: CellWeaveModule, corpus, counts: sp.csr_matrix, batches: np.ndarray, *,
                 n_latent: int, epochs: int, max_steps: int | None, batch_size: int, lr: float, seed: int,
-                precision: str = "32-true", progress: bool) -> tuple[CellWeaveModule, dict]:
+                precision: str, progress: bool) -> tuple[CellWeaveModule, dict]:
     """``method="head"``: embed the cells with ``module`` frozen, then :func:`fit_count_readout` on the
     embedding. Returns ``module`` with the readout added (its config's ``readout_latent`` set) and the
     record's training entries."""
