@@ -230,7 +230,37 @@ def test_cli_impute_with_reference(model, query, tmp_path) -> None:
     query["rna"].copy().write_h5ad(src)
     _cells()[:300].copy().write(ref)
     assert main(["-q", "impute", str(src), "--target", "prot", "--model", str(model.path), "--paired", str(ref),
-                 "--max-epochs", "2", "--out", str(out)]) == 0
+                 "--max-epochs", "2", "--precision", "bf16-mixed", "--out", str(out)]) == 0
     res = cellweave.io.read(out)
     assert res.obsm["cellweave_prot"].shape == (query.n_obs, query["prot"].n_vars)
     assert res.uns["cellweave"]["cellweave_prot"]["finetune"]["max_epochs"] == 2
+    assert res.uns["cellweave"]["cellweave_prot"]["precision"] == "bf16-mixed"
+
+
+def test_impute_in_bf16_when_asked_zero_shot_and_fine_tuned(model, query, attention_dtypes) -> None:
+    """``precision="bf16-mixed"``: the encoder's passes (and the fine-tuning's) under bf16 autocast,
+    predictions float32 and close to float32's, the choice recorded; a wrong one refused first."""
+    reference = _cells()[:300].copy()
+    out = {}
+    for precision, dtype in (("32-true", torch.float32), ("bf16-mixed", torch.bfloat16)):
+        for mode, kwargs in (("zero-shot", {}), ("fine-tuned", {"reference": reference, "max_epochs": 3})):
+            rna_only = query["rna"].copy()
+            attention_dtypes.clear()
+            cellweave.tl.impute(rna_only, target="prot", model=model, progress=False, precision=precision, **kwargs)
+            # Fine-tuning keeps attention float32 on a CPU while training (nn.attention_in_float32):
+            # its prediction passes and the linear start's embedding pass are bf16.
+            assert attention_dtypes and dtype in attention_dtypes, (precision, mode)
+            if precision == "32-true":
+                assert set(attention_dtypes) == {torch.float32}
+            rec = rna_only.uns["cellweave"]["cellweave_prot"]
+            assert rec["precision"] == precision
+            if mode == "fine-tuned":
+                assert rec["finetune"]["precision"] == precision
+            assert rna_only.obsm["cellweave_prot"].dtype == np.float32
+            out[precision, mode] = rna_only.obsm["cellweave_prot"]
+    for mode in ("zero-shot", "fine-tuned"):
+        a, b = out["32-true", mode], out["bf16-mixed", mode]
+        assert not np.array_equal(a, b)
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95, mode
+    with pytest.raises(CellWeaveInputError, match="32-true, bf16-mixed"):
+        cellweave.tl.impute(query["rna"].copy(), target="prot", model=model, reference=reference, precision="fp16")

@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from cellweave._cli._common import input_rna, write_tsv
+from cellweave._cli._common import add_precision_option, input_rna, write_tsv
 from cellweave._exceptions import CellWeaveInputError
 
 logger = logging.getLogger("cellweave")
@@ -38,7 +38,7 @@ def cmd_grn(args: argparse.Namespace) -> int:
     model = CellWeave.load(args.model)
     tl.grn(adata, model=model, method=args.method, groupby=args.groupby, regulators=_read_regulators(args.regulators),
            n_cells=args.n_cells, n_top_targets=args.n_top_targets, layer=args.layer, organism=args.organism,
-           seed=args.seed)
+           seed=args.seed, precision=args.precision)
     write_tsv(adata.uns["cellweave_grn"]["edges"], args.out)
     if args.out_h5ad:
         io.write(adata, args.out_h5ad)
@@ -67,3 +67,4 @@ def add_grn(sp: argparse.ArgumentParser, model_help: str) -> None:  # noqa: ARG0
     sp.add_argument("--use-raw", action="store_true", help="use .raw (e.g. when X is scaled)")
     sp.add_argument("--organism", default=None, choices=["human", "mouse"], help="default: inferred")
     sp.add_argument("--seed", type=int, default=0)
+    add_precision_option(sp, what="the forward passes of --method attention / perturbation / combined")

@@ -31,7 +31,7 @@ def cmd_impute(args: argparse.Namespace) -> int:
         reference = data if Path(args.paired).resolve() == Path(args.input).resolve() else io.read(args.paired)
     tl.impute(data, target=args.target, model=model, input_modalities=args.input_modalities, layer=args.layer,
               organism=args.organism, batch_size=args.batch_size, seed=args.seed, reference=reference,
-              max_epochs=args.max_epochs)
+              max_epochs=args.max_epochs, precision=args.precision)
     key = f"cellweave_{args.target}"
     n_feat = data.obsm[key].shape[1]
     logger.info("predicted %d %s features for %d cells -> obsm[%r]%s", n_feat, args.target, data.n_obs, key,
@@ -44,6 +44,7 @@ def cmd_impute(args: argparse.Namespace) -> int:
 def add_impute(sp: argparse.ArgumentParser, model_help: str) -> None:
     """Arguments of ``cellweave impute``."""
     from cellweave import modalities
+    from cellweave._cli._common import add_precision_option
     from cellweave._cli._grammar import ListArgument, add_input, add_renamed
 
     sp.description = ("Writes obsm['cellweave_<target>'] (features in uns['cellweave']['cellweave_<target>']); "
@@ -68,3 +69,4 @@ def add_impute(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--organism", default=None, choices=["human", "mouse"], help="default: inferred")
     sp.add_argument("--batch-size", type=int, default=128)
     sp.add_argument("--seed", type=int, default=0)
+    add_precision_option(sp, what="the forward passes (and --paired's fine-tuning)")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from cellweave._cli._common import add_precision_option
+
 logger = logging.getLogger("cellweave")
 
 
@@ -26,7 +28,7 @@ def cmd_perturb(args: argparse.Namespace) -> int:
         data = rna_with_cell_obs(data)
     model = CellWeave.load(args.model)
     tl.perturb(data, genes=args.genes, mode=args.mode, model=model, groupby=args.groupby, layer=args.layer,
-               batch_size=args.batch_size, seed=args.seed)
+               batch_size=args.batch_size, seed=args.seed, precision=args.precision)
     rec = data.uns["cellweave"]["perturb"]
     top = ", ".join(f"{g} ({v:+.4f})" for g, v in zip(rec["top_genes"]["gene"][:10], rec["top_genes"]["mean_delta"][:10]))
     logger.info("Most changed genes: %s", top)
@@ -48,6 +50,7 @@ def cmd_finetune_perturb(args: argparse.Namespace) -> int:
         data, model=model, perturbation_key=args.perturbation_key, control=args.control, group_key=args.groupby,
         exclude=list(args.exclude or []), layer=args.layer, zero_shot=args.zero_shot,
         n_control_cells=args.n_control_cells, steps=args.max_steps, seed=args.seed, out=args.out,
+        precision=args.precision,
     )
     logger.info("Wrote the fine-tuned model to %s", args.out)
     return 0
@@ -64,7 +67,7 @@ def cmd_predict_perturb(args: argparse.Namespace) -> int:
 
             cells = rna_with_cell_obs(cells)
     out = tl.predict_perturbation(cells, model=args.model, perturbation=args.perturbation, layer=args.layer,
-                                  seed=args.seed)
+                                  seed=args.seed, precision=args.precision)
     io.write(out, args.out)
     logger.info("Wrote %s (layers['cellweave_predicted'])", args.out)
     return 0
@@ -84,6 +87,7 @@ def add_perturb(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--out", required=True, help="output .h5ad")
     sp.add_argument("--batch-size", type=int, default=128)
     sp.add_argument("--seed", type=int, default=0)
+    add_precision_option(sp, what="the forward passes before and after the perturbation")
 
 
 def add_finetune_perturb(sp: argparse.ArgumentParser, model_help: str) -> None:
@@ -106,6 +110,7 @@ def add_finetune_perturb(sp: argparse.ArgumentParser, model_help: str) -> None:
     add_renamed(sp, "--steps", target="max_steps", new="--max-steps", type=int)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", required=True, help="output model folder")
+    add_precision_option(sp, what="the frozen model's passes (control cells' embedding, --zero-shot's knock-outs)")
 
 
 def add_predict_perturb(sp: argparse.ArgumentParser, model_help: str) -> None:  # noqa: ARG001 - its model is required
@@ -119,3 +124,4 @@ def add_predict_perturb(sp: argparse.ArgumentParser, model_help: str) -> None:  
     sp.add_argument("--layer", default=None, help="layer of INPUT holding raw counts (default: X)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", required=True, help="output .h5ad with layers['cellweave_predicted']")
+    add_precision_option(sp, what="the control cells' embedding pass")

@@ -38,11 +38,15 @@ class CrossModalPredictor:
     linear: LinearStart | None = None
 
     @torch.inference_mode()
-    def predict(self, corpus: CellCorpus, *, batch_size: int = 64, seed: int = 0, progress: bool = True) -> np.ndarray:
-        """Predictions ``(n_cells, n_features)`` for every cell of ``corpus`` (float32)."""
-        decoded, emb = cross_modal_pass(self.model.module, self.tokenizer or self.model.tokenizer, corpus,
-                                        self.input_modalities, decoder=self.decoder, batch_size=batch_size,
-                                        seed=seed, progress=progress, desc=f"predicting {self.target}")
+    def predict(self, corpus: CellCorpus, *, batch_size: int = 64, seed: int = 0, progress: bool = True,
+                precision: str = "32-true") -> np.ndarray:
+        """Predictions ``(n_cells, n_features)`` for every cell of ``corpus`` (float32); the
+        encoder and decoder pass at ``precision`` (``"bf16-mixed"``: under bf16 autocast)."""
+        self.model.check_precision(precision)
+        with self.model.autocast(precision):
+            decoded, emb = cross_modal_pass(self.model.module, self.tokenizer or self.model.tokenizer, corpus,
+                                            self.input_modalities, decoder=self.decoder, batch_size=batch_size,
+                                            seed=seed, progress=progress, desc=f"predicting {self.target}")
         out = decoded if self.linear is None else decoded + self.linear.predict(emb).astype(np.float32)
         return out * self.scale.astype(np.float32) + self.mean.astype(np.float32)
 

@@ -93,7 +93,7 @@ def in_silico_profiles(
                 if readout_ids is not None:
                     cls, _ = module.encode(*args)
                     r = torch.as_tensor(np.asarray(readout_ids), device=device).expand(cls.shape[0], -1)
-                    pred = module.predict_from_cell(cls, r, torch.full_like(r, rna_id)).float()
+                    pred = module.predict_from_cell_float32(cls, r, torch.full_like(r, rna_id))
                 outs.append((emb, pred))
         sl = slice(start, start + len(before))
         shift[sl] = (outs[1][0] - outs[0][0]).norm(dim=-1).cpu().numpy()

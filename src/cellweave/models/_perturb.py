@@ -111,9 +111,10 @@ def identity_vectors(model: CellWeave, identities: list[PerturbationIdentity]) -
 
 def zero_shot_features(model: CellWeave, control: AnnData, identities: list[PerturbationIdentity],
                        readout_ids: np.ndarray, *, n_cells: int = 64, seed: int = 0, progress: bool = False,
-                       cache: dict | None = None) -> np.ndarray:
+                       cache: dict | None = None, precision: str = "32-true") -> np.ndarray:
     """Per perturbation, the pretrained model's zero-shot in silico knock-out profile over the readout
-    genes (mean over ``n_cells`` control cells; zeros for labels and genes outside the vocabulary)."""
+    genes (mean over ``n_cells`` control cells; zeros for labels and genes outside the vocabulary),
+    its forward passes at ``precision`` (cached per precision)."""
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(control.n_obs, size=min(n_cells, control.n_obs), replace=False))
     corpus = model.prepare(control[pick], modalities=None)
@@ -122,12 +123,13 @@ def zero_shot_features(model: CellWeave, control: AnnData, identities: list[Pert
     for k, ident in enumerate(identities):
         if ident.kind != "gene":
             continue
-        key = ("zero_shot", tuple(ident.token_ids), n_cells, seed)
+        key = ("zero_shot", tuple(ident.token_ids), n_cells, seed, precision)
         if cache is not None and key in cache:
             out[k] = cache[key]
             continue
-        res = in_silico_profiles(model, corpus, np.asarray(ident.token_ids), mode="knockout",
-                                 readout_ids=readout_ids[ok], seed=seed, progress=progress)
+        with model.autocast(precision):
+            res = in_silico_profiles(model, corpus, np.asarray(ident.token_ids), mode="knockout",
+                                     readout_ids=readout_ids[ok], seed=seed, progress=progress)
         out[k, ok] = res["delta"].mean(axis=0)
         if cache is not None:
             cache[key] = out[k].copy()
@@ -209,9 +211,11 @@ class PerturbationModel:
         if self.head.n_extra:
             if self.control is None:
                 raise CellWeaveModelError("This model uses zero-shot features but its folder has no control cells.")
+            # At the precision of fine-tuning (older folders: float32), as the training features were made.
             extra = zero_shot_features(self.base, self.control, [ident], np.asarray(self.meta["gene_token_ids"]),
                                        n_cells=int(self.meta["zero_shot_cells"]), seed=int(self.meta["seed"]),
-                                       cache=self._cache) / float(self.meta["zero_shot_scale"])
+                                       cache=self._cache, precision=str(self.meta.get("precision", "32-true")))
+            extra = extra / float(self.meta["zero_shot_scale"])
         return ident, vec, extra
 
     @torch.inference_mode()
@@ -225,12 +229,13 @@ class PerturbationModel:
         return self.head(g, lab, torch.as_tensor(cell_embedding, dtype=torch.float32), x).numpy()
 
     def predict(self, adata: AnnData | None, perturbation: str, *, layer: str | None = None,
-                batch_size: int = 256, seed: int = 0, progress: bool = True) -> AnnData:
+                batch_size: int = 256, seed: int = 0, progress: bool = True, precision: str = "32-true") -> AnnData:
         """See :func:`cellweave.tl.predict_perturbation`."""
         import anndata
 
         from cellweave._io_utils import h5_safe
 
+        self.base.check_precision(precision)
         if adata is None:
             if self.control is None:
                 raise CellWeaveInputError("This model folder has no control cells; pass control cells as INPUT "
@@ -246,7 +251,8 @@ class PerturbationModel:
         if "gene_id" in self.meta:
             aligned.var["gene_id"] = self.meta["gene_id"]
         x = perturbation_expression(aligned)
-        emb, _ = self.base.embed(aligned, batch_size=batch_size, seed=seed, progress=progress)
+        with self.base.autocast(precision):
+            emb, _ = self.base.embed(aligned, batch_size=batch_size, seed=seed, progress=progress)
         delta = self.predict_delta(perturbation, emb)
         pred = np.clip(x + delta, 0.0, None).astype(np.float32)
         out = anndata.AnnData(X=x, obs=adata.obs.copy(), var=pd.DataFrame(index=pd.Index(genes)))
@@ -263,6 +269,7 @@ class PerturbationModel:
             "perturbation_key": self.meta["perturbation_key"],
             "control": self.meta["control"],
             "seed": seed,
+            "precision": precision,
             "n_missing_genes": len(missing),
             "missing_genes": missing[:50],
             "units": "log1p(counts per 1e4)",

@@ -343,6 +343,15 @@ class CellWeaveModule(nn.Module):
         bias = self.cell_bias(feature).squeeze(-1) + self._offset(token_ids)
         return (query * self.cell_key(cell).unsqueeze(1)).sum(-1) / math.sqrt(cell.shape[-1]) + bias
 
+    def predict_from_cell_float32(
+        self, cell: torch.Tensor, token_ids: torch.Tensor, modality_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`predict_from_cell` computed in float32, also under bf16 autocast (the encoder's pass
+        may be bf16): in silico perturbation reads the difference of two such predictions, often
+        smaller than bf16's resolution of the predictions themselves (8-bit mantissa)."""
+        with torch.autocast(cell.device.type, enabled=False):
+            return self.predict_from_cell(cell.float(), token_ids, modality_ids)
+
     def _offset(self, feature_ids: torch.Tensor) -> torch.Tensor | float:
         """``config.feature_offset``'s learned typical value of each feature (0 without it)."""
         return self.feature_offset(feature_ids).squeeze(-1) if self.config.feature_offset else 0.0

@@ -102,10 +102,12 @@ class AttentionRecorder:
         b, n, d = x.shape
         h = attn.n_heads
         q, k, _ = attn.qkv(x).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        self.maps.append(scores.softmax(-1).mean(1))  # (B, n, n), heads averaged
+        q, k = q.float(), k.float()  # bf16 under autocast: the probabilities in float32 from its q and k
+        with torch.autocast(q.device.type, enabled=False):
+            scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            self.maps.append(scores.softmax(-1).mean(1))  # (B, n, n), heads averaged
 
     def __enter__(self) -> AttentionRecorder:
         blocks = getattr(self.module, "blocks", [])

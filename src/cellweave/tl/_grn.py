@@ -135,7 +135,7 @@ def perturbation_scores(
         t_ids = targets.to(ids.device).expand(b, -1)
         t_mod = torch.full_like(t_ids, rna_mod)
         cell, _ = module.encode(ids, vals, mods, pad)
-        base = module.predict_from_cell(cell, t_ids, t_mod)
+        base = module.predict_from_cell_float32(cell, t_ids, t_mod)
         col = local_columns(ids, pad, v2c)
         expressed = (col >= 0) & (vals > 0)
         for s in sources:
@@ -146,7 +146,7 @@ def perturbation_scores(
             r = rows.nonzero().squeeze(1)
             pad_del = pad[r] & ~hit[r]
             cell_del, _ = module.encode(ids[r], vals[r], mods[r], pad_del)
-            delta = module.predict_from_cell(cell_del, t_ids[r], t_mod[r]) - base[r]
+            delta = module.predict_from_cell_float32(cell_del, t_ids[r], t_mod[r]) - base[r]
             total[src_pos[s]] += delta.double().sum(0).cpu()
             count[src_pos[s]] += len(r)
     effect = (total / count.clamp_min(1.0)[:, None]).numpy().astype(np.float32)
@@ -170,23 +170,27 @@ def combine_scores(parts: Sequence[np.ndarray]) -> np.ndarray:
 def network_scores(
     model: CellWeave, corpus: CellCorpus, token_ids: np.ndarray, sources: Sequence[int], *,
     method: GrnMethod = "combined", cells: np.ndarray | None = None, batch_size: int = 64, seed: int = 0,
-    progress: bool = False,
+    progress: bool = False, precision: str = "32-true",
 ) -> np.ndarray:
-    """Scores ``(len(sources), n_columns)`` of edges source -> target by ``method``."""
+    """Scores ``(len(sources), n_columns)`` of edges source -> target by ``method``; the forward
+    passes of ``"attention"`` and ``"perturbation"`` run at ``precision`` (scores in float32)."""
     if method not in GRN_METHODS:
         raise CellWeaveInputError(f"method must be one of {', '.join(GRN_METHODS)}, not {method!r}.")
+    CellWeave.check_precision(precision)
     cells = np.arange(len(corpus)) if cells is None else np.asarray(cells)
     sources = np.asarray(sources, dtype=np.int64)
     parts = []
     if method in ("embedding", "combined"):
         parts.append(embedding_scores(model, token_ids)[sources])
     if method in ("attention", "combined"):
-        att = attention_scores(model, corpus, token_ids, cells, batch_size=max(1, batch_size // 2),
-                               seed=seed, progress=progress)
+        with model.autocast(precision):
+            att = attention_scores(model, corpus, token_ids, cells, batch_size=max(1, batch_size // 2),
+                                   seed=seed, progress=progress)
         parts.append(0.5 * (att + att.T)[sources])
     if method in ("perturbation", "combined"):
-        parts.append(perturbation_scores(model, corpus, token_ids, sources, cells, batch_size=batch_size,
-                                         seed=seed, progress=progress))
+        with model.autocast(precision):
+            parts.append(perturbation_scores(model, corpus, token_ids, sources, cells, batch_size=batch_size,
+                                             seed=seed, progress=progress))
     if len(parts) == 1:
         return parts[0]
     out = combine_scores(parts)
@@ -233,6 +237,7 @@ def grn(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = True,
+    precision: str = "32-true",
     copy: bool = False,
 ) -> AnnData | None:
     """Infer a gene regulatory network from a pretrained CellWeave model.
@@ -269,6 +274,12 @@ def grn(
         Key of the results in ``varp`` and ``uns``.
     batch_size, seed, progress
         Inference batch size, seed of cell sampling and tokenization, progress bars.
+    precision
+        ``"32-true"`` (default) or ``"bf16-mixed"``: the forward passes of ``"attention"`` and
+        ``"perturbation"`` under bf16 autocast (as :func:`cellweave.tl.embed` takes it; faster on
+        GPUs and CPUs with bf16 units). The attention probabilities and the deleted genes' effects
+        are computed and summed in float32 from the bf16 passes (``benchmarks/task_precision.py``
+        compares the networks). ``"embedding"`` makes no forward pass. Recorded in ``uns``.
     copy
         Return a modified copy instead of writing into ``adata``.
 
@@ -284,7 +295,7 @@ def grn(
         that source) and ``group``: the ``n_top_targets`` strongest targets of each regulator.
     ``.uns["cellweave"][key_added]``
         model name and SHA-256, method, groupby, groups, regulator list description and count,
-        ``n_cells``, seed and versions.
+        ``n_cells``, seed, ``precision`` and versions.
 
     Examples
     --------
@@ -297,6 +308,7 @@ def grn(
     model = _resolve_gene_model(model, uses_tables=method in ("embedding", "combined"))
     if method not in GRN_METHODS:
         raise CellWeaveInputError(f"method must be one of {', '.join(GRN_METHODS)}, not {method!r}.")
+    CellWeave.check_precision(precision)
     if groupby is not None and groupby not in rna.obs.columns and groupby not in data.obs.columns:
         raise CellWeaveInputError(
             f"groupby {groupby!r} is not a column of obs. Pass one of: {', '.join(map(str, rna.obs.columns))}."
@@ -324,7 +336,7 @@ def grn(
         members = np.arange(rna.n_obs) if groupby is None else np.flatnonzero(obs[groupby].astype(str).to_numpy() == group)
         cells = subsample(rna.n_obs, n_cells, rng, members)
         scores = network_scores(model, corpus, col_tokens, sources, method=method, cells=cells,
-                                batch_size=batch_size, seed=seed, progress=progress)
+                                batch_size=batch_size, seed=seed, progress=progress, precision=precision)
         rows, cols = np.repeat(col_var[sources], len(col_var)), np.tile(col_var, len(sources))
         mat = sp.csr_matrix((scores.ravel(), (rows, cols)), shape=(rna.n_vars, rna.n_vars), dtype=np.float32)
         mat.eliminate_zeros()
@@ -342,7 +354,7 @@ def grn(
         "model": model.name, "model_sha256": model.model_hash, "method": method, "groupby": groupby,
         "groups": groups, "varp_keys": written, "regulators": reg_desc, "n_regulators": int(len(sources)),
         "n_genes": int(len(col_tokens)), "n_cells": n_cells, "n_top_targets": n_top_targets, "seed": seed,
-        "versions": environment_versions(),
+        "precision": precision, "versions": environment_versions(),
     }
     uns = dict(rna.uns.get(UNS_KEY, {}))
     uns[key_added] = _h5_safe(record)

@@ -72,6 +72,7 @@ def impute(
     batch_size: int = 128,
     seed: int = 0,
     progress: bool = True,
+    precision: str = "32-true",
     copy: bool = False,
 ) -> AnnData | MuData | None:
     """Predict every cell's ``target`` modality from the modalities it was measured in.
@@ -120,6 +121,10 @@ def impute(
         RNA layer holding counts; ``"human"``/``"mouse"`` (default: inferred).
     batch_size, seed, progress
         Inference batch size, seed of the token sampling, progress bar.
+    precision
+        ``"32-true"`` (default) or ``"bf16-mixed"``: the forward passes under bf16 autocast (as
+        :func:`cellweave.tl.embed` takes it); with a reference, the fine-tuning too (Lightning's
+        bf16-mixed; weights float32). Predictions are float32. Recorded in ``uns``.
     copy
         Return a modified copy instead of writing into ``adata``.
 
@@ -134,7 +139,7 @@ def impute(
         uns). With a reference: in the reference's units (``uns[...]["units"]``).
     ``.uns["cellweave"][key_added]``
         ``features`` (vocabulary keys), ``feature_names``, target, input modalities, value
-        scale, model name and SHA-256, versions, seed, coverage of the input modalities and
+        scale, model name and SHA-256, versions, seed, ``precision``, coverage of the input modalities and
         ``n_cells_without_input``; with a reference, ``mode="fine-tuned"``, ``units`` and the
         fine-tuning summary (cells, best epoch, held-out error, seconds).
     ``.mod[target]`` (MuData only)
@@ -147,6 +152,7 @@ def impute(
         raise CellWeaveInputError(
             f"target={target!r} is not a modality cellweave predicts; choose one of {', '.join(modalities.names())}."
         )
+    CellWeave.check_precision(precision)
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     if reference is not None:
@@ -155,7 +161,7 @@ def impute(
                                       f"{target!r} features are predicted.")
         return _impute_finetuned(adata, reference, target=target, model=model, input_modalities=input_modalities,
                                  key_added=key_added, layer=layer, organism=organism, max_epochs=max_epochs,
-                                 batch_size=batch_size, seed=seed, progress=progress, copy=copy)
+                                 batch_size=batch_size, seed=seed, progress=progress, precision=precision, copy=copy)
     if features is None:
         features, names = _target_features(model, adata, target, organism)
     else:
@@ -183,8 +189,9 @@ def impute(
     if target in inputs:
         raise CellWeaveInputError(f"input_modalities must not include the target {target!r}.")
     corpus = model.prepare(adata, modalities=inputs, layer=layer, organism=organism)
-    states = model.embed_corpus(corpus, batch_size=batch_size, seed=seed, progress=progress, pooling="cls")
-    pred = model.predict_features(corpus, features, target=target, cell_states=states)
+    with model.autocast(precision):
+        states = model.embed_corpus(corpus, batch_size=batch_size, seed=seed, progress=progress, pooling="cls")
+    pred = model.predict_features(corpus, features, target=target, cell_states=states)  # the cell head: float32
     no_input = ~np.any([b.present & (np.diff(b.values.indptr) > 0) for b in corpus.blocks], axis=0)
     key = key_added or f"cellweave_{target}"
     record: dict[str, Any] = {
@@ -196,6 +203,7 @@ def impute(
         "input_modalities": list(inputs),
         "value_scale": f"{model.config.value_encoding} (the model's value encoding)",
         "n_cells_without_input": int(no_input.sum()),
+        "precision": precision,
     }
     _store(adata, key, pred, record, corpus, features, names, seed)
     logger.info("Wrote .obsm[%r]: %d cells x %d %s features predicted from %s", key, pred.shape[0], pred.shape[1],
@@ -284,6 +292,7 @@ def _impute_finetuned(
     batch_size: int,
     seed: int,
     progress: bool,
+    precision: str,
     copy: bool,
 ) -> AnnData | MuData | None:
     from cellweave.io import as_modalities
@@ -321,10 +330,10 @@ def _impute_finetuned(
     names = [str(n) for n in tmod.var_names]
     predictor = finetune_cross_modal(
         model, ref_corpus.subset(pos[ok]), values[ok], target=target, feature_names=names, feature_keys=keys,
-        input_modalities=inputs, max_epochs=max_epochs, seed=seed, progress=progress,
+        input_modalities=inputs, max_epochs=max_epochs, seed=seed, progress=progress, precision=precision,
     )
     corpus = model.prepare(adata, modalities=inputs, layer=layer, organism=organism)
-    pred = predictor.predict(corpus, batch_size=batch_size, seed=seed, progress=progress)
+    pred = predictor.predict(corpus, batch_size=batch_size, seed=seed, progress=progress, precision=precision)
     key = key_added or f"cellweave_{target}"
     summary = {k: v for k, v in predictor.summary.items() if k != "history"}
     record: dict[str, Any] = {
@@ -338,6 +347,7 @@ def _impute_finetuned(
         "units": units,
         "value_scale": units,
         "n_reference_cells": int(ok.sum()),
+        "precision": precision,
         "finetune": summary,
     }
     _store(adata, key, pred, record, corpus, keys, names, seed)

@@ -55,6 +55,7 @@ def perturb(
     batch_size: int = 128,
     seed: int = 0,
     progress: bool = True,
+    precision: str = "32-true",
     copy: bool = False,
 ) -> AnnData | None:
     """Zero-shot in silico knock-out or over-expression with the pretrained model.
@@ -89,6 +90,11 @@ def perturb(
         holds at most 50M values.
     batch_size, seed, progress
         Inference batch size, seed of the token sampling, progress bar.
+    precision
+        ``"32-true"`` (default) or ``"bf16-mixed"``: the forward passes (before and after) under
+        bf16 autocast, as :func:`cellweave.tl.embed` takes it; the shifts and changes are taken in
+        float32 from them (``benchmarks/task_precision.py`` compares them with float32's).
+        Recorded in ``uns``.
     copy
         Return a modified copy instead of writing into ``adata``.
 
@@ -107,7 +113,7 @@ def perturb(
         float32 (n_obs, n_vars), the per-cell predicted change (same units), when stored.
     ``.uns["cellweave"]["perturb"]``
         genes, their vocabulary status (measured in the data or added), mode, model name and
-        SHA-256, seed, versions, ``top_genes`` (genes with the largest mean absolute change, with
+        SHA-256, seed, ``precision``, versions, ``top_genes`` (genes with the largest mean absolute change, with
         their mean change), ``top_groups`` (groups of ``groupby`` by mean shift, when given),
         ``mean_shift`` and ``cells_shifted`` (share of cells whose embedding moved at all).
 
@@ -127,14 +133,16 @@ def perturb(
         raise CellWeaveInputError(
             f"groupby={groupby!r} is not a column of adata.obs; columns: {', '.join(map(str, adata.obs.columns))}."
         )
+    CellWeave.check_precision(precision)
     adata = adata.copy() if copy else adata
     model = _resolve(model)
     targets = _require_tokens(model, gene_list, adata.var)
     corpus = model.prepare(adata, layer=layer, modalities=["rna"] if hasattr(adata, "mod") else None)
     readout = model.gene_token_ids(list(map(str, adata.var_names)), adata.var)
     in_vocab = readout >= 0
-    res = in_silico_profiles(model, corpus, targets, mode=mode, readout_ids=readout[in_vocab],
-                             batch_size=batch_size, seed=seed, progress=progress)
+    with model.autocast(precision):
+        res = in_silico_profiles(model, corpus, targets, mode=mode, readout_ids=readout[in_vocab],
+                                 batch_size=batch_size, seed=seed, progress=progress)
     shift = res["shift"]
     cell_delta = res["delta"]
     adata.obs[f"{key_added}_shift"] = shift
@@ -156,6 +164,7 @@ def perturb(
         "model": model.name,
         "model_sha256": model.model_hash,
         "seed": seed,
+        "precision": precision,
         "layer": layer,
         "units": f"model value units ({model.config.value_encoding})",
         "n_genes_scored": int(in_vocab.sum()),
@@ -189,6 +198,7 @@ def predict_perturbation(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = True,
+    precision: str = "32-true",
 ) -> AnnData:
     """Predict each control cell's expression after ``perturbation`` with a fine-tuned model.
 
@@ -210,6 +220,9 @@ def predict_perturbation(
         Layer of ``adata`` holding counts (default ``X``).
     batch_size, seed, progress
         Inference batch size, seed of the embedding's token sampling, progress bar.
+    precision
+        ``"32-true"`` (default) or ``"bf16-mixed"``: the control cells' embedding pass under bf16
+        autocast, as :func:`cellweave.tl.embed` takes it (the head runs in float32). Recorded in ``uns``.
 
     Returns
     -------
@@ -224,13 +237,15 @@ def predict_perturbation(
         float32, mean predicted change per gene.
     ``.uns["cellweave"]["predict_perturbation"]``
         perturbation, its kind (seen / unseen gene, label), model folder and SHA-256, seed,
-        versions, genes missing from the input, and the mean-collapse diagnostic: ``spread_ratio``
+        ``precision``, versions, genes missing from the input, and the mean-collapse diagnostic: ``spread_ratio``
         = standard deviation across the training perturbations (plus this one) of the predicted
         mean change, averaged over genes, divided by the same for the observed changes; values
         far below 1 mean the model predicts nearly the same response for every perturbation.
     """
+    CellWeave.check_precision(precision)
     pm = model if isinstance(model, PerturbationModel) else PerturbationModel.load(model)
-    out = pm.predict(adata, perturbation, layer=layer, batch_size=batch_size, seed=seed, progress=progress)
+    out = pm.predict(adata, perturbation, layer=layer, batch_size=batch_size, seed=seed, progress=progress,
+                     precision=precision)
     if key_added != "cellweave_predicted":
         out.layers[key_added] = out.layers.pop("cellweave_predicted")
     return out

@@ -134,6 +134,7 @@ def fit_plan(
     generators: Sequence[torch.Generator] = (),
     draws_per_epoch: int = 0,
     callbacks: Sequence[L.Callback] = (),
+    precision: str = "32-true",
 ) -> L.Trainer:
     """Fit ``plan`` on the CPU with Lightning; returns the trainer.
 
@@ -161,6 +162,9 @@ def fit_plan(
         Values drawn from each of ``generators`` before every epoch (see :class:`EpochStateCallback`).
     callbacks
         More Lightning callbacks.
+    precision
+        Lightning's precision (``"32-true"``, ``"bf16-mixed"``: the steps under bf16 autocast,
+        weights and optimizer float32).
 
     Seed before building the plan (:func:`seed_fit`): its initial weights come from the seed too.
     """
@@ -197,6 +201,7 @@ def fit_plan(
             # deterministic switch would outlive the fit and is left alone.
             deterministic=False,
             default_root_dir=checkpoint_dir,
+            precision=precision,
         )
         trainer.fit(plan, train_loader, val_loader, ckpt_path=ckpt_path)
     return trainer

@@ -84,7 +84,7 @@ class CrossModalPlan(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         pred, _ = cross_modal_decode(self.module, self.decoder, batch)
-        loss = torch.nn.functional.mse_loss(pred, self.Z_train[batch["index"]])
+        loss = torch.nn.functional.mse_loss(pred.float(), self.Z_train[batch["index"]])  # bf16 under bf16-mixed
         n = len(batch["index"])
         self._train[0] += float(loss.detach()) * n
         self._train[1] += n
@@ -96,7 +96,7 @@ class CrossModalPlan(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         pred, _ = cross_modal_decode(self.module, self.decoder, batch)
-        self._val[0] += float(((pred - self.Z_val[batch["index"]]) ** 2).sum())
+        self._val[0] += float(((pred.float() - self.Z_val[batch["index"]]) ** 2).sum())
         self._val[1] += pred.numel()
 
     def on_validation_epoch_end(self) -> None:
@@ -154,6 +154,7 @@ def finetune_cross_modal(
     progress: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    precision: str = "32-true",
 ) -> CrossModalPredictor:
     """Fine-tune a copy of ``model`` to predict ``values`` of modality ``target`` from ``input_modalities``.
 
@@ -177,8 +178,12 @@ def finetune_cross_modal(
     pretraining used hurt a frozen encoder (1024 RNA tokens: Pearson 0.20 on the same split).
 
     The fit runs as a Lightning plan (:class:`CrossModalPlan`); with ``checkpoint_dir`` it writes
-    ``last.ckpt`` there after every epoch, and ``resume=True`` continues from it.
+    ``last.ckpt`` there after every epoch, and ``resume=True`` continues from it. ``precision``
+    (``"32-true"`` or ``"bf16-mixed"``): the linear start's embedding pass under bf16 autocast and
+    the fit as Lightning's bf16-mixed (weights and optimizer float32); recorded in the summary,
+    pass it to :meth:`~cellweave.models.CrossModalPredictor.predict` too.
     """
+    CellWeave.check_precision(precision)
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or values.shape[0] != len(corpus):
         raise CellWeaveInputError(f"values must be (n_cells={len(corpus)}, n_features); got {values.shape}.")
@@ -206,8 +211,9 @@ def finetune_cross_modal(
         tokenizer = dataclasses.replace(tokenizer, context_length={**tokenizer.context_length, **context_length})
     linear, offsets = None, np.zeros_like(Z_np)
     if linear_start and freeze_encoder:
-        _, emb = cross_modal_pass(model.module, tokenizer, corpus, inputs, decoder=None, batch_size=128, seed=seed,
-                                  progress=False, desc="embedding")
+        with model.autocast(precision):
+            _, emb = cross_modal_pass(model.module, tokenizer, corpus, inputs, decoder=None, batch_size=128,
+                                      seed=seed, progress=False, desc="embedding")
         linear, offsets = _fit_linear_start(emb, Z_np, tr_idx, seed)
     # The decoder's targets: what the linear start leaves (all of Z without it).
     Z = torch.as_tensor(Z_np - offsets, dtype=torch.float32)
@@ -236,7 +242,7 @@ def finetune_cross_modal(
     t0 = time.perf_counter()
     fit_plan(plan, loader, val_loader=val_loader, max_epochs=max_epochs, progress=progress,
              checkpoint_dir=checkpoint_dir, resume=resume, generators=[gen],
-             draws_per_epoch=1)  # the batch order of the earlier hand-written loop
+             draws_per_epoch=1, precision=precision)  # the batch order of the earlier hand-written loop
     best, history = plan.best, plan.history
     state = best[2] if best[2] is not None else zero_state
     if state is not None:
@@ -251,6 +257,7 @@ def finetune_cross_modal(
         "best_epoch": best[1], "best_val_mse": best[0], "history": history, "max_epochs": max_epochs,
         "patience": patience, "lr": lr, "head_lr": head_lr, "batch_size": batch_size,
         "freeze_encoder": freeze_encoder, "context_length": dict(tokenizer.context_length), "seed": seed,
+        "precision": precision,
         "linear_start": None if linear is None else {"ridge_alpha": linear.alpha,
                                                      "val_mse": float((Z_val.numpy() ** 2).mean())},
         "seconds": round(time.perf_counter() - t0, 1),

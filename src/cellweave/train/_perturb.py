@@ -179,6 +179,7 @@ def finetune_perturbation(
     seed: int = 0,
     out: str | os.PathLike | None = None,
     progress: bool = True,
+    precision: str = "32-true",
     _cache: dict | None = None,
 ) -> PerturbationModel:
     """Fine-tune a perturbation-response head on a perturbation screen or a condition experiment.
@@ -210,12 +211,18 @@ def finetune_perturbation(
         Training of the head (AdamW, one-cycle schedule, ``steps`` batches of 256 examples).
     out
         Folder to save the fine-tuned model to (see :meth:`cellweave.models.PerturbationModel.save`).
+    precision
+        ``"32-true"`` (default) or ``"bf16-mixed"``: the frozen model's forward passes (the control
+        cells' embedding, ``zero_shot``'s in silico knock-outs) under bf16 autocast, as
+        :func:`cellweave.tl.embed` takes it; the head trains in float32 either way. Recorded in
+        the model folder's metadata.
 
     Returns
     -------
     The :class:`~cellweave.models.PerturbationModel` (also saved to ``out`` when given).
     """
     t0 = time.perf_counter()
+    CellWeave.check_precision(precision)
     adata = rna_with_cell_obs(data)
     base = model if isinstance(model, CellWeave) else CellWeave.load(model)
     for key in [perturbation_key] + ([group_key] if group_key else []):
@@ -279,11 +286,12 @@ def finetune_perturbation(
     ctrl_idx = np.where(np.isin(groups_all, list(ctrl_mean)) & (labels_all == control))[0]
     keep = np.sort(rng.choice(ctrl_idx, size=min(n_control_cells, ctrl_idx.size), replace=False))
     control_cells = adata[keep].copy()
-    emb_key = ("control_embedding", tuple(keep[:20]), keep.size, seed)
+    emb_key = ("control_embedding", tuple(keep[:20]), keep.size, seed, precision)
     if _cache is not None and emb_key in _cache:
         emb = _cache[emb_key]
     else:
-        emb, _ = base.embed(control_cells, seed=seed, progress=progress, layer=layer)
+        with base.autocast(precision):
+            emb, _ = base.embed(control_cells, seed=seed, progress=progress, layer=layer)
         if _cache is not None:
             _cache[emb_key] = emb
 
@@ -292,7 +300,8 @@ def finetune_perturbation(
     gene_tokens = np.where((readout >= 0)[:, None], token_table[np.maximum(readout, 0)], 0.0).astype(np.float32)
     extra, zs_scale = None, 1.0
     if zero_shot:
-        extra = zero_shot_features(base, control_cells, identities, readout, seed=seed, cache=_cache)
+        extra = zero_shot_features(base, control_cells, identities, readout, seed=seed, cache=_cache,
+                                   precision=precision)
         zs_scale = float(np.abs(extra[[i.kind == "gene" for i in identities]]).mean()) or 1.0
         extra = extra / zs_scale
     head, metrics = fit_head(
@@ -319,6 +328,7 @@ def finetune_perturbation(
         "zero_shot_cells": 64,
         "zero_shot_scale": zs_scale,
         "seed": seed,
+        "precision": precision,
         "steps": steps,
         "lr": lr,
         "weight_decay": weight_decay,
