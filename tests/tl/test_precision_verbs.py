@@ -61,15 +61,19 @@ def test_a_wrong_precision_is_refused_before_any_embedding(verb, tiny_rna_model,
     assert attention_dtypes == []
 
 
-def test_every_embedding_verb_offers_the_library_precisions() -> None:
+def test_every_verb_that_runs_the_model_offers_the_library_precisions() -> None:
     from cellweave._cli.adapt import add_adapt
     from cellweave._cli.annotate import add_annotate
     from cellweave._cli.embed import add_embed
+    from cellweave._cli.grn import add_grn
+    from cellweave._cli.impute import add_impute
     from cellweave._cli.integrate import add_integrate
     from cellweave._cli.map_query import add_map_query
+    from cellweave._cli.perturb import add_finetune_perturb, add_perturb, add_predict_perturb
     from cellweave.models import CellWeave
 
-    for add in (add_embed, add_annotate, add_map_query, add_integrate, add_adapt):
+    for add in (add_embed, add_annotate, add_map_query, add_integrate, add_adapt, add_impute, add_grn, add_perturb,
+                add_finetune_perturb, add_predict_perturb):
         parser = argparse.ArgumentParser()
         add(parser, "model")
         action = next(a for a in parser._actions if a.dest == "precision")
