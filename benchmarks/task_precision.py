@@ -1,8 +1,8 @@
 """bf16 autocast against float32 on the verbs of perturbations, networks and imputation: the same
 cells, the same models, the seconds of each run and how far the bf16 result moves.
 
-``--precision bf16-mixed`` on ``perturb``, ``grn``, ``impute``, ``finetune-perturb`` and
-``predict-perturb`` runs the model's forward passes under bf16 autocast (the perturbation readouts
+``--precision bf16-mixed`` on ``perturb``, ``grn``, ``impute``, ``finetune-perturb``,
+``predict-perturb`` and ``annotate --finetune`` runs the model's forward passes under bf16 autocast (the perturbation readouts
 in float32 from bf16 encoder passes). ``benchmarks/embed_precision.py`` measured the embedding
 verbs; this script measures these, each at both precisions, float32 first (one warm-up pass of
 each model runs before any timing):
@@ -28,7 +28,10 @@ each model runs before any timing):
 - ``finetune-perturb``: the shipped model's perturbation head fine-tuned on the screen with 5
   seeded targets held out, each held-out target predicted for the kept control cells at the same
   precision: the mean over held-out targets of the Pearson of the predicted with the observed mean
-  change (all genes and the 20 most changed), and the Pearson of the two precisions' predictions.
+  change (all genes and the 20 most changed), and the Pearson of the two precisions' predictions;
+- ``annotate --finetune``: the encoder fine-tuned on the cell-line mixture's CEL-seq2 cells (3
+  epochs), labels transferred to its Drop-seq cells: macro-F1 at each precision and the share of
+  cells given the same label.
 
     CELLWEAVE_DATA_DIR=../shared/data OMP_NUM_THREADS=1 \\
         .venv/bin/python benchmarks/task_precision.py --out task_precision.json
@@ -47,6 +50,8 @@ import numpy as np
 PRECISIONS = ("32-true", "bf16-mixed")
 SCREEN = "perturb_papalexi2021_sceptre"
 CITESEQ = "citeseq_pbmc_10x_scvi_tests"
+CELL_LINES = "multibatch_cellbench_sc_mixology"
+TASKS = ("perturb", "grn", "impute", "finetune-perturb", "annotate-finetune")
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -237,10 +242,30 @@ def finetune_perturb_rows(rna, model, seed: int) -> list[dict[str, Any]]:
                    "pearson delta top-20 bf16-mixed": scores["bf16-mixed"][1]})]
 
 
+def annotate_finetune_rows(model, seed: int) -> list[dict[str, Any]]:
+    """``annotate --finetune`` from the cell-line mixture's CEL-seq2 cells to its Drop-seq cells."""
+    import cellweave
+    from cellweave import datasets
+    from sklearn.metrics import f1_score
+
+    data = datasets.load(CELL_LINES)
+    protocol = data.obs["protocol"].astype(str).to_numpy()
+    ref, query = data[protocol == "CEL-seq2"].copy(), data[protocol != "CEL-seq2"].copy()
+    labels, seconds, f1 = {}, {}, {}
+    for p in PRECISIONS:
+        q = query.copy()
+        _, seconds[p] = timed(cellweave.tl.annotate, q, reference=ref, label_key="cell_type", model=model,
+                              finetune=True, seed=seed, progress=False, precision=p)
+        labels[p] = q.obs["cellweave_prediction"].astype(str).to_numpy()
+        f1[p] = f1_score(q.obs["cell_type"].astype(str), labels[p], average="macro")
+    return [row("annotate --finetune (cell lines, CEL-seq2 to Drop-seq)", seconds,
+                **{"same label": float(np.mean(labels["32-true"] == labels["bf16-mixed"])),
+                   **{f"macro-F1 {p}": f1[p] for p in PRECISIONS}})]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", nargs="+", default=["perturb", "grn", "impute", "finetune-perturb"],
-                   choices=["perturb", "grn", "impute", "finetune-perturb"])
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--perturb-cells", type=int, default=2000)
     p.add_argument("--grn-cells", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -268,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
             new = grn_rows(rna, args.grn_cells, args.seed) + grn_network_rows(rna, args.grn_cells, args.seed)
         elif task == "impute":
             new = impute_rows(model, args.seed)
-        else:
+        elif task == "finetune-perturb":
             new = finetune_perturb_rows(rna, model, args.seed)
+        else:
+            new = annotate_finetune_rows(model, args.seed)
         for r in new:
             sys.stderr.write(f"{r}\n")
         rows.extend(new)

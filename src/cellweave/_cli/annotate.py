@@ -69,5 +69,5 @@ def add_annotate(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--n-spatial-neighbors", type=int, default=None,
                     help="neighbours averaged (default: the model's setting, else 10)")
     sp.add_argument("--seed", type=int, default=0)
-    add_precision_option(sp, what="the embedding passes (and --adapt's)")
+    add_precision_option(sp, what="the embedding passes (and --adapt's, --finetune's training)")
     add_adapt_options(sp, with_batch_key=True)

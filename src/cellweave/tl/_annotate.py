@@ -184,8 +184,8 @@ def annotate(
         Seed of the embedding's token sampling, the fine-tuning and the reference split.
     precision
         ``"32-true"`` (default) or ``"bf16-mixed"``: the embedding passes under bf16 autocast, as
-        :func:`cellweave.tl.embed` takes it (the fine-tuning with ``finetune=True`` and the
-        classifier stay float32). Recorded in ``uns``.
+        :func:`cellweave.tl.embed` takes it; with ``finetune=True`` the fine-tuning too (Lightning's
+        bf16-mixed, weights float32); the classifier stays float32. Recorded in ``uns``.
     progress
         Show a progress bar while embedding.
     copy
@@ -270,7 +270,7 @@ def annotate(
         ref_labels = labels[keep].astype(str).to_numpy()
         model, finetune_summary = finetune_classifier(
             model, model.prepare(ref, dataset="reference"), ref_labels, max_epochs=finetune_epochs, seed=seed,
-            progress=progress,
+            progress=progress, precision=precision,
         )
         # With tissue context, unlabelled reference cells are still neighbours: embed them all.
         ref_corpus = model.prepare(reference if neighbourhoods is not None else ref)

@@ -51,7 +51,7 @@ class FinetunePlan(L.LightningModule):
         emb = self.module.embed_cells(batch["token_ids"], batch["values"], batch["modality_ids"],
                                       batch["padding_mask"])
         y = self.labels[batch["index"]]
-        loss = nn.functional.cross_entropy(self.head(emb), y)
+        loss = nn.functional.cross_entropy(self.head(emb).float(), y)  # bf16 logits under bf16-mixed
         self._sum += float(loss.detach()) * len(y)
         self._n += len(y)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
@@ -94,6 +94,7 @@ def finetune_classifier(
     progress: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    precision: str = "32-true",
 ) -> tuple[CellWeave, dict]:
     """Fine-tune a copy of ``model`` to classify ``labels`` from its cell embedding.
 
@@ -104,13 +105,16 @@ def finetune_classifier(
     run is reproducible on the CPU. The original ``model`` is left unchanged. The fit runs as a
     Lightning plan (:class:`FinetunePlan`); with ``checkpoint_dir`` it writes ``last.ckpt`` there
     after every epoch, and ``resume=True`` continues from it to ``max_epochs`` (the result is the
-    same as an uninterrupted run's).
+    same as an uninterrupted run's). ``precision``: ``"32-true"`` or ``"bf16-mixed"`` (Lightning's
+    bf16 mixed precision: linear layers in bf16, attention float32 on a CPU while training,
+    weights and optimizer float32), recorded in the summary.
 
     Returns the fine-tuned model (a new :class:`~cellweave.CellWeave` whose card records the
     fine-tuning) and a summary dict (classes, epochs, loss per epoch, seconds).
     """
     from cellweave.models import CellWeave
 
+    CellWeave.check_precision(precision)
     labels = np.asarray(labels).astype(str)
     if len(labels) != len(corpus):
         raise CellWeaveInputError(f"{len(labels)} labels for {len(corpus)} cells.")
@@ -130,11 +134,12 @@ def finetune_classifier(
     t0 = time.perf_counter()
     plan.train()  # Lightning keeps the modes it is given; the copied encoder may be in eval mode
     fit_plan(plan, loader, max_epochs=max_epochs, progress=progress, checkpoint_dir=checkpoint_dir, resume=resume,
-             generators=[gen], draws_per_epoch=1)  # the batch order of the earlier hand-written loop
+             generators=[gen], draws_per_epoch=1,  # the batch order of the earlier hand-written loop
+             precision=precision)
     history = plan.history
     module.eval()
     summary = {"classes": [str(c) for c in classes], "max_epochs": max_epochs, "lr": lr, "head_lr": head_lr,
-               "batch_size": batch_size, "seed": seed, "train_loss": history, "n_cells": len(labels),
+               "batch_size": batch_size, "seed": seed, "precision": precision, "train_loss": history, "n_cells": len(labels),
                "seconds": round(time.perf_counter() - t0, 1), "base_model_sha256": model.model_hash}
     card = dict(model.card)
     card["finetune"] = summary
