@@ -120,25 +120,13 @@ def perturb_rows(rna, model, n_cells: int, seed: int) -> list[dict[str, Any]]:
 def grn_rows(rna, n_cells: int, seed: int) -> list[dict[str, Any]]:
     """The ``grn`` benchmark task's evaluation (``cellweave.bench.tasks.grn``) at both precisions: the
     knocked-out regulators with at least 3 observed targets as sources, ``n_cells`` seeded cells."""
-    import scanpy as sc
-
-    from cellweave.bench.tasks.grn import FDR, MIN_TARGETS, observed_targets, regulator_metrics
+    from cellweave.bench.tasks.grn import knockout_screen, regulator_metrics
     from cellweave.models import DEFAULT_GENE_MODEL, CellWeave
-    from cellweave.tl import attention_scores, perturbation_scores, prepare_rna, var_token_ids
+    from cellweave.tl import attention_scores, perturbation_scores
 
     model = CellWeave.load(DEFAULT_GENE_MODEL)
-    corpus, tok = prepare_rna(rna, model)
-    var_tok = var_token_ids(rna, model)
-    genes = [str(rna.var_names[np.flatnonzero(var_tok == t)[0]]) for t in tok]
-    ln = rna[:, genes].copy()
-    sc.pp.normalize_total(ln, target_sum=1e4)
-    sc.pp.log1p(ln)
-    kos = [g for g in sorted(set(rna.obs["perturbation"].astype(str))) if g != "control" and g in genes]
-    de = observed_targets(ln, kos, genes)
-    truth_sets = {r: set(d.loc[d["pvals_adj"] < FDR, "names"]) for r, d in de.items()}
-    regs = [r for r in kos if len(truth_sets[r]) >= MIN_TARGETS]
-    src = [genes.index(r) for r in regs]
-    truth = [np.array([g in truth_sets[r] for g in genes]) for r in regs]
+    screen = knockout_screen(rna, model)
+    corpus, tok, regs, src, truth = screen.corpus, screen.tokens, screen.regulators, screen.sources, screen.truth
     cells = np.sort(np.random.default_rng(seed).choice(rna.n_obs, size=min(n_cells, rna.n_obs), replace=False))
 
     def attention(precision):

@@ -103,6 +103,24 @@ def attention_dtypes(monkeypatch):
     return seen
 
 
+@pytest.fixture
+def training_linear_dtypes():
+    """A set that gathers the output dtype of every ``torch.nn.Linear`` called while gradients are
+    recorded during the test (the linear layers of a training step: bf16 under bf16-mixed)."""
+    import torch
+    from torch.nn.modules.module import register_module_forward_hook
+
+    seen = set()
+
+    def record(module, inputs, output):
+        if isinstance(module, torch.nn.Linear) and torch.is_grad_enabled():
+            seen.add(output.dtype)
+
+    handle = register_module_forward_hook(record)
+    yield seen
+    handle.remove()
+
+
 @pytest.fixture(scope="session")
 def benchmark_script():
     """A loader of ``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package):

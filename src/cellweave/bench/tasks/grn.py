@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,54 @@ def observed_targets(ln, regulators: list[str], genes: list[str]) -> dict[str, p
         df = sc.get.rank_genes_groups_df(b, r)
         out[r] = df[df["names"].isin(genes) & (df["names"] != r)].reset_index(drop=True)
     return out
+
+
+@dataclass
+class KnockoutScreen:
+    """A screen as this task scores it: the model's RNA tokens of its genes (``corpus``, ``tokens``,
+    ``genes`` their names), the log-normalized cells over those genes (``ln``), the knocked-out genes the
+    model tokenizes (``knockouts``), their DE tables against control (``de``) and observed targets
+    (``truth_sets``: FDR < :data:`FDR`); ``regulators``: those with at least :data:`MIN_TARGETS` targets,
+    ``sources`` their columns and ``truth`` their targets as boolean rows over ``genes``."""
+
+    corpus: Any
+    tokens: np.ndarray
+    genes: list[str]
+    ln: Any
+    knockouts: list[str]
+    de: dict[str, pd.DataFrame]
+    truth_sets: dict[str, set[str]]
+
+    @property
+    def regulators(self) -> list[str]:
+        return [r for r in self.knockouts if len(self.truth_sets[r]) >= MIN_TARGETS]
+
+    @property
+    def sources(self) -> list[int]:
+        pos = {g: i for i, g in enumerate(self.genes)}
+        return [pos[r] for r in self.regulators]
+
+    @property
+    def truth(self) -> list[np.ndarray]:
+        return [np.array([g in self.truth_sets[r] for g in self.genes]) for r in self.regulators]
+
+
+def knockout_screen(adata, model) -> KnockoutScreen:
+    """The :class:`KnockoutScreen` of ``adata`` (counts, ``obs["perturbation"]`` with ``"control"``) for ``model``."""
+    import scanpy as sc
+
+    from cellweave.tl import prepare_rna, var_token_ids
+
+    corpus, tok = prepare_rna(adata, model)
+    var_tok = var_token_ids(adata, model)
+    genes = [str(adata.var_names[np.flatnonzero(var_tok == t)[0]]) for t in tok]
+    ln = adata[:, genes].copy()
+    sc.pp.normalize_total(ln, target_sum=1e4)
+    sc.pp.log1p(ln)
+    kos = [g for g in pd.unique(adata.obs["perturbation"].astype(str)) if g != "control" and g in genes]
+    de = observed_targets(ln, kos, genes)
+    truth_sets = {r: set(d.loc[d["pvals_adj"] < FDR, "names"]) for r, d in de.items()}
+    return KnockoutScreen(corpus, tok, genes, ln, kos, de, truth_sets)
 
 
 def regulator_metrics(scores: np.ndarray, src: list[int], truth: list[np.ndarray]) -> dict[str, float]:
@@ -121,11 +170,9 @@ def _coexpression(X: np.ndarray, kind: str) -> np.ndarray:
 
 def run(ctx: Any, report: Any) -> list:
     import matplotlib.pyplot as plt
-    import scanpy as sc
 
     from cellweave import datasets
     from cellweave.genes import tf_list
-    from cellweave.tl import prepare_rna, var_token_ids
     from cellweave.tl import attention_scores, combine_scores, embedding_scores, perturbation_scores
 
     if ctx.data is not None:
@@ -138,20 +185,11 @@ def run(ctx: Any, report: Any) -> list:
     if not ctx.quick:
         splits["control cells"] = np.flatnonzero(adata.obs["perturbation"].astype(str).to_numpy() == "control")
 
-    corpus, tok = prepare_rna(adata, model)
-    var_tok = var_token_ids(adata, model)
-    genes = [str(adata.var_names[np.flatnonzero(var_tok == t)[0]]) for t in tok]
-    ln = adata[:, genes].copy()
-    sc.pp.normalize_total(ln, target_sum=1e4)
-    sc.pp.log1p(ln)
-    kos = [g for g in pd.unique(adata.obs["perturbation"].astype(str)) if g != "control" and g in genes]
-    de = observed_targets(ln, kos, genes)
-    truth_sets = {r: set(d.loc[d["pvals_adj"] < FDR, "names"]) for r, d in de.items()}
-    regs = [r for r in kos if len(truth_sets[r]) >= MIN_TARGETS]
-    skipped = {r: len(truth_sets[r]) for r in kos if r not in regs}
-    pos = {g: i for i, g in enumerate(genes)}
-    src = [pos[r] for r in regs]
-    truth = [np.array([g in truth_sets[r] for g in genes]) for r in regs]
+    screen = knockout_screen(adata, model)
+    corpus, tok, genes, ln, de, truth_sets = (screen.corpus, screen.tokens, screen.genes, screen.ln, screen.de,
+                                              screen.truth_sets)
+    regs, src, truth = screen.regulators, screen.sources, screen.truth
+    skipped = {r: len(truth_sets[r]) for r in screen.knockouts if r not in regs}
     tfs = set(tf_list("human"))
     is_tf = np.array([g in tfs for g in genes])
     sources_big = sorted(set(src) | set(np.flatnonzero(is_tf).tolist()))
