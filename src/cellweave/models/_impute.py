@@ -41,8 +41,8 @@ class CrossModalPredictor:
     def predict(self, corpus: CellCorpus, *, batch_size: int = 64, seed: int = 0, progress: bool = True,
                 precision: str = "32-true") -> np.ndarray:
         """Predictions ``(n_cells, n_features)`` for every cell of ``corpus`` (float32); the
-        encoder and decoder pass at ``precision`` (``"bf16-mixed"``: under bf16 autocast)."""
-        self.model.check_precision(precision)
+        encoder and decoder pass at ``precision`` (``"bf16-mixed"``: under bf16 autocast; the
+        autocast refuses another name before any pass)."""
         with self.model.autocast(precision):
             decoded, emb = cross_modal_pass(self.model.module, self.tokenizer or self.model.tokenizer, corpus,
                                             self.input_modalities, decoder=self.decoder, batch_size=batch_size,
