@@ -62,7 +62,7 @@ def add_device_options(sp: argparse.ArgumentParser) -> None:
 def add_precision_option(sp: argparse.ArgumentParser, *, what: str = "the forward passes") -> None:
     """``--precision`` of the verbs that run the model's forward passes: ``embed``, ``annotate``,
     ``map-query``, ``integrate``, ``adapt`` (and their ``--adapt``), ``impute``, ``grn``, ``perturb``,
-    ``finetune-perturb`` and ``predict-perturb``."""
+    ``finetune-perturb`` and ``predict-perturb``, and ``benchmark`` (cellweave's passes in every task)."""
     # The choices are cellweave.nn.PRECISIONS, spelled out so that --help needs no torch import (tested).
     sp.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"],
                     help=f"bf16-mixed: {what} under bf16 autocast (weights stay float32); faster on GPUs and on "

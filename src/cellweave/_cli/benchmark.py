@@ -19,7 +19,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     records = run_benchmark(
         args.task, args.out, model=args.model, seeds=tuple(args.seeds), quick=args.quick, data=args.input,
         label_key=args.label_key, batch_key=args.batch_key, adapt=tuple(args.adapt or ()),
-        adapt_max_steps=args.adapt_max_steps, adapt_lr=args.adapt_lr, resume=args.resume,
+        adapt_max_steps=args.adapt_max_steps, adapt_lr=args.adapt_lr, resume=args.resume, precision=args.precision,
     )
     table = comparison_table(records)
     if not table.empty:
@@ -29,6 +29,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def add_benchmark(sp: argparse.ArgumentParser, model_help: str) -> None:
     """Arguments of ``cellweave benchmark``."""
+    from cellweave._cli._common import add_precision_option
     from cellweave._cli._grammar import ListArgument, add_input, add_renamed
     from cellweave.bench import RENAMED_TASKS, TASKS
 
@@ -51,6 +52,7 @@ def add_benchmark(sp: argparse.ArgumentParser, model_help: str) -> None:
                     help="panel: step budget of each adaptation (default: cellweave adapt's)")
     sp.add_argument("--adapt-lr", type=float, default=None,
                     help="panel: learning rate of each adaptation (default: cellweave adapt's)")
+    add_precision_option(sp, what="cellweave's forward passes in every task (the baselines are unchanged)")
     sp.add_argument("--resume", action="store_true",
                     help="panel: continue a stopped run in the same --out (same model and settings) from the "
                          "datasets and seeds it finished (kept in OUT/panel_partial.json)")

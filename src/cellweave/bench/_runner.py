@@ -85,6 +85,11 @@ class BenchmarkContext:
     """Learning rate of each adaptation (``None``: :func:`cellweave.train.adapt`'s default)."""
     resume: bool = False
     """Panel: continue a stopped run in ``out`` from the (dataset, seed) pairs it finished."""
+    precision: str = "32-true"
+    """Lightning's name of the precision of cellweave's forward passes in every task (embedding,
+    adaptation, fine-tuning, imputation, GRN and perturbation; :attr:`cellweave.CellWeave.PRECISIONS`), as
+    the verbs' ``precision``; the ``markers`` task's attributions stay float32 (integrated gradients,
+    which no verb runs in bf16). Baselines always run as they would without cellweave."""
     joint_vs_rna_results: Path | None = None
     """``multimodal`` only: results.json of ``benchmarks/joint_vs_rna_pretraining.py`` to show;
     default: the copy shipped with cellweave (package code never reads the repository's folders)."""
@@ -98,7 +103,8 @@ class BenchmarkContext:
         """The model's embedding of ``data`` (cached under ``(key, seed)`` for this run)."""
         ck = ("embedding", key, seed, tuple(sorted(kwargs.items())))
         if ck not in self.cache:
-            emb, _ = self.model.embed(data, seed=seed, progress=self.progress, dataset=key, **kwargs)
+            with self.model.autocast(self.precision):
+                emb, _ = self.model.embed(data, seed=seed, progress=self.progress, dataset=key, **kwargs)
             self.cache[ck] = emb
         return self.cache[ck]
 
@@ -199,6 +205,7 @@ def run_benchmark(
     adapt_lr: float | None = None,
     resume: bool = False,
     joint_vs_rna_results: str | os.PathLike | None = None,
+    precision: str = "32-true",
 ) -> list[Record]:
     """Run benchmark tasks and write ``out/results.json`` and ``out/report.html``.
 
@@ -228,10 +235,16 @@ def run_benchmark(
     joint_vs_rna_results
         Multimodal only: the results.json of ``benchmarks/joint_vs_rna_pretraining.py`` to show
         (default: the copy shipped with cellweave).
+    precision
+        ``"32-true"`` or ``"bf16-mixed"``: the precision of cellweave's forward passes in every task,
+        as the verbs' ``precision`` (readings the verbs keep in float32 stay so; baselines are not
+        affected). Recorded in ``summary.json``; ``benchmarks/embed_precision.py`` and
+        ``benchmarks/task_precision.py`` measure what bf16 changes.
     """
     from cellweave import io
     from cellweave.models import DEFAULT_GENE_MODEL, CellWeave, environment_versions
 
+    CellWeave.check_precision(precision)
     names = resolve_tasks(tasks)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -253,12 +266,14 @@ def run_benchmark(
         label_key=label_key, batch_key=batch_key, out=out, progress=progress, adapt=tuple(adapt),
         adapt_max_steps=adapt_max_steps, adapt_lr=adapt_lr, resume=resume,
         joint_vs_rna_results=Path(joint_vs_rna_results) if joint_vs_rna_results is not None else None,
+        precision=precision,
     )
     t0 = time.perf_counter()
     report = HtmlReport("cellweave benchmark")
     report.text(f"Model {cw.name}, SHA-256 {cw.model_hash[:16]}…; tasks: {', '.join(names)}; seeds: "
                 f"{', '.join(map(str, seeds))}{'; quick mode' if quick else ''}"
                 + (f"; adapted variants: {', '.join(adapt)}" if adapt else "")
+                + (f"; cellweave's passes in {precision}" if precision != "32-true" else "")
                 + f"{f'; data: {data}' if data is not None else '; registered datasets'}."
                 + (f" Gene-level tasks ({', '.join(sorted(gene_tasks))}): model {gene_cw.name}, SHA-256 "
                    f"{gene_cw.model_hash[:16]}… (the shipped gene model: the default model's gene tables are "
@@ -269,7 +284,7 @@ def run_benchmark(
     atomic_write_json(out / "summary.json", {
         "model": cw.name, "model_sha256": cw.model_hash,
         **({"gene_model": gene_cw.name, "gene_model_sha256": gene_cw.model_hash} if gene_cw is not cw else {}),
-        "tasks": names, "seeds": list(seeds), "quick": quick,
+        "tasks": names, "seeds": list(seeds), "quick": quick, "precision": precision,
         "data": str(data) if data is not None else None, "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "wall_seconds": round(time.perf_counter() - t0, 1), "hardware": hardware(), "versions": environment_versions(),
         "summary": summary.replace({np.nan: None}).to_dict(orient="records"),

@@ -69,9 +69,10 @@ def _finetuned(ctx, d, tr, te, seed: int) -> np.ndarray:
 
     ref = d.adata[tr]
     tuned, _ = finetune_classifier(ctx.model, ctx.model.prepare(ref, dataset=d.name), d.labels[tr], seed=seed,
-                                   progress=ctx.progress)
-    e_tr = tuned.embed(ref, seed=seed, progress=ctx.progress)[0]
-    e_te = tuned.embed(d.adata[te], seed=seed, progress=ctx.progress)[0]
+                                   progress=ctx.progress, precision=ctx.precision)
+    with tuned.autocast(ctx.precision):
+        e_tr = tuned.embed(ref, seed=seed, progress=ctx.progress)[0]
+        e_te = tuned.embed(d.adata[te], seed=seed, progress=ctx.progress)[0]
     return LabelTransfer(seed=seed).fit(e_tr, d.labels[tr]).predict(e_te).raw_prediction.astype(str)
 
 

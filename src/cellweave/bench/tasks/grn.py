@@ -213,12 +213,14 @@ def run(ctx: Any, report: Any) -> list:
             full["cellweave (embedding)"] = emb_full
             seconds["cellweave (embedding)"] = time.perf_counter() - t
             t = time.perf_counter()
-            att = attention_scores(model, corpus, tok, cells, seed=seed, progress=ctx.progress)
+            with model.autocast(ctx.precision):  # as tl.grn's: probabilities and deletion effects in float32
+                att = attention_scores(model, corpus, tok, cells, seed=seed, progress=ctx.progress)
             full["cellweave (attention)"] = 0.5 * (att + att.T)
             seconds["cellweave (attention)"] = time.perf_counter() - t
             t = time.perf_counter()
-            rows["cellweave (perturbation)"] = perturbation_scores(model, corpus, tok, src, cells, seed=seed,
-                                                                   progress=ctx.progress)
+            with model.autocast(ctx.precision):
+                rows["cellweave (perturbation)"] = perturbation_scores(model, corpus, tok, src, cells, seed=seed,
+                                                                       progress=ctx.progress)
             seconds["cellweave (perturbation)"] = time.perf_counter() - t
             rows["cellweave (combined)"] = combine_scores(
                 [emb_full[src], full["cellweave (attention)"][src], rows["cellweave (perturbation)"]])

@@ -112,14 +112,16 @@ def _totalvi(rna_counts: np.ndarray, prot_counts: np.ndarray, train: np.ndarray,
 
 
 def _finetuned(model, corpus, Y: np.ndarray, train: np.ndarray, test: np.ndarray, target: str, keys: list[str],
-               names: list[str], seed: int, quick: bool, progress: bool) -> tuple[np.ndarray, dict]:
+               names: list[str], seed: int, quick: bool, progress: bool,
+               precision: str = "32-true") -> tuple[np.ndarray, dict]:
     from cellweave.train import finetune_cross_modal
 
     predictor = finetune_cross_modal(
         model, corpus.subset(train), Y[train], target=target, feature_names=names, feature_keys=keys,
-        input_modalities=["rna"], max_epochs=30 if quick else 40, seed=seed, progress=progress,
+        input_modalities=["rna"], max_epochs=30 if quick else 40, seed=seed, progress=progress, precision=precision,
     )
-    return predictor.predict(corpus.subset(test), seed=seed, progress=progress), predictor.summary
+    pred = predictor.predict(corpus.subset(test), seed=seed, progress=progress, precision=precision)
+    return pred, predictor.summary
 
 
 def _knn_predict(Z: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -181,8 +183,9 @@ def run(ctx, report) -> list:
         corpus = model.prepare(data, modalities=["rna"], dataset=name)
         heldout = pretraining_heldout(model, name, data.n_obs)
         for seed in seeds:
-            states = model.embed_corpus(corpus, seed=seed, progress=ctx.progress, pooling="cls")
-            emb = model.embed_corpus(corpus, seed=seed, progress=ctx.progress)
+            with model.autocast(ctx.precision):  # the cell head reads the states in float32, as tl.impute's
+                states = model.embed_corpus(corpus, seed=seed, progress=ctx.progress, pooling="cls")
+                emb = model.embed_corpus(corpus, seed=seed, progress=ctx.progress)
             zero_shot = None
             if zero_shot_ok:
                 pk = model.predict_features(corpus, known, target=target, cell_states=states)
@@ -201,7 +204,7 @@ def run(ctx, report) -> list:
                 _score(records, label, split, seed, f"{CELLWEAVE} (kNN on embedding)",
                        _knn_predict(emb, Y, train, test), truth, per_feature)
                 tuned, summary = _finetuned(model, corpus, Y, train, test, target, keys, names, seed, ctx.quick,
-                                            ctx.progress)
+                                            ctx.progress, ctx.precision)
                 _score(records, label, split, seed, f"{CELLWEAVE} (fine-tuned)", tuned, truth, per_feature)
                 # Facts about the fit, not scores of the prediction: a note, not metric rows.
                 if seed == seeds[0]:

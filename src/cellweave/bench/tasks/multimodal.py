@@ -105,8 +105,9 @@ def run(ctx, report) -> list:
         label = f"{name} (RNA vs RNA+{other})"
         corpus = model.prepare(data, modalities=mods, dataset=name)
         for seed in seeds:
-            joint = model.embed_corpus(corpus, seed=seed, progress=ctx.progress)
-            partial = model.embed_corpus(corpus, seed=seed, progress=ctx.progress, modalities=["rna"])
+            with model.autocast(ctx.precision):
+                joint = model.embed_corpus(corpus, seed=seed, progress=ctx.progress)
+                partial = model.embed_corpus(corpus, seed=seed, progress=ctx.progress, modalities=["rna"])
             records += make_records("multimodal", label, "all cells", seed, CELLWEAVE, agreement(partial, joint),
                                     higher_is_better={"FOSCTTM": False})
             p, j = _pca_views(data, other, seed)

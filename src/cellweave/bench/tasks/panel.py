@@ -505,7 +505,8 @@ def _model_embeddings(ctx, d: PanelData, seed: int) -> tuple[dict[str, np.ndarra
 
             torch.manual_seed(seed)
             untrained = CellWeave(ctx.model.config, ctx.model.vocab, module=CellWeaveModule(ctx.model.config).eval())
-            embs[UNTRAINED] = untrained.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
+            with untrained.autocast(ctx.precision):
+                embs[UNTRAINED] = untrained.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
             continue
         start, method = {"pretrained": ("pretrained", ADAPTED), "scratch": ("random", SCRATCH),
                          "genes": ("genes", GENES)}[variant]
@@ -514,8 +515,9 @@ def _model_embeddings(ctx, d: PanelData, seed: int) -> tuple[dict[str, np.ndarra
         if ctx.adapt_lr is not None:
             budget["lr"] = ctx.adapt_lr
         model = adapt(d.model_input, model=ctx.model, method=ADAPT_METHOD, batch_key=key, start=start, seed=seed,
-                      progress=False, **budget)
-        embs[method] = model.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
+                      progress=False, precision=ctx.precision, **budget)
+        with model.autocast(ctx.precision):
+            embs[method] = model.embed(d.model_input, seed=seed, progress=False, dataset=d.name)[0]
         rec = model.card["adaptation"]
         records += make_records(TASK, d.short, "adaptation", seed, method,
                                 {"seconds": rec["seconds"], "steps": rec["steps"]},
@@ -574,14 +576,16 @@ def panel_summary(records: list[Record]) -> pd.DataFrame:
 def _run_config(ctx) -> dict:
     """What makes two panel runs' records comparable: a run resumes only records written under the same
     (the label transfer's ``softmax_when_far``, ``sharpen_when_far``, ``weight_parts`` and
-    ``sharpen_when_shifted`` and ``cross_fit`` too: their defaults changed within version 0.1.0)."""
+    ``sharpen_when_shifted`` and ``cross_fit`` too: their defaults changed within version 0.1.0; and the
+    precision of cellweave's passes)."""
     from cellweave._version import __version__
     from cellweave.tl import LabelTransfer
 
     defaults = LabelTransfer()
     return {"model_sha256": ctx.model.model_hash, "quick": bool(ctx.quick), "adapt": list(ctx.adapt),
             "adapt_method": ADAPT_METHOD if set(ctx.adapt) - {"untrained"} else None,
-            "adapt_max_steps": ctx.adapt_max_steps, "adapt_lr": ctx.adapt_lr, "cellweave": __version__,
+            "adapt_max_steps": ctx.adapt_max_steps, "adapt_lr": ctx.adapt_lr, "precision": ctx.precision,
+            "cellweave": __version__,
             **{flag: getattr(defaults, flag) for flag in
                ("softmax_when_far", "sharpen_when_far", "weight_parts", "sharpen_when_shifted", "cross_fit")}}
 
@@ -606,9 +610,10 @@ def _finished(ctx) -> list[Record]:
     try:
         with open(path) as fh:
             payload = json.load(fh)
-        config, rows = payload["config"], payload["records"]
+        config, rows = dict(payload["config"]), payload["records"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CellWeaveInputError(f"{path}: cannot resume from it ({e}); delete it to start over.") from e
+    config.setdefault("precision", "32-true")  # runs before the panel had a precision ran in float32
     now = _run_config(ctx)
     changed = [k for k in now if config.get(k) != now[k]]
     if changed:
@@ -668,7 +673,7 @@ def run(ctx, report) -> list[Record]:
 
         atomic_write_json(ctx.out / "panel.json", {
             "datasets": [d.name for d in data], "tissue groups": {d.name: TISSUE_GROUPS[d.name] for d in groups},
-            "seeds": list(ctx.seeds), "quick": ctx.quick,
+            "seeds": list(ctx.seeds), "quick": ctx.quick, "precision": ctx.precision,
             "summary": summary.replace({np.nan: None}).to_dict(orient="records"),
         })
         # The runner writes every record to results.json next; the checkpoint has served.

@@ -195,7 +195,7 @@ def run(ctx, report) -> list[Any]:
     ctrl_group = d.groups[keep]
     if not ctx.quick:  # the zero-shot profiles cost ~1 s per target: full runs only
         zs = zero_shot_features(model, control_cells, identities, readout, n_cells=48, seed=0,
-                                progress=ctx.progress, cache=ctx.cache)
+                                progress=ctx.progress, cache=ctx.cache, precision=ctx.precision)
         zs_scale = float(np.abs(zs[tok_ids >= 0]).mean()) or 1.0
     steps = 250 if ctx.quick else 400
     seeds = ctx.seeds[:1] if ctx.quick else ctx.seeds
