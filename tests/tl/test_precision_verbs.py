@@ -64,6 +64,7 @@ def test_a_wrong_precision_is_refused_before_any_embedding(verb, tiny_rna_model,
 def test_every_verb_that_runs_the_model_offers_the_library_precisions() -> None:
     from cellweave._cli.adapt import add_adapt
     from cellweave._cli.annotate import add_annotate
+    from cellweave._cli.benchmark import add_benchmark
     from cellweave._cli.embed import add_embed
     from cellweave._cli.grn import add_grn
     from cellweave._cli.impute import add_impute
@@ -73,7 +74,7 @@ def test_every_verb_that_runs_the_model_offers_the_library_precisions() -> None:
     from cellweave.models import CellWeave
 
     for add in (add_embed, add_annotate, add_map_query, add_integrate, add_adapt, add_impute, add_grn, add_perturb,
-                add_finetune_perturb, add_predict_perturb):
+                add_finetune_perturb, add_predict_perturb, add_benchmark):
         parser = argparse.ArgumentParser()
         add(parser, "model")
         action = next(a for a in parser._actions if a.dest == "precision")
