@@ -238,8 +238,8 @@ def run_benchmark(
     precision
         ``"32-true"`` or ``"bf16-mixed"``: the precision of cellweave's forward passes in every task,
         as the verbs' ``precision`` (readings the verbs keep in float32 stay so; baselines are not
-        affected). Recorded in ``summary.json``; ``benchmarks/embed_precision.py`` and
-        ``benchmarks/task_precision.py`` measure what bf16 changes.
+        affected). Recorded in ``summary.json``; ``benchmarks/bench_precision.py`` compares a run at
+        each precision task by task (``embed_precision.py`` and ``task_precision.py``, the verbs).
     """
     from cellweave import io
     from cellweave.models import DEFAULT_GENE_MODEL, CellWeave, environment_versions
