@@ -108,6 +108,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         label_weight=args.label_weight,
         label_loss=args.label_loss,
         embed_hvg_tokens=args.embed_hvg_tokens,
+        snapshot_every=args.snapshot_every,
     )
     m = model.card["metrics"]
     logger.info(
@@ -174,6 +175,10 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
     sp.add_argument("--embed-hvg-tokens", type=int, default=None, metavar="N",
                     help="train on tokens as --hvg-tokens says, then save the model to draw the tokens of the "
                          "cells it embeds from their N most variable genes (the shipped model: 2000)")
+    sp.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                    help="also save the model after every N-th epoch to OUT/snapshots/epochNNN, a folder every "
+                         "command accepts as --model, to compare a run's epochs on held-out cells (default: 0, the "
+                         "final model only)")
     sp.add_argument("--mask-ratio", type=float, default=None,
                     help="share of each cell's tokens whose values are hidden and predicted (default: the "
                          "preset's, 0.3)")

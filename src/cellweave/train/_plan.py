@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -369,6 +371,34 @@ class HistoryCallback(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+
+
+class SnapshotCallback(L.Callback):
+    """Writes a loadable model folder every ``every`` epochs, so a run's checkpoints can be compared.
+
+    At the end of epoch ``k`` (``k`` a multiple of ``every``; after that epoch's validation) calls
+    ``save(folder / f"epoch{k:03d}", record)``, where ``record`` holds the epoch, the optimizer step
+    and the epoch's validation metrics. Only the global-zero rank writes (every rank holds the same
+    weights). A resumed run writes the epochs it repeats again. Lightning's own checkpoints hold the
+    optimizer and the plan's heads and cannot be given to ``--model``; these can (litgpt's
+    ``save_interval`` and scGPT's saved epochs serve the same end: choosing a checkpoint by a held-out
+    score rather than by the training loss).
+    """
+
+    def __init__(self, folder: str | os.PathLike, every: int, save: Callable[[Path, dict[str, Any]], None]) -> None:
+        if int(every) < 1:
+            raise ValueError(f"every={every}: give a number of epochs >= 1.")
+        self.folder = Path(folder)
+        self.every = int(every)
+        self.save = save
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch % self.every or not trainer.is_global_zero:
+            return
+        record = {"epoch": epoch, "step": int(trainer.global_step),
+                  **{k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}}
+        self.save(self.folder / f"epoch{epoch:03d}", record)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

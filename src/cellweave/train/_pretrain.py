@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,7 @@ from ._plan import (
     CellLogCallback,
     CountTokenDataset,
     HistoryCallback,
+    SnapshotCallback,
     PretrainPlan,
     collate_count_tokens,
 )
@@ -61,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 CELL_LOG_DIR = "cells_seen"
+#: Where ``snapshot_every`` writes a model folder per chosen epoch (``epoch003``, ...).
+SNAPSHOT_DIR = "snapshots"
 #: Lightning precisions that keep the weights in float32 (the saved model stays float32):
 #: full precision, or automatic mixed precision of the forward pass (bf16 works on CPUs too).
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
@@ -439,6 +443,7 @@ def pretrain(
     num_nodes: int = 1,
     log_cells: bool = False,
     embed_hvg_tokens: int | None = None,
+    snapshot_every: int = 0,
 ) -> CellWeave:
     """Pretrain a CellWeave model with masked value modelling.
 
@@ -538,6 +543,12 @@ def pretrain(
         (issue 12): the held-out recipe's weights embed the panel at kNN macro-F1 0.684 with 2,000
         HVG tokens against 0.661 with all genes, while pretraining on HVG tokens as well scores
         0.666. ``None``: as the config says.
+    snapshot_every
+        > 0: also save the model after every ``snapshot_every``-th epoch as a model folder
+        ``out/snapshots/epochNNN`` (:class:`~cellweave.train.SnapshotCallback`) that every command
+        accepts as ``--model``, its card naming the run, the epoch, the step and that epoch's
+        validation losses, so checkpoints of one run can be compared on held-out cells
+        (``benchmarks/positive_control.py score --models``). 0 (default): the final model only.
 
     Returns
     -------
@@ -549,6 +560,9 @@ def pretrain(
                         num_nodes=num_nodes, devices=devices)
     if embed_hvg_tokens is not None and int(embed_hvg_tokens) < 0:
         raise CellWeaveInputError(f"embed_hvg_tokens={embed_hvg_tokens}: give a number of genes, or 0 for all.")
+    if int(snapshot_every) < 0:
+        raise CellWeaveInputError(f"snapshot_every={snapshot_every}: give a number of epochs >= 1 (--snapshot-every 3 "
+                                  "saves the model after epochs 3, 6, ...), or 0 for the final model only.")
     stored: dict[str, Any] = {}
     if soma is not None and (store is None or not is_soma(store)):
         raise CellWeaveInputError("soma= selects cells of a TileDB-SOMA experiment; pass one as store=.")
@@ -752,6 +766,35 @@ def pretrain(
                 before["token_mse"], before["token_mean_mse"])
 
     history = HistoryCallback()
+    epoch0 = {"epoch": 0, "step": 0, "val_loss": before["loss"], "val_token_mse": before["token_mse"],
+              "val_cell_mse": before["cell_mse"]}
+    if "target_mse" in before:
+        epoch0["val_target_mse"] = before["target_mse"]
+    saved_config = (config if embed_hvg_tokens is None  # the saved model tokenizes the cells it is given this way
+                    else dataclasses.replace(config, hvg_tokens=int(embed_hvg_tokens)))
+
+    def save_snapshot(folder: Path, record: dict[str, Any]) -> None:
+        """The weights after epoch ``record["epoch"]`` as a model folder, written beside and renamed into place."""
+        snap = CellWeave(saved_config, vocab, module=plan.module, card={
+            "name": f"{name or out.name} (epoch {record['epoch']} of {max_epochs})",
+            "description": f"Snapshot after epoch {record['epoch']} of a pretraining run of {max_epochs} epochs "
+                           f"(the run's final model is {out}); chosen epochs are compared by a held-out score.",
+            "snapshot": {"run": str(out), "max_epochs": int(max_epochs), **record},
+            "command": command or "cellweave.train.pretrain(...)", "seed": seed, "preset": preset,
+            "epochs": record["epoch"], "steps": record["step"], "batch_size": batch_size, "lr": lr,
+            "max_steps": max_steps, "hardware": hardware(), "data": data_records,
+            "metrics": {k: v for k, v in record.items() if k.startswith("val_")},
+            "versions": environment_versions(),
+        })
+        snap.history = [epoch0] + history.history
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        snap.save(tmp)
+        if folder.exists():  # a resumed run repeats the epoch
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+        logger.info("Wrote the model after epoch %d (step %d) to %s", record["epoch"], record["step"], folder)
+
     # The best epoch by validation loss, and the latest epoch (last.ckpt) for --resume.
     best = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, filename="epoch{epoch:03d}", save_top_k=1,
@@ -760,6 +803,12 @@ def pretrain(
     callbacks: list[L.Callback] = [history, best, latest_checkpoint(ckpt_dir)]
     if log_cells:
         callbacks.append(CellLogCallback(out / CELL_LOG_DIR))
+    if snapshot_every:
+        snapshots = out / SNAPSHOT_DIR
+        snapshots.mkdir(exist_ok=True)
+        for stale in snapshots.glob(".epoch*.tmp"):  # what a run killed while writing a snapshot left
+            shutil.rmtree(stale, ignore_errors=True)
+        callbacks.append(SnapshotCallback(snapshots, int(snapshot_every), save_snapshot))
     trainer = L.Trainer(
         max_epochs=max_epochs,
         max_steps=int(max_steps) if max_steps is not None else -1,
@@ -795,10 +844,6 @@ def pretrain(
                     cross["cross_modal_mse"], cross["cross_modal_feature_mean_mse"])
 
     train_seconds = time.perf_counter() - t0
-    epoch0 = {"epoch": 0, "step": 0, "val_loss": before["loss"], "val_token_mse": before["token_mse"],
-              "val_cell_mse": before["cell_mse"]}
-    if "target_mse" in before:
-        epoch0["val_target_mse"] = before["target_mse"]
     model.history = [epoch0] + history.history
     model.card = {
         "name": name or out.name,
@@ -867,8 +912,7 @@ def pretrain(
         },
         "versions": environment_versions(),
     }
-    if embed_hvg_tokens is not None:  # the saved model tokenizes the cells it is given this way
-        model.config = dataclasses.replace(model.config, hvg_tokens=int(embed_hvg_tokens))
+    model.config = saved_config
     if trainer.is_global_zero:  # under DDP every rank holds the same weights; one writes them
         model.save(out)
         logger.info("Saved model to %s (%.0f s)", out, train_seconds)
