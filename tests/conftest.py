@@ -86,21 +86,48 @@ def tiny_rna_model(tiny_vocab_and_data):
     return model
 
 
-@pytest.fixture
-def attention_dtypes(monkeypatch):
-    """A list that gathers the dtype of the queries every attention call receives during the test
-    (``torch.nn.functional.scaled_dot_product_attention``, which CellWeave's blocks call)."""
+def _record_attention(monkeypatch, record) -> None:
+    """Call ``record(queries)`` on every ``torch.nn.functional.scaled_dot_product_attention`` call
+    (which CellWeave's blocks make) for the rest of the test."""
     import torch.nn.functional as F
 
-    seen = []
     sdpa = F.scaled_dot_product_attention
 
     def recording_sdpa(q, *args, **kwargs):
-        seen.append(q.dtype)
+        record(q)
         return sdpa(q, *args, **kwargs)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", recording_sdpa)
+
+
+@pytest.fixture
+def attention_dtypes(monkeypatch):
+    """A list that gathers the dtype of the queries every attention call receives during the test."""
+    seen = []
+    _record_attention(monkeypatch, lambda q: seen.append(q.dtype))
     return seen
+
+
+@pytest.fixture
+def attention_calls(monkeypatch):
+    """``(query dtype, gradients recorded)`` of every attention call during the test: passes without
+    gradients are the embedding passes, passes with them the training steps."""
+    import torch
+
+    seen = []
+    _record_attention(monkeypatch, lambda q: seen.append((q.dtype, torch.is_grad_enabled())))
+    return seen
+
+
+@pytest.fixture
+def row_cosines():
+    """The cosine between each row of two arrays of one shape (a cell's two embeddings)."""
+    import numpy as np
+
+    def cosines(a, b):
+        return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+    return cosines
 
 
 @pytest.fixture

@@ -17,30 +17,8 @@ from cellweave.bench.tasks import panel
 from cellweave.cli import main
 
 
-@pytest.fixture
-def attention_calls(monkeypatch):
-    """``(query dtype, gradients recorded)`` of every attention call during the test: passes without
-    gradients are the embedding passes, passes with them the training steps."""
-    import torch
-    import torch.nn.functional as F
-
-    seen = []
-    sdpa = F.scaled_dot_product_attention
-
-    def recording_sdpa(q, *args, **kwargs):
-        seen.append((q.dtype, torch.is_grad_enabled()))
-        return sdpa(q, *args, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", recording_sdpa)
-    return seen
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-
-
 def test_panel_runs_every_cellweave_variant_at_the_context_precision(tiny_rna_model, tiny_vocab_and_data,
-                                                                     attention_calls) -> None:
+                                                                     attention_calls, row_cosines) -> None:
     import torch
 
     from cellweave.data import log_normalize
@@ -63,7 +41,7 @@ def test_panel_runs_every_cellweave_variant_at_the_context_precision(tiny_rna_mo
         a, b = embs["32-true"][method], embs["bf16-mixed"][method]
         assert b.dtype == np.float32 and np.isfinite(b).all() and not np.array_equal(a, b), method
         if method != panel.ADAPTED:  # the adapted latent is a readout trained on bf16 passes: close, not this close
-            assert _cosines(a, b).min() > 0.99, method
+            assert row_cosines(a, b).min() > 0.99, method
 
 
 def test_annotate_task_fine_tunes_and_embeds_at_the_precision_baselines_unchanged(
