@@ -99,3 +99,22 @@ def test_no_writer_opens_its_output_for_writing_in_place() -> None:
             if in_place.search(line):
                 offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
     assert not offenders, "write through cellweave._io_utils (atomic_write_json / atomic_path):\n" + "\n".join(offenders)
+
+
+def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path) -> None:
+    from cellweave._io_utils import atomic_dir
+
+    target = tmp_path / "epoch002"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert (target / "a.txt").read_text() == "first"
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:  # a writer that fails midway
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert (target / "a.txt").read_text() == "first"  # the old folder is intact
+    dead = tmp_path / ".epoch002.999999999.tmp"  # left by a writer whose process is gone
+    dead.mkdir()
+    with atomic_dir(target) as tmp:
+        (tmp / "b.txt").write_text("second")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch002"]
+    assert [p.name for p in target.iterdir()] == ["b.txt"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from cellweave._constants import LABEL_LOSSES, MIN_DEPTH_FRACTION
 from cellweave._exceptions import CellWeaveInputError
 from cellweave._system import hardware, keep_torch_threads, peak_rss_mb
-from cellweave._io_utils import remove_stale_temporaries_in
+from cellweave._io_utils import atomic_dir, remove_stale_temporaries_in
 from cellweave.data import (
     CellCorpus,
     EpochShuffleSampler,
@@ -50,8 +49,8 @@ from ._plan import (
     CellLogCallback,
     CountTokenDataset,
     HistoryCallback,
-    SnapshotCallback,
     PretrainPlan,
+    SnapshotCallback,
     collate_count_tokens,
 )
 
@@ -772,6 +771,9 @@ def pretrain(
         epoch0["val_target_mse"] = before["target_mse"]
     saved_config = (config if embed_hvg_tokens is None  # the saved model tokenizes the cells it is given this way
                     else dataclasses.replace(config, hvg_tokens=int(embed_hvg_tokens)))
+    # What the run is, in the final model's card and every snapshot's.
+    run_fields = {"command": command or "cellweave.train.pretrain(...)", "seed": seed, "preset": preset,
+                  "batch_size": batch_size, "lr": lr, "max_steps": max_steps}
 
     def save_snapshot(folder: Path, record: dict[str, Any]) -> None:
         """The weights after epoch ``record["epoch"]`` as a model folder, written beside and renamed into place."""
@@ -780,19 +782,14 @@ def pretrain(
             "description": f"Snapshot after epoch {record['epoch']} of a pretraining run of {max_epochs} epochs "
                            f"(the run's final model is {out}); chosen epochs are compared by a held-out score.",
             "snapshot": {"run": str(out), "max_epochs": int(max_epochs), **record},
-            "command": command or "cellweave.train.pretrain(...)", "seed": seed, "preset": preset,
-            "epochs": record["epoch"], "steps": record["step"], "batch_size": batch_size, "lr": lr,
-            "max_steps": max_steps, "hardware": hardware(), "data": data_records,
+            **run_fields, "epochs": record["epoch"], "steps": record["step"], "hardware": hardware(),
+            "data": data_records,
             "metrics": {k: v for k, v in record.items() if k.startswith("val_")},
             "versions": environment_versions(),
         })
         snap.history = [epoch0] + history.history
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        snap.save(tmp)
-        if folder.exists():  # a resumed run repeats the epoch
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        with atomic_dir(folder) as tmp:
+            snap.save(tmp)
         logger.info("Wrote the model after epoch %d (step %d) to %s", record["epoch"], record["step"], folder)
 
     # The best epoch by validation loss, and the latest epoch (last.ckpt) for --resume.
@@ -804,11 +801,7 @@ def pretrain(
     if log_cells:
         callbacks.append(CellLogCallback(out / CELL_LOG_DIR))
     if snapshot_every:
-        snapshots = out / SNAPSHOT_DIR
-        snapshots.mkdir(exist_ok=True)
-        for stale in snapshots.glob(".epoch*.tmp"):  # what a run killed while writing a snapshot left
-            shutil.rmtree(stale, ignore_errors=True)
-        callbacks.append(SnapshotCallback(snapshots, int(snapshot_every), save_snapshot))
+        callbacks.append(SnapshotCallback(out / SNAPSHOT_DIR, int(snapshot_every), save_snapshot))
     trainer = L.Trainer(
         max_epochs=max_epochs,
         max_steps=int(max_steps) if max_steps is not None else -1,
@@ -870,14 +863,9 @@ def pretrain(
         + ("all modalities each dataset carries were used." if modalities is None
            else f"modalities used: {', '.join(modalities)}."),
         "modalities": list(modalities) if modalities is not None else "all",
-        "command": command or "cellweave.train.pretrain(...)",
-        "seed": seed,
-        "preset": preset,
+        **run_fields,
         "epochs": int(trainer.current_epoch),
         "steps": int(trainer.global_step),
-        "batch_size": batch_size,
-        "lr": lr,
-        "max_steps": max_steps,
         "distributed": {"accelerator": str(accelerator), "devices": int(trainer.num_devices),
                         "num_nodes": int(trainer.num_nodes), "world_size": int(trainer.world_size),
                         "strategy": type(trainer.strategy).__name__, "precision": str(trainer.precision),
