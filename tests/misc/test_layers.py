@@ -19,8 +19,9 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "cellweave"
 ROOT = "<root>"  # the package root's own names (cellweave/__init__.py)
 
 #: Modules at the top of the package that every layer may use: exceptions, constants, atomic
-#: writes, the data mirror/cache, the version. They import only each other (checked below).
-CORE = frozenset({"_constants", "_exceptions", "_fetch", "_io_utils", "_system", "_version"})
+#: writes, the data mirror/cache, the version, scores that train and bench share (``_metrics``: the kNN
+#: rule of pretraining's monitor and of the panel). They import only each other (checked below).
+CORE = frozenset({"_constants", "_exceptions", "_fetch", "_io_utils", "_metrics", "_system", "_version"})
 
 #: Packages under every layer (besides CORE), which any package may import and which import only
 #: CORE themselves. + modalities (not in DESIGN.md's layer table; its "where things go" table puts

@@ -72,6 +72,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                                   "from data files, not both (put them together with `cellweave prepare INPUTS --out "
                                   "STORE`).")
     datasets, hashes = read_named(args.input) if not stores else (None, None)
+    monitor, monitor_hashes = read_named(args.knn_monitor) if args.knn_monitor else (None, {})
     model = pretrain(
         datasets,
         store=stores[0] if stores else None,
@@ -86,7 +87,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         resume=args.resume,
         name=args.name,
         command=command_line(args),
-        data_hashes=hashes,
+        data_hashes={**(hashes or {}), **(monitor_hashes or {})} or None,
         accelerator=args.accelerator,
         devices=args.devices,
         num_nodes=args.num_nodes,
@@ -109,6 +110,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         label_loss=args.label_loss,
         embed_hvg_tokens=args.embed_hvg_tokens,
         snapshot_every=args.snapshot_every,
+        monitor=monitor,
+        monitor_label_keys=args.knn_monitor_key,
+        monitor_cells=args.knn_monitor_cells,
+        select_epoch=args.select_epoch,
     )
     m = model.card["metrics"]
     logger.info(
@@ -179,6 +184,19 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
                     help="also save the model after every N-th epoch to OUT/snapshots/epochNNN, a folder every "
                          "command accepts as --model, to compare a run's epochs on held-out cells (default: 0, the "
                          "final model only)")
+    sp.add_argument("--knn-monitor", nargs="+", default=None, metavar="FILE",
+                    help="labelled .h5ad/.h5mu files or registered dataset names outside the corpus: after every "
+                         "epoch (and before training) embed them as the saved model would and record their kNN "
+                         "macro-F1 (k=15, 5-fold; mean over them) as val_knn_f1 in the history, the snapshots' "
+                         "cards and the model card; the best checkpoint is then chosen by it (default: off)")
+    sp.add_argument("--knn-monitor-key", nargs="+", default=["cell_type"], metavar="KEY",
+                    help="with --knn-monitor: the obs column holding their cell types, the first found "
+                         "(default: cell_type)")
+    sp.add_argument("--knn-monitor-cells", type=int, default=2000, metavar="N",
+                    help="with --knn-monitor: score at most N labelled cells of each (default: 2000)")
+    sp.add_argument("--select-epoch", default="last", choices=["last", "knn"],  # train.SELECT_EPOCHS
+                    help="save the last epoch's weights, or (with --knn-monitor) those of the epoch with the "
+                         "highest val_knn_f1 (default: last)")
     sp.add_argument("--mask-ratio", type=float, default=None,
                     help="share of each cell's tokens whose values are hidden and predicted (default: the "
                          "preset's, 0.3)")

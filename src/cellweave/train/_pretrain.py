@@ -44,6 +44,7 @@ from cellweave.models import CellWeave, environment_versions
 from cellweave.nn import CellWeaveConfig, CountDecoder
 
 from ._engine import LAST_CHECKPOINT, latest_checkpoint
+from ._monitor import KNN_METRIC, KnnMonitorCallback, module_copy_embedder
 from ._plan import (
     AtomicCheckpointIO,
     CellLogCallback,
@@ -64,6 +65,8 @@ CHECKPOINT_DIR = "checkpoints"
 CELL_LOG_DIR = "cells_seen"
 #: Where ``snapshot_every`` writes a model folder per chosen epoch (``epoch003``, ...).
 SNAPSHOT_DIR = "snapshots"
+#: Which epoch's weights a run saves (``select_epoch``): its last, or the kNN monitor's best.
+SELECT_EPOCHS = ("last", "knn")
 #: Lightning precisions that keep the weights in float32 (the saved model stays float32):
 #: full precision, or automatic mixed precision of the forward pass (bf16 works on CPUs too).
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
@@ -364,6 +367,46 @@ def cell_labels(data: AnnData | MuData, keys: Sequence[str]) -> tuple[np.ndarray
     return None
 
 
+def monitor_cells_of(
+    monitor: dict[str, AnnData | MuData], label_keys: Sequence[str], *, n_cells: int, seed: int,
+    corpus: Sequence[str] = (), hashes: dict[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The kNN monitor's cells (``pretrain(monitor=)``): per dataset its labelled cells (at most
+    ``n_cells``, drawn with ``seed``) as ``{"data", "labels", "key", "classes"}``. Refuses, before
+    anything is written, a dataset that is also in the ``corpus`` (by name, or by file ``hashes``:
+    its score would not be held out),
+    one without a label column of at least 2 classes, and ``n_cells`` < 10."""
+    if int(n_cells) < 10:
+        raise CellWeaveInputError(f"monitor_cells={n_cells}: give at least 10 cells per monitor dataset (default 2000).")
+    shared = sorted(set(monitor) & set(corpus))
+    if hashes:  # the same file under another name
+        corpus_files = {hashes[n]: n for n in corpus if n in hashes}
+        shared += sorted(f"{n} (the file of {corpus_files[hashes[n]]})" for n in monitor
+                         if n not in corpus and hashes.get(n) in corpus_files)
+    if shared:
+        raise CellWeaveInputError(f"{', '.join(shared)}: a monitor dataset is also pretrained on, so its kNN score "
+                                  "would not be held out; monitor labelled data outside the corpus.")
+    out = {}
+    for i, (name, data) in enumerate(monitor.items()):
+        labelled = cell_labels(data, list(label_keys))
+        if labelled is None:
+            raise CellWeaveInputError(
+                f"The monitor dataset {name} has no obs column {' / '.join(label_keys)} with at least 2 classes; "
+                f"give the column holding its cell types (--knn-monitor-key KEY; obs has: "
+                f"{', '.join(map(str, data.obs.columns[:12])) or 'no columns'}).")
+        codes, classes, key = labelled
+        keep = np.flatnonzero(codes >= 0)
+        if keep.size > n_cells:
+            keep = np.sort(np.random.default_rng(seed + 2000 + i).choice(keep, int(n_cells), replace=False))
+        kept = np.unique(codes[keep])
+        if kept.size < 2:
+            raise CellWeaveInputError(f"The monitor dataset {name}: its labelled cells ({key}) hold one class; a kNN "
+                                      "score needs at least 2.")
+        out[name] = {"data": data[keep].copy(), "labels": np.asarray(classes, dtype=object)[codes[keep]],
+                     "key": key, "classes": int(kept.size)}
+    return out
+
+
 @torch.inference_mode()
 def evaluate_cross_modal(
     module: torch.nn.Module,
@@ -443,6 +486,10 @@ def pretrain(
     log_cells: bool = False,
     embed_hvg_tokens: int | None = None,
     snapshot_every: int = 0,
+    monitor: dict[str, AnnData | MuData] | None = None,
+    monitor_label_keys: Sequence[str] = ("cell_type",),
+    monitor_cells: int = 2000,
+    select_epoch: str = "last",
 ) -> CellWeave:
     """Pretrain a CellWeave model with masked value modelling.
 
@@ -548,6 +595,24 @@ def pretrain(
         accepts as ``--model``, its card naming the run, the epoch, the step and that epoch's
         validation losses, so checkpoints of one run can be compared on held-out cells
         (``benchmarks/positive_control.py score --models``). 0 (default): the final model only.
+    monitor
+        Name -> labelled data outside the corpus: after every epoch's validation (and once before
+        training) each is embedded as the saved model would embed it and scored by kNN macro-F1
+        (k = 15, stratified 5-fold within the dataset, the panel's rule); the mean is logged as
+        ``val_knn_f1`` in the history and every snapshot's card, and the "best" checkpoint in
+        ``out/checkpoints`` is the epoch of the highest mean instead of the lowest validation loss
+        (:class:`~cellweave.train.KnnMonitorCallback`; DINO's kNN monitor). Issue 12 measured why:
+        the validation loss kept falling while held-out transfer fell after half the run.
+    monitor_label_keys
+        The ``obs`` columns holding the monitor datasets' cell types (the first found; default
+        ``cell_type``). Cells without a label are left out.
+    monitor_cells
+        Score at most this many cells of each monitor dataset (drawn with the seed; default 2,000).
+    select_epoch
+        ``"last"`` (default): the run saves the weights of its last epoch. ``"knn"`` (needs
+        ``monitor``): it saves the weights of the trained epoch with the highest ``val_knn_f1``,
+        and the card's ``monitor`` record names that epoch; the masked-value metrics after training
+        are those weights'.
 
     Returns
     -------
@@ -559,6 +624,11 @@ def pretrain(
                         num_nodes=num_nodes, devices=devices)
     if embed_hvg_tokens is not None and int(embed_hvg_tokens) < 0:
         raise CellWeaveInputError(f"embed_hvg_tokens={embed_hvg_tokens}: give a number of genes, or 0 for all.")
+    if select_epoch not in SELECT_EPOCHS:
+        raise CellWeaveInputError(f"select_epoch={select_epoch!r}: give one of {', '.join(SELECT_EPOCHS)}.")
+    if select_epoch == "knn" and not monitor:
+        raise CellWeaveInputError("select_epoch='knn' chooses the epoch by the kNN monitor's score; give the labelled "
+                                  "held-out data to score (--knn-monitor FILE), or keep the last epoch (--select-epoch last).")
     if int(snapshot_every) < 0:
         raise CellWeaveInputError(f"snapshot_every={snapshot_every}: give a number of epochs >= 1 (--snapshot-every 3 "
                                   "saves the model after epochs 3, 6, ...), or 0 for the final model only.")
@@ -595,6 +665,8 @@ def pretrain(
         data_hashes = {c.name: c.source["sha256"] for c in stored.values()}
     if not datasets:
         raise CellWeaveInputError("No datasets to pretrain on: pass at least one .h5ad/.h5mu file.")
+    monitored = monitor_cells_of(monitor, monitor_label_keys, n_cells=monitor_cells, seed=seed,
+                                 corpus=list(datasets), hashes=data_hashes) if monitor else {}
     if int(max_epochs) < 1:
         raise CellWeaveInputError(
             f"max_epochs={max_epochs} would save an untrained model; give at least 1 (--max-epochs 1)."
@@ -775,6 +847,16 @@ def pretrain(
     run_fields = {"command": command or "cellweave.train.pretrain(...)", "seed": seed, "preset": preset,
                   "batch_size": batch_size, "lr": lr, "max_steps": max_steps}
 
+    knn = None
+    if monitored:
+        knn = KnnMonitorCallback(
+            module_copy_embedder(lambda module: CellWeave(saved_config, vocab, module=module),
+                                 {n: m["data"] for n, m in monitored.items()}),
+            {n: m["labels"] for n, m in monitored.items()}, seed=seed, keep_best=select_epoch == "knn")
+        epoch0[KNN_METRIC] = float(np.mean(list(knn.score(model.module).values())))
+        logger.info("kNN monitor before training (random weights): macro-F1 %.4f on %s", epoch0[KNN_METRIC],
+                    ", ".join(monitored))
+
     def save_snapshot(folder: Path, record: dict[str, Any]) -> None:
         """The weights after epoch ``record["epoch"]`` as a model folder, written beside and renamed into place."""
         snap = CellWeave(saved_config, vocab, module=plan.module, card={
@@ -792,12 +874,12 @@ def pretrain(
             snap.save(tmp)
         logger.info("Wrote the model after epoch %d (step %d) to %s", record["epoch"], record["step"], folder)
 
-    # The best epoch by validation loss, and the latest epoch (last.ckpt) for --resume.
+    # The best epoch by the kNN monitor (else by validation loss), and the latest epoch (last.ckpt) for --resume.
     best = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, filename="epoch{epoch:03d}", save_top_k=1,
-        monitor="val_loss", mode="min", auto_insert_metric_name=False,
+        monitor=KNN_METRIC if knn else "val_loss", mode="max" if knn else "min", auto_insert_metric_name=False,
     )
-    callbacks: list[L.Callback] = [history, best, latest_checkpoint(ckpt_dir)]
+    callbacks: list[L.Callback] = ([knn] if knn else []) + [history, best, latest_checkpoint(ckpt_dir)]
     if log_cells:
         callbacks.append(CellLogCallback(out / CELL_LOG_DIR))
     if snapshot_every:
@@ -827,6 +909,16 @@ def pretrain(
         plan, train_loader, val_loader,
         ckpt_path=str(ckpt_path) if resume else None, weights_only=True if resume else None,
     )
+    selected = None
+    if knn is not None:
+        selected = max(knn.scores, key=lambda r: r[KNN_METRIC]) if knn.scores else None
+        if selected is not None and selected[KNN_METRIC] <= epoch0[KNN_METRIC]:
+            logger.warning("No trained epoch beats the random initialization on the kNN monitor (best %.4f at epoch %d "
+                           "against %.4f before training).", selected[KNN_METRIC], selected["epoch"], epoch0[KNN_METRIC])
+        if select_epoch == "knn" and knn.best is not None:
+            plan.module.load_state_dict(knn.best["state"])
+            logger.info("Kept the weights of epoch %d (kNN macro-F1 %.4f on the monitor; last epoch %.4f)",
+                        knn.best["epoch"], knn.best[KNN_METRIC], knn.scores[-1][KNN_METRIC])
     model.module = plan.module.cpu()
     model.module.gradient_checkpointing = False  # a training switch; the returned model starts without it
     after = evaluate_masked(model.module, val_corpora, tokenizer, baselines, seed=seed)
@@ -881,6 +973,17 @@ def pretrain(
                       "label_keys": list(label_keys) if label_records else [],
                       "label_weight": label_weight if label_records else 0.0,
                       "label_loss": label_loss if label_records else None, "labelled_datasets": label_records},
+        **({"monitor": {
+            "metric": KNN_METRIC, "rule": "kNN (k=15) macro-F1, stratified 5-fold within each dataset; mean over datasets",
+            "datasets": [{"name": n, "n_cells": int(len(m["labels"])), "label_key": m["key"], "classes": m["classes"],
+                          **({"sha256": data_hashes[n]} if data_hashes and n in data_hashes else {})}
+                         for n, m in monitored.items()],
+            "before_training": epoch0[KNN_METRIC],
+            "scores": [{k: v for k, v in r.items()} for r in knn.scores],
+            "best": {k: selected[k] for k in ("epoch", "step", KNN_METRIC)} if selected else None,
+            "select_epoch": select_epoch,
+            "saved_epoch": int(knn.best["epoch"]) if select_epoch == "knn" and knn.best else int(trainer.current_epoch),
+        }} if knn is not None else {}),
         "max_cells_per_dataset": max_cells_per_dataset,
         "val_fraction": val_fraction,
         "train_seconds": round(train_seconds, 1),
