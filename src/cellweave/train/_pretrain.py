@@ -368,11 +368,12 @@ def cell_labels(data: AnnData | MuData, keys: Sequence[str]) -> tuple[np.ndarray
 
 
 def monitor_cells_of(
-    monitor: dict[str, AnnData | MuData], label_keys: Sequence[str], *, n_cells: int, seed: int,
+    monitor: dict[str, AnnData | MuData], label_keys: Sequence[str], *, n_cells: int, seed: int = 0,
     corpus: Sequence[str] = (), hashes: dict[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The kNN monitor's cells (``pretrain(monitor=)``): per dataset its labelled cells (at most
-    ``n_cells``, drawn with ``seed``) as ``{"data", "labels", "key", "classes"}``. Refuses, before
+    ``n_cells``, drawn with ``seed``; ``pretrain`` keeps 0, so runs of any seed score the same cells)
+    as ``{"data", "labels", "key", "classes"}``. Refuses, before
     anything is written, a dataset that is also in the ``corpus`` (by name, or by file ``hashes``:
     its score would not be held out),
     one without a label column of at least 2 classes, and ``n_cells`` < 10."""
@@ -607,7 +608,8 @@ def pretrain(
         The ``obs`` columns holding the monitor datasets' cell types (the first found; default
         ``cell_type``). Cells without a label are left out.
     monitor_cells
-        Score at most this many cells of each monitor dataset (drawn with the seed; default 2,000).
+        Score at most this many cells of each monitor dataset (default 2,000). The cells and the kNN
+        folds are drawn with seed 0 whatever ``seed`` is, so runs of different seeds are scored alike.
     select_epoch
         ``"last"`` (default): the run saves the weights of its last epoch. ``"knn"`` (needs
         ``monitor``): it saves the weights of the trained epoch with the highest ``val_knn_f1``,
@@ -665,7 +667,7 @@ def pretrain(
         data_hashes = {c.name: c.source["sha256"] for c in stored.values()}
     if not datasets:
         raise CellWeaveInputError("No datasets to pretrain on: pass at least one .h5ad/.h5mu file.")
-    monitored = monitor_cells_of(monitor, monitor_label_keys, n_cells=monitor_cells, seed=seed,
+    monitored = monitor_cells_of(monitor, monitor_label_keys, n_cells=monitor_cells,
                                  corpus=list(datasets), hashes=data_hashes) if monitor else {}
     if int(max_epochs) < 1:
         raise CellWeaveInputError(
@@ -852,7 +854,7 @@ def pretrain(
         knn = KnnMonitorCallback(
             module_copy_embedder(lambda module: CellWeave(saved_config, vocab, module=module),
                                  {n: m["data"] for n, m in monitored.items()}),
-            {n: m["labels"] for n, m in monitored.items()}, seed=seed, keep_best=select_epoch == "knn")
+            {n: m["labels"] for n, m in monitored.items()}, keep_best=select_epoch == "knn")
         epoch0[KNN_METRIC] = float(np.mean(list(knn.score(model.module).values())))
         logger.info("kNN monitor before training (random weights): macro-F1 %.4f on %s", epoch0[KNN_METRIC],
                     ", ".join(monitored))
@@ -979,7 +981,7 @@ def pretrain(
                           **({"sha256": data_hashes[n]} if data_hashes and n in data_hashes else {})}
                          for n, m in monitored.items()],
             "before_training": epoch0[KNN_METRIC],
-            "scores": [{k: v for k, v in r.items()} for r in knn.scores],
+            "scores": knn.scores,
             "best": {k: selected[k] for k in ("epoch", "step", KNN_METRIC)} if selected else None,
             "select_epoch": select_epoch,
             "saved_epoch": int(knn.best["epoch"]) if select_epoch == "knn" and knn.best else int(trainer.current_epoch),
