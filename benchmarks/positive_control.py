@@ -41,6 +41,11 @@ Two steps::
         --models build/exp/pc/model --out positive_control.json
 
 ``make`` takes seconds; ``score`` about a minute per model and held-out dataset on two cores.
+
+**Choosing a run's epoch without the scored datasets** (issue 12, forty-third session): ``make --validation 4``
+also writes four more datasets of the held-out types to ``OUT/validation/`` (drawn after the six scored ones,
+which stay the same), for a run to watch with ``cellweave pretrain ... --snapshot-every 1 --knn-monitor
+OUT/validation/*.h5ad --select-epoch knn``; ``score --split validation`` scores models on them instead.
 """
 
 from __future__ import annotations
@@ -141,13 +146,17 @@ def make(args: argparse.Namespace) -> None:
         ad = dataset(w, rng, [w["corpus_types"][j] for j in pick], n_cells=args.corpus_cells, depth=args.corpus_depth,
                      gene_share=args.gene_share, fold=args.fold, name=f"corpus{i:02d}")
         ad.write_h5ad(out / "corpus" / f"corpus{i:02d}.h5ad")
-    for i in range(args.heldout):
+    # Validation datasets are drawn after the scored ones (so those stay the same with or without them), from
+    # the same pool of new types: what a pretraining run's kNN monitor may watch (--knn-monitor).
+    if args.validation:
+        (out / "validation").mkdir(parents=True, exist_ok=True)
+    for i in range(args.heldout + args.validation):
         pick = rng.choice(len(w["heldout_types"]), args.types_per_dataset, replace=False)
         ad = dataset(w, rng, [w["heldout_types"][j] for j in pick], n_cells=args.heldout_cells,
                      depth=args.heldout_depth, gene_share=args.gene_share, fold=args.fold, name=f"heldout{i:02d}")
-        ad.write_h5ad(out / "heldout" / f"heldout{i:02d}.h5ad")
+        ad.write_h5ad(out / ("heldout" if i < args.heldout else "validation") / f"heldout{i:02d}.h5ad")
     (out / "world.json").write_text(json.dumps({"arguments": vars(args) | {"func": None}, "world": w}, indent=1))
-    print(f"wrote {args.corpus} corpus and {args.heldout} held-out datasets to {out}")
+    print(f"wrote {args.corpus} corpus, {args.heldout} held-out and {args.validation} validation datasets to {out}")
 
 
 def score(args: argparse.Namespace) -> None:
@@ -172,7 +181,7 @@ def score(args: argparse.Namespace) -> None:
                                                                module=start_module(first, "genes", seed=0).eval())
     t0 = time.perf_counter()
     per_dataset = {}
-    for path in sorted(Path(args.data, "heldout").glob("*.h5ad")):
+    for path in sorted(Path(args.data, args.split).glob("*.h5ad")):
         data = ad.read_h5ad(path)
         labels = data.obs["cell_type"].astype(str).to_numpy()
         row = {"PCA (HVG)": knn_f1(pca_hvg_embedding(data, seed=0), labels),
@@ -192,7 +201,8 @@ def score(args: argparse.Namespace) -> None:
     print("mean", " ".join(f"{k}={v:.3f}" for k, v in means.items()))
     world_args = json.loads(Path(args.data, "world.json").read_text())["arguments"]
     result = {"command": "benchmarks/positive_control.py score --models " + " ".join(args.models)
-              + (" --adapt" if args.adapt else "") + (" --gene-tables" if args.gene_tables else ""),
+              + (" --adapt" if args.adapt else "") + (" --gene-tables" if args.gene_tables else "")
+              + (f" --split {args.split}" if args.split != "heldout" else ""),
               "world": world_args, "models": args.models, "seconds": round(time.perf_counter() - t0, 1),
               "mean": means, "per_dataset": per_dataset}
     from cellweave._io_utils import atomic_write_json
@@ -217,6 +227,9 @@ def main() -> None:
     m.add_argument("--corpus-cells", type=int, default=1500)
     m.add_argument("--corpus-depth", type=float, default=2000.0)
     m.add_argument("--heldout", type=int, default=6, help="held-out datasets")
+    m.add_argument("--validation", type=int, default=0,
+                   help="also write this many validation datasets of the held-out types (OUT/validation/), drawn "
+                        "after the held-out ones, for a run's --knn-monitor (default: 0)")
     m.add_argument("--heldout-cells", type=int, default=400)
     m.add_argument("--heldout-depth", type=float, default=600.0)
     m.add_argument("--gene-share", type=float, default=0.9)
@@ -231,6 +244,8 @@ def main() -> None:
     s.add_argument("--adapt", action="store_true", help="also adapt each start with `cellweave adapt`'s default head")
     s.add_argument("--gene-tables", action="store_true",
                    help="also score random weights with the first model's gene tables (adapt's start='genes')")
+    s.add_argument("--split", default="heldout", choices=["heldout", "validation"],
+                   help="score the held-out datasets (default) or the validation ones (`make --validation N`)")
     s.add_argument("--out", default="positive_control.json")
     s.set_defaults(func=score)
     args = p.parse_args()

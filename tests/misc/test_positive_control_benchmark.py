@@ -47,3 +47,31 @@ def test_dataset_counts_types_and_oracle(pc, small_world) -> None:
     projection = np.log1p(x / x.sum(1, keepdims=True) * 1e4) @ np.random.default_rng(0).normal(size=(540, 16))
     random = cross_val_score(knn, projection, y, cv=5).mean()
     assert oracle > 0.9 and oracle > random + 0.2
+
+
+def test_validation_sets_leave_the_scored_ones_unchanged(pc, tmp_path) -> None:
+    """``make --validation N`` adds datasets of the held-out types after the scored ones: a run may watch them
+    (``--knn-monitor``) while the scored datasets stay exactly those of a world made without them."""
+    import argparse
+
+    import anndata as ad
+
+    def make(out, validation):
+        pc.make(argparse.Namespace(out=str(out), seed=0, genes=400, programmes=12, programme_size=20,
+                                   programmes_per_type=3, corpus_types=6, heldout_types=5, types_per_dataset=3,
+                                   corpus=1, corpus_cells=60, corpus_depth=300.0, heldout=2, heldout_cells=60,
+                                   heldout_depth=300.0, gene_share=0.9, fold=3.0, heldout_only=False,
+                                   validation=validation))
+
+    make(tmp_path / "plain", 0)
+    make(tmp_path / "with", 2)
+    assert not (tmp_path / "plain" / "validation").exists()
+    assert sorted(p.name for p in (tmp_path / "with" / "validation").iterdir()) == ["heldout02.h5ad", "heldout03.h5ad"]
+    for name in ("heldout00.h5ad", "heldout01.h5ad"):
+        a, b = (ad.read_h5ad(tmp_path / w / "heldout" / name) for w in ("plain", "with"))
+        assert (a.X != b.X).nnz == 0
+    first = ad.read_h5ad(tmp_path / "with" / "heldout" / "heldout00.h5ad")
+    extra = ad.read_h5ad(tmp_path / "with" / "validation" / "heldout02.h5ad")
+    assert extra.shape[0] == 60 and not np.array_equal(np.asarray(extra.X.sum(1)), np.asarray(first.X.sum(1)))
+    heldout_types = pc.world(0, 400, 12, 20, 6, 5, 3)["heldout_types"]  # the world make() drew
+    assert set(extra.obs["cell_type"].astype(str)) <= {"+".join(f"P{p}" for p in t) for t in heldout_types}
