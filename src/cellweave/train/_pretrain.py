@@ -386,7 +386,8 @@ def monitor_cells_of(
                          if n not in corpus and hashes.get(n) in corpus_files)
     if shared:
         raise CellWeaveInputError(f"{', '.join(shared)}: a monitor dataset is also pretrained on, so its kNN score "
-                                  "would not be held out; monitor labelled data outside the corpus.")
+                                  "would not be held out; monitor labelled data outside the corpus (a different file "
+                                  "that only shares a corpus file's name: rename it).")
     out = {}
     for i, (name, data) in enumerate(monitor.items()):
         labelled = cell_labels(data, list(label_keys))
