@@ -129,3 +129,19 @@ def test_the_cli_passes_the_monitor_on(tmp_path) -> None:
     assert card["monitor"]["datasets"][0]["n_cells"] == 40 and len(card["monitor"]["datasets"][0]["sha256"]) == 64
     history = json.loads((out / "history.json").read_text())
     assert all(KNN_METRIC in row for row in history)
+
+
+def test_a_resumed_run_chooses_among_all_its_epochs(tmp_path) -> None:
+    """The scores and the best epoch's weights travel in ``last.ckpt``: a run stopped after epoch 2 and resumed
+    for a third ends on the best of all three epochs, not of the resumed one only."""
+    data = {"a": synthetic_adata(n_cells=120, n_genes=80, seed=1)}
+    kwargs = dict(out=tmp_path / "m", batch_size=32, seed=0, config_overrides=TINY, progress=False, snapshot_every=1,
+                  monitor={"held": synthetic_adata(n_cells=60, n_genes=80, seed=5)}, select_epoch="knn")
+    pretrain(data, max_epochs=2, **kwargs)
+    model = pretrain(data, max_epochs=3, resume=True, **kwargs)
+    scores = {r["epoch"]: r[KNN_METRIC] for r in model.card["monitor"]["scores"]}
+    assert sorted(scores) == [1, 2, 3]
+    best = max(scores, key=scores.get)
+    assert model.card["monitor"]["saved_epoch"] == best
+    saved = (tmp_path / "m" / "model.safetensors").read_bytes()
+    assert saved == (tmp_path / "m" / "snapshots" / f"epoch{best:03d}" / "model.safetensors").read_bytes()
