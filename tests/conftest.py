@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -63,6 +64,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
+def tiny_arch():
+    """The architecture of the unit tests' tiny models (RNA context only), as preset overrides.
+
+    Read-only: take a copy to change it (``{**tiny_arch, "value_encoding": "log1p"}``).
+    """
+    return MappingProxyType(dict(d_model=16, n_layers=2, n_heads=2, d_ff=32,
+                                 context_length={"rna": 48, "prot": 0, "atac": 0, "gene_activity": 0}))
+
+
+@pytest.fixture(scope="session")
 def tiny_vocab_and_data():
     """A synthetic AnnData and a vocabulary built from it."""
     from cellweave.data import build_vocabulary, synthetic_adata
@@ -73,15 +84,14 @@ def tiny_vocab_and_data():
 
 
 @pytest.fixture(scope="module")
-def tiny_rna_model(tiny_vocab_and_data):
+def tiny_rna_model(tiny_vocab_and_data, tiny_arch):
     """A tiny untrained, seeded CellWeave (RNA context only) over ``tiny_vocab_and_data``'s vocabulary."""
     import torch
 
     from cellweave.models import CellWeave
 
     torch.manual_seed(0)
-    model = CellWeave.from_preset("tiny", tiny_vocab_and_data[0], d_model=16, n_layers=2, n_heads=2, d_ff=32,
-                                  context_length={"rna": 48, "prot": 0, "atac": 0, "gene_activity": 0})
+    model = CellWeave.from_preset("tiny", tiny_vocab_and_data[0], **tiny_arch)
     model.module.eval()
     return model
 

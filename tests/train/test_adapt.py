@@ -15,16 +15,13 @@ from cellweave.models import CellWeave
 from cellweave.nn._decoder import CountDecoder, nb_nll, vicreg_loss
 from cellweave.train import adapt
 
-TINY = dict(d_model=16, n_layers=2, n_heads=2, d_ff=32, context_length={"rna": 48, "prot": 0, "atac": 0,
-                                                                        "gene_activity": 0})
-
 
 @pytest.fixture(scope="module")
-def data_and_model(tmp_path_factory):
+def data_and_model(tiny_arch, tmp_path_factory):
     adata = synthetic_adata(n_cells=240, n_genes=200, n_batches=2, seed=1)
     vocab, _ = build_vocabulary({"s": adata}, min_cells=1)
     torch.manual_seed(0)
-    model = CellWeave.from_preset("tiny", vocab, **TINY)
+    model = CellWeave.from_preset("tiny", vocab, **tiny_arch)
     model.card = {"name": "tiny-base"}
     folder = tmp_path_factory.mktemp("base") / "model"
     model.save(folder)
@@ -134,12 +131,12 @@ def test_adapt_start_genes_keeps_only_the_pretrained_gene_tables(data_and_model)
         adapt(adata, model=model, start="weights", progress=False)
 
 
-def test_adapt_trains_feature_tables_unless_told_not_to(data_and_model, tmp_path) -> None:
+def test_adapt_trains_feature_tables_unless_told_not_to(tiny_arch, data_and_model, tmp_path) -> None:
     import dataclasses
 
     adata, model, _ = data_and_model
     torch.manual_seed(5)
-    fixed = CellWeave.from_preset("tiny", model.vocab, **TINY, profile_skip=True, fixed_feature_tables=True)
+    fixed = CellWeave.from_preset("tiny", model.vocab, **tiny_arch, profile_skip=True, fixed_feature_tables=True)
     fixed.save(tmp_path / "fixed")
     fixed = CellWeave.load(tmp_path / "fixed")  # the flag and the codes survive saving
     assert fixed.config.fixed_feature_tables and not fixed.module.feature_embedding.weight.requires_grad

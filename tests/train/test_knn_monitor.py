@@ -18,16 +18,13 @@ from cellweave.cli import main
 from cellweave.data import synthetic_adata
 from cellweave.train import KNN_METRIC, KnnMonitorCallback, pretrain
 
-TINY = dict(d_model=16, n_layers=2, n_heads=2, d_ff=32,
-            context_length={"rna": 48, "prot": 0, "atac": 0, "gene_activity": 0})
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tiny_arch, tmp_path_factory):
     out = tmp_path_factory.mktemp("knn") / "m"
     data = {"a": synthetic_adata(n_cells=160, n_genes=120, seed=1)}
     held = synthetic_adata(n_cells=90, n_genes=120, seed=5)
-    model = pretrain(data, out=out, max_epochs=3, batch_size=32, seed=1, config_overrides=TINY, progress=False,
+    model = pretrain(data, out=out, max_epochs=3, batch_size=32, seed=1, config_overrides=tiny_arch, progress=False,
                      snapshot_every=1, embed_hvg_tokens=60, monitor={"held": held}, select_epoch="knn")
     return out, model, held
 
@@ -50,6 +47,9 @@ def test_the_monitor_scores_what_each_epoch_saved_model_embeds(run) -> None:
         {"sha256": card["datasets"][0]["sha256"]} if "sha256" in card["datasets"][0] else {})
     assert card["before_training"] == pytest.approx(scores[0])
     assert [r["epoch"] for r in card["scores"]] == [1, 2, 3]
+    # its cost is recorded: the seconds of each epoch's scoring, and their sum
+    assert all(r["seconds"] > 0 for r in card["scores"])
+    assert card["seconds"] == pytest.approx(sum(r["seconds"] for r in card["scores"]), abs=0.06)
 
 
 def test_the_run_ends_on_the_best_epoch(run) -> None:
@@ -95,7 +95,7 @@ def test_the_callback_keeps_the_weights_of_the_best_epoch() -> None:
     assert restored.best["epoch"] == 2 and len(restored.scores) == 3
 
 
-def test_bad_monitors_are_refused_before_anything_is_written(tmp_path) -> None:
+def test_bad_monitors_are_refused_before_anything_is_written(tiny_arch, tmp_path) -> None:
     data = {"a": synthetic_adata(n_cells=60, n_genes=50, seed=1)}
     unlabelled = synthetic_adata(n_cells=40, n_genes=50, seed=2)
     del unlabelled.obs["cell_type"]
@@ -108,11 +108,11 @@ def test_bad_monitors_are_refused_before_anything_is_written(tmp_path) -> None:
     ]
     for kwargs, message in cases:
         with pytest.raises(CellWeaveInputError, match=message):
-            pretrain(data, out=tmp_path / "m", config_overrides=TINY, progress=False, **kwargs)
+            pretrain(data, out=tmp_path / "m", config_overrides=tiny_arch, progress=False, **kwargs)
         assert not (tmp_path / "m").exists()
     # The same file under another name is found by its hash.
     with pytest.raises(CellWeaveInputError, match=r"b \(the file of a\)"):
-        pretrain(data, out=tmp_path / "m", config_overrides=TINY, progress=False, monitor={"b": data["a"]},
+        pretrain(data, out=tmp_path / "m", config_overrides=tiny_arch, progress=False, monitor={"b": data["a"]},
                  data_hashes={"a": "0" * 64, "b": "0" * 64})
 
 
@@ -131,11 +131,11 @@ def test_the_cli_passes_the_monitor_on(tmp_path) -> None:
     assert all(KNN_METRIC in row for row in history)
 
 
-def test_a_resumed_run_chooses_among_all_its_epochs(tmp_path) -> None:
+def test_a_resumed_run_chooses_among_all_its_epochs(tiny_arch, tmp_path) -> None:
     """The scores and the best epoch's weights travel in ``last.ckpt``: a run stopped after epoch 2 and resumed
     for a third ends on the best of all three epochs, not of the resumed one only."""
     data = {"a": synthetic_adata(n_cells=120, n_genes=80, seed=1)}
-    kwargs = dict(out=tmp_path / "m", batch_size=32, seed=0, config_overrides=TINY, progress=False, snapshot_every=1,
+    kwargs = dict(out=tmp_path / "m", batch_size=32, seed=0, config_overrides=tiny_arch, progress=False, snapshot_every=1,
                   monitor={"held": synthetic_adata(n_cells=60, n_genes=80, seed=5)}, select_epoch="knn")
     pretrain(data, max_epochs=2, **kwargs)
     model = pretrain(data, max_epochs=3, resume=True, **kwargs)

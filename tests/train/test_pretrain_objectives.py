@@ -18,9 +18,6 @@ from cellweave.train import PretrainPlan, cell_labels, neighbour_partners, pretr
 from cellweave.train._plan import LABEL_COSINE_SCALE, CountTokenDataset
 from cellweave.train._pretrain import decoded_gene_panel
 
-TINY = dict(d_model=16, n_layers=2, n_heads=2, d_ff=32,
-            context_length={"rna": 48, "prot": 0, "atac": 0, "gene_activity": 0})
-
 
 @pytest.fixture(scope="module")
 def two_datasets():
@@ -70,10 +67,10 @@ def test_masked_count_decoder_spends_the_library_on_measured_genes() -> None:
     assert torch.allclose(mu.sum(1), library.ravel(), rtol=1e-5)
 
 
-def test_pretrain_with_count_likelihood_vicreg_and_a_step_budget(two_datasets, tmp_path) -> None:
+def test_pretrain_with_count_likelihood_vicreg_and_a_step_budget(tiny_arch, two_datasets, tmp_path) -> None:
     model = pretrain(two_datasets, out=tmp_path / "m", max_epochs=3, max_steps=5, batch_size=32, seed=0,
                      count_likelihood=True, n_decoded_genes=40, vicreg_weight=0.04, progress=False,
-                     config_overrides={**TINY, "value_encoding": "log1p"})
+                     config_overrides={**tiny_arch, "value_encoding": "log1p"})
     card = model.card
     assert card["steps"] == 5 and card["max_steps"] == 5
     assert card["objective"]["count_likelihood_genes"] >= 40 and card["objective"]["vicreg_weight"] == 0.04
@@ -82,11 +79,11 @@ def test_pretrain_with_count_likelihood_vicreg_and_a_step_budget(two_datasets, t
     assert emb.shape[0] == 120 and np.isfinite(emb).all()
 
 
-def test_pretrain_refuses_count_likelihood_on_quantiles_and_an_empty_step_budget(two_datasets, tmp_path) -> None:
+def test_pretrain_refuses_count_likelihood_on_quantiles_and_an_empty_step_budget(tiny_arch, two_datasets, tmp_path) -> None:
     with pytest.raises(CellWeaveInputError, match="log1p"):
-        pretrain(two_datasets, out=tmp_path / "q", count_likelihood=True, config_overrides=TINY, progress=False)
+        pretrain(two_datasets, out=tmp_path / "q", count_likelihood=True, config_overrides=tiny_arch, progress=False)
     with pytest.raises(CellWeaveInputError, match="max_steps"):
-        pretrain(two_datasets, out=tmp_path / "z", max_steps=0, config_overrides=TINY, progress=False)
+        pretrain(two_datasets, out=tmp_path / "z", max_steps=0, config_overrides=tiny_arch, progress=False)
     assert not (tmp_path / "q").exists() and not (tmp_path / "z").exists()
 
 
@@ -122,10 +119,10 @@ def test_neighbour_partners_are_cells_of_the_same_type_in_the_same_dataset(two_d
     assert same > 0.8  # chance is 1/3
 
 
-def test_count_token_dataset_draws_the_second_view_from_a_partner(two_datasets) -> None:
+def test_count_token_dataset_draws_the_second_view_from_a_partner(tiny_arch, two_datasets) -> None:
     vocab, _ = build_vocabulary(two_datasets, min_cells=1)
     corpus = prepare_cells(two_datasets["a"], vocab, dataset="a", value_encoding="log1p")
-    config = CellWeaveConfig.from_preset("tiny", vocab_size=len(vocab), value_encoding="log1p", **TINY)
+    config = CellWeaveConfig.from_preset("tiny", vocab_size=len(vocab), value_encoding="log1p", **tiny_arch)
     tokens = TokenDataset([corpus], Tokenizer.from_config(config), mode="train", seed=3)
     partners = np.tile(np.array([[7, 9]]), (120, 1))
     cells = CountTokenDataset(tokens, None, np.zeros(120), two_views=True, partners=partners)
@@ -142,13 +139,13 @@ def test_count_token_dataset_draws_the_second_view_from_a_partner(two_datasets) 
         CountTokenDataset(tokens, None, np.zeros(120), two_views=True, partners=partners[:5])
 
 
-def test_pretrain_with_neighbour_positives_records_them_and_refuses_them_without_vicreg(two_datasets, tmp_path) -> None:
+def test_pretrain_with_neighbour_positives_records_them_and_refuses_them_without_vicreg(tiny_arch, two_datasets, tmp_path) -> None:
     model = pretrain(two_datasets, out=tmp_path / "m", max_epochs=1, max_steps=3, batch_size=32, seed=0,
                      vicreg_weight=0.04, vicreg_neighbours=5, progress=False,
-                     config_overrides={**TINY, "value_encoding": "log1p"})
+                     config_overrides={**tiny_arch, "value_encoding": "log1p"})
     assert model.card["objective"]["vicreg_neighbours"] == 5 and "5 nearest neighbours" in model.card["description"]
     with pytest.raises(CellWeaveInputError, match="--vicreg-weight"):
-        pretrain(two_datasets, out=tmp_path / "n", vicreg_neighbours=5, config_overrides=TINY, progress=False)
+        pretrain(two_datasets, out=tmp_path / "n", vicreg_neighbours=5, config_overrides=tiny_arch, progress=False)
     assert not (tmp_path / "n").exists()
 
 
@@ -170,8 +167,8 @@ def test_principal_targets_are_each_datasets_pca_scaled_alike(two_datasets) -> N
     assert max(np.linalg.norm(m - n) for m in means for n in means) > 1.0
 
 
-def test_principal_component_term_trains_a_map_per_dataset_and_skips_cells_without_targets() -> None:
-    config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **TINY)
+def test_principal_component_term_trains_a_map_per_dataset_and_skips_cells_without_targets(tiny_arch) -> None:
+    config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **tiny_arch)
     plan = PretrainPlan(CellWeaveModule(config), n_pc_targets=3, n_codes=2)
     g = torch.Generator().manual_seed(0)
     b, n = 6, 10
@@ -192,10 +189,10 @@ def test_principal_component_term_trains_a_map_per_dataset_and_skips_cells_witho
     assert "pc_mse" not in without.losses(batch) and without.pc_maps is None
 
 
-def test_pretrain_with_principal_component_targets_records_them_and_refuses_a_negative_count(
+def test_pretrain_with_principal_component_targets_records_them_and_refuses_a_negative_count(tiny_arch, 
         two_datasets, tmp_path) -> None:
     model = pretrain(two_datasets, out=tmp_path / "m", max_epochs=2, batch_size=32, seed=0,
-                     pc_targets=4, progress=False, config_overrides={**TINY, "value_encoding": "log1p"})
+                     pc_targets=4, progress=False, config_overrides={**tiny_arch, "value_encoding": "log1p"})
     assert model.card["objective"]["pc_targets"] == 4 and "4 principal components" in model.card["description"]
     # The history keeps each epoch's training terms beside the validation losses: the term seen
     # only in training (validation cells carry no targets) is in the record.
@@ -204,9 +201,9 @@ def test_pretrain_with_principal_component_targets_records_them_and_refuses_a_ne
     assert all(h["train_pc_mse"] > 0 and h["train_token_mse"] > 0 and "val_loss" in h for h in epochs)
     assert not any(k.endswith(("_step", "_epoch")) for h in epochs for k in h)
     with pytest.raises(CellWeaveInputError, match="components"):
-        pretrain(two_datasets, out=tmp_path / "n", pc_targets=-1, config_overrides=TINY, progress=False)
+        pretrain(two_datasets, out=tmp_path / "n", pc_targets=-1, config_overrides=tiny_arch, progress=False)
     with pytest.raises(CellWeaveInputError, match="pc_weight"):
-        pretrain(two_datasets, out=tmp_path / "n", pc_targets=2, pc_weight=-1.0, config_overrides=TINY, progress=False)
+        pretrain(two_datasets, out=tmp_path / "n", pc_targets=2, pc_weight=-1.0, config_overrides=tiny_arch, progress=False)
     assert not (tmp_path / "n").exists()
 
 
@@ -243,8 +240,8 @@ def _fit_label_term(plan: PretrainPlan, batch: dict[str, torch.Tensor], *, steps
     return float(plan.losses(batch)["label_ce"])
 
 
-def test_label_term_trains_a_classifier_per_dataset_over_its_own_classes() -> None:
-    config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **TINY)
+def test_label_term_trains_a_classifier_per_dataset_over_its_own_classes(tiny_arch) -> None:
+    config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **tiny_arch)
     plan = PretrainPlan(CellWeaveModule(config), label_classes=[3, 0, 2])
     batch = _labelled_batch(codes=[0, 0, 2, 2, 1, 0], labels=[2, 0, 1, 0, -1, -1])
     losses = plan.losses(batch)
@@ -263,8 +260,8 @@ def test_label_term_trains_a_classifier_per_dataset_over_its_own_classes() -> No
     assert "label_ce" not in PretrainPlan(CellWeaveModule(config)).losses(batch)
 
 
-def test_cosine_label_term_reads_only_the_direction_of_the_cell_state() -> None:
-    config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **TINY)
+def test_cosine_label_term_reads_only_the_direction_of_the_cell_state(tiny_arch) -> None:
+    config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **tiny_arch)
     plan = PretrainPlan(CellWeaveModule(config), label_classes=[3, 2], label_cosine=True)
     batch = _labelled_batch(codes=[0, 0, 0, 1, 1, 1], labels=[0, 1, 2, 0, 1, 0])
     losses = plan.losses(batch)
@@ -282,11 +279,11 @@ def test_cosine_label_term_reads_only_the_direction_of_the_cell_state() -> None:
     assert _fit_label_term(plan, batch, steps=80) < 0.1
 
 
-def test_pretrain_with_labels_records_them_and_refuses_labels_nowhere(two_datasets, tmp_path) -> None:
+def test_pretrain_with_labels_records_them_and_refuses_labels_nowhere(tiny_arch, two_datasets, tmp_path) -> None:
     data = {"a": two_datasets["a"], "b": two_datasets["b"].copy()}
     del data["b"].obs["cell_type"]
     model = pretrain(data, out=tmp_path / "m", max_epochs=2, batch_size=32, seed=0, label_keys=["cell_type"],
-                     label_weight=0.5, progress=False, config_overrides=TINY)
+                     label_weight=0.5, progress=False, config_overrides=tiny_arch)
     objective = model.card["objective"]
     assert objective["label_keys"] == ["cell_type"] and objective["label_weight"] == 0.5
     assert list(objective["labelled_datasets"]) == ["a"]
@@ -296,17 +293,17 @@ def test_pretrain_with_labels_records_them_and_refuses_labels_nowhere(two_datase
     epochs = [h for h in model.history if h["epoch"] >= 1]
     assert all(h["train_label_ce"] > 0 for h in epochs)
     with pytest.raises(CellWeaveInputError, match="no dataset has one of these obs columns"):
-        pretrain(data, out=tmp_path / "n", label_keys=["tissue"], config_overrides=TINY, progress=False)
+        pretrain(data, out=tmp_path / "n", label_keys=["tissue"], config_overrides=tiny_arch, progress=False)
     with pytest.raises(CellWeaveInputError, match="label_loss='triplet'"):
-        pretrain(data, out=tmp_path / "n", label_keys=["cell_type"], label_loss="triplet", config_overrides=TINY,
+        pretrain(data, out=tmp_path / "n", label_keys=["cell_type"], label_loss="triplet", config_overrides=tiny_arch,
                  progress=False)
     with pytest.raises(CellWeaveInputError, match="label_weight"):
-        pretrain(data, out=tmp_path / "n", label_keys=["cell_type"], label_weight=-1.0, config_overrides=TINY,
+        pretrain(data, out=tmp_path / "n", label_keys=["cell_type"], label_weight=-1.0, config_overrides=tiny_arch,
                  progress=False)
     assert not (tmp_path / "n").exists()
 
 
-def test_last_checkpoint_is_the_latest_epoch_when_validation_gets_worse(two_datasets, tmp_path, monkeypatch) -> None:
+def test_last_checkpoint_is_the_latest_epoch_when_validation_gets_worse(tiny_arch, two_datasets, tmp_path, monkeypatch) -> None:
     # A validation loss that rises every epoch: the best checkpoint stays at the first epoch, and
     # last.ckpt (what --resume reads) must still be the end of the run, not the best epoch.
     from cellweave.train._plan import PretrainPlan
@@ -315,7 +312,7 @@ def test_last_checkpoint_is_the_latest_epoch_when_validation_gets_worse(two_data
                         lambda self: self.log("val_loss", float(self.current_epoch)))
     out = tmp_path / "m"
     model = pretrain(two_datasets, out=out, max_epochs=3, batch_size=32, seed=0, progress=False,
-                     config_overrides=TINY)
+                     config_overrides=tiny_arch)
     last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert last["epoch"] == 2 and last["global_step"] == model.card["steps"] > 0
     best = torch.load(out / "checkpoints" / "epoch000.ckpt", weights_only=True, map_location="cpu")
@@ -332,8 +329,8 @@ def _count_batch(n_cells: int = 8, n_tokens: int = 10, n_genes: int = 12) -> dic
     return batch
 
 
-def test_count_latent_is_a_variational_bottleneck_read_off_the_visible_tokens() -> None:
-    config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **TINY, readout_latent=3)
+def test_count_latent_is_a_variational_bottleneck_read_off_the_visible_tokens(tiny_arch) -> None:
+    config = CellWeaveConfig.from_preset("tiny", vocab_size=40, **tiny_arch, readout_latent=3)
     module = CellWeaveModule(config)
     plan = PretrainPlan(module, CountDecoder(3, 12, n_batches=2))
     batch = _count_batch()
@@ -364,15 +361,15 @@ def test_count_latent_is_a_variational_bottleneck_read_off_the_visible_tokens() 
                        changed["value_mask"])
     torch.testing.assert_close(plan._latent(out, batch)[0], plan._latent(out2, changed)[0])
     # Without a readout the decoder reads the cell state and there is no KL term.
-    plain = PretrainPlan(CellWeaveModule(CellWeaveConfig.from_preset("tiny", vocab_size=40, **TINY)),
+    plain = PretrainPlan(CellWeaveModule(CellWeaveConfig.from_preset("tiny", vocab_size=40, **tiny_arch)),
                          CountDecoder(16, 12, n_batches=2))
     assert "count_kl" not in plain.losses(batch)
 
 
-def test_pretrain_with_a_count_latent_embeds_through_it_and_refuses_it_alone(two_datasets, tmp_path) -> None:
+def test_pretrain_with_a_count_latent_embeds_through_it_and_refuses_it_alone(tiny_arch, two_datasets, tmp_path) -> None:
     model = pretrain(two_datasets, out=tmp_path / "m", max_epochs=2, batch_size=32, seed=0, count_likelihood=True,
                      n_decoded_genes=40, count_latent=4, progress=False,
-                     config_overrides={**TINY, "value_encoding": "log1p"})
+                     config_overrides={**tiny_arch, "value_encoding": "log1p"})
     assert model.card["objective"]["count_latent"] == 4 and "4-dimensional Gaussian latent" in model.card["description"]
     epochs = [h for h in model.history if h["epoch"] >= 1]
     assert all(h["train_count_kl"] > 0 for h in epochs)
@@ -388,11 +385,11 @@ def test_pretrain_with_a_count_latent_embeds_through_it_and_refuses_it_alone(two
                        (dict(count_latent=-1, count_likelihood=True), "count_latent=-1")):
         with pytest.raises(CellWeaveInputError, match=match):
             pretrain(two_datasets, out=tmp_path / "n", progress=False,
-                     config_overrides={**TINY, "value_encoding": "log1p"}, **bad)
+                     config_overrides={**tiny_arch, "value_encoding": "log1p"}, **bad)
     assert not (tmp_path / "n").exists()
 
 
-def test_count_latent_without_rna_counts_keeps_no_untrained_readout(two_datasets, tmp_path, caplog) -> None:
+def test_count_latent_without_rna_counts_keeps_no_untrained_readout(tiny_arch, two_datasets, tmp_path, caplog) -> None:
     """With no RNA counts nothing trains the bottleneck, so the model must not embed through a random readout."""
     lognorm = {}
     for name, adata in two_datasets.items():
@@ -404,7 +401,7 @@ def test_count_latent_without_rna_counts_keeps_no_untrained_readout(two_datasets
     with caplog.at_level("WARNING", logger="cellweave"):
         model = pretrain(lognorm, out=tmp_path / "m", max_epochs=1, batch_size=32, seed=0, count_likelihood=True,
                          n_decoded_genes=40, count_latent=4, progress=False,
-                         config_overrides={**TINY, "value_encoding": "log1p"})
+                         config_overrides={**tiny_arch, "value_encoding": "log1p"})
     assert "No latent bottleneck either" in caplog.text
     assert model.config.readout_latent == 0 and not hasattr(model.module, "readout")
     assert model.card["objective"]["count_latent"] == 0

@@ -15,15 +15,12 @@ from cellweave.data import synthetic_adata
 from cellweave.tl import embed
 from cellweave.train import pretrain
 
-TINY = dict(d_model=16, n_layers=2, n_heads=2, d_ff=32,
-            context_length={"rna": 48, "prot": 0, "atac": 0, "gene_activity": 0})
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tiny_arch, tmp_path_factory):
     out = tmp_path_factory.mktemp("snap") / "m"
     data = {"a": synthetic_adata(n_cells=160, n_genes=120, seed=1)}
-    model = pretrain(data, out=out, max_epochs=4, batch_size=32, seed=0, config_overrides=TINY, progress=False,
+    model = pretrain(data, out=out, max_epochs=4, batch_size=32, seed=0, config_overrides=tiny_arch, progress=False,
                      snapshot_every=2, embed_hvg_tokens=60, name="snaptest")
     return out, model, data
 
@@ -53,10 +50,10 @@ def test_snapshots_are_written_at_the_chosen_epochs_and_load(run) -> None:
     assert "epoch 2 of 4" in (out / "snapshots" / "epoch002" / "MODEL_CARD.md").read_text()
 
 
-def test_a_negative_interval_is_refused_before_anything_is_written(tmp_path) -> None:
+def test_a_negative_interval_is_refused_before_anything_is_written(tiny_arch, tmp_path) -> None:
     data = {"a": synthetic_adata(n_cells=60, n_genes=50, seed=1)}
     with pytest.raises(CellWeaveInputError, match="snapshot_every=-1"):
-        pretrain(data, out=tmp_path / "m", snapshot_every=-1, config_overrides=TINY, progress=False)
+        pretrain(data, out=tmp_path / "m", snapshot_every=-1, config_overrides=tiny_arch, progress=False)
     assert not (tmp_path / "m").exists()
 
 

@@ -13,6 +13,7 @@ and the monitor datasets are labelled cells outside the pretraining corpus.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +35,7 @@ class KnnMonitorCallback(L.Callback):
     embedding could add features); ``labels`` holds each dataset's cell labels in the same order.
     The mean over datasets is logged as :data:`KNN_METRIC` (``val_knn_f1``), so it enters the
     run's history, its snapshots' cards and can be monitored by a ``ModelCheckpoint``; each
-    dataset's score is kept in :attr:`scores`. ``seed`` draws the folds (``pretrain`` keeps 0, the
+    dataset's score is kept in :attr:`scores`, with the seconds the scoring took (its cost per epoch). ``seed`` draws the folds (``pretrain`` keeps 0, the
     panel's, so runs of any seed are scored alike). With ``keep_best`` the weights of the epoch with the
     highest mean are kept (on the CPU) in :attr:`best`, for the run to end on them. The embedding
     runs under the trainer's precision (bf16 autocast in a bf16-mixed run). Every rank computes the
@@ -60,13 +61,16 @@ class KnnMonitorCallback(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        start = time.perf_counter()
         with trainer.precision_plugin.forward_context():
             per_dataset = self.score(pl_module.module)
+        seconds = time.perf_counter() - start
         value = float(np.mean(list(per_dataset.values())))
         pl_module.log(KNN_METRIC, value, on_step=False, on_epoch=True)
         epoch, step = trainer.current_epoch + 1, int(trainer.global_step)
         self.scores = [s for s in self.scores if s["epoch"] != epoch]  # a resumed run repeats an epoch
-        self.scores.append({"epoch": epoch, "step": step, KNN_METRIC: value, "per_dataset": per_dataset})
+        self.scores.append({"epoch": epoch, "step": step, KNN_METRIC: value, "per_dataset": per_dataset,
+                            "seconds": round(seconds, 2)})
         if self.keep_best and (self.best is None or value > self.best[KNN_METRIC]):
             self.best = {"epoch": epoch, "step": step, KNN_METRIC: value,
                          "state": {k: v.detach().cpu().clone() for k, v in pl_module.module.state_dict().items()}}

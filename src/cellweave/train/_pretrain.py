@@ -983,6 +983,7 @@ def pretrain(
                          for n, m in monitored.items()],
             "before_training": epoch0[KNN_METRIC],
             "scores": knn.scores,
+            "seconds": round(sum(r.get("seconds", 0.0) for r in knn.scores), 1),
             "best": {k: selected[k] for k in ("epoch", "step", KNN_METRIC)} if selected else None,
             "select_epoch": select_epoch,
             "saved_epoch": int(knn.best["epoch"]) if select_epoch == "knn" and knn.best else int(trainer.current_epoch),
