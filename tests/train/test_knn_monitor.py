@@ -135,8 +135,9 @@ def test_a_resumed_run_chooses_among_all_its_epochs(tiny_arch, tmp_path) -> None
     """The scores and the best epoch's weights travel in ``last.ckpt``: a run stopped after epoch 2 and resumed
     for a third ends on the best of all three epochs, not of the resumed one only."""
     data = {"a": synthetic_adata(n_cells=120, n_genes=80, seed=1)}
-    kwargs = dict(out=tmp_path / "m", batch_size=32, seed=0, config_overrides=tiny_arch, progress=False, snapshot_every=1,
-                  monitor={"held": synthetic_adata(n_cells=60, n_genes=80, seed=5)}, select_epoch="knn")
+    kwargs = dict(out=tmp_path / "m", batch_size=32, seed=0, config_overrides=tiny_arch, progress=False,
+                  snapshot_every=1, monitor={"held": synthetic_adata(n_cells=60, n_genes=80, seed=5)},
+                  select_epoch="knn")
     pretrain(data, max_epochs=2, **kwargs)
     model = pretrain(data, max_epochs=3, resume=True, **kwargs)
     scores = {r["epoch"]: r[KNN_METRIC] for r in model.card["monitor"]["scores"]}

@@ -79,7 +79,9 @@ def test_pretrain_with_count_likelihood_vicreg_and_a_step_budget(tiny_arch, two_
     assert emb.shape[0] == 120 and np.isfinite(emb).all()
 
 
-def test_pretrain_refuses_count_likelihood_on_quantiles_and_an_empty_step_budget(tiny_arch, two_datasets, tmp_path) -> None:
+def test_pretrain_refuses_count_likelihood_on_quantiles_and_an_empty_step_budget(
+    tiny_arch, two_datasets, tmp_path,
+) -> None:
     with pytest.raises(CellWeaveInputError, match="log1p"):
         pretrain(two_datasets, out=tmp_path / "q", count_likelihood=True, config_overrides=tiny_arch, progress=False)
     with pytest.raises(CellWeaveInputError, match="max_steps"):
@@ -139,7 +141,9 @@ def test_count_token_dataset_draws_the_second_view_from_a_partner(tiny_arch, two
         CountTokenDataset(tokens, None, np.zeros(120), two_views=True, partners=partners[:5])
 
 
-def test_pretrain_with_neighbour_positives_records_them_and_refuses_them_without_vicreg(tiny_arch, two_datasets, tmp_path) -> None:
+def test_pretrain_with_neighbour_positives_records_them_and_refuses_them_without_vicreg(
+    tiny_arch, two_datasets, tmp_path,
+) -> None:
     model = pretrain(two_datasets, out=tmp_path / "m", max_epochs=1, max_steps=3, batch_size=32, seed=0,
                      vicreg_weight=0.04, vicreg_neighbours=5, progress=False,
                      config_overrides={**tiny_arch, "value_encoding": "log1p"})
@@ -203,7 +207,8 @@ def test_pretrain_with_principal_component_targets_records_them_and_refuses_a_ne
     with pytest.raises(CellWeaveInputError, match="components"):
         pretrain(two_datasets, out=tmp_path / "n", pc_targets=-1, config_overrides=tiny_arch, progress=False)
     with pytest.raises(CellWeaveInputError, match="pc_weight"):
-        pretrain(two_datasets, out=tmp_path / "n", pc_targets=2, pc_weight=-1.0, config_overrides=tiny_arch, progress=False)
+        pretrain(two_datasets, out=tmp_path / "n", pc_targets=2, pc_weight=-1.0, config_overrides=tiny_arch,
+                 progress=False)
     assert not (tmp_path / "n").exists()
 
 
@@ -303,7 +308,9 @@ def test_pretrain_with_labels_records_them_and_refuses_labels_nowhere(tiny_arch,
     assert not (tmp_path / "n").exists()
 
 
-def test_last_checkpoint_is_the_latest_epoch_when_validation_gets_worse(tiny_arch, two_datasets, tmp_path, monkeypatch) -> None:
+def test_last_checkpoint_is_the_latest_epoch_when_validation_gets_worse(
+    tiny_arch, two_datasets, tmp_path, monkeypatch,
+) -> None:
     # A validation loss that rises every epoch: the best checkpoint stays at the first epoch, and
     # last.ckpt (what --resume reads) must still be the end of the run, not the best epoch.
     from cellweave.train._plan import PretrainPlan
