@@ -38,9 +38,9 @@ class KnnMonitorCallback(L.Callback):
     dataset's score is kept in :attr:`scores`, with the seconds the scoring took (its cost per epoch).
     ``seed`` draws the folds (``pretrain`` keeps 0, the panel's, so runs of any seed are scored
     alike). With ``keep_best`` the weights of the epoch with the highest mean are kept (on the
-    CPU) in :attr:`best`, for the run to end on them. The embedding
-    runs under the trainer's precision (bf16 autocast in a bf16-mixed run). Every rank computes the
-    same score from the same weights, so nothing is gathered. State (scores, best epoch and its
+    CPU) in :attr:`best`, for the run to end on them. The embedding runs under the trainer's
+    precision (bf16 autocast in a bf16-mixed run). Every rank computes the same score from the
+    same weights, so nothing is gathered. State (scores, best epoch and its
     weights) travels in the checkpoint, so a resumed run chooses among all its epochs.
     """
 
