@@ -79,7 +79,7 @@ def test_pretrain_cli_with_modality_dropout_and_rna_only(tmp_path) -> None:
                  "--token-selection", "deviation", "--fixed-feature-tables", "--feature-offset",
                  "--hvg-tokens", "40", "--mask-ratio", "0.5", "--mask-grouping", "modules",
                  "--vicreg-weight", "0.04", "--vicreg-neighbours", "5", "--pc-targets", "3", "--pc-weight", "2",
-                 "--depth-augmentation", "0.5", "--label-key", "zone", "cell_type", "--label-weight", "0.5",
+                 "--depth-augmentation", "0.5", "--depth-augmentation-min", "0.3", "--label-key", "zone", "cell_type", "--label-weight", "0.5",
                  "--label-loss", "cosine"]) == 0
     rna_model = cellweave.CellWeave.load(rna)
     assert rna_model.config.fixed_feature_tables and not rna_model.module.profile_embedding.weight.requires_grad
@@ -88,7 +88,8 @@ def test_pretrain_cli_with_modality_dropout_and_rna_only(tmp_path) -> None:
     assert (rna_model.config.value_encoding, rna_model.config.profile_skip,
             rna_model.config.token_selection, rna_model.config.hvg_tokens) == ("log1p", True, "deviation", 40)
     assert (rna_model.config.mask_ratio, rna_model.config.mask_grouping) == (0.5, "modules")
-    assert rna_model.config.depth_augmentation == 0.5 and "50% of training cells" in rna_model.card["description"]
+    assert rna_model.config.depth_augmentation == 0.5 and rna_model.config.depth_augmentation_min == 0.3
+    assert "50% of training cells read at a lower depth (counts thinned to 30-100%)" in rna_model.card["description"]
     assert rna_model.card["objective"]["vicreg_neighbours"] == 5 and rna_model.card["objective"]["vicreg_weight"] == 0.04
     assert rna_model.card["objective"]["pc_targets"] == 3 and rna_model.card["objective"]["pc_weight"] == 2.0
     assert rna_model.card["objective"]["labelled_datasets"]["cite"]["key"] == "cell_type"  # the first key present
@@ -100,6 +101,9 @@ def test_pretrain_cli_with_modality_dropout_and_rna_only(tmp_path) -> None:
     assert main([*common, "--out", str(tmp_path / "bad"), "--modality-dropout", "1.5"]) == 2
     assert main([*common, "--out", str(tmp_path / "bad"), "--depth-augmentation", "2"]) == 2
     assert main([*common, "--out", str(tmp_path / "bad"), "--depth-augmentation", "0.5"]) == 2  # quantile values
+    assert main([*common, "--out", str(tmp_path / "bad"), "--value-encoding", "log1p", "--depth-augmentation", "0.5",
+                 "--depth-augmentation-min", "0"]) == 2
+    assert main([*common, "--out", str(tmp_path / "bad"), "--depth-augmentation-min", "0.3"]) == 2  # nothing thinned
     assert main([*common, "--out", str(tmp_path / "bad"), "--label-key", "tissue"]) == 2  # no such column
     assert not (tmp_path / "bad").exists()
 

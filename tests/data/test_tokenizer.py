@@ -490,11 +490,31 @@ def test_depth_augmentation_thins_training_cells_only() -> None:
     assert item["token_ids"].size == 40
 
 
+def test_depth_augmentation_min_bounds_how_far_a_cell_is_thinned() -> None:
+    corpus, _, _ = _counts_corpus()
+    row = dict(zip(corpus.blocks[0].token_ids, corpus.blocks[0].values[0].toarray().ravel()))
+    whole = Tokenizer({"rna": 64}, zero_fraction=0.0, depth_augmentation=1.0, depth_min=1.0)
+    for seed in range(5):  # a share of 1 keeps every molecule: the cell as it is
+        ids, vals, _ = whole.tokenize(corpus, 0, np.random.default_rng(seed), train=True)
+        assert ids.size == 40 and all(row[t] == pytest.approx(v, rel=1e-5) for t, v in zip(ids, vals))
+    half = Tokenizer({"rna": 64}, zero_fraction=0.0, depth_augmentation=1.0, depth_min=0.5)
+    n_half = [half.tokenize(corpus, 0, np.random.default_rng(seed), train=True)[0].size for seed in range(30)]
+    assert min(n_half) >= 30 and min(n_half) < 40  # thinned, but never below half the molecules
+    with pytest.raises(ValueError, match="depth_min"):
+        Tokenizer({"rna": 1}, depth_augmentation=0.5, depth_min=0.0)
+
+
 def test_depth_augmentation_comes_from_the_config_and_needs_log1p_values() -> None:
     from cellweave.nn import CellWeaveConfig
 
     config = CellWeaveConfig.from_preset("tiny", vocab_size=20, value_encoding="log1p", depth_augmentation=0.5)
     assert Tokenizer.from_config(config).depth_augmentation == 0.5
+    assert Tokenizer.from_config(config).depth_min == 0.05  # the default range, that of older models
+    narrow = CellWeaveConfig.from_preset("tiny", vocab_size=20, value_encoding="log1p", depth_augmentation=0.5,
+                                         depth_augmentation_min=0.3)
+    assert Tokenizer.from_config(narrow).depth_min == 0.3
+    with pytest.raises(ValueError, match="depth_augmentation_min"):
+        CellWeaveConfig.from_preset("tiny", vocab_size=20, value_encoding="log1p", depth_augmentation_min=1.5)
     assert Tokenizer.from_config(CellWeaveConfig.from_preset("tiny", vocab_size=20)).depth_augmentation == 0.0
     with pytest.raises(ValueError, match="log1p"):
         CellWeaveConfig.from_preset("tiny", vocab_size=20, depth_augmentation=0.5)  # quantiles by default

@@ -50,6 +50,14 @@ def _pretrain_overrides(args: argparse.Namespace) -> dict | None:
             raise CellWeaveInputError(f"--depth-augmentation {args.depth_augmentation}: give the probability that a "
                                       "cell is thinned, between 0 and 1 (e.g. 0.5).")
         overrides["depth_augmentation"] = args.depth_augmentation
+    if args.depth_augmentation_min is not None:
+        if not 0.0 < args.depth_augmentation_min <= 1.0:
+            raise CellWeaveInputError(f"--depth-augmentation-min {args.depth_augmentation_min}: give the lowest share "
+                                      "of its molecules a thinned cell keeps, above 0 and at most 1 (e.g. 0.3).")
+        if not args.depth_augmentation:
+            raise CellWeaveInputError("--depth-augmentation-min sets how far --depth-augmentation thins a cell; give "
+                                      "--depth-augmentation P (e.g. 0.5) as well.")
+        overrides["depth_augmentation_min"] = args.depth_augmentation_min
     if args.fixed_feature_tables:
         overrides["fixed_feature_tables"] = True
     if args.feature_offset:
@@ -205,9 +213,13 @@ def add_pretrain(sp: argparse.ArgumentParser, model_help: str) -> None:
                          "variable genes together (default: random, as the shipped model)")
     sp.add_argument("--depth-augmentation", type=float, default=None, metavar="P",
                     help="probability that a training cell is read at a lower depth: its counts thinned to a share "
-                         f"drawn log-uniformly in [{MIN_DEPTH_FRACTION}, 1] (read-depth-aware pretraining, as "
+                         "drawn log-uniformly in [F, 1] (--depth-augmentation-min F; read-depth-aware pretraining, as "
                          "scFoundation); needs "
                          "--value-encoding log1p (default: 0, every cell at its own depth, as the shipped model)")
+    sp.add_argument("--depth-augmentation-min", type=float, default=None, metavar="F",
+                    help="with --depth-augmentation, the lowest share of its molecules a thinned cell keeps; match "
+                         "it to the depth of the data the model will meet (e.g. 0.3 for a corpus 3x deeper than "
+                         f"the targets) (default: {MIN_DEPTH_FRACTION})")
     sp.add_argument("--fixed-feature-tables", action="store_true",
                     help="keep each gene's (and protein's, peak's) embedding at its random initialization, training "
                     "only the rest (CellWeaveConfig.fixed_feature_tables; default: off, learned; on in the shipped model)")

@@ -221,8 +221,10 @@ class Tokenizer:
     prepared together (``"deviation"``), or none (``"none"``)."""
     depth_augmentation: float = 0.0
     """Probability that a training cell is read at a lower depth: each of its counts is thinned
-    binomially to a share of its molecules drawn log-uniformly in [``MIN_DEPTH_FRACTION``, 1], and
+    binomially to a share of its molecules drawn log-uniformly in [``depth_min``, 1], and
     its values are normalized again (see :meth:`tokenize`)."""
+    depth_min: float = MIN_DEPTH_FRACTION
+    """The lowest share of its molecules a thinned cell keeps (``CellWeaveConfig.depth_augmentation_min``)."""
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
@@ -235,6 +237,8 @@ class Tokenizer:
             raise ValueError(f"hvg_tokens must be >= 0 (0: all features), not {self.hvg_tokens!r}.")
         if not 0.0 <= float(self.depth_augmentation) <= 1.0:
             raise ValueError(f"depth_augmentation must be a probability in [0, 1], not {self.depth_augmentation!r}.")
+        if not 0.0 < float(self.depth_min) <= 1.0:
+            raise ValueError(f"depth_min must be a share in (0, 1] (e.g. 0.3), not {self.depth_min!r}.")
         names = _modalities.names() if self.modalities is None else tuple(self.modalities)
         self.modality_ids: dict[str, int] = {name: i for i, name in enumerate(names)}
 
@@ -244,7 +248,8 @@ class Tokenizer:
                    getattr(config, "modality_dropout", 0.0), tuple(config.modalities),
                    getattr(config, "token_selection", "value"), getattr(config, "hvg_tokens", 0),
                    getattr(config, "mask_grouping", "random"), getattr(config, "embed_zeros", "random"),
-                   getattr(config, "depth_augmentation", 0.0))
+                   getattr(config, "depth_augmentation", 0.0),
+                   getattr(config, "depth_augmentation_min", MIN_DEPTH_FRACTION))
 
     def _used(self, modality: str) -> bool:
         """Whether tokens of ``modality`` enter a sequence: it has context and an embedding row."""
@@ -294,7 +299,7 @@ class Tokenizer:
 
         ``train=True`` with ``depth_augmentation`` > 0: with that probability the cell is first read
         at a lower depth. Each count of a block that holds counts and its cells' library sizes is
-        kept with probability ``f``, drawn log-uniformly in [``MIN_DEPTH_FRACTION``, 1] once per
+        kept with probability ``f``, drawn log-uniformly in [``depth_min``, 1] once per
         cell, and the kept counts are normalized again (log1p of counts per 10k of the thinned
         library). Binomial thinning is how read-depth-aware pretraining (scFoundation, Hao et al.
         2024) makes a cell's input shallower than its targets; here the count likelihood's targets
@@ -305,7 +310,7 @@ class Tokenizer:
         zeros_rule = self.embed_zeros if embed else "random"
         depth = None
         if train and self.depth_augmentation > 0 and rng.random() < self.depth_augmentation:
-            depth = float(np.exp(rng.uniform(np.log(MIN_DEPTH_FRACTION), 0.0)))
+            depth = float(np.exp(rng.uniform(np.log(self.depth_min), 0.0)))
         noise = self.jitter if train else 1e-3
         ids, vals, mods, t_ids, t_vals, t_mods = [], [], [], [], [], []
         present = [b for b in corpus.blocks if b.present[i] and b.token_ids.size and self._used(b.modality)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cellweave import modalities as _modalities
-from cellweave._constants import MASK_GROUPINGS
+from cellweave._constants import MASK_GROUPINGS, MIN_DEPTH_FRACTION
 
 
 def _default_modalities() -> list[str]:
@@ -80,11 +80,17 @@ class CellWeaveConfig:
     models saved before it."""
     depth_augmentation: float = 0.0
     """Probability that a pretraining cell is read at a lower depth: its counts thinned binomially
-    to a share of its molecules drawn log-uniformly in [``cellweave._constants.MIN_DEPTH_FRACTION``
-    (0.05), 1], then normalized again, while the count likelihood's targets stay its full counts
+    to a share of its molecules drawn log-uniformly in [``depth_augmentation_min`` (default 0.05),
+    1], then normalized again, while the count likelihood's targets stay its full counts
     (read-depth-aware pretraining, scFoundation, Hao et al. 2024; :class:`cellweave.data.Tokenizer`).
     Needs ``value_encoding="log1p"``, whose values give back the counts. 0 (the default, and older
     models): every cell at its own depth."""
+    depth_augmentation_min: float = MIN_DEPTH_FRACTION
+    """With ``depth_augmentation`` > 0, the lowest share of its molecules a thinned cell keeps (the
+    share is drawn log-uniformly in [this, 1]). 0.05 (the default, ``MIN_DEPTH_FRACTION``, and that
+    of older models) reaches 20x shallower than the corpus; a range matched to the depth of the data
+    the model will meet (e.g. 0.3 for a corpus at 2,000 counts a cell and targets at 600) keeps the
+    two views of a cell closer."""
     modality_dropout: float = 0.0
     """Probability that a pretraining cell carrying two or more modalities has one of them left
     out of its input, its features becoming cell-head targets (cross-modal masking): what teaches
@@ -176,6 +182,9 @@ class CellWeaveConfig:
                              f"{self.readout_latent!r} / {self.readout_hidden!r}.")
         if self.mask_grouping not in MASK_GROUPINGS:
             raise ValueError(f"mask_grouping must be one of {MASK_GROUPINGS}, not {self.mask_grouping!r}.")
+        if not 0.0 < float(self.depth_augmentation_min) <= 1.0:
+            raise ValueError(f"depth_augmentation_min must be a share in (0, 1] (e.g. 0.3), not "
+                             f"{self.depth_augmentation_min!r}.")
         if self.depth_augmentation > 0 and self.value_encoding != "log1p":
             raise ValueError("depth_augmentation needs value_encoding='log1p': within-cell quantiles do not give "
                              "back the counts to thin.")

@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from cellweave._constants import LABEL_LOSSES, MIN_DEPTH_FRACTION
+from cellweave._constants import LABEL_LOSSES
 from cellweave._exceptions import CellWeaveInputError
 from cellweave._system import hardware, keep_torch_threads, peak_rss_mb
 from cellweave._io_utils import atomic_dir, remove_stale_temporaries_in
@@ -952,7 +952,7 @@ def pretrain(
            f"{', '.join(sorted({r['key'] for r in label_records.values()}))}; {len(label_records)} datasets labelled; "
            f"weight {label_weight})" if label_records else "")
         + (f", {config.depth_augmentation:.0%} of training cells read at a lower depth (counts thinned to "
-           f"{100 * MIN_DEPTH_FRACTION:.0f}-100%)"
+           f"{100 * config.depth_augmentation_min:.0f}-100%)"
            if config.depth_augmentation else "")
         + " on the listed datasets; "
         + ("all modalities each dataset carries were used." if modalities is None
