@@ -19,5 +19,6 @@ MASK_GROUPINGS = ("random", "modules")
 #: first is the default.
 LABEL_LOSSES = ("linear", "cosine")
 #: Depth augmentation (``Tokenizer.depth_augmentation``, ``pretrain --depth-augmentation``): the share
-#: of its molecules a thinned training cell keeps is drawn log-uniformly between this and 1.
+#: of its molecules a thinned training cell keeps is drawn log-uniformly between a floor and 1; this is
+#: the floor's default (``CellWeaveConfig.depth_augmentation_min``, ``--depth-augmentation-min``).
 MIN_DEPTH_FRACTION = 0.05
