@@ -79,8 +79,8 @@ def test_pretrain_cli_with_modality_dropout_and_rna_only(tmp_path) -> None:
                  "--token-selection", "deviation", "--fixed-feature-tables", "--feature-offset",
                  "--hvg-tokens", "40", "--mask-ratio", "0.5", "--mask-grouping", "modules",
                  "--vicreg-weight", "0.04", "--vicreg-neighbours", "5", "--pc-targets", "3", "--pc-weight", "2",
-                 "--depth-augmentation", "0.5", "--depth-augmentation-min", "0.3", "--label-key", "zone", "cell_type", "--label-weight", "0.5",
-                 "--label-loss", "cosine"]) == 0
+                 "--depth-augmentation", "0.5", "--depth-augmentation-min", "0.3", "--label-key", "zone", "cell_type",
+                 "--label-weight", "0.5", "--label-loss", "cosine"]) == 0
     rna_model = cellweave.CellWeave.load(rna)
     assert rna_model.config.fixed_feature_tables and not rna_model.module.profile_embedding.weight.requires_grad
     assert rna_model.config.feature_offset and rna_model.module.feature_offset.weight.abs().sum() > 0  # trained
