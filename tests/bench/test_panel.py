@@ -8,7 +8,7 @@ import pytest
 from cellweave import datasets
 from cellweave.bench import available_tasks, resolve_tasks
 from cellweave.bench._results import make_records
-from cellweave.bench.tasks.panel import expected_calibration_error, panel_datasets, panel_summary
+from cellweave.bench.tasks.panel import expected_calibration_error, panel_datasets, panel_seed_table, panel_summary
 
 
 def test_panel_is_standalone_and_has_enough_datasets() -> None:
@@ -58,6 +58,29 @@ def test_summary_states_the_goal() -> None:
     # A protocol with cellweave but no baseline is listed, without a comparison.
     alone = panel_summary([r for r in recs if r.method == "cellweave"]).set_index("protocol")
     assert alone.loc["zero-shot kNN macro-F1", "datasets"] == 2 and "gap (mean)" not in alone.columns
+
+
+def test_seed_table_averages_splits_then_datasets_then_seeds() -> None:
+    recs = []
+    # dataset a: two shifts per seed (splits averaged first); dataset b: one shift; c: seed 0 only
+    values = {0: {"a": (0.8, 0.6), "b": (0.9,), "c": (0.1,)}, 1: {"a": (0.9, 0.9), "b": (0.7,)}}
+    for seed, per in values.items():
+        for ds, vals in per.items():
+            for i, v in enumerate(vals):
+                recs += make_records("panel", ds, f"across shift (batch={i})", seed, "cellweave",
+                                     {"macro_f1": v, "ece": 0.1 * (seed + 1)})
+    recs += make_records("panel", "a", "novel type", 0, "kNN distance (PCA)", {"novel_auroc": 0.7})
+    table = panel_seed_table(recs).set_index(["protocol", "method"])
+    row = table.loc[("annotation across a shift, macro-F1", "cellweave")]
+    # seed 0: (0.7 + 0.9) / 2 = 0.8; seed 1: (0.9 + 0.7) / 2 = 0.8; "c" lacks seed 1 and is left out
+    assert row["datasets"] == 2 and row["seeds"] == 2
+    assert row["seed 0"] == pytest.approx(0.8) and row["seed 1"] == pytest.approx(0.8)
+    assert row["mean"] == pytest.approx(0.8) and row["sd"] == pytest.approx(0.0)
+    ece = table.loc[("across a shift, expected calibration error", "cellweave")]
+    assert ece["mean"] == pytest.approx(0.15) and ece["sd"] == pytest.approx(np.std([0.1, 0.2], ddof=1))
+    one = table.loc[("novel-type AUROC", "kNN distance (PCA)")]
+    assert one["seeds"] == 1 and np.isnan(one["sd"]) and one["mean"] == pytest.approx(0.7)
+    assert panel_seed_table([]).empty
 
 
 def test_summary_compares_on_common_datasets() -> None:
@@ -188,7 +211,9 @@ def test_panel_saves_each_finished_dataset_and_resumes(tmp_path, monkeypatch) ->
     assert sorted((r.dataset, r.seed, r.value) for r in records) == [
         ("one", 0, 0.5), ("one", 1, 0.6), ("two", 0, 0.5), ("two", 1, 0.6)]
     assert not (tmp_path / panel.PARTIAL).exists()
-    assert (tmp_path / "panel.json").exists()
+    over_seeds = json.loads((tmp_path / "panel.json").read_text())["over seeds"]
+    assert [(r["method"], r["datasets"], r["seeds"]) for r in over_seeds] == [("cellweave", 2, 2)]
+    assert over_seeds[0]["mean"] == pytest.approx(0.55) and over_seeds[0]["seed 1"] == pytest.approx(0.6)
 
 
 def test_dataset_mixing_reads_islands_and_mixtures() -> None:

@@ -49,7 +49,10 @@ set the budget and learning rate.
 novel types per dataset and leaves kBET out of the scIB batch score. The summary (written as
 ``panel.json`` beside ``results.json`` and as the report's first table) gives, per protocol, the
 mean over datasets of cellweave and of each baseline, the gap to the best baseline, and the worst
-single-dataset gap: the goal is gap >= 0 on the mean and > -0.03 on every dataset.
+single-dataset gap: the goal is gap >= 0 on the mean and > -0.03 on every dataset. Beside it
+(``panel.json``'s ``"over seeds"``, and a report table with more than one seed) every method's mean
+over datasets per seed and their mean ± sd over seeds (:func:`panel_seed_table`;
+``benchmarks/panel_seeds.py`` pools the seeds of separate runs of one model the same way).
 
 After each dataset and seed the records so far are saved in ``panel_partial.json`` in the output
 folder (removed when the panel ends); ``--resume`` continues a stopped run from them, if the model
@@ -573,6 +576,51 @@ def panel_summary(records: list[Record]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: What :func:`panel_seed_table` pools: the summary's protocols and point 4's two rates across a shift.
+SEED_TABLE = {
+    ("zero-shot kNN", "macro_f1"): PROTOCOLS[("zero-shot kNN", "macro_f1")],
+    ("across shift", "macro_f1"): PROTOCOLS[("across shift", "macro_f1")],
+    ("across shift", "unknown_rate"): "across a shift, known cells called unknown",
+    ("across shift", "ece"): "across a shift, expected calibration error",
+    ("novel type", "novel_auroc"): PROTOCOLS[("novel type", "novel_auroc")],
+    ("integration", "scIB total"): PROTOCOLS[("integration", "scIB total")],
+    ("tissue integration", "tissue total"): PROTOCOLS[("tissue integration", "tissue total")],
+}
+
+
+def panel_seed_table(records: list[Record]) -> pd.DataFrame:
+    """Per protocol and method: the mean over datasets for each seed, then mean and sd over seeds.
+
+    Within one seed a dataset's splits (shifts, left-out types, folds) are averaged first, then the
+    datasets, as :func:`panel_summary` averages them; only datasets that the method holds on every
+    seed enter, so every seed's mean is over the same datasets. ``sd`` is the sample standard
+    deviation over seeds (``NaN`` with one seed). Columns: protocol, method, datasets, seeds, mean,
+    sd, per-seed means (``seed S``).
+    """
+    columns = ["protocol", "method", "datasets", "seeds", "mean", "sd"]
+    if not records:
+        return pd.DataFrame(columns=columns)
+    df = pd.DataFrame([r.to_dict() if isinstance(r, Record) else dict(r) for r in records])
+    df["protocol"] = df["split"].map(_protocol)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    all_seeds = sorted(int(s) for s in df["seed"].unique())
+    rows = []
+    for (protocol, metric), label in SEED_TABLE.items():
+        sel = df[(df["protocol"] == protocol) & (df["metric"] == metric)]
+        for method, m in sel.groupby("method", sort=True):
+            per = m.groupby(["seed", "dataset"])["value"].mean().unstack("dataset")  # seeds x datasets
+            per = per.dropna(axis=1)  # datasets the method holds on every one of its seeds
+            if per.shape[1] == 0:
+                continue
+            by_seed = per.mean(axis=1)
+            row = {"protocol": label, "method": method, "datasets": int(per.shape[1]),
+                   "seeds": len(by_seed), "mean": float(by_seed.mean()),
+                   "sd": float(by_seed.std(ddof=1)) if len(by_seed) > 1 else float("nan")}
+            row.update({f"seed {int(s)}": float(v) for s, v in by_seed.items()})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=columns + [f"seed {s}" for s in all_seeds])
+
+
 def _run_config(ctx) -> dict:
     """What makes two panel runs' records comparable: a run resumes only records written under the same
     (the label transfer's ``softmax_when_far``, ``sharpen_when_far``, ``weight_parts`` and
@@ -668,6 +716,12 @@ def run(ctx, report) -> list[Record]:
     if not summary.empty:
         report.table(summary.round(3))
         logger.info("Panel summary:\n%s", summary.round(3).to_string(index=False))
+    by_seed = panel_seed_table(records)
+    if len(ctx.seeds) > 1 and not by_seed.empty:
+        report.heading("Per protocol and method: mean over datasets, mean ± sd over seeds", level=3)
+        report.table(by_seed.round(3))
+        logger.info("Per protocol, mean over datasets, then over seeds:\n%s",
+                    by_seed[["protocol", "method", "datasets", "mean", "sd"]].round(3).to_string(index=False))
     if ctx.out is not None:
         from cellweave._io_utils import atomic_write_json
 
@@ -675,6 +729,7 @@ def run(ctx, report) -> list[Record]:
             "datasets": [d.name for d in data], "tissue groups": {d.name: TISSUE_GROUPS[d.name] for d in groups},
             "seeds": list(ctx.seeds), "quick": ctx.quick, "precision": ctx.precision,
             "summary": summary.replace({np.nan: None}).to_dict(orient="records"),
+            "over seeds": by_seed.astype(object).where(by_seed.notna(), None).to_dict(orient="records"),
         })
         # The runner writes every record to results.json next; the checkpoint has served.
         (ctx.out / PARTIAL).unlink(missing_ok=True)
