@@ -489,6 +489,16 @@ def _integration(ctx, d: PanelData, embs: dict[str, np.ndarray], seed: int) -> l
     return records
 
 
+def integration_records(ctx, d: PanelData, seed: int) -> list[Record]:
+    """Protocol 4 alone on ``d`` with ``d.batch_key`` as the batch: the model zero-shot and ``ctx.adapt``'s
+    variants, each with Harmony, beside Harmony on PCA and scVI, for scripts that build their own
+    integration sets (``benchmarks/depth_shift_integration.py``)."""
+    if not d.batch_key:
+        raise ValueError(f"{d.name}: integration needs a batch key")
+    embs, records = _model_embeddings(ctx, d, seed)
+    return records + _integration(ctx, d, embs, seed)
+
+
 def _model_embeddings(ctx, d: PanelData, seed: int) -> tuple[dict[str, np.ndarray], list[Record]]:
     """The embeddings every protocol scores: the model zero-shot; with ``ctx.adapt`` containing
     ``"untrained"`` the same architecture with random weights, zero-shot (on four panel datasets it
