@@ -89,7 +89,7 @@ def main() -> None:
     from cellweave import CellWeave
     from cellweave._io_utils import atomic_write_json
     from cellweave._system import hardware, keep_torch_threads
-    from cellweave.bench._runner import BenchmarkContext
+    from cellweave.bench import BenchmarkContext
     from cellweave.bench.tasks.panel import integration_records
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

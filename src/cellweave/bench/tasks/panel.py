@@ -69,7 +69,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cellweave.bench._results import CELLWEAVE, Record, make_records
+from cellweave.bench._results import CELLWEAVE, Record, make_records, records_frame
 
 logger = logging.getLogger(__name__)
 
@@ -610,9 +610,8 @@ def panel_seed_table(records: list[Record]) -> pd.DataFrame:
     columns = ["protocol", "method", "datasets", "seeds", "mean", "sd"]
     if not records:
         return pd.DataFrame(columns=columns)
-    df = pd.DataFrame([r.to_dict() if isinstance(r, Record) else dict(r) for r in records])
+    df = records_frame(records)
     df["protocol"] = df["split"].map(_protocol)
-    df["value"] = pd.to_numeric(df["value"], errors="coerce")
     all_seeds = sorted(int(s) for s in df["seed"].unique())
     rows = []
     for (protocol, metric), label in SEED_TABLE.items():
