@@ -174,6 +174,9 @@ def score(args: argparse.Namespace) -> None:
     from cellweave.train import start_module
 
     models = {m: CellWeave.load(m) for m in args.models}
+    if args.pooling != "config":  # pooling only changes what embed returns (CellWeaveConfig.pooling)
+        for model in models.values():
+            model.config.pooling = args.pooling
     first = models[args.models[0]]
     models["random weights"] = random_weights(first)
     if args.gene_tables:  # random weights with the first model's trained gene tables put back
@@ -189,9 +192,10 @@ def score(args: argparse.Namespace) -> None:
         for label, model in models.items():
             emb = model.embed(data, seed=0, progress=False)[0]
             row[label] = knn_f1(emb, labels)
-            cls, bag = halves(emb, model)
-            row[f"{label}, CLS half"] = knn_f1(cls, labels)
-            row[f"{label}, bag half"] = knn_f1(bag, labels)
+            if model.config.pooling == "cls+bag":
+                cls, bag = halves(emb, model)
+                row[f"{label}, CLS half"] = knn_f1(cls, labels)
+                row[f"{label}, bag half"] = knn_f1(bag, labels)
             if args.adapt:
                 adapted = adapt(data, model=model, seed=0, progress=False)
                 row[f"{label}, adapted"] = knn_f1(adapted.embed(data, seed=0, progress=False)[0], labels)
@@ -202,8 +206,9 @@ def score(args: argparse.Namespace) -> None:
     world_args = json.loads(Path(args.data, "world.json").read_text())["arguments"]
     result = {"command": "benchmarks/positive_control.py score --models " + " ".join(args.models)
               + (" --adapt" if args.adapt else "") + (" --gene-tables" if args.gene_tables else "")
-              + (f" --split {args.split}" if args.split != "heldout" else ""),
-              "world": world_args, "models": args.models, "seconds": round(time.perf_counter() - t0, 1),
+              + (f" --split {args.split}" if args.split != "heldout" else "")
+              + (f" --pooling {args.pooling}" if args.pooling != "config" else ""),
+              "pooling": args.pooling, "world": world_args, "models": args.models, "seconds": round(time.perf_counter() - t0, 1),
               "mean": means, "per_dataset": per_dataset}
     from cellweave._io_utils import atomic_write_json
 
@@ -246,6 +251,9 @@ def main() -> None:
                    help="also score random weights with the first model's gene tables (adapt's start='genes')")
     s.add_argument("--split", default="heldout", choices=["heldout", "validation"],
                    help="score the held-out datasets (default) or the validation ones (`make --validation N`)")
+    s.add_argument("--pooling", default="config", choices=["config", "cls+bag", "cls", "bag", "mean"],
+                   help="read every model's cells (zero-shot and the adapted head's input) with this pooling "
+                        "instead of its config's (default: config; CellWeaveConfig.pooling)")
     s.add_argument("--out", default="positive_control.json")
     s.set_defaults(func=score)
     args = p.parse_args()

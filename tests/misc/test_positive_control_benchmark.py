@@ -75,3 +75,54 @@ def test_validation_sets_leave_the_scored_ones_unchanged(pc, tmp_path) -> None:
     assert extra.shape[0] == 60 and not np.array_equal(np.asarray(extra.X.sum(1)), np.asarray(first.X.sum(1)))
     heldout_types = pc.world(0, 400, 12, 20, 6, 5, 3)["heldout_types"]  # the world make() drew
     assert set(extra.obs["cell_type"].astype(str)) <= {"+".join(f"P{p}" for p in t) for t in heldout_types}
+
+
+def test_score_reads_every_model_with_the_pooling_asked_for(pc, tmp_path, monkeypatch, tiny_arch) -> None:
+    """``score --pooling cls`` scores the CLS state itself (the L2-normalized first half of a ``cls+bag``
+    embedding), for the model and its random weights alike, records the pooling and drops the halves' rows
+    that a ``cls`` embedding does not have."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    import anndata as ad
+    import torch
+
+    from cellweave.data import build_vocabulary
+    from cellweave.models import CellWeave
+
+    monkeypatch.syspath_prepend(str(Path(pc.__file__).parent))  # score imports _diagnostics
+    pc.make(argparse.Namespace(out=str(tmp_path / "w"), seed=0, genes=400, programmes=12, programme_size=20,
+                               programmes_per_type=3, corpus_types=6, heldout_types=5, types_per_dataset=3, corpus=1,
+                               corpus_cells=60, corpus_depth=300.0, heldout=1, heldout_cells=80, heldout_depth=300.0,
+                               gene_share=0.9, fold=3.0, heldout_only=False, validation=0))
+    data = ad.read_h5ad(tmp_path / "w" / "heldout" / "heldout00.h5ad")
+    vocab, _ = build_vocabulary({"w": data}, min_cells=1)
+    torch.manual_seed(0)
+    CellWeave.from_preset("tiny", vocab, **tiny_arch).save(tmp_path / "m")
+    results = {}
+    for pooling in ("config", "cls"):
+        out = tmp_path / f"{pooling}.json"
+        pc.score(argparse.Namespace(data=str(tmp_path / "w"), models=[str(tmp_path / "m")], adapt=False,
+                                    gene_tables=False, split="heldout", pooling=pooling, out=str(out)))
+        results[pooling] = json.loads(out.read_text())
+    plain, cls = (results[p]["per_dataset"]["heldout00"] for p in ("config", "cls"))
+    assert results["cls"]["pooling"] == "cls" and results["cls"]["command"].endswith("--pooling cls")
+    assert not any("half" in k for k in cls) and f"{tmp_path / 'm'}, CLS half" in plain
+    model = CellWeave.load(tmp_path / "m")
+    full = model.embed(data, seed=0, progress=False)[0]
+    model.config.pooling = "cls"
+    state = model.embed(data, seed=0, progress=False)[0]
+    assert state.shape[1] == full.shape[1] // 2
+    np.testing.assert_allclose(state / np.linalg.norm(state, axis=1, keepdims=True), full[:, : state.shape[1]],
+                               atol=1e-5)
+    assert cls[str(tmp_path / "m")] == pc_knn(state, data)  # the row is the CLS state's score, not cls+bag's
+    assert cls["PCA (HVG)"] == plain["PCA (HVG)"]
+
+
+def pc_knn(embedding, data) -> float:
+    from cellweave.bench import knn_accuracy
+    from cellweave.bench.tasks.panel import N_NEIGHBORS
+
+    return round(float(knn_accuracy(embedding, data.obs["cell_type"].astype(str).to_numpy(), k=N_NEIGHBORS,
+                                    seed=0)["macro_f1"]), 3)
