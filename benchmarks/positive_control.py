@@ -46,6 +46,11 @@ Two steps::
 also writes four more datasets of the held-out types to ``OUT/validation/`` (drawn after the six scored ones,
 which stay the same), for a run to watch with ``cellweave pretrain ... --snapshot-every 1 --knn-monitor
 OUT/validation/*.h5ad --select-epoch knn``; ``score --split validation`` scores models on them instead.
+Four sets are too few to choose a readout or a recipe (fiftieth session: on them the CLS state passed PCA
+zero-shot, on twelve more and on the scored six it did not); ``--validation 16`` keeps the first four and adds more.
+
+**Readouts**: ``score --pooling cls`` (or ``bag``, ``mean``) reads every model with that pooling instead of its
+config's, zero-shot and as the adapted head's input.
 """
 
 from __future__ import annotations
