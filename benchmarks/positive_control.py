@@ -180,7 +180,11 @@ def score(args: argparse.Namespace) -> None:
 
     models = {m: CellWeave.load(m) for m in args.models}
     if args.pooling != "config":  # pooling only changes what embed returns (CellWeaveConfig.pooling)
-        for model in models.values():
+        for path, model in models.items():
+            if model.config.readout_latent:
+                raise SystemExit(f"{path}: an adapted model's latent readout was trained on its "
+                                 f"{model.config.pooling!r} pooling; score it without --pooling, or pass the model "
+                                 "it was adapted from.")
             model.config.pooling = args.pooling
     first = models[args.models[0]]
     models["random weights"] = random_weights(first)
@@ -213,7 +217,8 @@ def score(args: argparse.Namespace) -> None:
               + (" --adapt" if args.adapt else "") + (" --gene-tables" if args.gene_tables else "")
               + (f" --split {args.split}" if args.split != "heldout" else "")
               + (f" --pooling {args.pooling}" if args.pooling != "config" else ""),
-              "pooling": args.pooling, "world": world_args, "models": args.models, "seconds": round(time.perf_counter() - t0, 1),
+              "pooling": args.pooling, "world": world_args, "models": args.models,
+              "seconds": round(time.perf_counter() - t0, 1),
               "mean": means, "per_dataset": per_dataset}
     from cellweave._io_utils import atomic_write_json
 

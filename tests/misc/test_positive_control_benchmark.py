@@ -126,3 +126,19 @@ def pc_knn(embedding, data) -> float:
 
     return round(float(knn_accuracy(embedding, data.obs["cell_type"].astype(str).to_numpy(), k=N_NEIGHBORS,
                                     seed=0)["macro_f1"]), 3)
+
+
+def test_score_refuses_another_pooling_for_an_adapted_model(pc, tmp_path, monkeypatch, tiny_rna_model,
+                                                            tiny_vocab_and_data) -> None:
+    """An adapted model's readout was trained on its own pooling's width: ``--pooling`` names the fix."""
+    import argparse
+    from pathlib import Path
+
+    from cellweave.train import adapt
+
+    monkeypatch.syspath_prepend(str(Path(pc.__file__).parent))
+    adapt(tiny_vocab_and_data[1], model=tiny_rna_model, max_epochs=1, n_latent=4, progress=False,
+          out=tmp_path / "adapted")
+    with pytest.raises(SystemExit, match="score it without --pooling"):
+        pc.score(argparse.Namespace(data=str(tmp_path), models=[str(tmp_path / "adapted")], adapt=False,
+                                    gene_tables=False, split="heldout", pooling="cls", out=str(tmp_path / "o.json")))
