@@ -116,16 +116,11 @@ def test_score_reads_every_model_with_the_pooling_asked_for(pc, tmp_path, monkey
     assert state.shape[1] == full.shape[1] // 2
     np.testing.assert_allclose(state / np.linalg.norm(state, axis=1, keepdims=True), full[:, : state.shape[1]],
                                atol=1e-5)
-    assert cls[str(tmp_path / "m")] == pc_knn(state, data)  # the row is the CLS state's score, not cls+bag's
+    from _diagnostics import knn_f1  # the score's own kNN macro-F1
+
+    # the row is the CLS state's score, not cls+bag's
+    assert cls[str(tmp_path / "m")] == knn_f1(state, data.obs["cell_type"].astype(str).to_numpy())
     assert cls["PCA (HVG)"] == plain["PCA (HVG)"]
-
-
-def pc_knn(embedding, data) -> float:
-    from cellweave.bench import knn_accuracy
-    from cellweave.bench.tasks.panel import N_NEIGHBORS
-
-    return round(float(knn_accuracy(embedding, data.obs["cell_type"].astype(str).to_numpy(), k=N_NEIGHBORS,
-                                    seed=0)["macro_f1"]), 3)
 
 
 def test_score_refuses_another_pooling_for_an_adapted_model(pc, tmp_path, monkeypatch, tiny_rna_model,
