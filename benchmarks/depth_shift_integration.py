@@ -80,17 +80,52 @@ def rows_of(records, label: str, *, baselines: bool) -> dict[str, dict[str, floa
     return out
 
 
+def integration_rows(models, labels, d, seed: int, *, scratch: bool = True,
+                     precision: str = "32-true") -> dict[str, dict[str, float]]:
+    """The panel's integration protocol on ``d`` (``d.batch_key`` as the batch) for every model in
+    ``models`` (named ``labels``), as :func:`rows_of`: each model zero-shot and adapted, the first
+    model's architecture adapted from random weights (``scratch``), and the baselines once (scVI is
+    trained once for all models: the same cells)."""
+    from cellweave.bench import BenchmarkContext
+    from cellweave.bench.tasks.panel import integration_records
+
+    rows, scvi_cache = {}, {}
+    for i, (model, label) in enumerate(zip(models, labels)):
+        adapt = ("pretrained", "scratch") if i == 0 and scratch else ("pretrained",)
+        ctx = BenchmarkContext(model=model, seeds=(seed,), quick=True, progress=False, adapt=adapt,
+                               precision=precision, cache=dict(scvi_cache))
+        rows.update(rows_of(integration_records(ctx, d, seed), label, baselines=i == 0))
+        scvi_cache = {k: v for k, v in ctx.cache.items() if k[0] == "panel scVI"}
+    return rows
+
+
+def mean_rows(tables) -> dict[str, dict[str, float]]:
+    """``{method: {metric: mean}}`` over several ``{method: {metric: value}}`` tables (datasets or
+    seeds), each method over the tables that have it."""
+    import numpy as np
+
+    tables = list(tables)
+    methods = sorted({m for rows in tables for m in rows})
+    return {m: {k: float(np.mean([rows[m][k] for rows in tables if m in rows])) for k in METRICS} for m in methods}
+
+
+def print_table(means: dict[str, dict[str, float]], title: str) -> None:
+    """``means`` (:func:`mean_rows`) as a table, best scIB total first."""
+    print(f"\n{title}")
+    print(f"{'method':72s} {'total':>6s} {'bio':>6s} {'batch':>6s}")
+    for m in sorted(means, key=lambda m: -means[m]["scIB total"]):
+        print(f"{m[:72]:72s} {means[m]['scIB total']:6.3f} {means[m]['scIB bio conservation']:6.3f} "
+              f"{means[m]['scIB batch correction']:6.3f}")
+
+
 def main() -> None:
     import argparse
 
-    import numpy as np
     from _diagnostics import panel_selection
 
     from cellweave import CellWeave
     from cellweave._io_utils import atomic_write_json
     from cellweave._system import hardware, keep_torch_threads
-    from cellweave.bench import BenchmarkContext
-    from cellweave.bench.tasks.panel import integration_records
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", required=True, help="model folders or shipped names")
@@ -115,26 +150,15 @@ def main() -> None:
         if d.model_input is not d.adata:  # protein only: no molecules to thin
             continue
         shifted = depth_shift_set(d, args.fraction, args.seed)
-        rows, scvi_cache = {}, {}
-        for i, (model, label) in enumerate(zip(models, labels)):
-            adapt = ("pretrained", "scratch") if i == 0 and not args.no_scratch else ("pretrained",)
-            ctx = BenchmarkContext(model=model, seeds=(args.seed,), quick=True, progress=False, adapt=adapt,
-                                   precision=args.precision, cache=dict(scvi_cache))
-            rows.update(rows_of(integration_records(ctx, shifted, args.seed), label, baselines=i == 0))
-            scvi_cache = {k: v for k, v in ctx.cache.items() if k[0] == "panel scVI"}  # the same cells: train once
+        rows = integration_rows(models, labels, shifted, args.seed, scratch=not args.no_scratch,
+                                precision=args.precision)
         per_dataset[d.name] = rows
         print(f"{d.name}: " + ", ".join(f"{m} {v['scIB total']:.3f}" for m, v in rows.items()), flush=True)
         atomic_write_json(args.out, {"complete": False, "per_dataset": per_dataset})
 
-    methods = sorted({m for rows in per_dataset.values() for m in rows})
-    means = {m: {k: float(np.mean([rows[m][k] for rows in per_dataset.values() if m in rows])) for k in METRICS}
-             for m in methods}
-    print(f"\nintegration across a depth shift (half of each dataset's cells at {args.fraction:g} of their "
-          f"molecules), mean over {len(per_dataset)} datasets, seed {args.seed}")
-    print(f"{'method':72s} {'total':>6s} {'bio':>6s} {'batch':>6s}")
-    for m in sorted(methods, key=lambda m: -means[m]["scIB total"]):
-        print(f"{m[:72]:72s} {means[m]['scIB total']:6.3f} {means[m]['scIB bio conservation']:6.3f} "
-              f"{means[m]['scIB batch correction']:6.3f}")
+    means = mean_rows(per_dataset.values())
+    print_table(means, f"integration across a depth shift (half of each dataset's cells at {args.fraction:g} of "
+                       f"their molecules), mean over {len(per_dataset)} datasets, seed {args.seed}")
     atomic_write_json(args.out, {
         "command": shlex.join(sys.argv), "complete": True, "fraction": args.fraction, "seed": args.seed,
         "models": [{"label": label, "name": m.name, "sha256": m.model_hash} for label, m in zip(labels, models)],
