@@ -116,6 +116,15 @@ def pancreas_sets(baron, bastidas_ponce) -> list:
             paired_set("Baron human + Baron mouse", sources["human"], sources["mouse"]), baron]
 
 
+def composition(d) -> dict[str, int]:
+    """Cells of ``d`` per batch and type, as ``{"batch / type": n}``."""
+    import numpy as np
+    import pandas as pd
+
+    counts = pd.crosstab(d.adata.obs[d.batch_key].astype(str).to_numpy(), np.asarray(d.labels).astype(str))
+    return {f"{b} / {t}": int(counts.loc[b, t]) for b in counts.index for t in counts.columns if counts.loc[b, t]}
+
+
 def main() -> None:
     import argparse
 
@@ -129,6 +138,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", required=True, help="model folders or shipped names")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--sets", nargs="+", default=None,
+                   help="names of the sets to score (default: all four; the panel's Baron set by its dataset name)")
     p.add_argument("--no-scratch", action="store_true", help="leave out the random-weight control")
     p.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
     p.add_argument("--out", default="cross_species_integration.json")
@@ -141,6 +152,12 @@ def main() -> None:
         sys.exit(f"error: {', '.join(missing)} not found; point CELLWEAVE_DATA_DIR at the data mirror "
                  "(see the README's data section)")
     sets = pancreas_sets(found[BARON], found[BASTIDAS_PONCE])
+    if args.sets:
+        unknown = sorted(set(args.sets) - {d.name for d in sets})
+        if unknown:
+            sys.exit(f"error: no set named {', '.join(map(repr, unknown))}; the sets are "
+                     + ", ".join(repr(d.name) for d in sets))
+        sets = [d for d in sets if d.name in args.sets]
     models = [CellWeave.load(m) for m in args.models]
     labels = [m.name for m in models]
     if len(set(labels)) < len(labels):
@@ -148,9 +165,8 @@ def main() -> None:
     per_set: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     start = time.perf_counter()
     for d in sets:
-        counts = d.adata.obs.groupby([SOURCE, "cell_type"], observed=True).size()
         print(f"{d.name}: {d.adata.n_obs} cells, {d.adata.n_vars} genes; "
-              + ", ".join(f"{s} {t} {n}" for (s, t), n in counts.items()), flush=True)
+              + ", ".join(f"{k} {n}" for k, n in composition(d).items()), flush=True)
         for seed in args.seeds:
             rows = integration_rows(models, labels, d, seed, scratch=not args.no_scratch, precision=args.precision)
             per_set.setdefault(d.name, {})[str(seed)] = rows
@@ -163,10 +179,8 @@ def main() -> None:
         print_table(means[name], f"{name}, mean over seeds {', '.join(map(str, args.seeds))}")
     atomic_write_json(args.out, {
         "command": shlex.join(sys.argv), "complete": True, "seeds": args.seeds,
-        "sets": {d.name: {"cells": int(d.adata.n_obs), "genes": int(d.adata.n_vars),
-                          "cells per source and type": {f"{s} / {t}": int(n) for (s, t), n in
-                                                        d.adata.obs.groupby([SOURCE, "cell_type"], observed=True)
-                                                        .size().items()}} for d in sets},
+        "sets": {d.name: {"cells": int(d.adata.n_obs), "genes": int(d.adata.n_vars), "batch key": d.batch_key,
+                          "cells per batch and type": composition(d)} for d in sets},
         "models": [{"label": label, "name": m.name, "sha256": m.model_hash} for label, m in zip(labels, models)],
         "seconds": round(time.perf_counter() - start, 1), "hardware": hardware(), "means": means,
         "per_set": per_set,
