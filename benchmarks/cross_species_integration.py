@@ -31,7 +31,7 @@ random weights in the same budget, all with Harmony, beside Harmony on PCA and s
 
 Nothing is chosen here: every arm is scored on the same cells. The sets are small (105 Baron cells
 of a species against 238 Bastidas-Ponce cells), so read the seeds' spread beside the means, and the
-thread count too: on the panel's Baron set (328 cells) an adapted arm's score moved by up to 0.24
+thread count too: on the panel's Baron set (328 cells) an adapted arm's score moved by up to 0.20
 between a run on one thread and on two (``OMP_NUM_THREADS``; the record names the thread count),
 as whether Harmony mixes the species tips with floating-point reduction order; the three paired
 sets moved by at most 0.010 (HISTORY, fifty-first session).
