@@ -52,17 +52,11 @@ SHARED_TYPES = ("alpha", "beta", "delta")
 SOURCE = "source"
 
 
-def gene_keys(adata, organism: str):
-    """cellweave's RNA gene key of each of ``adata``'s features (``""`` where unmapped)."""
-    from cellweave.genes import map_features
-
-    return map_features(adata.var, modality="rna", organism=organism).keys
-
-
 def paired_set(name: str, first, second, types=SHARED_TYPES, *, min_genes: int = 50):
     """``PanelData`` of two ``(label, adata, labels, organism)`` sources: the cells of ``types``
     (labels compared in lower case), ``obs[SOURCE]`` naming the source, the genes both measure
-    (joined on :func:`gene_keys`, a key held by several features of one source dropped there) under
+    (joined on cellweave's RNA gene keys, :func:`cellweave.genes.map_features`; a key held by several
+    features of one source is dropped there) under
     the first source's names and ``var["gene_id"]`` set to the key. Refuses sources that share no
     type or fewer than ``min_genes`` genes."""
     import anndata as ad
@@ -72,10 +66,11 @@ def paired_set(name: str, first, second, types=SHARED_TYPES, *, min_genes: int =
 
     from cellweave.bench.tasks.panel import PanelData
     from cellweave.data import log_normalize
+    from cellweave.genes import map_features
 
     parts, columns = [], []
     for label, adata, labels, organism in (first, second):
-        keys = pd.Series(np.asarray(gene_keys(adata, organism)))
+        keys = pd.Series(np.asarray(map_features(adata.var, modality="rna", organism=organism).keys))
         unique = (keys != "") & ~keys.duplicated(keep=False)
         columns.append(pd.Series(np.flatnonzero(unique), index=keys[unique].to_numpy()))
         lower = pd.Series(np.asarray(labels).astype(str)).str.strip().str.lower().to_numpy()
