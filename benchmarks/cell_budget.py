@@ -1,0 +1,213 @@
+"""Issue 12: does pretraining help when the user has few cells?
+
+On the development panel's full datasets (up to 6,000 cells each) the pretrained model ties random
+weights of its architecture, zero-shot (kNN macro-F1 0.668 against 0.658, ``few_shot.py``) and under
+``adapt``'s count-likelihood readout (0.770 against 0.767, PCA's input 0.771, ``embedding_vae.py``);
+few labels did not favour it either (``few_shot.py``). A prior learned on other cells should matter
+most when the data itself is small: PCA's components, the highly variable genes and scVI's encoder are
+all estimated from the user's cells, while a pretrained embedding is fixed before it sees them. Sample
+efficiency is what foundation models are usually credited with (Bommasani et al. 2021; scGPT and
+Geneformer report it for labels, not for unlabelled cells). This measures it for unlabelled cells.
+
+On every panel dataset, for each ``n`` of ``--cells`` and each seed of ``--seeds``, ``n`` cells are drawn
+at random (the seed draws them and seeds every fit) and each representation is computed from those
+cells alone, as a user holding only them would:
+
+- ``cellweave, zero-shot``: the model's embedding (``CellWeave.embed``, seed 0);
+- ``untrained, zero-shot``: random weights of its architecture (``start_module(model, "random", seed=0)``),
+  the same tokens and pooling: the control for pretraining;
+- ``PCA (HVG)``: PCA (50) of the 2,000 most variable log-normalized genes, chosen and fitted on the ``n``
+  cells (the panel's zero-shot baseline);
+- ``<each of the three> + readout``: :func:`cellweave.train.fit_count_readout` on that representation,
+  scVI's negative-binomial decoder of the ``n`` cells' 2,000 most variable genes with the dataset's
+  batch key (else its shift key) as the covariate. On the model's embedding this is what ``cellweave adapt``
+  (``--method head``, its default budget) trains; on random weights it is the panel's scratch control,
+  on PCA the readout's control for the foundation model as a whole (as ``embedding_vae.py``);
+- ``scVI``: scvi-tools' SCVI (10-d latent) on the same genes' counts and covariate, ``--scvi-epochs``
+  passes (the panel's 200 by default).
+
+Each is scored by kNN macro-F1 (the panel's k=15, 5-fold, seed 0) on the drawn cells of the types with at
+least ``MIN_TYPE_CELLS`` of them; an ``n`` is left out of a dataset where fewer than two types reach it.
+Nothing is chosen: every representation is scored on the same cells with its default settings. Prints, per
+``n``, the mean over datasets and seeds of each representation and the paired difference pretrained minus
+random weights (zero-shot and with the readout) with the datasets where it is positive, and writes OUT
+(JSON, per dataset, ``n`` and seed)::
+
+    CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/cell_budget.py [--model M] \\
+        [--datasets D ...] [--cells 100 300 1000] [--seeds 0 1 2] --out cell_budget.json
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+
+import numpy as np
+
+#: Cells drawn per dataset (default ``--cells``).
+CELLS = (100, 300, 1000)
+#: Fewest drawn cells of a type for its cells to be scored.
+MIN_TYPE_CELLS = 10
+#: The representations, in the table's order.
+METHODS = ("cellweave, zero-shot", "untrained, zero-shot", "PCA (HVG)",
+           "cellweave + readout", "untrained + readout", "PCA (HVG) + readout", "scVI")
+#: Paired differences printed per ``n``: name -> (minuend, subtrahend).
+CONTRASTS = {"pretrained - random, zero-shot": ("cellweave, zero-shot", "untrained, zero-shot"),
+             "pretrained - random, + readout": ("cellweave + readout", "untrained + readout"),
+             "pretrained - PCA, zero-shot": ("cellweave, zero-shot", "PCA (HVG)"),
+             "pretrained + readout - scVI": ("cellweave + readout", "scVI")}
+
+
+def draw_cells(n_cells: int, n: int, seed: int) -> np.ndarray | None:
+    """``n`` of ``n_cells`` positions drawn without replacement by ``seed``, sorted; ``None`` when the
+    dataset has no more than ``n`` cells (the full dataset is the panel's, not a budget)."""
+    if n_cells <= n:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_cells, n, replace=False))
+
+
+def scored_cells(labels: np.ndarray, min_cells: int = MIN_TYPE_CELLS) -> np.ndarray | None:
+    """Positions of the cells whose type has at least ``min_cells`` cells in ``labels``; ``None`` when fewer
+    than two types do (kNN macro-F1 needs two classes with enough cells for its folds)."""
+    types, counts = np.unique(np.asarray(labels).astype(str), return_counts=True)
+    kept = types[counts >= min_cells]
+    if len(kept) < 2:
+        return None
+    return np.flatnonzero(np.isin(np.asarray(labels).astype(str), kept))
+
+
+def summarize(rows: list[dict]) -> dict[str, dict]:
+    """Per ``n``: each method's mean and sd over the (dataset, seed) rows that have it, ``datasets`` (how
+    many), and each of :data:`CONTRASTS`' paired differences (mean over rows having both terms; ``wins``: the
+    datasets whose mean over seeds is positive, of those with both)."""
+    out: dict[str, dict] = {}
+    for n in sorted({r["n"] for r in rows}):
+        at_n = [r for r in rows if r["n"] == n]
+        entry: dict = {"datasets": len({r["dataset"] for r in at_n})}
+        for m in METHODS:
+            vals = [r["scores"][m] for r in at_n if m in r["scores"]]
+            if vals:
+                entry[m] = {"mean": round(float(np.mean(vals)), 3), "sd": round(float(np.std(vals)), 3)}
+        for name, (a, b) in CONTRASTS.items():
+            pairs = [(r["dataset"], r["scores"][a] - r["scores"][b]) for r in at_n
+                     if a in r["scores"] and b in r["scores"]]
+            if not pairs:
+                continue
+            per_dataset: dict[str, list[float]] = {}
+            for ds, diff in pairs:
+                per_dataset.setdefault(ds, []).append(diff)
+            wins = sum(np.mean(v) > 0 for v in per_dataset.values())
+            entry[name] = {"mean": round(float(np.mean([p[1] for p in pairs])), 3),
+                           "wins": f"{wins} of {len(per_dataset)}"}
+        out[str(n)] = entry
+    return out
+
+
+def print_summary(summary: dict[str, dict]) -> None:
+    """The table: one column per ``n``, one row per method (mean ± sd), then the paired differences."""
+    ns = list(summary)
+    print(f"{'kNN macro-F1 on n cells':32s}" + "".join(f"{'n = ' + n + ' (' + str(summary[n]['datasets']) + ')':>22s}"
+                                                      for n in ns))
+    for m in METHODS:
+        cells = [f"{summary[n][m]['mean']:.3f} ± {summary[n][m]['sd']:.3f}" if m in summary[n] else "-" for n in ns]
+        print(f"{m:32s}" + "".join(f"{c:>22s}" for c in cells))
+    for name in CONTRASTS:
+        cells = [f"{summary[n][name]['mean']:+.3f} ({summary[n][name]['wins']})" if name in summary[n] else "-"
+                 for n in ns]
+        print(f"{name:32s}" + "".join(f"{c:>22s}" for c in cells))
+
+
+def budget_scores(d, idx: np.ndarray, model, untrained, *, seed: int, scvi_epochs: int) -> dict[str, float] | None:
+    """kNN macro-F1 of every representation of the cells ``idx`` of panel dataset ``d`` (module docstring);
+    ``None`` when fewer than two of their types have :data:`MIN_TYPE_CELLS` cells."""
+    import scipy.sparse as sp
+    import torch
+    from _diagnostics import knn_f1, panel_batch_codes
+
+    from cellweave.bench import pca_hvg_embedding
+    from cellweave.data import hvg_features
+    from cellweave.train import decoded_counts, fit_count_readout
+
+    labels = np.asarray(d.labels).astype(str)[idx]
+    scored = scored_cells(labels)
+    if scored is None:
+        return None
+    data = d.model_input[idx].copy()
+    inputs = {"cellweave": model.embed(data, seed=0, progress=False, dataset=d.name)[0],
+              "untrained": untrained.embed(data, seed=0, progress=False, dataset=d.name)[0],
+              "PCA (HVG)": pca_hvg_embedding(d.adata[idx].copy(), seed=seed)}
+    batches = np.unique(panel_batch_codes(d)[idx], return_inverse=True)[1]
+    counts, _ = decoded_counts(data, None, any_modality=True)
+    reps = {"cellweave, zero-shot": inputs["cellweave"], "untrained, zero-shot": inputs["untrained"],
+            "PCA (HVG)": inputs["PCA (HVG)"]}
+    if counts is not None:
+        for name, x in inputs.items():
+            readout, _ = fit_count_readout(x, sp.csr_matrix(counts), batches, seed=seed)
+            with torch.no_grad():
+                reps[f"{name} + readout"] = readout(torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)).numpy()
+    if d.adata.n_vars >= 20:
+        from cellweave.bench.tasks._scvi_baselines import scvi_latent
+
+        sub = d.adata[idx].copy()
+        latent = scvi_latent(sub, hvg_features(d.lognorm[idx]), batches.astype(str), seed=seed, max_epochs=scvi_epochs)
+        if latent is not None:
+            reps["scVI"] = latent
+    return {m: knn_f1(reps[m][scored], labels[scored]) for m in METHODS if m in reps}
+
+
+def main() -> None:
+    from _diagnostics import panel_arguments
+
+    p = panel_arguments(__doc__, out="cell_budget.json")
+    p.add_argument("--cells", type=int, nargs="+", default=list(CELLS), help="cells drawn per dataset")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="draws (each seeds its fits)")
+    p.add_argument("--scvi-epochs", type=int, default=200, help="scVI's passes (the panel's 200)")
+    args = p.parse_args()
+    if min(args.cells) < 2 * MIN_TYPE_CELLS:
+        p.error(f"--cells {min(args.cells)}: draw at least {2 * MIN_TYPE_CELLS} cells (two types of "
+                f"{MIN_TYPE_CELLS} cells each are scored).")
+    from cellweave._system import keep_torch_threads
+
+    keep_torch_threads()  # scanpy's first numba call would otherwise lift torch's thread limit
+    import logging
+
+    from _diagnostics import panel_selection, random_weights
+
+    from cellweave._io_utils import atomic_write_json
+    from cellweave.models import CellWeave
+
+    logging.getLogger("scvi").setLevel(logging.WARNING)
+    logging.getLogger("lightning").setLevel(logging.WARNING)
+    model = CellWeave.load(args.model)
+    untrained = random_weights(model)
+    rows, t0 = [], time.perf_counter()
+    for d in panel_selection(args.datasets):
+        for n in args.cells:
+            for seed in args.seeds:
+                idx = draw_cells(d.adata.n_obs, n, seed)
+                if idx is None:
+                    print(f"{d.name}: n = {n} left out ({d.adata.n_obs} cells)", flush=True)
+                    break
+                scores = budget_scores(d, idx, model, untrained, seed=seed, scvi_epochs=args.scvi_epochs)
+                if scores is None:
+                    print(f"{d.name}: n = {n} left out (fewer than two types with {MIN_TYPE_CELLS} drawn cells)",
+                          flush=True)
+                    break
+                rows.append({"dataset": d.name, "n": n, "seed": seed, "scores": scores})
+                print(f"{d.name} n={n} seed={seed} {time.perf_counter() - t0:.0f} s "
+                      + " ".join(f"{m}={v:.3f}" for m, v in scores.items()), flush=True)
+            summary = summarize(rows)
+            atomic_write_json(args.out, {"partial": True, "rows": rows, "summary": summary})
+    summary = summarize(rows)
+    print_summary(summary)
+    atomic_write_json(args.out, {
+        "command": shlex.join(["benchmarks/cell_budget.py", *sys.argv[1:]]), "model": model.name,
+        "metric": f"kNN macro-F1 (k=15, 5-fold, seed 0) on the drawn cells of types with >= {MIN_TYPE_CELLS} of them",
+        "threads": os.environ.get("OMP_NUM_THREADS", "unset"), "scvi_epochs": args.scvi_epochs,
+        "rows": rows, "summary": summary, "seconds": round(time.perf_counter() - t0, 1)})
+
+
+if __name__ == "__main__":
+    main()
