@@ -27,7 +27,8 @@ cells alone, as a user holding only them would:
   passes (the panel's 200 by default).
 
 Each is scored by kNN macro-F1 (the panel's k=15, 5-fold, seed 0) on the drawn cells of the types with at
-least ``MIN_TYPE_CELLS`` of them; an ``n`` is left out of a dataset where fewer than two types reach it.
+least ``MIN_TYPE_CELLS`` of them; an ``n`` is left out of a dataset where fewer than two types reach it in
+some seed's draw, or where the dataset has no more than ``n`` cells, so every seed of an ``n`` has the same datasets.
 Nothing is chosen: every representation is scored on the same cells with its default settings. Prints, per
 ``n``, the mean over datasets and seeds of each representation and the paired difference pretrained minus
 random weights (zero-shot and with the readout) with the datasets where it is positive, and writes OUT
@@ -35,6 +36,9 @@ random weights (zero-shot and with the readout) with the datasets where it is po
 
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/cell_budget.py [--model M] \\
         [--datasets D ...] [--cells 100 300 1000] [--seeds 0 1 2] --out cell_budget.json
+
+Runs on parts of the panel (two one-thread runs share these 2 cores well) are joined by
+``benchmarks/cell_budget.py --merge A.json B.json --out cell_budget.json``.
 """
 
 from __future__ import annotations
@@ -157,6 +161,28 @@ def budget_scores(d, idx: np.ndarray, model, untrained, *, seed: int, scvi_epoch
     return {m: knn_f1(reps[m][scored], labels[scored]) for m in METHODS if m in reps}
 
 
+def merged(runs: list[dict]) -> dict:
+    """One result of several finished runs of this script (e.g. on two halves of the panel, side by side):
+    their rows, their summary recomputed, each run's command. Refuses partial runs, runs of different models
+    or scVI budgets, and a (dataset, n, seed) that two runs both hold."""
+    for r in runs:
+        if r.get("partial") or "command" not in r:
+            raise SystemExit("a run to merge is unfinished (its JSON is the partial one written as it goes): "
+                             "merge finished runs only.")
+    for key in ("model", "scvi_epochs"):
+        if len({str(r[key]) for r in runs}) > 1:
+            raise SystemExit(f"the runs differ in {key} ({', '.join(sorted({str(r[key]) for r in runs}))}): "
+                             "merge runs of one model and one scVI budget.")
+    rows = [row for r in runs for row in r["rows"]]
+    keys = [(row["dataset"], row["n"], row["seed"]) for row in rows]
+    if len(set(keys)) < len(keys):
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise SystemExit(f"two runs both score {twice[0]} (dataset, n, seed): merge runs of different datasets.")
+    return {"commands": [r["command"] for r in runs], "model": runs[0]["model"], "metric": runs[0]["metric"],
+            "threads": sorted({r["threads"] for r in runs}), "scvi_epochs": runs[0]["scvi_epochs"], "rows": rows,
+            "summary": summarize(rows), "seconds": [r["seconds"] for r in runs]}
+
+
 def main() -> None:
     from _diagnostics import panel_arguments
 
@@ -164,7 +190,19 @@ def main() -> None:
     p.add_argument("--cells", type=int, nargs="+", default=list(CELLS), help="cells drawn per dataset")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="draws (each seeds its fits)")
     p.add_argument("--scvi-epochs", type=int, default=200, help="scVI's passes (the panel's 200)")
+    p.add_argument("--merge", nargs="+", metavar="JSON", default=None,
+                   help="instead of running: merge finished runs (e.g. halves of the panel) into OUT and print the table")
     args = p.parse_args()
+    if args.merge:
+        import json
+        from pathlib import Path
+
+        from cellweave._io_utils import atomic_write_json
+
+        result = merged([json.loads(Path(f).read_text()) for f in args.merge])
+        print_summary(result["summary"])
+        atomic_write_json(args.out, result)
+        return
     if min(args.cells) < 2 * MIN_TYPE_CELLS:
         p.error(f"--cells {min(args.cells)}: draw at least {2 * MIN_TYPE_CELLS} cells (two types of "
                 f"{MIN_TYPE_CELLS} cells each are scored).")
@@ -185,6 +223,7 @@ def main() -> None:
     rows, t0 = [], time.perf_counter()
     for d in panel_selection(args.datasets):
         for n in args.cells:
+            found = []  # this n's rows, kept only when every seed's draw is scored
             for seed in args.seeds:
                 idx = draw_cells(d.adata.n_obs, n, seed)
                 if idx is None:
@@ -192,12 +231,14 @@ def main() -> None:
                     break
                 scores = budget_scores(d, idx, model, untrained, seed=seed, scvi_epochs=args.scvi_epochs)
                 if scores is None:
-                    print(f"{d.name}: n = {n} left out (fewer than two types with {MIN_TYPE_CELLS} drawn cells)",
-                          flush=True)
+                    print(f"{d.name}: n = {n} left out (fewer than two types with {MIN_TYPE_CELLS} cells in the "
+                          f"draw of seed {seed})", flush=True)
                     break
-                rows.append({"dataset": d.name, "n": n, "seed": seed, "scores": scores})
+                found.append({"dataset": d.name, "n": n, "seed": seed, "scores": scores})
                 print(f"{d.name} n={n} seed={seed} {time.perf_counter() - t0:.0f} s "
                       + " ".join(f"{m}={v:.3f}" for m, v in scores.items()), flush=True)
+            else:
+                rows += found
             summary = summarize(rows)
             atomic_write_json(args.out, {"partial": True, "rows": rows, "summary": summary})
     summary = summarize(rows)

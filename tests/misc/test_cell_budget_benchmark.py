@@ -64,3 +64,24 @@ def test_budget_scores_scores_every_representation_on_the_drawn_cells(cell_budge
     assert scores["PCA (HVG)"] > 0.9  # two types, each up-regulating its own genes six-fold
     one_type = PanelData("one", adata, adata, np.where(np.arange(160) < 155, "a", "b"), None, None, d.lognorm)
     assert cell_budget.budget_scores(one_type, idx, tiny_rna_model, tiny_rna_model, seed=0, scvi_epochs=2) is None
+
+
+def test_merged_joins_finished_runs_and_refuses_what_does_not_join(cell_budget) -> None:
+    def run(dataset, model="m", partial=False):
+        rows = [{"dataset": dataset, "n": 100, "seed": s, "scores": {"PCA (HVG)": 0.5 + s / 10}} for s in (0, 1)]
+        out = {"rows": rows, "summary": cell_budget.summarize(rows)}
+        if partial:
+            return {"partial": True, **out}
+        return {"command": f"cell_budget.py --datasets {dataset}", "model": model, "metric": "kNN", "threads": "1",
+                "scvi_epochs": 200, "seconds": 1.0, **out}
+
+    both = cell_budget.merged([run("x"), run("y")])
+    assert both["commands"] == ["cell_budget.py --datasets x", "cell_budget.py --datasets y"]
+    assert both["summary"]["100"]["datasets"] == 2 and len(both["rows"]) == 4
+    assert both["summary"]["100"]["PCA (HVG)"]["mean"] == 0.55
+    with pytest.raises(SystemExit, match="unfinished"):
+        cell_budget.merged([run("x"), run("y", partial=True)])
+    with pytest.raises(SystemExit, match="differ in model"):
+        cell_budget.merged([run("x"), run("y", model="other")])
+    with pytest.raises(SystemExit, match="both score"):
+        cell_budget.merged([run("x"), run("x")])
