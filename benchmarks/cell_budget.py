@@ -83,8 +83,9 @@ def scored_cells(labels: np.ndarray, min_cells: int = MIN_TYPE_CELLS) -> np.ndar
 
 
 def summarize(rows: list[dict]) -> dict[str, dict]:
-    """Per ``n``: each method's mean and sd over the (dataset, seed) rows that have it, ``datasets`` (how
-    many), and each of :data:`CONTRASTS`' paired differences (mean over rows having both terms; ``wins``: the
+    """Per ``n``: each method's mean over the (dataset, seed) rows that have it and the sd over seeds of its
+    mean over datasets (the seeds' spread, as the panel's tables; not the datasets'), ``datasets`` (how many),
+    and each of :data:`CONTRASTS`' paired differences (mean over rows having both terms; ``wins``: the
     datasets whose mean over seeds is positive, of those with both)."""
     out: dict[str, dict] = {}
     for n in sorted({r["n"] for r in rows}):
@@ -93,7 +94,10 @@ def summarize(rows: list[dict]) -> dict[str, dict]:
         for m in METHODS:
             vals = [r["scores"][m] for r in at_n if m in r["scores"]]
             if vals:
-                entry[m] = {"mean": round(float(np.mean(vals)), 3), "sd": round(float(np.std(vals)), 3)}
+                per_seed = [np.mean([r["scores"][m] for r in at_n if m in r["scores"] and r["seed"] == s])
+                            for s in sorted({r["seed"] for r in at_n if m in r["scores"]})]
+                entry[m] = {"mean": round(float(np.mean(vals)), 3), "sd": round(float(np.std(per_seed)), 3),
+                            "datasets": len({r["dataset"] for r in at_n if m in r["scores"]})}
         for name, (a, b) in CONTRASTS.items():
             pairs = [(r["dataset"], r["scores"][a] - r["scores"][b]) for r in at_n
                      if a in r["scores"] and b in r["scores"]]
@@ -110,12 +114,19 @@ def summarize(rows: list[dict]) -> dict[str, dict]:
 
 
 def print_summary(summary: dict[str, dict]) -> None:
-    """The table: one column per ``n``, one row per method (mean ± sd), then the paired differences."""
+    """The table: one column per ``n`` (its datasets in parentheses), one row per method (mean ± sd; ``[k]``:
+    over only ``k`` of the datasets, e.g. scVI without the protein-only one), then the paired differences."""
     ns = list(summary)
     print(f"{'kNN macro-F1 on n cells':32s}" + "".join(f"{'n = ' + n + ' (' + str(summary[n]['datasets']) + ')':>22s}"
                                                       for n in ns))
+
+    def cell(n: str, m: str) -> str:
+        e = summary[n][m]
+        fewer = f" [{e['datasets']}]" if e["datasets"] < summary[n]["datasets"] else ""
+        return f"{e['mean']:.3f} ± {e['sd']:.3f}{fewer}"
+
     for m in METHODS:
-        cells = [f"{summary[n][m]['mean']:.3f} ± {summary[n][m]['sd']:.3f}" if m in summary[n] else "-" for n in ns]
+        cells = [cell(n, m) if m in summary[n] else "-" for n in ns]
         print(f"{m:32s}" + "".join(f"{c:>22s}" for c in cells))
     for name in CONTRASTS:
         cells = [f"{summary[n][name]['mean']:+.3f} ({summary[n][name]['wins']})" if name in summary[n] else "-"
