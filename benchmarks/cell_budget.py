@@ -17,7 +17,8 @@ cells alone, as a user holding only them would:
 - ``untrained, zero-shot``: random weights of its architecture (``start_module(model, "random", seed=0)``),
   the same tokens and pooling: the control for pretraining;
 - ``PCA (HVG)``: PCA (50) of the 2,000 most variable log-normalized genes, chosen and fitted on the ``n``
-  cells (the panel's zero-shot baseline);
+  cells (the panel's zero-shot baseline); ``PCA (HVG), k components``: the same with 10 and 20 components,
+  since 50 components of 100 cells fit much of their noise (no width is chosen: all three are printed);
 - ``<each of the three> + readout``: :func:`cellweave.train.fit_count_readout` on that representation,
   scVI's negative-binomial decoder of the ``n`` cells' 2,000 most variable genes with the dataset's
   batch key (else its shift key) as the covariate. On the model's embedding this is what ``cellweave adapt``
@@ -37,7 +38,8 @@ random weights (zero-shot and with the readout) with the datasets where it is po
     CELLWEAVE_DATA_DIR=../shared/data .venv/bin/python benchmarks/cell_budget.py [--model M] \\
         [--datasets D ...] [--cells 100 300 1000] [--seeds 0 1 2] --out cell_budget.json
 
-Runs on parts of the panel (two one-thread runs share these 2 cores well) are joined by
+``--methods`` scores only some representations (PCA's alone take seconds per dataset). Runs on parts of the
+panel (two one-thread runs share these 2 cores well) are joined by
 ``benchmarks/cell_budget.py --merge A.json B.json --out cell_budget.json``.
 """
 
@@ -55,12 +57,18 @@ CELLS = (100, 300, 1000)
 #: Fewest drawn cells of a type for its cells to be scored.
 MIN_TYPE_CELLS = 10
 #: The representations, in the table's order.
+#: PCA's other widths (besides the panel's 50), for a fairer baseline on few cells: 50 components of 100 cells
+#: fit much of their noise.
+PCA_COMPONENTS = (10, 20)
 METHODS = ("cellweave, zero-shot", "untrained, zero-shot", "PCA (HVG)",
+           *(f"PCA (HVG), {k} components" for k in PCA_COMPONENTS),
            "cellweave + readout", "untrained + readout", "PCA (HVG) + readout", "scVI")
 #: Paired differences printed per ``n``: name -> (minuend, subtrahend).
 CONTRASTS = {"pretrained - random, zero-shot": ("cellweave, zero-shot", "untrained, zero-shot"),
              "pretrained - random, + readout": ("cellweave + readout", "untrained + readout"),
              "pretrained - PCA, zero-shot": ("cellweave, zero-shot", "PCA (HVG)"),
+             **{f"pretrained - PCA ({k}), zero-shot": ("cellweave, zero-shot", f"PCA (HVG), {k} components")
+                for k in PCA_COMPONENTS},
              "pretrained + readout - scVI": ("cellweave + readout", "scVI")}
 
 
@@ -134,9 +142,11 @@ def print_summary(summary: dict[str, dict]) -> None:
         print(f"{name:32s}" + "".join(f"{c:>22s}" for c in cells))
 
 
-def budget_scores(d, idx: np.ndarray, model, untrained, *, seed: int, scvi_epochs: int) -> dict[str, float] | None:
-    """kNN macro-F1 of every representation of the cells ``idx`` of panel dataset ``d`` (module docstring);
-    ``None`` when fewer than two of their types have :data:`MIN_TYPE_CELLS` cells."""
+def budget_scores(d, idx: np.ndarray, model, untrained, *, seed: int, scvi_epochs: int,
+                  methods: tuple[str, ...] = METHODS) -> dict[str, float] | None:
+    """kNN macro-F1 of the representations ``methods`` (of :data:`METHODS`; module docstring) of the cells
+    ``idx`` of panel dataset ``d``; only what they need is computed. ``None`` when fewer than two of the
+    cells' types have :data:`MIN_TYPE_CELLS` cells."""
     import scipy.sparse as sp
     import torch
     from _diagnostics import knn_f1, panel_batch_codes
@@ -150,19 +160,24 @@ def budget_scores(d, idx: np.ndarray, model, untrained, *, seed: int, scvi_epoch
     if scored is None:
         return None
     data = d.model_input[idx].copy()
-    inputs = {"cellweave": model.embed(data, seed=0, progress=False, dataset=d.name)[0],
-              "untrained": untrained.embed(data, seed=0, progress=False, dataset=d.name)[0],
-              "PCA (HVG)": pca_hvg_embedding(d.adata[idx].copy(), seed=seed)}
+    make = {"cellweave": lambda: model.embed(data, seed=0, progress=False, dataset=d.name)[0],
+            "untrained": lambda: untrained.embed(data, seed=0, progress=False, dataset=d.name)[0],
+            "PCA (HVG)": lambda: pca_hvg_embedding(d.adata[idx].copy(), seed=seed)}
+    inputs = {name: f() for name, f in make.items() if any(m.startswith(name) for m in methods if m != "scVI")}
+    reps = {m: inputs[name] for name in inputs for m in (f"{name}, zero-shot", name) if m in methods}
+    for k in PCA_COMPONENTS:
+        if f"PCA (HVG), {k} components" in methods:
+            reps[f"PCA (HVG), {k} components"] = pca_hvg_embedding(d.adata[idx].copy(), n_comps=k, seed=seed)
     batches = np.unique(panel_batch_codes(d)[idx], return_inverse=True)[1]
-    counts, _ = decoded_counts(data, None, any_modality=True)
-    reps = {"cellweave, zero-shot": inputs["cellweave"], "untrained, zero-shot": inputs["untrained"],
-            "PCA (HVG)": inputs["PCA (HVG)"]}
+    readouts = [name for name in inputs if f"{name} + readout" in methods]
+    counts = decoded_counts(data, None, any_modality=True)[0] if readouts else None
     if counts is not None:
-        for name, x in inputs.items():
+        for name in readouts:
+            x = inputs[name]
             readout, _ = fit_count_readout(x, sp.csr_matrix(counts), batches, seed=seed)
             with torch.no_grad():
                 reps[f"{name} + readout"] = readout(torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)).numpy()
-    if d.adata.n_vars >= 20:
+    if "scVI" in methods and d.adata.n_vars >= 20:
         from cellweave.bench.tasks._scvi_baselines import scvi_latent
 
         sub = d.adata[idx].copy()
@@ -174,8 +189,9 @@ def budget_scores(d, idx: np.ndarray, model, untrained, *, seed: int, scvi_epoch
 
 def merged(runs: list[dict]) -> dict:
     """One result of several finished runs of this script (e.g. on two halves of the panel, side by side):
-    their rows, their summary recomputed, each run's command. Refuses partial runs, runs of different models
-    or scVI budgets, and a (dataset, n, seed) that two runs both hold."""
+    their rows, their summary recomputed, each run's command. A (dataset, n, seed) that several runs score
+    with different methods (``--methods``) becomes one row with all their scores. Refuses partial runs, runs
+    of different models or scVI budgets, and a method that two runs both score on one (dataset, n, seed)."""
     for r in runs:
         if r.get("partial") or "command" not in r:
             raise SystemExit("a run to merge is unfinished (its JSON is the partial one written as it goes): "
@@ -184,11 +200,16 @@ def merged(runs: list[dict]) -> dict:
         if len({str(r[key]) for r in runs}) > 1:
             raise SystemExit(f"the runs differ in {key} ({', '.join(sorted({str(r[key]) for r in runs}))}): "
                              "merge runs of one model and one scVI budget.")
-    rows = [row for r in runs for row in r["rows"]]
-    keys = [(row["dataset"], row["n"], row["seed"]) for row in rows]
-    if len(set(keys)) < len(keys):
-        twice = sorted({k for k in keys if keys.count(k) > 1})
-        raise SystemExit(f"two runs both score {twice[0]} (dataset, n, seed): merge runs of different datasets.")
+    joined: dict[tuple, dict] = {}
+    for row in (row for r in runs for row in r["rows"]):
+        key = (row["dataset"], row["n"], row["seed"])
+        held = joined.setdefault(key, {"dataset": key[0], "n": key[1], "seed": key[2], "scores": {}})["scores"]
+        both = sorted(set(held) & set(row["scores"]))
+        if both:
+            raise SystemExit(f"two runs both score {both[0]!r} on {key} (dataset, n, seed): merge runs of different "
+                             "datasets, seeds or methods.")
+        held.update(row["scores"])
+    rows = [{**row, "scores": {m: row["scores"][m] for m in METHODS if m in row["scores"]}} for row in joined.values()]
     return {"commands": [r["command"] for r in runs], "model": runs[0]["model"], "metric": runs[0]["metric"],
             "threads": sorted({r["threads"] for r in runs}), "scvi_epochs": runs[0]["scvi_epochs"], "rows": rows,
             "summary": summarize(rows), "seconds": [r["seconds"] for r in runs]}
@@ -201,6 +222,8 @@ def main() -> None:
     p.add_argument("--cells", type=int, nargs="+", default=list(CELLS), help="cells drawn per dataset")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="draws (each seeds its fits)")
     p.add_argument("--scvi-epochs", type=int, default=200, help="scVI's passes (the panel's 200)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
+                   help="representations to score (default all; PCA's alone take seconds): " + "; ".join(METHODS))
     p.add_argument("--merge", nargs="+", metavar="JSON", default=None,
                    help="instead of running: merge finished runs (e.g. halves of the panel) into OUT and print the table")
     args = p.parse_args()
@@ -240,7 +263,8 @@ def main() -> None:
                 if idx is None:
                     print(f"{d.name}: n = {n} left out ({d.adata.n_obs} cells)", flush=True)
                     break
-                scores = budget_scores(d, idx, model, untrained, seed=seed, scvi_epochs=args.scvi_epochs)
+                scores = budget_scores(d, idx, model, untrained, seed=seed, scvi_epochs=args.scvi_epochs,
+                                       methods=tuple(args.methods))
                 if scores is None:
                     print(f"{d.name}: n = {n} left out (fewer than two types with {MIN_TYPE_CELLS} cells in the "
                           f"draw of seed {seed})", flush=True)

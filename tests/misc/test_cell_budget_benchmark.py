@@ -66,6 +66,10 @@ def test_budget_scores_scores_every_representation_on_the_drawn_cells(cell_budge
     assert scores["PCA (HVG)"] > 0.9  # two types, each up-regulating its own genes six-fold
     one_type = PanelData("one", adata, adata, np.where(np.arange(160) < 155, "a", "b"), None, None, d.lognorm)
     assert cell_budget.budget_scores(one_type, idx, tiny_rna_model, tiny_rna_model, seed=0, scvi_epochs=2) is None
+    only = ("PCA (HVG), 10 components", "untrained + readout")
+    some = cell_budget.budget_scores(d, idx, None, random_weights(tiny_rna_model), seed=0, scvi_epochs=2, methods=only)
+    assert list(some) == list(only)  # no model needed (None) when no cellweave row is asked for
+    assert some["PCA (HVG), 10 components"] > 0.9
 
 
 def test_merged_joins_finished_runs_and_refuses_what_does_not_join(cell_budget) -> None:
@@ -85,5 +89,12 @@ def test_merged_joins_finished_runs_and_refuses_what_does_not_join(cell_budget) 
         cell_budget.merged([run("x"), run("y", partial=True)])
     with pytest.raises(SystemExit, match="differ in model"):
         cell_budget.merged([run("x"), run("y", model="other")])
-    with pytest.raises(SystemExit, match="both score"):
+    with pytest.raises(SystemExit, match="both score 'PCA"):
         cell_budget.merged([run("x"), run("x")])
+    other = run("x")  # the same cells scored by another method (--methods) join the rows
+    for r in other["rows"]:
+        r["scores"] = {"cellweave, zero-shot": 0.9}
+    joined = cell_budget.merged([run("x"), other])
+    assert len(joined["rows"]) == 2
+    assert joined["rows"][0]["scores"] == {"cellweave, zero-shot": 0.9, "PCA (HVG)": 0.5}  # in METHODS' order
+    assert joined["summary"]["100"]["pretrained - PCA, zero-shot"]["mean"] == round(0.9 - 0.55, 3)
