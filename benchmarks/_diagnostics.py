@@ -74,6 +74,20 @@ def panel_batch_codes(d):
     return np.unique(d.adata.obs[key].astype(str), return_inverse=True)[1]
 
 
+def readout_latent(embedding, counts, batches, seed: int):
+    """The latent (posterior mean) of :func:`cellweave.train.fit_count_readout` trained on ``embedding`` with
+    ``counts`` decoded and ``batches`` as covariate (seed ``seed``), as ``adapt(method="head")`` embeds cells."""
+    import numpy as np
+    import scipy.sparse as sp
+    import torch
+
+    from cellweave.train import fit_count_readout
+
+    readout = fit_count_readout(embedding, sp.csr_matrix(counts), batches, seed=seed)[0]
+    with torch.no_grad():
+        return readout(torch.as_tensor(np.ascontiguousarray(embedding), dtype=torch.float32)).numpy()
+
+
 def random_weights(model):
     """Random weights of ``model``'s architecture, vocabulary and config (``start_module(model, "random",
     seed=0)``): the control every pretrained model is scored beside."""

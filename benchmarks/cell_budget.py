@@ -147,40 +147,35 @@ def budget_scores(d, idx: np.ndarray, model, untrained, *, seed: int, scvi_epoch
     """kNN macro-F1 of the representations ``methods`` (of :data:`METHODS`; module docstring) of the cells
     ``idx`` of panel dataset ``d``; only what they need is computed. ``None`` when fewer than two of the
     cells' types have :data:`MIN_TYPE_CELLS` cells."""
-    import scipy.sparse as sp
-    import torch
-    from _diagnostics import knn_f1, panel_batch_codes
+    from _diagnostics import knn_f1, panel_batch_codes, readout_latent
 
     from cellweave.bench import pca_hvg_embedding
     from cellweave.data import hvg_features
-    from cellweave.train import decoded_counts, fit_count_readout
+    from cellweave.train import decoded_counts
 
     labels = np.asarray(d.labels).astype(str)[idx]
     scored = scored_cells(labels)
     if scored is None:
         return None
-    data = d.model_input[idx].copy()
+    data, sub = d.model_input[idx].copy(), d.adata[idx].copy()
     make = {"cellweave": lambda: model.embed(data, seed=0, progress=False, dataset=d.name)[0],
             "untrained": lambda: untrained.embed(data, seed=0, progress=False, dataset=d.name)[0],
-            "PCA (HVG)": lambda: pca_hvg_embedding(d.adata[idx].copy(), seed=seed)}
-    inputs = {name: f() for name, f in make.items() if any(m.startswith(name) for m in methods if m != "scVI")}
+            "PCA (HVG)": lambda: pca_hvg_embedding(sub, seed=seed)}
+    inputs = {name: f() for name, f in make.items()
+              if {f"{name}, zero-shot", name, f"{name} + readout"} & set(methods)}
     reps = {m: inputs[name] for name in inputs for m in (f"{name}, zero-shot", name) if m in methods}
     for k in PCA_COMPONENTS:
         if f"PCA (HVG), {k} components" in methods:
-            reps[f"PCA (HVG), {k} components"] = pca_hvg_embedding(d.adata[idx].copy(), n_comps=k, seed=seed)
+            reps[f"PCA (HVG), {k} components"] = pca_hvg_embedding(sub, n_comps=k, seed=seed)
     batches = np.unique(panel_batch_codes(d)[idx], return_inverse=True)[1]
     readouts = [name for name in inputs if f"{name} + readout" in methods]
     counts = decoded_counts(data, None, any_modality=True)[0] if readouts else None
     if counts is not None:
         for name in readouts:
-            x = inputs[name]
-            readout, _ = fit_count_readout(x, sp.csr_matrix(counts), batches, seed=seed)
-            with torch.no_grad():
-                reps[f"{name} + readout"] = readout(torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)).numpy()
+            reps[f"{name} + readout"] = readout_latent(inputs[name], counts, batches, seed)
     if "scVI" in methods and d.adata.n_vars >= 20:
         from cellweave.bench.tasks._scvi_baselines import scvi_latent
 
-        sub = d.adata[idx].copy()
         latent = scvi_latent(sub, hvg_features(d.lognorm[idx]), batches.astype(str), seed=seed, max_epochs=scvi_epochs)
         if latent is not None:
             reps["scVI"] = latent

@@ -24,14 +24,12 @@ INPUTS = ("cellweave", "untrained", "PCA (HVG)")
 
 
 def main() -> None:
-    import scipy.sparse as sp
     import torch
-    from _diagnostics import knn_f1, panel_arguments, panel_batch_codes, panel_selection, write_means
+    from _diagnostics import knn_f1, panel_arguments, panel_batch_codes, panel_selection, readout_latent, write_means
 
     from cellweave.bench import pca_hvg_embedding
     from cellweave.models import CellWeave
     from cellweave.nn import CellWeaveModule
-    from cellweave.train import fit_count_readout
     from cellweave.train import decoded_counts
 
     parser = panel_arguments(__doc__, "embedding_vae.json")
@@ -61,8 +59,7 @@ def main() -> None:
         for name, x in inputs.items():
             row[name] = knn_f1(x, d.labels)
             t = time.perf_counter()
-            scores = [knn_f1(fit_count_readout(x, sp.csr_matrix(counts), batches, seed=s)[0](
-                torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)).detach().numpy(), d.labels) for s in args.seeds]
+            scores = [knn_f1(readout_latent(x, counts, batches, s), d.labels) for s in args.seeds]
             row[f"{name} + readout"] = round(float(np.mean(scores)), 3)
             if len(scores) > 1:
                 row[f"{name} + readout, sd"] = round(float(np.std(scores)), 3)
